@@ -1,0 +1,34 @@
+//! What the TUI and replay ask of a running engine.
+
+use std::time::Duration;
+
+use crate::engine::snapshot::TenantId;
+use crate::session::spec::{DynamicBatching, TenantSpec};
+
+/// A request to change the run. The engine applies it within one tick and reports failures as
+/// notices in the next snapshot (it never blocks the sender waiting for the server).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// New open-loop rate (req/s); takes effect from now, with no catch-up burst.
+    SetRate { tenant: TenantId, per_s: f64 },
+    /// New closed-loop concurrency.
+    SetConcurrency { tenant: TenantId, n: u32 },
+    /// Pause one tenant, or all with `None`.
+    Pause { tenant: Option<TenantId> },
+    /// Resume one tenant, or all with `None`.
+    Resume { tenant: Option<TenantId> },
+    /// Add a tenant, loading its model first when the server allows explicit model control.
+    AddTenant(Box<TenantSpec>),
+    /// Remove a tenant, unloading its model when no other tenant uses it and the server allows.
+    RemoveTenant { tenant: TenantId },
+    /// Change the model's server-side configuration (reloads it where allowed).
+    Reconfigure {
+        tenant: TenantId,
+        instances: Option<u32>,
+        dynamic_batching: Option<Option<DynamicBatching>>,
+    },
+    /// New sliding window for percentiles and attainment.
+    SetWindow(Duration),
+    /// End the run: in-flight requests are abandoned and a final snapshot is published.
+    Stop,
+}

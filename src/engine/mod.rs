@@ -1,0 +1,4 @@
+//! The run: commands in, snapshots out.
+
+pub mod command;
+pub mod snapshot;

@@ -1,0 +1,398 @@
+//! The immutable picture of a run that the engine publishes every tick.
+//!
+//! Every consumer (TUI, headless report, recorder, replay) reads only these types, so they are plain
+//! data: serde for recordings, `PartialEq` for replay tests. `history` is the one part that is not
+//! recorded: replay rebuilds it by pushing each recorded snapshot through the same [`History::push`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::session::spec::{DynamicBatching, Load, Sla};
+
+/// Identifies a tenant for the whole run (indices shift when tenants are removed; ids do not).
+pub type TenantId = u32;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Tick number, from 0.
+    pub seq: u64,
+    /// Seconds since the run started (warm-up included).
+    pub elapsed_s: f64,
+    /// Seconds of the measured period so far (0 during warm-up).
+    pub measured_s: f64,
+    pub phase: Phase,
+    pub session: String,
+    pub target: TargetInfo,
+    pub connection: Connection,
+    /// Every tenant paused.
+    pub paused: bool,
+    pub window_s: f64,
+    pub tick_s: f64,
+    pub tenants: Vec<TenantView>,
+    pub gpu: GpuView,
+    pub cost: Option<CostView>,
+    pub frontier: Option<FrontierView>,
+    /// Recent notices (newest last, bounded), e.g. a refused model load.
+    pub notices: Vec<Notice>,
+    /// Time series for charts; not recorded (see the module doc).
+    #[serde(skip)]
+    pub history: Arc<History>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    Connecting,
+    WarmingUp,
+    Measuring,
+    Finished,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TargetKind {
+    Emulated,
+    Triton,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetInfo {
+    pub kind: TargetKind,
+    /// gRPC `host:port`.
+    pub address: String,
+    /// Catalog GPU (emulated) or the device name reported by telemetry.
+    pub gpu: Option<String>,
+    pub server_version: Option<String>,
+    /// Whether the server accepts repository load/unload (explicit model control).
+    pub model_control: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConnState {
+    Connecting,
+    Connected,
+    Disconnected,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Connection {
+    pub state: ConnState,
+    pub last_error: Option<String>,
+    /// Reconnect attempts since the connection was lost.
+    pub retries: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notice {
+    pub at_s: f64,
+    pub level: NoticeLevel,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NoticeLevel {
+    Info,
+    Warn,
+    Error,
+}
+
+/// Latency summary in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct Percentiles {
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TenantView {
+    pub id: TenantId,
+    pub model: String,
+    pub load: Load,
+    pub paused: bool,
+    pub batch: u32,
+    pub sla: Sla,
+    /// As configured on the server (from ModelConfig), when known.
+    pub instances: Option<u32>,
+    pub dynamic_batching: Option<DynamicBatching>,
+    pub max_batch: Option<u32>,
+    /// Figures over the sliding window.
+    pub window: WindowStats,
+    /// Figures since the measured period began (the headless report's totals).
+    pub totals: Totals,
+    /// Server-side figures from diffed ModelStatistics over the window.
+    pub server: Option<ServerWindow>,
+    pub solo_peak: SoloPeak,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct WindowStats {
+    /// Arrivals per second (scheduled sends).
+    pub offered_per_s: f64,
+    /// Successful completions per second.
+    pub achieved_per_s: f64,
+    /// Latency from the intended send time (no coordinated omission).
+    pub latency_ms: Percentiles,
+    /// Latency from the actual send time.
+    pub service_latency_ms: Percentiles,
+    /// Fraction of requests in the window that completed within the SLA (errors, drops count as
+    /// misses); `None` when the window saw no requests.
+    pub attainment: Option<f64>,
+    /// The window's percentile ≤ the SLA latency and no errors; `None` with no requests.
+    pub sla_met: Option<bool>,
+    /// Completions within SLA per second.
+    pub goodput_per_s: f64,
+    pub errors: u64,
+    pub dropped: u64,
+    pub late: u64,
+    pub in_flight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Totals {
+    pub sent: u64,
+    pub ok: u64,
+    pub errors: u64,
+    pub dropped: u64,
+    pub late: u64,
+    /// Errors by gRPC status name (`UNAVAILABLE`, `DEADLINE_EXCEEDED`, …).
+    pub errors_by_code: BTreeMap<String, u64>,
+    /// Over the measured period.
+    pub latency_ms: Percentiles,
+    pub service_latency_ms: Percentiles,
+    pub attainment: Option<f64>,
+    pub sla_met: Option<bool>,
+    pub achieved_per_s: f64,
+    pub goodput_per_s: f64,
+}
+
+/// Per-inference server-side times (µs) and batching over the window.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct ServerWindow {
+    pub queue_us: f64,
+    pub compute_input_us: f64,
+    pub compute_infer_us: f64,
+    pub compute_output_us: f64,
+    pub avg_batch: f64,
+    pub inferences_per_s: f64,
+    pub executions_per_s: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeakKind {
+    /// Computed by the emulator in virtual time.
+    Computed,
+    /// Measured by `perseus probe` against a real server (cached).
+    Measured,
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SoloPeak {
+    pub kind: PeakKind,
+    /// Requests per second at which the tenant alone still meets its SLA.
+    pub per_s: Option<f64>,
+}
+
+impl SoloPeak {
+    pub const UNKNOWN: SoloPeak = SoloPeak {
+        kind: PeakKind::Unknown,
+        per_s: None,
+    };
+}
+
+/// Where a GPU figure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
+pub enum Source {
+    Nvml,
+    TritonMetrics,
+    Emulator,
+}
+
+impl Source {
+    pub fn label(self) -> &'static str {
+        match self {
+            Source::Nvml => "nvml",
+            Source::TritonMetrics => "metrics",
+            Source::Emulator => "emulator",
+        }
+    }
+}
+
+/// One GPU figure with its provenance.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Reading {
+    pub value: f64,
+    pub source: Source,
+    /// How old the sample was when the snapshot was built.
+    pub age_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct GpuView {
+    pub name: Option<String>,
+    pub uuid: Option<String>,
+    /// Fraction 0–1 of time anything ran (NVML's definition).
+    pub utilization: Option<Reading>,
+    /// Fraction 0–1 of SM capacity in use, time-averaged (where known).
+    pub sm_activity: Option<Reading>,
+    pub memory_used_bytes: Option<Reading>,
+    pub memory_total_bytes: Option<Reading>,
+    pub power_w: Option<Reading>,
+    pub power_limit_w: Option<Reading>,
+    pub sm_clock_mhz: Option<Reading>,
+    pub temperature_c: Option<Reading>,
+    /// Per-process GPU memory (NVML), bytes.
+    pub processes: Vec<ProcessMemory>,
+    /// Per-model resident memory, bytes, where the source knows it.
+    pub model_memory: Vec<(String, u64)>,
+    /// Sources that could not be used, with the reason ("NVML unavailable: …").
+    pub unavailable: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessMemory {
+    pub pid: u32,
+    pub name: Option<String>,
+    pub used_bytes: u64,
+}
+
+/// What the shared GPU costs, live, and what the same load would cost dedicated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CostView {
+    /// Catalog instance name, or `None` for a literal price.
+    pub instance: Option<String>,
+    pub usd_per_hour: f64,
+    pub throughput_per_s: f64,
+    pub goodput_per_s: f64,
+    pub usd_per_million: Option<f64>,
+    pub goodput_usd_per_million: Option<f64>,
+    pub monthly_usd: f64,
+    /// Σ achievedᵢ / peakᵢ over tenants with a known peak; `None` when any peak is unknown.
+    pub dedicated_equivalents: Option<f64>,
+    /// Σ ⌈achievedᵢ / peakᵢ⌉.
+    pub dedicated_instances: Option<u32>,
+    pub dedicated_usd_per_hour: Option<f64>,
+    pub savings_vs_dedicated_pct: Option<f64>,
+    pub savings_vs_timeslicing_pct: Option<f64>,
+}
+
+/// The PERSEUS frontier for two tenants: dedicated peaks on the axes, the straight time-slicing
+/// line between them, and the operating point with its trail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrontierView {
+    /// (tenant, model, solo peak per second) for the x and y axes.
+    pub x: (TenantId, String, f64),
+    pub y: (TenantId, String, f64),
+    /// Current achieved rates (x, y).
+    pub point: (f64, f64),
+}
+
+/// Bounded ring of `(t_s, value)` points.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Series {
+    points: std::collections::VecDeque<(f64, f64)>,
+    capacity: usize,
+}
+
+impl Series {
+    pub fn with_capacity(capacity: usize) -> Self {
+        Series {
+            points: std::collections::VecDeque::with_capacity(capacity.min(4096)),
+            capacity: capacity.max(1),
+        }
+    }
+
+    pub fn push(&mut self, t_s: f64, value: f64) {
+        if self.points.len() == self.capacity {
+            self.points.pop_front();
+        }
+        self.points.push_back((t_s, value));
+    }
+
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (f64, f64)> + ExactSizeIterator + '_ {
+        self.points.iter().copied()
+    }
+
+    pub fn last(&self) -> Option<(f64, f64)> {
+        self.points.back().copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+}
+
+/// Chart data, one bounded series per figure.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct History {
+    /// Points kept per series (the longest chart window divided by the tick).
+    pub capacity: usize,
+    pub tenants: BTreeMap<TenantId, TenantHistory>,
+    pub gpu_util: Series,
+    pub gpu_sm: Series,
+    pub dedicated_equivalents: Series,
+    /// Frontier operating points (x, y) in achieved req/s.
+    pub frontier_trail: Series,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TenantHistory {
+    pub p99_ms: Series,
+    pub achieved_per_s: Series,
+    pub attainment: Series,
+}
+
+impl History {
+    /// Ten minutes of points at the given tick.
+    pub fn for_tick(tick_s: f64) -> Self {
+        let capacity = (600.0 / tick_s.max(0.01)).ceil() as usize;
+        History {
+            capacity,
+            gpu_util: Series::with_capacity(capacity),
+            gpu_sm: Series::with_capacity(capacity),
+            dedicated_equivalents: Series::with_capacity(capacity),
+            frontier_trail: Series::with_capacity(capacity),
+            tenants: BTreeMap::new(),
+        }
+    }
+
+    /// Appends the figures of one snapshot; the engine and replay both build history this way.
+    pub fn push(&mut self, snap: &Snapshot) {
+        let t = snap.elapsed_s;
+        let capacity = self.capacity;
+        self.tenants
+            .retain(|id, _| snap.tenants.iter().any(|tv| tv.id == *id));
+        for tv in &snap.tenants {
+            let h = self.tenants.entry(tv.id).or_insert_with(|| TenantHistory {
+                p99_ms: Series::with_capacity(capacity),
+                achieved_per_s: Series::with_capacity(capacity),
+                attainment: Series::with_capacity(capacity),
+            });
+            h.p99_ms.push(t, tv.window.latency_ms.p99);
+            h.achieved_per_s.push(t, tv.window.achieved_per_s);
+            if let Some(a) = tv.window.attainment {
+                h.attainment.push(t, a);
+            }
+        }
+        if let Some(u) = snap.gpu.utilization {
+            self.gpu_util.push(t, u.value);
+        }
+        if let Some(s) = snap.gpu.sm_activity {
+            self.gpu_sm.push(t, s.value);
+        }
+        if let Some(e) = snap.cost.as_ref().and_then(|c| c.dedicated_equivalents) {
+            self.dedicated_equivalents.push(t, e);
+        }
+        if let Some(f) = &snap.frontier {
+            self.frontier_trail.push(f.point.0, f.point.1);
+        }
+    }
+}

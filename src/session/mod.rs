@@ -1,0 +1,3 @@
+//! Scenario files, recording and replay.
+
+pub mod spec;

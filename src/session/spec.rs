@@ -1,0 +1,159 @@
+//! The validated run configuration: what a session file, CLI flags and the TUI's edits resolve to.
+//!
+//! Parsing lives elsewhere in `session`; these types are what the engine consumes, so they carry no
+//! file positions and every value in them has already been checked.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A whole scenario: target, tenants, SLAs, price.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub name: String,
+    /// Measured duration of a headless run.
+    pub duration: Duration,
+    /// Warm-up before measurement starts (headless runs).
+    pub warmup: Duration,
+    /// Sliding window for live percentiles and SLA attainment.
+    pub window: Duration,
+    /// Engine tick: how often a snapshot is published.
+    pub tick: Duration,
+    pub target: TargetSpec,
+    pub cost: CostSpec,
+    pub tenants: Vec<TenantSpec>,
+}
+
+impl RunSpec {
+    /// Defaults that the session file and flags override.
+    pub const DEFAULT_DURATION: Duration = Duration::from_secs(60);
+    pub const DEFAULT_WARMUP: Duration = Duration::from_secs(5);
+    pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
+    pub const DEFAULT_TICK: Duration = Duration::from_millis(250);
+}
+
+/// What the run drives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TargetSpec {
+    /// The embedded emulator with this catalog GPU (and optional calibration profile).
+    Emulated {
+        gpu: String,
+        profile: Option<String>,
+    },
+    /// A real Triton (or a standalone emulator treated as one).
+    Triton {
+        /// `host:port` of the gRPC endpoint.
+        address: String,
+        /// Prometheus endpoint; defaults to port 8002 on the same host.
+        metrics: Option<String>,
+        /// GPU index or UUID to follow with NVML.
+        gpu: Option<String>,
+        tls: Option<TlsSpec>,
+    },
+}
+
+/// TLS settings for a remote Triton.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TlsSpec {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub domain: Option<String>,
+}
+
+/// Where the hourly price comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CostSpec {
+    /// A catalog instance such as `aws:g4dn.xlarge`.
+    Instance(String),
+    /// A literal price per GPU-hour.
+    UsdPerHour(f64),
+}
+
+impl Default for CostSpec {
+    fn default() -> Self {
+        CostSpec::Instance("aws:g4dn.xlarge".to_string())
+    }
+}
+
+/// One tenant: a model driven by its own load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TenantSpec {
+    pub model: String,
+    pub load: Load,
+    /// Images per request.
+    pub batch: u32,
+    pub sla: Sla,
+    /// Server-side instance count, applied where the server allows model control.
+    pub instances: Option<u32>,
+    pub dynamic_batching: Option<DynamicBatching>,
+    pub data: InputData,
+    /// In-flight bound; an arrival that finds it reached is counted as dropped.
+    pub max_in_flight: u32,
+    /// Per-request deadline; expiry counts as an error.
+    pub deadline: Duration,
+}
+
+impl TenantSpec {
+    pub const DEFAULT_MAX_IN_FLIGHT: u32 = 1024;
+    pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+}
+
+/// Open loop (a rate and an arrival process) or closed loop (N always in flight).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Load {
+    Rate { per_s: f64, arrival: Arrival },
+    Concurrency(u32),
+}
+
+/// Arrival processes for open-loop load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Arrival {
+    Constant,
+    Poisson,
+    /// On/off modulated Poisson: during "on" periods arrivals come at `burst_factor` × the mean
+    /// rate, during "off" periods at the rate that keeps the long-run mean equal to the target.
+    Bursty {
+        burst_factor: f64,
+        mean_on: Duration,
+        mean_off: Duration,
+    },
+    /// Inter-arrival gaps in µs, looped (perf_analyzer's `--request-intervals` format).
+    Trace { path: PathBuf, gaps_us: Arc<Vec<u64>> },
+}
+
+impl Arrival {
+    /// A short label for tables and JSON.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Arrival::Constant => "constant",
+            Arrival::Poisson => "poisson",
+            Arrival::Bursty { .. } => "bursty",
+            Arrival::Trace { .. } => "trace",
+        }
+    }
+}
+
+/// A latency SLA: `latency_ms` at `percentile` (0 < percentile < 100).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sla {
+    pub latency_ms: f64,
+    pub percentile: f64,
+}
+
+/// Triton's dynamic batcher settings for a tenant's model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DynamicBatching {
+    pub max_queue_delay_us: u64,
+    pub preferred_batch_sizes: Vec<u32>,
+}
+
+/// What the input tensors hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum InputData {
+    #[default]
+    Zero,
+    Random,
+}
