@@ -9,5 +9,14 @@ pub mod proto {
     tonic::include_proto!("inference");
 }
 
+pub mod catalog;
+pub mod cost;
+pub mod emulator;
 pub mod engine;
+pub mod loadgen;
+pub mod measure;
+pub mod report;
 pub mod session;
+pub mod telemetry;
+pub mod triton;
+pub mod tui;

@@ -36,9 +36,24 @@ pub struct Snapshot {
     pub frontier: Option<FrontierView>,
     /// Recent notices (newest last, bounded), e.g. a refused model load.
     pub notices: Vec<Notice>,
+    /// The target's model repository (for the model picker), refreshed every few seconds.
+    pub repository: Vec<RepoModel>,
     /// Time series for charts; not recorded (see the module doc).
     #[serde(skip)]
     pub history: Arc<History>,
+}
+
+/// One model in the target's repository.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepoModel {
+    pub name: String,
+    /// Triton's state string (`READY`, `UNAVAILABLE`, …), empty when never loaded.
+    pub state: String,
+    pub loaded: bool,
+    /// Resident GPU memory when loaded (or the catalog footprint for the emulator), when known.
+    pub memory_bytes: Option<u64>,
+    /// Whether it fits the GPU's free memory now, when known.
+    pub fits: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,1 @@
+//! GPUs, models and prices known to the emulator and the cost panel.

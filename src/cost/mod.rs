@@ -1,0 +1,1 @@
+//! Prices, cost per million inferences, dedicated baselines and the co-location frontier.

@@ -1,0 +1,1 @@
+//! A Triton-compatible server whose GPU is a calibrated performance model.

@@ -1,0 +1,1 @@
+//! Open-loop load: arrival processes, per-tenant drivers, input tensors.

@@ -1,0 +1,1 @@
+//! Latency histograms, sliding windows, SLA attainment.

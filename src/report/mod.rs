@@ -1,0 +1,1 @@
+//! Headless output: summary table, JSON and CSV.

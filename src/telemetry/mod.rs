@@ -1,0 +1,1 @@
+//! GPU telemetry sources: NVML, Triton's metrics, the emulator.

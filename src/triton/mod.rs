@@ -1,0 +1,1 @@
+//! Client for Triton's gRPC protocol.

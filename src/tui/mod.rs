@@ -1,0 +1,1 @@
+//! The terminal dashboard. The only module that draws or touches the terminal.
