@@ -1,5 +1,6 @@
 //! What the TUI and replay ask of a running engine.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::engine::snapshot::TenantId;
@@ -29,6 +30,21 @@ pub enum Command {
     },
     /// New sliding window for percentiles and attainment.
     SetWindow(Duration),
+    /// Write the current setup (tenants, rates, SLAs, target, price) as a session file, atomically;
+    /// `None` picks a fresh name in the data directory. The path written is reported as a notice.
+    SaveSession { path: Option<PathBuf> },
+    /// Start or stop appending snapshots to a recording in the data directory.
+    SetRecording(bool),
     /// End the run: in-flight requests are abandoned and a final snapshot is published.
     Stop,
+}
+
+/// What the TUI asks of a replay (in place of an engine).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReplayCommand {
+    TogglePause,
+    /// Jump by this many seconds of recorded time (negative: back).
+    Seek(f64),
+    /// 1× → 2× → 4× → 1×.
+    CycleSpeed,
 }

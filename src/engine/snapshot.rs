@@ -36,11 +36,23 @@ pub struct Snapshot {
     pub frontier: Option<FrontierView>,
     /// Recent notices (newest last, bounded), e.g. a refused model load.
     pub notices: Vec<Notice>,
+    /// Path of the recording being written, if any.
+    pub recording: Option<String>,
+    /// Replay position, when these snapshots come from a recording rather than an engine.
+    pub replay: Option<ReplayInfo>,
     /// The target's model repository (for the model picker), refreshed every few seconds.
     pub repository: Vec<RepoModel>,
     /// Time series for charts; not recorded (see the module doc).
     #[serde(skip)]
     pub history: Arc<History>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ReplayInfo {
+    pub position_s: f64,
+    pub length_s: f64,
+    pub speed: f64,
+    pub paused: bool,
 }
 
 /// One model in the target's repository.
