@@ -9,7 +9,9 @@ pub mod proto {
     tonic::include_proto!("inference");
 }
 
+pub mod app;
 pub mod catalog;
+pub mod cli;
 pub mod cost;
 pub mod emulator;
 pub mod engine;

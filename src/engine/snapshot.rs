@@ -194,6 +194,9 @@ pub struct Totals {
     pub sla_met: Option<bool>,
     pub achieved_per_s: f64,
     pub goodput_per_s: f64,
+    /// Server-side figures over the measured period (diffed statistics).
+    #[serde(default)]
+    pub server: Option<ServerWindow>,
 }
 
 /// Per-inference server-side times (µs) and batching over the window.

@@ -1,1 +1,393 @@
 //! Headless output: summary table, JSON and CSV.
+//!
+//! All three are views of one [`RunResult`], built from the final snapshot so that the headless
+//! report and the dashboard can never disagree about a figure.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::snapshot::{PeakKind, Percentiles, Snapshot, TargetKind};
+use crate::session::spec::Load;
+
+pub const SCHEMA: &str = "perseus.run.v1";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    pub schema: String,
+    pub session: String,
+    pub target: TargetBlock,
+    pub duration_s: f64,
+    pub tenants: Vec<TenantBlock>,
+    pub gpu: Option<GpuBlock>,
+    pub cost: Option<CostBlock>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetBlock {
+    /// `emulated` or `triton`.
+    pub kind: String,
+    pub gpu: Option<String>,
+    pub address: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TenantBlock {
+    pub model: String,
+    /// Arrival process label, or `concurrency`.
+    pub arrival: String,
+    /// Requests per second asked for (`null` for a closed-loop tenant).
+    pub target_rate: Option<f64>,
+    pub concurrency: Option<u32>,
+    /// Successful completions per second over the measured period.
+    pub achieved_rate: f64,
+    pub sent: u64,
+    pub ok: u64,
+    pub errors: u64,
+    pub errors_by_code: std::collections::BTreeMap<String, u64>,
+    pub dropped: u64,
+    pub late: u64,
+    pub latency_ms: LatencyBlock,
+    pub service_latency_ms: LatencyBlock,
+    pub server_ms: Option<ServerBlock>,
+    pub avg_batch: Option<f64>,
+    pub sla: SlaBlock,
+    pub goodput: f64,
+    pub solo_peak: Option<f64>,
+    pub solo_peak_kind: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LatencyBlock {
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl From<Percentiles> for LatencyBlock {
+    fn from(p: Percentiles) -> Self {
+        LatencyBlock {
+            mean: p.mean,
+            p50: p.p50,
+            p90: p.p90,
+            p95: p.p95,
+            p99: p.p99,
+            max: p.max,
+        }
+    }
+}
+
+/// Mean server-side time per request, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ServerBlock {
+    pub queue: f64,
+    pub compute_input: f64,
+    pub compute_infer: f64,
+    pub compute_output: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SlaBlock {
+    pub latency_ms: f64,
+    pub percentile: f64,
+    pub attainment: Option<f64>,
+    pub met: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuBlock {
+    /// The source most figures came from (`nvml`, `metrics`, `emulator`).
+    pub source: Option<String>,
+    pub name: Option<String>,
+    pub util_mean: Option<f64>,
+    pub sm_activity_mean: Option<f64>,
+    pub memory_used_mb: Option<f64>,
+    pub memory_total_mb: Option<f64>,
+    pub power_w_mean: Option<f64>,
+    /// Which source each figure came from.
+    pub sources: std::collections::BTreeMap<String, String>,
+    /// Sources that could not be used, with the reason.
+    pub unavailable: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CostBlock {
+    pub instance: Option<String>,
+    pub usd_per_hour: f64,
+    pub throughput_per_s: f64,
+    pub usd_per_million: Option<f64>,
+    pub goodput_usd_per_million: Option<f64>,
+    pub dedicated_equivalents: Option<f64>,
+    pub dedicated_instances: Option<u32>,
+    pub savings_vs_dedicated_pct: Option<f64>,
+    pub savings_vs_timeslicing_pct: Option<f64>,
+    pub monthly_usd: f64,
+}
+
+/// Builds the result of a finished headless run from its final snapshot.
+pub fn run_result(
+    snap: &Snapshot,
+    gpu: Option<GpuBlock>,
+    price: Option<&crate::cost::Price>,
+) -> RunResult {
+    let tenants: Vec<TenantBlock> = snap.tenants.iter().map(tenant_block).collect();
+    let cost = price.map(|p| {
+        let inputs: Vec<_> = snap
+            .tenants
+            .iter()
+            .map(|t| {
+                (
+                    t.totals.achieved_per_s,
+                    t.totals.goodput_per_s,
+                    t.solo_peak,
+                )
+            })
+            .collect();
+        let v = crate::cost::cost_view_from(p, &inputs);
+        CostBlock {
+            instance: v.instance,
+            usd_per_hour: v.usd_per_hour,
+            throughput_per_s: v.throughput_per_s,
+            usd_per_million: v.usd_per_million,
+            goodput_usd_per_million: v.goodput_usd_per_million,
+            dedicated_equivalents: v.dedicated_equivalents,
+            dedicated_instances: v.dedicated_instances,
+            savings_vs_dedicated_pct: v.savings_vs_dedicated_pct,
+            savings_vs_timeslicing_pct: v.savings_vs_timeslicing_pct,
+            monthly_usd: v.monthly_usd,
+        }
+    });
+    RunResult {
+        schema: SCHEMA.to_string(),
+        session: snap.session.clone(),
+        target: TargetBlock {
+            kind: match snap.target.kind {
+                TargetKind::Emulated => "emulated",
+                TargetKind::Triton => "triton",
+            }
+            .to_string(),
+            gpu: snap.target.gpu.clone(),
+            address: snap.target.address.clone(),
+        },
+        duration_s: snap.measured_s,
+        tenants,
+        gpu,
+        cost,
+    }
+}
+
+fn tenant_block(t: &crate::engine::snapshot::TenantView) -> TenantBlock {
+    let (arrival, target_rate, concurrency) = match &t.load {
+        Load::Rate { per_s, arrival } => (arrival.label().to_string(), Some(*per_s), None),
+        Load::Concurrency(n) => ("concurrency".to_string(), None, Some(*n)),
+    };
+    let tot = &t.totals;
+    TenantBlock {
+        model: t.model.clone(),
+        arrival,
+        target_rate,
+        concurrency,
+        achieved_rate: tot.achieved_per_s,
+        sent: tot.sent,
+        ok: tot.ok,
+        errors: tot.errors,
+        errors_by_code: tot.errors_by_code.clone(),
+        dropped: tot.dropped,
+        late: tot.late,
+        latency_ms: tot.latency_ms.into(),
+        service_latency_ms: tot.service_latency_ms.into(),
+        server_ms: tot.server.map(|s| ServerBlock {
+            queue: s.queue_us / 1000.0,
+            compute_input: s.compute_input_us / 1000.0,
+            compute_infer: s.compute_infer_us / 1000.0,
+            compute_output: s.compute_output_us / 1000.0,
+        }),
+        avg_batch: tot.server.map(|s| s.avg_batch),
+        sla: SlaBlock {
+            latency_ms: t.sla.latency_ms,
+            percentile: t.sla.percentile,
+            attainment: tot.attainment,
+            met: tot.sla_met,
+        },
+        goodput: tot.goodput_per_s,
+        solo_peak: t.solo_peak.per_s,
+        solo_peak_kind: match t.solo_peak.kind {
+            PeakKind::Computed => "computed",
+            PeakKind::Measured => "measured",
+            PeakKind::Unknown => "unknown",
+        }
+        .to_string(),
+    }
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map(|v| format!("{v:.digits$}"))
+        .unwrap_or_else(|| "–".into())
+}
+
+/// The summary table printed on stdout at the end of `perseus run`.
+pub fn table(r: &RunResult) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} — {} {} at {} — {:.1} s measured",
+        r.session,
+        r.target.kind,
+        r.target.gpu.as_deref().unwrap_or("?"),
+        r.target.address,
+        r.duration_s
+    );
+    let _ = writeln!(
+        out,
+        "{:<16} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>14} {:>8} {:>7} {:>6} {:>6}",
+        "model",
+        "target/s",
+        "achieved",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "queue ms",
+        "SLA",
+        "attain",
+        "errors",
+        "drops",
+        "late"
+    );
+    for t in &r.tenants {
+        let target = match (t.target_rate, t.concurrency) {
+            (Some(r), _) => format!("{r:.1}"),
+            (None, Some(c)) => format!("c={c}"),
+            _ => "–".into(),
+        };
+        let sla = format!(
+            "p{}≤{}ms {}",
+            t.sla.percentile,
+            t.sla.latency_ms,
+            match t.sla.met {
+                Some(true) => "✓",
+                Some(false) => "✗",
+                None => "?",
+            }
+        );
+        let _ = writeln!(
+            out,
+            "{:<16} {:>9} {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>8} {:>14} {:>8} {:>7} {:>6} {:>6}",
+            t.model,
+            target,
+            t.achieved_rate,
+            t.latency_ms.p50,
+            t.latency_ms.p95,
+            t.latency_ms.p99,
+            opt(t.server_ms.map(|s| s.queue), 2),
+            sla,
+            t.sla
+                .attainment
+                .map(|a| format!("{:.1}%", a * 100.0))
+                .unwrap_or_else(|| "–".into()),
+            t.errors,
+            t.dropped,
+            t.late
+        );
+    }
+    if let Some(g) = &r.gpu {
+        let _ = writeln!(
+            out,
+            "GPU ({}): {} · util {} · SM {} · memory {}/{} MiB · power {} W",
+            g.source.as_deref().unwrap_or("no source"),
+            g.name.as_deref().unwrap_or("?"),
+            g.util_mean
+                .map(|u| format!("{:.0}%", u * 100.0))
+                .unwrap_or_else(|| "–".into()),
+            g.sm_activity_mean
+                .map(|u| format!("{:.0}%", u * 100.0))
+                .unwrap_or_else(|| "–".into()),
+            opt(g.memory_used_mb, 0),
+            opt(g.memory_total_mb, 0),
+            opt(g.power_w_mean, 1)
+        );
+        for u in &g.unavailable {
+            let _ = writeln!(out, "  ({u})");
+        }
+    }
+    if let Some(c) = &r.cost {
+        let _ = writeln!(
+            out,
+            "Cost ({} ${:.3}/h): {:.1} inf/s · ${} per 1M · goodput ${} per 1M · monthly ${:.0}",
+            c.instance.as_deref().unwrap_or("literal price"),
+            c.usd_per_hour,
+            c.throughput_per_s,
+            opt(c.usd_per_million, 4),
+            opt(c.goodput_usd_per_million, 4),
+            c.monthly_usd
+        );
+        let _ = writeln!(
+            out,
+            "Dedicated equivalents {} · dedicated GPUs {} · savings vs dedicated {}% · vs time-slicing {}%",
+            opt(c.dedicated_equivalents, 3),
+            c.dedicated_instances
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "–".into()),
+            opt(c.savings_vs_dedicated_pct, 1),
+            opt(c.savings_vs_timeslicing_pct, 1)
+        );
+    }
+    out
+}
+
+/// One CSV row per tenant, with a header row.
+pub fn csv(r: &RunResult) -> String {
+    let mut out = String::from(
+        "session,model,arrival,target_rate,concurrency,achieved_rate,sent,ok,errors,dropped,late,\
+         mean_ms,p50_ms,p90_ms,p95_ms,p99_ms,max_ms,service_p50_ms,service_p99_ms,\
+         server_queue_ms,server_compute_infer_ms,avg_batch,sla_latency_ms,sla_percentile,\
+         attainment,sla_met,goodput,solo_peak\n",
+    );
+    let f = |v: Option<f64>| v.map(|v| format!("{v}")).unwrap_or_default();
+    for t in &r.tenants {
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            csv_field(&r.session),
+            csv_field(&t.model),
+            t.arrival,
+            f(t.target_rate),
+            t.concurrency.map(|c| c.to_string()).unwrap_or_default(),
+            t.achieved_rate,
+            t.sent,
+            t.ok,
+            t.errors,
+            t.dropped,
+            t.late,
+            t.latency_ms.mean,
+            t.latency_ms.p50,
+            t.latency_ms.p90,
+            t.latency_ms.p95,
+            t.latency_ms.p99,
+            t.latency_ms.max,
+            t.service_latency_ms.p50,
+            t.service_latency_ms.p99,
+            f(t.server_ms.map(|s| s.queue)),
+            f(t.server_ms.map(|s| s.compute_infer)),
+            f(t.avg_batch),
+            t.sla.latency_ms,
+            t.sla.percentile,
+            f(t.sla.attainment),
+            t.sla.met.map(|m| m.to_string()).unwrap_or_default(),
+            t.goodput,
+            f(t.solo_peak),
+        );
+    }
+    out
+}
+
+/// Quotes a CSV field when it holds a comma, quote or newline.
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}

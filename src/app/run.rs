@@ -1,0 +1,206 @@
+//! `perseus run`: the headless measurement, like perf_analyzer but for several tenants at once.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::app::target::{self, Files, Target};
+use crate::app::{BadInput, Failure, load_catalog, load_prices};
+use crate::catalog::Catalog;
+use crate::cli::RunArgs;
+use crate::engine::snapshot::{ConnState, Phase, Snapshot};
+use crate::engine::{self, EngineConfig};
+use crate::report;
+use crate::session::spec::RunSpec;
+use crate::session::{self, Config, RecordingHeader};
+use crate::telemetry::GpuSummaryAcc;
+
+/// How long a headless run waits for its target before giving up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub async fn run(args: RunArgs, config: &Config) -> Result<(), Failure> {
+    let catalog = load_catalog(config)?;
+    let prices = load_prices(config)?;
+    let mut spec = load_session(&args.session, &catalog)?;
+    target::apply_target_args(&mut spec, &args.target);
+    if let Some(d) = args.duration {
+        spec.duration = d;
+    }
+    if let Some(w) = args.warmup {
+        spec.warmup = w;
+    }
+    if let Some(t) = config.tick {
+        spec.tick = t;
+    }
+    let price = prices.resolve(&spec.cost).bad_input()?;
+    let target = target::resolve(&spec, &catalog).await?;
+    let result = measure(&spec, &target, config, price, args.record).await;
+    target.shutdown().await;
+    let (result, final_snap) = result?;
+
+    print!("{}", report::table(&result));
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&result).map_err(|e| Failure::Target(e.into()))?;
+        write_file(path, &json)?;
+    }
+    if let Some(path) = &args.csv {
+        write_file(path, &report::csv(&result))?;
+    }
+    check_outcome(&final_snap)
+}
+
+/// Loads and validates a session file against the catalog's models.
+pub fn load_session(path: &Path, catalog: &Catalog) -> Result<RunSpec, Failure> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading session {}", path.display()))
+        .bad_input()?;
+    session::parse_session(&text, path, &target::CatalogModels(catalog, None))
+        .map_err(|e| Failure::BadInput(anyhow!("{e}")))
+}
+
+async fn measure(
+    spec: &RunSpec,
+    target: &Target,
+    config: &Config,
+    price: crate::cost::Price,
+    record: bool,
+) -> Result<(report::RunResult, Arc<Snapshot>), Failure> {
+    let telemetry = target::start_telemetry(target, config);
+    let handle = engine::start(EngineConfig {
+        spec: spec.clone(),
+        target: target.info.clone(),
+        connect: target.connect.clone(),
+        connections: 4,
+        headless: true,
+        price: Some(price.clone()),
+        knowledge: Arc::clone(&target.knowledge),
+        telemetry: telemetry.clone(),
+        persistence: Arc::new(Files {
+            header: RecordingHeader::new(spec, &target.info),
+        }),
+        record,
+    })
+    .map_err(|e| Failure::Target(e.into()))?;
+
+    let total = spec.warmup + spec.duration;
+    let bar = ProgressBar::with_draw_target(
+        Some(total.as_millis() as u64),
+        ProgressDrawTarget::stderr_with_hz(4),
+    );
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let mut snapshots = handle.snapshots.clone();
+    let mut gpu = GpuSummaryAcc::default();
+    let started = tokio::time::Instant::now();
+    let commands = handle.commands.clone();
+    loop {
+        let changed = tokio::time::timeout(Duration::from_secs(1), snapshots.changed()).await;
+        let snap = Arc::clone(&snapshots.borrow_and_update());
+        if snap.phase == Phase::Measuring {
+            gpu.push(&snap.gpu);
+        }
+        bar.set_position(progress_ms(&snap, spec));
+        bar.set_message(progress_message(&snap));
+        if snap.phase == Phase::Finished || matches!(changed, Ok(Err(_))) {
+            break;
+        }
+        if snap.phase == Phase::Connecting && started.elapsed() > CONNECT_TIMEOUT {
+            let _ = commands.send(crate::engine::command::Command::Stop).await;
+            bar.finish_and_clear();
+            let why = snap
+                .connection
+                .last_error
+                .clone()
+                .or_else(|| snap.notices.last().map(|n| n.text.clone()))
+                .unwrap_or_else(|| "no answer".into());
+            return Err(Failure::Target(anyhow!(
+                "could not set up the run on {} within {}s: {why}",
+                snap.target.address,
+                CONNECT_TIMEOUT.as_secs()
+            )));
+        }
+    }
+    bar.finish_and_clear();
+    let final_snap = handle
+        .done
+        .await
+        .map_err(|e| Failure::Target(anyhow!("the engine stopped unexpectedly: {e}")))?;
+    let result = report::run_result(&final_snap, Some(gpu.finish()), Some(&price));
+    Ok((result, final_snap))
+}
+
+fn progress_ms(snap: &Snapshot, spec: &RunSpec) -> u64 {
+    let warm = match snap.phase {
+        Phase::Connecting => 0.0,
+        Phase::WarmingUp => snap.elapsed_s.min(spec.warmup.as_secs_f64()),
+        _ => spec.warmup.as_secs_f64(),
+    };
+    ((warm + snap.measured_s) * 1000.0) as u64
+}
+
+fn progress_message(snap: &Snapshot) -> String {
+    let phase = match snap.phase {
+        Phase::Connecting => "connecting",
+        Phase::WarmingUp => "warming up",
+        Phase::Measuring => "measuring",
+        Phase::Finished => "done",
+    };
+    let conn = match snap.connection.state {
+        ConnState::Disconnected => format!(
+            " DISCONNECTED ({})",
+            snap.connection.last_error.as_deref().unwrap_or("")
+        ),
+        _ => String::new(),
+    };
+    let rates: Vec<String> = snap
+        .tenants
+        .iter()
+        .map(|t| {
+            format!(
+                "{} {:.0}/s p99 {:.1}ms",
+                t.model, t.window.achieved_per_s, t.window.latency_ms.p99
+            )
+        })
+        .collect();
+    format!("{phase}{conn} · {}", rates.join(" · "))
+}
+
+fn write_file(path: &Path, content: &str) -> Result<(), Failure> {
+    std::fs::write(path, content)
+        .with_context(|| format!("writing {}", path.display()))
+        .bad_input()
+}
+
+/// A run whose tenants got nothing through failed on the target's side.
+fn check_outcome(snap: &Snapshot) -> Result<(), Failure> {
+    let dead: Vec<&str> = snap
+        .tenants
+        .iter()
+        .filter(|t| t.totals.ok == 0)
+        .map(|t| t.model.as_str())
+        .collect();
+    if snap.tenants.is_empty() || !dead.is_empty() {
+        let why = snap
+            .notices
+            .iter()
+            .rev()
+            .find(|n| n.level == crate::engine::snapshot::NoticeLevel::Error)
+            .map(|n| n.text.clone())
+            .unwrap_or_else(|| "no successful requests".into());
+        return Err(Failure::Target(anyhow!(
+            "no request succeeded for {}: {why}",
+            if dead.is_empty() {
+                "any tenant".to_string()
+            } else {
+                dead.join(", ")
+            }
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,355 @@
+//! Resolving what a run talks to: the embedded emulator or a real Triton, and what is known about it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, anyhow};
+
+use crate::app::{BadInput, Failure, TargetFailed};
+use crate::catalog::Catalog;
+use crate::cli::{EmulateArgs, TargetArgs};
+use crate::cost::PeakCache;
+use crate::emulator::sim::{self, Batching, GpuSetup, ModelSetup};
+use crate::emulator::{Emulator, EmulatorConfig, RunningEmulator};
+use crate::engine::hooks::{
+    GpuTelemetry, Persistence, ServerModel, SnapshotSink, TargetKnowledge,
+};
+use crate::engine::snapshot::{GpuView, PeakKind, Snapshot, SoloPeak, TargetInfo, TargetKind};
+use crate::session::spec::{RunSpec, TargetSpec, TenantSpec, TlsSpec};
+use crate::session::{self, Config, ModelLookup, Recorder, RecordingHeader};
+use crate::telemetry::{NvmlChoice, Telemetry, TelemetryConfig};
+use crate::triton::{ConnectOptions, TlsOptions};
+
+/// A resolved target, keeping an embedded emulator alive for as long as it is held.
+pub struct Target {
+    pub info: TargetInfo,
+    pub connect: ConnectOptions,
+    pub metrics_url: Option<String>,
+    pub knowledge: Arc<dyn TargetKnowledge>,
+    pub nvml: NvmlChoice,
+    pub embedded: Option<RunningEmulator>,
+}
+
+impl Target {
+    pub async fn shutdown(self) {
+        if let Some(emu) = self.embedded {
+            emu.shutdown().await;
+        }
+    }
+}
+
+/// Applies `--triton` and friends over the session's `[target]`.
+pub fn apply_target_args(spec: &mut RunSpec, args: &TargetArgs) {
+    if let Some(address) = &args.triton {
+        let tls = (args.tls_ca.is_some() || args.tls_cert.is_some() || args.tls_domain.is_some())
+            .then(|| TlsSpec {
+                ca_file: args.tls_ca.clone(),
+                cert_file: args.tls_cert.clone(),
+                key_file: args.tls_key.clone(),
+                domain: args.tls_domain.clone(),
+            });
+        spec.target = TargetSpec::Triton {
+            address: address.clone(),
+            metrics: args.metrics.clone(),
+            gpu: args.gpu.clone(),
+            tls,
+        };
+    } else if let TargetSpec::Triton { metrics, gpu, .. } = &mut spec.target {
+        if args.metrics.is_some() {
+            *metrics = args.metrics.clone();
+        }
+        if args.gpu.is_some() {
+            *gpu = args.gpu.clone();
+        }
+    }
+}
+
+/// Starts the embedded emulator or prepares the connection to a real Triton.
+pub async fn resolve(spec: &RunSpec, catalog: &Catalog) -> Result<Target, Failure> {
+    match &spec.target {
+        TargetSpec::Emulated { gpu, profile } => {
+            let gpu_spec = catalog
+                .gpu(gpu)
+                .ok_or_else(|| anyhow!("unknown GPU '{gpu}' in the catalog"))
+                .bad_input()?
+                .clone();
+            let mut models: Vec<String> = Vec::new();
+            for t in &spec.tenants {
+                if !models.contains(&t.model) {
+                    models.push(t.model.clone());
+                }
+            }
+            let emu = Emulator::start(EmulatorConfig {
+                gpu: gpu.clone(),
+                profile: profile.clone(),
+                models,
+                grpc: loopback(),
+                http: loopback(),
+                metrics: loopback(),
+                catalog_dir: None,
+                catalog: Some(catalog.clone()),
+            })
+            .await
+            .context("starting the embedded emulator")
+            .target_failed()?;
+            let address = emu.grpc_addr.to_string();
+            Ok(Target {
+                info: TargetInfo {
+                    kind: TargetKind::Emulated,
+                    address: address.clone(),
+                    gpu: Some(format!("emulated {}", gpu_spec.display)),
+                    server_version: None,
+                    model_control: true,
+                },
+                connect: ConnectOptions::new(&address),
+                metrics_url: Some(format!("http://{}/metrics", emu.metrics_addr)),
+                knowledge: Arc::new(EmulatorKnowledge {
+                    catalog: catalog.clone(),
+                    gpu: gpu.clone(),
+                    profile: profile.clone(),
+                }),
+                nvml: NvmlChoice::Off,
+                embedded: Some(emu),
+            })
+        }
+        TargetSpec::Triton {
+            address,
+            metrics,
+            gpu,
+            tls,
+        } => {
+            let mut connect = ConnectOptions::new(address);
+            if let Some(t) = tls {
+                connect.tls = Some(TlsOptions {
+                    ca_file: t.ca_file.clone(),
+                    cert_file: t.cert_file.clone(),
+                    key_file: t.key_file.clone(),
+                    domain: t.domain.clone(),
+                });
+            }
+            let metrics_url = metrics.clone().or_else(|| default_metrics_url(address));
+            Ok(Target {
+                info: TargetInfo {
+                    kind: TargetKind::Triton,
+                    address: address.clone(),
+                    gpu: None,
+                    server_version: None,
+                    model_control: true,
+                },
+                connect,
+                metrics_url,
+                knowledge: Arc::new(ProbedKnowledge {
+                    server: address.clone(),
+                    cache: session::data_dir().map(|d| PeakCache::new(d.join("peaks"))),
+                }),
+                nvml: match gpu {
+                    Some(g) => NvmlChoice::Device(g.clone()),
+                    None => NvmlChoice::Auto,
+                },
+                embedded: None,
+            })
+        }
+    }
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// Triton serves metrics on port 8002 of the same host by default.
+fn default_metrics_url(grpc: &str) -> Option<String> {
+    let host = grpc
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(grpc);
+    (!host.is_empty()).then(|| format!("http://{host}:8002/metrics"))
+}
+
+/// Starts the telemetry samplers for a target.
+pub fn start_telemetry(target: &Target, config: &Config) -> Arc<TelemetryHook> {
+    let _ = config;
+    let t = Telemetry::start(TelemetryConfig {
+        metrics_url: target.metrics_url.clone(),
+        nvml: target.nvml.clone(),
+        embedded_emulator: target.embedded.is_some(),
+        ..TelemetryConfig::default()
+    });
+    Arc::new(TelemetryHook(t))
+}
+
+pub struct TelemetryHook(pub Telemetry);
+
+impl GpuTelemetry for TelemetryHook {
+    fn view(&self) -> GpuView {
+        self.0.view()
+    }
+}
+
+/// Solo peaks computed by the emulator's model in virtual time.
+struct EmulatorKnowledge {
+    catalog: Catalog,
+    gpu: String,
+    profile: Option<String>,
+}
+
+impl TargetKnowledge for EmulatorKnowledge {
+    fn solo_peak(&self, tenant: &TenantSpec, server: &ServerModel) -> SoloPeak {
+        let Some(gpu) = self.catalog.gpu(&self.gpu) else {
+            return SoloPeak::UNKNOWN;
+        };
+        let Some(perf) = self
+            .catalog
+            .perf(&tenant.model, &self.gpu, self.profile.as_deref())
+        else {
+            return SoloPeak::UNKNOWN;
+        };
+        let Some(model) = self.catalog.model(&tenant.model) else {
+            return SoloPeak::UNKNOWN;
+        };
+        let setup = GpuSetup::from_spec(gpu);
+        let mut ms = ModelSetup::from_catalog(model, perf);
+        ms.instances = server.instances.max(1);
+        ms.dynamic_batching = server.dynamic_batching.as_ref().map(|d| Batching {
+            max_queue_delay_us: d.max_queue_delay_us,
+            preferred_batch_sizes: d.preferred_batch_sizes.clone(),
+        });
+        let per_s = sim::solo_peak(
+            &setup,
+            &ms,
+            tenant.batch,
+            tenant.sla.latency_ms,
+            tenant.sla.percentile,
+        );
+        SoloPeak {
+            kind: PeakKind::Computed,
+            per_s: (per_s > 0.0).then_some(per_s),
+        }
+    }
+
+    fn model_memory(&self, model: &str) -> Option<u64> {
+        self.catalog
+            .perf(model, &self.gpu, self.profile.as_deref())
+            .map(|p| p.memory_bytes)
+    }
+}
+
+/// Peaks measured by `perseus probe` against a real server, from the cache.
+struct ProbedKnowledge {
+    server: String,
+    cache: Option<PeakCache>,
+}
+
+impl TargetKnowledge for ProbedKnowledge {
+    fn solo_peak(&self, tenant: &TenantSpec, server: &ServerModel) -> SoloPeak {
+        let Some(cache) = &self.cache else {
+            return SoloPeak::UNKNOWN;
+        };
+        match cache.get(&crate::app::probe::cache_key(&self.server, tenant, server)) {
+            Some(per_s) => SoloPeak {
+                kind: PeakKind::Measured,
+                per_s: Some(per_s),
+            },
+            None => SoloPeak::UNKNOWN,
+        }
+    }
+
+    fn model_memory(&self, _model: &str) -> Option<u64> {
+        None
+    }
+}
+
+/// Model names and limits for session validation, from the catalog.
+pub struct CatalogModels<'a>(pub &'a Catalog, pub Option<String>);
+
+impl ModelLookup for CatalogModels<'_> {
+    fn names(&self) -> Vec<String> {
+        self.0.models.iter().map(|m| m.name.clone()).collect()
+    }
+    fn max_batch(&self, model: &str) -> Option<u32> {
+        let gpu = self.1.as_deref().unwrap_or("t4");
+        self.0.perf(model, gpu, None).map(|p| p.max_batch)
+    }
+}
+
+/// Saving and recording to the data directory.
+pub struct Files {
+    pub header: RecordingHeader,
+}
+
+impl Persistence for Files {
+    fn save_session(&self, spec: &RunSpec, path: Option<PathBuf>) -> Result<PathBuf, String> {
+        let path = match path {
+            Some(p) => p,
+            None => {
+                let dir = session::data_dir()
+                    .ok_or("no data directory on this system")?
+                    .join("sessions");
+                std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                dir.join(format!("{}-{}.toml", session::slug(&spec.name), timestamp()))
+            }
+        };
+        session::save_atomic(spec, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(path)
+    }
+
+    fn start_recording(&self, spec: &RunSpec) -> Result<Box<dyn SnapshotSink>, String> {
+        let dir = session::runs_dir().ok_or("no data directory on this system")?;
+        let rec = Recorder::create(&dir, &spec.name, self.header.clone())
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        Ok(Box::new(RecorderSink(rec)))
+    }
+}
+
+struct RecorderSink(Recorder);
+
+impl SnapshotSink for RecorderSink {
+    fn write(&mut self, snapshot: &Snapshot) -> Result<(), String> {
+        self.0.write(snapshot).map_err(|e| e.to_string())
+    }
+    fn path(&self) -> String {
+        self.0.path().display().to_string()
+    }
+}
+
+fn timestamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .to_string()
+        .replace(':', "")
+}
+
+/// `perseus emulate`: the standalone server.
+pub async fn emulate(args: EmulateArgs, config: &Config) -> Result<(), Failure> {
+    let catalog = crate::app::load_catalog(config)?;
+    if catalog.gpu(&args.gpu).is_none() {
+        return Err(Failure::BadInput(anyhow!(
+            "unknown GPU '{}'; the catalog has: {}",
+            args.gpu,
+            catalog
+                .gpus
+                .iter()
+                .map(|g| g.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    crate::emulator::run_standalone(EmulatorConfig {
+        gpu: args.gpu,
+        profile: args.profile,
+        models: args.models,
+        grpc: args.listen,
+        http: args.http_listen,
+        metrics: args.metrics_listen,
+        catalog_dir: config.catalog_dir.clone(),
+        catalog: Some(catalog),
+    })
+    .await
+    .target_failed()
+}
+

@@ -1,0 +1,101 @@
+//! `perseus` / `perseus tui` and `perseus replay`: the dashboard, live or from a recording.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, anyhow};
+use tokio::sync::{mpsc, watch};
+
+use crate::app::run::load_session;
+use crate::app::target::{self, Files};
+use crate::app::{BadInput, Failure, load_catalog, load_prices};
+use crate::cli::{ReplayArgs, TuiArgs};
+use crate::engine::command::Command;
+use crate::engine::{self, EngineConfig};
+use crate::session::{self, Config, RecordingHeader};
+use crate::tui::{Control, TuiOptions};
+
+pub async fn run(args: TuiArgs, config: &Config) -> Result<(), Failure> {
+    let catalog = load_catalog(config)?;
+    let prices = load_prices(config)?;
+    let mut spec = match &args.session {
+        Some(path) => load_session(path, &catalog)?,
+        None => session::parse_session(
+            session::DEMO_SESSION,
+            std::path::Path::new("sessions/demo.toml"),
+            &target::CatalogModels(&catalog, None),
+        )
+        .map_err(|e| Failure::BadInput(anyhow!("the built-in demo session: {e}")))?,
+    };
+    target::apply_target_args(&mut spec, &args.target);
+    if let Some(t) = config.tick {
+        spec.tick = t;
+    }
+    let price = prices.resolve(&spec.cost).bad_input()?;
+    let target = target::resolve(&spec, &catalog).await?;
+    let telemetry = target::start_telemetry(&target, config);
+    let handle = engine::start(EngineConfig {
+        spec: spec.clone(),
+        target: target.info.clone(),
+        connect: target.connect.clone(),
+        connections: 4,
+        headless: false,
+        price: Some(price),
+        knowledge: Arc::clone(&target.knowledge),
+        telemetry,
+        persistence: Arc::new(Files {
+            header: RecordingHeader::new(&spec, &target.info),
+        }),
+        record: args.record,
+    })
+    .map_err(|e| Failure::Target(e.into()))?;
+    let commands = handle.commands.clone();
+    let shown = crate::tui::run(
+        tui_options(args.theme, config),
+        handle.snapshots.clone(),
+        Control::Live(handle.commands.clone()),
+    )
+    .await;
+    let _ = commands.send(Command::Stop).await;
+    let _ = handle.done.await;
+    target.shutdown().await;
+    shown.map_err(|e| Failure::Target(anyhow!("the dashboard failed: {e}")))
+}
+
+pub async fn replay(args: ReplayArgs, config: &Config) -> Result<(), Failure> {
+    let rec = session::read_recording(&args.recording)
+        .with_context(|| format!("reading {}", args.recording.display()))
+        .bad_input()?;
+    if rec.snapshots.is_empty() {
+        return Err(Failure::BadInput(anyhow!(
+            "{} holds no snapshots{}",
+            args.recording.display(),
+            rec.damage
+                .as_ref()
+                .map(|d| format!(" (damaged at line {}: {})", d.line, d.message))
+                .unwrap_or_default()
+        )));
+    }
+    let first = Arc::new(rec.snapshots[0].clone());
+    let (tx, rx) = watch::channel(first);
+    let (ctrl_tx, ctrl_rx) = mpsc::channel(16);
+    let player = tokio::spawn(session::replay(rec, tx, ctrl_rx));
+    let shown = crate::tui::run(tui_options(args.theme, config), rx, Control::Replay(ctrl_tx)).await;
+    player.abort();
+    shown.map_err(|e| Failure::Target(anyhow!("the dashboard failed: {e}")))
+}
+
+fn tui_options(theme: Option<String>, config: &Config) -> TuiOptions {
+    let theme_dirs: Vec<PathBuf> = session::config_dir()
+        .map(|d| vec![d.join("themes")])
+        .unwrap_or_default();
+    TuiOptions {
+        theme: theme
+            .or_else(|| config.theme.clone())
+            .unwrap_or_else(|| "default".into()),
+        render_fps: config.render_fps.unwrap_or(10),
+        key_overrides: config.keys.clone(),
+        no_color: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
+        theme_dirs,
+    }
+}

@@ -1,0 +1,197 @@
+//! Command-line definitions (DESIGN §2). Parsing only: `app` decides what each command does.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "perseus",
+    version,
+    about = "A live dashboard for multi-tenant CNN inference serving on Triton",
+    long_about = "Pick CNN models to co-locate on one GPU served by Triton, drive each with its own \
+                  open-loop rate, change rates live, and watch utilization, latency percentiles, SLA \
+                  attainment and cost. With no arguments it opens the dashboard on the built-in \
+                  emulator with the demo session."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The dashboard (the default): a session on the embedded emulator or a real Triton.
+    Tui(TuiArgs),
+    /// A headless measurement: progress on stderr, a summary on stdout, JSON/CSV files.
+    Run(RunArgs),
+    /// Serve the Triton-compatible emulator on loopback (gRPC, HTTP/REST and metrics).
+    Emulate(EmulateArgs),
+    /// Measure each tenant's solo peak on a real server, the PERSEUS way (cached).
+    Probe(ProbeArgs),
+    /// The dashboard, fed from a recording.
+    Replay(ReplayArgs),
+    /// Write a recording as CSV, one row per tick and tenant.
+    Export(ExportArgs),
+    /// GPUs, models and prices the emulator and the cost panel know.
+    Catalog(CatalogArgs),
+}
+
+/// Where the run's target is, overriding the session's `[target]`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct TargetArgs {
+    /// A real Triton's gRPC endpoint (HOST:PORT) instead of the embedded emulator.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub triton: Option<String>,
+    /// Triton's Prometheus endpoint (default: port 8002 on the Triton host).
+    #[arg(long, value_name = "URL")]
+    pub metrics: Option<String>,
+    /// GPU index or UUID to follow with NVML.
+    #[arg(long, value_name = "N|UUID")]
+    pub gpu: Option<String>,
+    /// CA certificate (PEM) for a TLS connection to Triton.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Server name to verify instead of the host in --triton.
+    #[arg(long, value_name = "NAME")]
+    pub tls_domain: Option<String>,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct TuiArgs {
+    /// Session file (default: the built-in demo session).
+    pub session: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Colour theme: default, light, high-contrast, colorblind, or a user theme.
+    #[arg(long)]
+    pub theme: Option<String>,
+    /// Record snapshots to the data directory from the start.
+    #[arg(long)]
+    pub record: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Session file.
+    pub session: PathBuf,
+    /// Measured duration (default: the session's, else 60s).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Warm-up before measuring, not counted (default 5s).
+    #[arg(long, value_parser = parse_duration)]
+    pub warmup: Option<Duration>,
+    /// Write the result as JSON (schema perseus.run.v1).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write one CSV row per tenant.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Append snapshots to a recording in the data directory.
+    #[arg(long)]
+    pub record: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EmulateArgs {
+    /// Catalog GPU to emulate.
+    #[arg(long, default_value = "t4")]
+    pub gpu: String,
+    /// Calibration profile (e.g. perseus2019).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Models loaded at start (comma-separated; default: every catalog model that fits).
+    #[arg(long, value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// gRPC address.
+    #[arg(long, default_value = "127.0.0.1:8001")]
+    pub listen: SocketAddr,
+    /// HTTP/REST address.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub http_listen: SocketAddr,
+    /// Prometheus metrics address.
+    #[arg(long, default_value = "127.0.0.1:8002")]
+    pub metrics_listen: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Session file whose tenants are probed one at a time.
+    pub session: PathBuf,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Ignore cached peaks and measure again.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Length of one measurement window.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub window: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// A recording written by --record.
+    pub recording: PathBuf,
+    #[arg(long)]
+    pub theme: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A recording written by --record.
+    pub recording: PathBuf,
+    /// CSV file to write ('-' for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub csv: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CatalogArgs {}
+
+/// Durations as humans write them: `30s`, `1m 30s`, `500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("'{s}' is not a duration ({e}); e.g. 30s, 2m"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "perseus",
+            "run",
+            "s.toml",
+            "--duration",
+            "10s",
+            "--json",
+            "out.json",
+        ])
+        .unwrap();
+        match cli.command {
+            Some(Command::Run(r)) => {
+                assert_eq!(r.duration, Some(Duration::from_secs(10)));
+                assert_eq!(r.json, Some(PathBuf::from("out.json")));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(Cli::try_parse_from(["perseus", "run", "s.toml", "--duration", "ten"]).is_err());
+    }
+}

@@ -1,0 +1,79 @@
+//! What the engine needs from the rest of the program, injected by the app.
+//!
+//! The engine is the client side of Perseus: it must not reach into the emulator (DESIGN §1), yet
+//! for an emulated target the solo peaks are computed by the emulator's model and the GPU figures may
+//! come from its metrics. The app wires those in through these small interfaces.
+
+use std::path::PathBuf;
+
+use crate::engine::snapshot::{GpuView, SoloPeak, Snapshot};
+use crate::session::spec::{DynamicBatching, RunSpec, TenantSpec};
+
+/// A model's server-side configuration as read back from the server.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ServerModel {
+    pub max_batch: u32,
+    pub instances: u32,
+    pub dynamic_batching: Option<DynamicBatching>,
+}
+
+/// What is known about the target beyond its protocol: solo peaks and model footprints.
+pub trait TargetKnowledge: Send + Sync {
+    /// The highest rate at which this tenant alone meets its SLA on this GPU.
+    /// May be slow (a virtual-time search): the engine calls it off the async runtime.
+    fn solo_peak(&self, tenant: &TenantSpec, server: &ServerModel) -> SoloPeak;
+    /// GPU memory the model occupies when loaded, where known.
+    fn model_memory(&self, model: &str) -> Option<u64>;
+}
+
+/// Knows nothing: every peak unknown (a real server with no probe cache).
+pub struct NoKnowledge;
+
+impl TargetKnowledge for NoKnowledge {
+    fn solo_peak(&self, _: &TenantSpec, _: &ServerModel) -> SoloPeak {
+        SoloPeak::UNKNOWN
+    }
+    fn model_memory(&self, _: &str) -> Option<u64> {
+        None
+    }
+}
+
+/// The current GPU figures; called every tick, must not block.
+pub trait GpuTelemetry: Send + Sync {
+    fn view(&self) -> GpuView;
+}
+
+/// No telemetry source at all.
+pub struct NoTelemetry;
+
+impl GpuTelemetry for NoTelemetry {
+    fn view(&self) -> GpuView {
+        GpuView::default()
+    }
+}
+
+/// Where snapshots are appended while recording.
+pub trait SnapshotSink: Send {
+    fn write(&mut self, snapshot: &Snapshot) -> Result<(), String>;
+    /// Where the recording goes, for the header line of the screen.
+    fn path(&self) -> String;
+}
+
+/// Persisting sessions and recordings (file formats live in `session`).
+pub trait Persistence: Send + Sync {
+    /// Writes the setup atomically and returns the path written.
+    fn save_session(&self, spec: &RunSpec, path: Option<PathBuf>) -> Result<PathBuf, String>;
+    fn start_recording(&self, spec: &RunSpec) -> Result<Box<dyn SnapshotSink>, String>;
+}
+
+/// Cannot save or record (tests, or a read-only setup).
+pub struct NoPersistence;
+
+impl Persistence for NoPersistence {
+    fn save_session(&self, _: &RunSpec, _: Option<PathBuf>) -> Result<PathBuf, String> {
+        Err("saving is not available in this mode".into())
+    }
+    fn start_recording(&self, _: &RunSpec) -> Result<Box<dyn SnapshotSink>, String> {
+        Err("recording is not available in this mode".into())
+    }
+}

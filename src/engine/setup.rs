@@ -1,0 +1,163 @@
+//! Preparing a tenant on the server: load (with configuration) where allowed, then read back the
+//! model's metadata and configuration and build the request the tenant will send.
+
+use crate::engine::hooks::ServerModel;
+use crate::loadgen::tensors::build_request;
+use crate::proto::{ModelConfig, ModelInferRequest, model_config};
+use crate::session::spec::{DynamicBatching, TenantSpec};
+use crate::triton::TritonClient;
+
+/// Reads a model's server-side configuration as Perseus uses it.
+pub fn server_model(cfg: &ModelConfig) -> ServerModel {
+    let instances: i32 = cfg.instance_group.iter().map(|g| g.count.max(1)).sum();
+    let dynamic_batching = match &cfg.scheduling_choice {
+        Some(model_config::SchedulingChoice::DynamicBatching(d)) => Some(DynamicBatching {
+            max_queue_delay_us: d.max_queue_delay_microseconds,
+            preferred_batch_sizes: d
+                .preferred_batch_size
+                .iter()
+                .map(|&b| b.max(0) as u32)
+                .collect(),
+        }),
+        _ => None,
+    };
+    ServerModel {
+        max_batch: cfg.max_batch_size.max(0) as u32,
+        instances: instances.max(1) as u32,
+        dynamic_batching,
+    }
+}
+
+/// The JSON model configuration Triton accepts in a load request's `config` parameter, carrying
+/// only what the tenant asks to change.
+pub fn load_config_json(model: &str, instances: Option<u32>, db: Option<&DynamicBatching>) -> String {
+    let mut cfg = serde_json::Map::new();
+    cfg.insert("name".into(), model.into());
+    if let Some(n) = instances {
+        cfg.insert(
+            "instance_group".into(),
+            serde_json::json!([{ "count": n, "kind": "KIND_GPU" }]),
+        );
+    }
+    if let Some(d) = db {
+        cfg.insert(
+            "dynamic_batching".into(),
+            serde_json::json!({
+                "max_queue_delay_microseconds": d.max_queue_delay_us,
+                "preferred_batch_size": d.preferred_batch_sizes,
+            }),
+        );
+    }
+    serde_json::Value::Object(cfg).to_string()
+}
+
+/// Loads the model when needed and builds the tenant's request template.
+pub async fn setup_tenant(
+    client: &TritonClient,
+    spec: &TenantSpec,
+    model_control: bool,
+    seed: u64,
+) -> Result<(ModelInferRequest, ServerModel), String> {
+    let model = spec.model.as_str();
+    if model_control {
+        let ready = client.model_ready(model, "").await.unwrap_or(false);
+        let wants_config = spec.instances.is_some() || spec.dynamic_batching.is_some();
+        let differs = if ready && wants_config {
+            match client.model_config(model, "").await {
+                Ok(cfg) => {
+                    let current = server_model(&cfg);
+                    spec.instances.is_some_and(|n| n != current.instances)
+                        || spec
+                            .dynamic_batching
+                            .as_ref()
+                            .is_some_and(|d| Some(d) != current.dynamic_batching.as_ref())
+                }
+                Err(_) => true,
+            }
+        } else {
+            false
+        };
+        if !ready || differs {
+            let json = wants_config.then(|| {
+                load_config_json(model, spec.instances, spec.dynamic_batching.as_ref())
+            });
+            client
+                .load_model(model, json.as_deref())
+                .await
+                .map_err(|e| format!("loading '{model}': {e}"))?;
+        }
+    }
+    let meta = client
+        .model_metadata(model, "")
+        .await
+        .map_err(|e| format!("metadata of '{model}': {e}"))?;
+    let cfg = client
+        .model_config(model, "")
+        .await
+        .map_err(|e| format!("configuration of '{model}': {e}"))?;
+    let server = server_model(&cfg);
+    let request = build_request(&meta, server.max_batch, spec.batch, spec.data, seed)
+        .map_err(|e| e.to_string())?;
+    Ok((request, server))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_config_carries_only_requested_changes() {
+        let json = load_config_json(
+            "resnet50",
+            Some(2),
+            Some(&DynamicBatching {
+                max_queue_delay_us: 2000,
+                preferred_batch_sizes: vec![4, 8],
+            }),
+        );
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["name"], "resnet50");
+        assert_eq!(v["instance_group"][0]["count"], 2);
+        assert_eq!(v["dynamic_batching"]["preferred_batch_size"][1], 8);
+        let bare: serde_json::Value =
+            serde_json::from_str(&load_config_json("m", None, None)).unwrap();
+        assert!(bare.get("instance_group").is_none());
+        assert!(bare.get("dynamic_batching").is_none());
+    }
+
+    #[test]
+    fn server_model_reads_instances_and_batching() {
+        let cfg = ModelConfig {
+            max_batch_size: 8,
+            instance_group: vec![
+                crate::proto::ModelInstanceGroup {
+                    count: 2,
+                    ..Default::default()
+                },
+                crate::proto::ModelInstanceGroup {
+                    count: 1,
+                    ..Default::default()
+                },
+            ],
+            scheduling_choice: Some(model_config::SchedulingChoice::DynamicBatching(
+                crate::proto::ModelDynamicBatching {
+                    preferred_batch_size: vec![4],
+                    max_queue_delay_microseconds: 100,
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        };
+        let s = server_model(&cfg);
+        assert_eq!(s.max_batch, 8);
+        assert_eq!(s.instances, 3);
+        assert_eq!(
+            s.dynamic_batching,
+            Some(DynamicBatching {
+                max_queue_delay_us: 100,
+                preferred_batch_sizes: vec![4]
+            })
+        );
+        assert_eq!(server_model(&ModelConfig::default()).instances, 1);
+    }
+}

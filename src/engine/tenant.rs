@@ -1,0 +1,144 @@
+//! One tenant inside the engine: its spec, its driver once set up, and its server-side figures.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::engine::hooks::ServerModel;
+use crate::engine::snapshot::{ServerWindow, SoloPeak, TenantId, TenantView, Totals, WindowStats};
+use crate::loadgen::{ClosedLoop, TenantShared};
+use crate::session::spec::{Load, TenantSpec};
+use crate::triton::{ModelStats, StatsWindow};
+
+pub(crate) struct Tenant {
+    pub id: TenantId,
+    pub spec: TenantSpec,
+    pub shared: Option<Arc<TenantShared>>,
+    pub closed: Option<ClosedLoop>,
+    pub server: Option<ServerModel>,
+    pub peak: SoloPeak,
+    pub paused: bool,
+    /// A setup is running (so a second one is not started).
+    pub setting_up: bool,
+    pub setup_error: Option<String>,
+    /// Cumulative statistics polls within the window, oldest first.
+    stats: VecDeque<(Instant, ModelStats)>,
+    pub server_window: Option<ServerWindow>,
+    /// The statistics poll taken when measurement began, and the figures since then.
+    measure_base: Option<(Instant, ModelStats)>,
+    server_totals: Option<ServerWindow>,
+}
+
+impl Tenant {
+    pub fn new(id: TenantId, spec: TenantSpec) -> Self {
+        Tenant {
+            id,
+            spec,
+            shared: None,
+            closed: None,
+            server: None,
+            peak: SoloPeak::UNKNOWN,
+            paused: false,
+            setting_up: false,
+            setup_error: None,
+            stats: VecDeque::new(),
+            server_window: None,
+            measure_base: None,
+            server_totals: None,
+        }
+    }
+
+    /// Adds a statistics poll and recomputes the server-side window figures from the oldest poll
+    /// still inside the window to this one.
+    pub fn push_stats(&mut self, at: Instant, stats: ModelStats, window: Duration) {
+        while let Some((t, _)) = self.stats.front() {
+            if at.duration_since(*t) > window && self.stats.len() > 1 {
+                self.stats.pop_front();
+            } else {
+                break;
+            }
+        }
+        if let Some((t0, base)) = &self.measure_base {
+            self.server_totals = server_figures(base, *t0, &stats, at);
+        }
+        self.stats.push_back((at, stats));
+        self.server_window = match (self.stats.front(), self.stats.back()) {
+            (Some((t0, first)), Some((t1, last))) => server_figures(first, *t0, last, *t1),
+            _ => None,
+        };
+    }
+
+    /// Measurement starts now: server totals count from the latest poll.
+    pub fn mark_measure_start(&mut self) {
+        self.measure_base = self.stats.back().cloned();
+        self.server_totals = None;
+    }
+
+    pub fn clear_stats(&mut self) {
+        self.stats.clear();
+        self.server_window = None;
+    }
+
+    pub fn view(&self, window_s: f64, measured_s: f64) -> TenantView {
+        let (window, totals) = match &self.shared {
+            Some(shared) => match shared.meter.lock() {
+                Ok(m) => {
+                    let mut w = m.window_stats(&self.spec.sla, window_s);
+                    w.in_flight = shared.in_flight();
+                    let mut totals = m.totals(&self.spec.sla, measured_s);
+                    totals.server = self.server_totals;
+                    (w, totals)
+                }
+                Err(_) => (WindowStats::default(), Totals::default()),
+            },
+            None => (WindowStats::default(), Totals::default()),
+        };
+        TenantView {
+            id: self.id,
+            model: self.spec.model.clone(),
+            load: self.spec.load.clone(),
+            paused: self.paused,
+            batch: self.spec.batch,
+            sla: self.spec.sla,
+            instances: self.server.as_ref().map(|s| s.instances),
+            dynamic_batching: match &self.server {
+                Some(s) => s.dynamic_batching.clone(),
+                None => self.spec.dynamic_batching.clone(),
+            },
+            max_batch: self.server.as_ref().map(|s| s.max_batch),
+            window,
+            totals,
+            server: self.server_window,
+            solo_peak: self.peak,
+        }
+    }
+
+    /// The configured open-loop rate, if this is an open-loop tenant.
+    pub fn rate(&self) -> Option<f64> {
+        match self.spec.load {
+            Load::Rate { per_s, .. } => Some(per_s),
+            Load::Concurrency(_) => None,
+        }
+    }
+}
+
+fn server_figures(
+    first: &ModelStats,
+    t0: Instant,
+    last: &ModelStats,
+    t1: Instant,
+) -> Option<ServerWindow> {
+    if t1 <= t0 {
+        return None;
+    }
+    let w = StatsWindow::diff(first, last, t1.duration_since(t0));
+    Some(ServerWindow {
+        queue_us: w.queue_us,
+        compute_input_us: w.compute_input_us,
+        compute_infer_us: w.compute_infer_us,
+        compute_output_us: w.compute_output_us,
+        avg_batch: w.avg_batch,
+        inferences_per_s: w.inferences_per_s,
+        executions_per_s: w.executions_per_s,
+    })
+}

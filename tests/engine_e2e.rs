@@ -1,0 +1,264 @@
+//! The load generator and engine against the real emulator over loopback gRPC.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use perseus::emulator::{Emulator, EmulatorConfig, RunningEmulator};
+use perseus::engine::command::Command;
+use perseus::engine::hooks::{NoKnowledge, NoPersistence, NoTelemetry};
+use perseus::engine::snapshot::{ConnState, Phase, Snapshot, TargetInfo, TargetKind};
+use perseus::engine::{self, EngineConfig, EngineHandle};
+use perseus::session::spec::{
+    Arrival, CostSpec, InputData, Load, RunSpec, Sla, TargetSpec, TenantSpec,
+};
+use perseus::triton::ConnectOptions;
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+async fn emulator(gpu: &str, models: &[&str]) -> RunningEmulator {
+    Emulator::start(EmulatorConfig {
+        gpu: gpu.into(),
+        profile: None,
+        models: models.iter().map(|s| s.to_string()).collect(),
+        grpc: loopback(),
+        http: loopback(),
+        metrics: loopback(),
+        catalog_dir: None,
+        catalog: None,
+    })
+    .await
+    .expect("emulator starts")
+}
+
+fn tenant(model: &str, load: Load) -> TenantSpec {
+    TenantSpec {
+        model: model.into(),
+        load,
+        batch: 1,
+        sla: Sla {
+            latency_ms: 100.0,
+            percentile: 95.0,
+        },
+        instances: None,
+        dynamic_batching: None,
+        data: InputData::Zero,
+        max_in_flight: TenantSpec::DEFAULT_MAX_IN_FLIGHT,
+        deadline: TenantSpec::DEFAULT_DEADLINE,
+    }
+}
+
+fn rate(per_s: f64, arrival: Arrival) -> Load {
+    Load::Rate { per_s, arrival }
+}
+
+fn spec(tenants: Vec<TenantSpec>, duration: Duration) -> RunSpec {
+    RunSpec {
+        name: "test".into(),
+        duration,
+        warmup: Duration::from_secs(1),
+        window: Duration::from_secs(2),
+        tick: Duration::from_millis(250),
+        target: TargetSpec::Emulated {
+            gpu: "t4".into(),
+            profile: None,
+        },
+        cost: CostSpec::UsdPerHour(1.0),
+        tenants,
+    }
+}
+
+fn start(spec: RunSpec, address: String, headless: bool) -> EngineHandle {
+    engine::start(EngineConfig {
+        spec,
+        target: TargetInfo {
+            kind: TargetKind::Emulated,
+            address: address.clone(),
+            gpu: None,
+            server_version: None,
+            model_control: true,
+        },
+        connect: ConnectOptions::new(&address),
+        connections: 2,
+        headless,
+        price: None,
+        knowledge: Arc::new(NoKnowledge),
+        telemetry: Arc::new(NoTelemetry),
+        persistence: Arc::new(NoPersistence),
+        record: false,
+    })
+    .expect("engine starts")
+}
+
+/// Waits for a snapshot satisfying `pred`, up to `limit`.
+async fn wait_for(
+    h: &mut EngineHandle,
+    limit: Duration,
+    pred: impl Fn(&Snapshot) -> bool,
+) -> Arc<Snapshot> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let snap = Arc::clone(&h.snapshots.borrow_and_update());
+        if pred(&snap) {
+            return snap;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached in {limit:?}; last snapshot: phase {:?}, connection {:?}, notices {:?}",
+            snap.phase,
+            snap.connection,
+            snap.notices
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(500), h.snapshots.changed()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn achieved_rates_match_targets_for_three_tenants() {
+    let emu = emulator("h100", &["simple", "mobilenet_v2", "resnet50"]).await;
+    let s = spec(
+        vec![
+            tenant("simple", rate(2000.0, Arrival::Constant)),
+            tenant("mobilenet_v2", rate(300.0, Arrival::Poisson)),
+            tenant("resnet50", rate(10.0, Arrival::Constant)),
+        ],
+        Duration::from_secs(10),
+    );
+    let h = start(s, emu.grpc_addr.to_string(), true);
+    let fin = h.done.await.unwrap();
+    assert_eq!(fin.phase, Phase::Finished);
+    for (t, target, tol) in [(0, 2000.0, 0.02), (1, 300.0, 0.06), (2, 10.0, 0.02)] {
+        let tv = &fin.tenants[t];
+        let achieved = tv.totals.achieved_per_s;
+        assert!(
+            (achieved - target).abs() / target <= tol,
+            "{}: achieved {achieved:.2}/s vs target {target}/s (totals {:?})",
+            tv.model,
+            tv.totals
+        );
+        assert_eq!(tv.totals.errors, 0, "{} errors: {:?}", tv.model, tv.totals);
+        assert_eq!(tv.totals.dropped, 0);
+        assert!(tv.totals.latency_ms.p50 > 0.0);
+        assert!(tv.totals.server.is_some(), "server-side statistics were diffed");
+    }
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_change_shows_in_the_next_ticks_without_a_burst() {
+    let emu = emulator("t4", &["simple"]).await;
+    let s = spec(
+        vec![tenant("simple", rate(100.0, Arrival::Constant))],
+        Duration::from_secs(60),
+    );
+    let mut h = start(s, emu.grpc_addr.to_string(), false);
+    wait_for(&mut h, Duration::from_secs(10), |s| {
+        s.tenants[0].window.achieved_per_s > 90.0
+    })
+    .await;
+    let before = wait_for(&mut h, Duration::from_secs(5), |_| true).await;
+    let sent_before = before.tenants[0].totals.sent;
+    h.commands
+        .send(Command::SetRate {
+            tenant: 0,
+            per_s: 400.0,
+        })
+        .await
+        .unwrap();
+    // One tick later, sends follow the new rate: about 100 in the first 250 ms, not a burst.
+    let after = wait_for(&mut h, Duration::from_secs(5), |s| s.seq >= before.seq + 4).await;
+    let sent = after.tenants[0].totals.sent - sent_before;
+    let secs = after.elapsed_s - before.elapsed_s;
+    let per_s = sent as f64 / secs;
+    assert!(
+        (300.0..=460.0).contains(&per_s),
+        "{sent} sends in {secs:.2}s = {per_s:.0}/s after the change to 400/s"
+    );
+    h.commands.send(Command::Stop).await.unwrap();
+    h.done.await.unwrap();
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saturation_shows_queueing_from_intended_time_and_drops_at_the_bound() {
+    // ResNet-50 on a T4 at 4× what one instance without batching can serve.
+    let emu = emulator("t4", &["resnet50"]).await;
+    let mut t = tenant("resnet50", rate(2000.0, Arrival::Constant));
+    t.max_in_flight = 64;
+    t.deadline = Duration::from_secs(30);
+    let s = spec(vec![t], Duration::from_secs(4));
+    let h = start(s, emu.grpc_addr.to_string(), true);
+    let fin = h.done.await.unwrap();
+    let tv = &fin.tenants[0];
+    assert!(tv.totals.dropped > 0, "drops counted: {:?}", tv.totals);
+    assert!(
+        tv.window.in_flight <= 64,
+        "in-flight bound holds: {}",
+        tv.window.in_flight
+    );
+    assert!(
+        tv.totals.latency_ms.p50 > 2.0 * tv.totals.service_latency_ms.p50,
+        "latency from intended send ({:?}) grows beyond service latency ({:?})",
+        tv.totals.latency_ms,
+        tv.totals.service_latency_ms
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_server_is_reported_and_recovered_from() {
+    let emu = emulator("t4", &["simple"]).await;
+    let addr = emu.grpc_addr;
+    let s = spec(
+        vec![tenant("simple", rate(50.0, Arrival::Constant))],
+        Duration::from_secs(120),
+    );
+    let mut h = start(s, addr.to_string(), false);
+    wait_for(&mut h, Duration::from_secs(10), |s| {
+        s.tenants[0].window.achieved_per_s > 40.0
+    })
+    .await;
+    emu.shutdown().await;
+    let down = wait_for(&mut h, Duration::from_secs(10), |s| {
+        s.connection.state == ConnState::Disconnected
+    })
+    .await;
+    assert!(down.connection.last_error.is_some());
+    // The same address comes back (a restarted server).
+    let mut back = None;
+    for _ in 0..20 {
+        match Emulator::start(EmulatorConfig {
+            gpu: "t4".into(),
+            profile: None,
+            models: vec!["simple".into()],
+            grpc: addr,
+            http: loopback(),
+            metrics: loopback(),
+            catalog_dir: None,
+            catalog: None,
+        })
+        .await
+        {
+            Ok(e) => {
+                back = Some(e);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    let back = back.expect("the emulator restarts on the same port");
+    let up = wait_for(&mut h, Duration::from_secs(20), |s| {
+        s.connection.state == ConnState::Connected && s.tenants[0].window.achieved_per_s > 20.0
+    })
+    .await;
+    assert!(
+        up.tenants[0].totals.errors > 0,
+        "requests during the outage were counted as errors: {:?}",
+        up.tenants[0].totals
+    );
+    h.commands.send(Command::Stop).await.unwrap();
+    h.done.await.unwrap();
+    back.shutdown().await;
+}
