@@ -14,7 +14,7 @@ use perseus::emulator::{Emulator, EmulatorConfig};
 use perseus::loadgen::tensors::build_request;
 use perseus::loadgen::{ArrivalProcess, Clock, TenantShared};
 use perseus::measure::TenantMeter;
-use perseus::session::spec::{Arrival, InputData};
+use perseus::session::spec::{Arrival, InputData, Sla};
 use perseus::triton::{ConnectOptions, TritonClient};
 
 fn main() {
@@ -53,6 +53,16 @@ fn main() {
             "rate/s", "achieved/s", "err p50 µs", "err p90 µs", "err p99 µs", "err max µs", "late"
         );
         for (i, rate) in [1000.0, 5000.0].into_iter().enumerate() {
+            let mut meter = TenantMeter::new(
+                Sla {
+                    latency_ms: 100.0,
+                    percentile: 99.0,
+                },
+                Duration::from_secs(60),
+                Duration::from_millis(250),
+                Instant::now(),
+            )
+            .expect("meter");
             let shared = Arc::new(TenantShared::new(
                 i as u32,
                 "simple".into(),
@@ -60,25 +70,27 @@ fn main() {
                 Arc::clone(&clients),
                 4096,
                 Duration::from_secs(10),
-                TenantMeter::new(Duration::from_secs(10), Duration::from_millis(250)),
+                meter.recorder(),
             ));
             let clock = Clock::start(tokio::runtime::Handle::current()).expect("clock");
             // Warm up for a second, then measure.
             clock.add(Arc::clone(&shared), ArrivalProcess::new(&Arrival::Constant, rate, 1));
             tokio::time::sleep(Duration::from_secs(1)).await;
             shared.reset_send_errors();
-            let ok0 = meter_ok(&shared);
+            meter.tick(Instant::now());
+            meter.reset_totals();
             let t0 = Instant::now();
             tokio::time::sleep(Duration::from_secs(seconds)).await;
-            let ok1 = meter_ok(&shared);
+            meter.tick(Instant::now());
             let elapsed = t0.elapsed().as_secs_f64();
+            let totals = meter.totals(elapsed);
             let (q, n) = shared.send_error_quantiles_us(&[0.5, 0.9, 0.99, 1.0]);
             drop(clock);
-            let late = shared.meter.lock().map(|m| m.totals_late()).unwrap_or(0);
+            let late = totals.late;
             println!(
                 "{:>8.0} {:>10.1} {:>10} {:>10} {:>10} {:>10} {:>8}   ({n} sends)",
                 rate,
-                (ok1 - ok0) as f64 / elapsed,
+                totals.achieved_per_s,
                 q[0],
                 q[1],
                 q[2],
@@ -89,8 +101,4 @@ fn main() {
         }
         emu.shutdown().await;
     });
-}
-
-fn meter_ok(shared: &TenantShared) -> u64 {
-    shared.meter.lock().map(|m| m.totals_ok()).unwrap_or(0)
 }

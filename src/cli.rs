@@ -136,6 +136,9 @@ pub struct ProbeArgs {
     /// Length of one measurement window.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub window: Duration,
+    /// First rate tried (req/s); the search doubles it until the SLA breaks, then bisects.
+    #[arg(long, default_value_t = 10.0)]
+    pub start: f64,
 }
 
 #[derive(Debug, Args)]

@@ -65,7 +65,7 @@ async fn measure(
     spec: &RunSpec,
     target: &Target,
     config: &Config,
-    price: crate::cost::Price,
+    price: crate::cost::ResolvedPrice,
     record: bool,
 ) -> Result<(report::RunResult, Arc<Snapshot>), Failure> {
     let telemetry = target::start_telemetry(target, config);

@@ -9,8 +9,8 @@ use anyhow::{Context as _, anyhow};
 use crate::app::{BadInput, Failure, TargetFailed};
 use crate::catalog::Catalog;
 use crate::cli::{EmulateArgs, TargetArgs};
-use crate::cost::PeakCache;
-use crate::emulator::sim::{self, Batching, GpuSetup, ModelSetup};
+use crate::measure::PeakCache;
+use crate::emulator::sim::{self, Batching};
 use crate::emulator::{Emulator, EmulatorConfig, RunningEmulator};
 use crate::engine::hooks::{
     GpuTelemetry, Persistence, ServerModel, SnapshotSink, TargetKnowledge,
@@ -120,14 +120,7 @@ pub async fn resolve(spec: &RunSpec, catalog: &Catalog) -> Result<Target, Failur
             tls,
         } => {
             let mut connect = ConnectOptions::new(address);
-            if let Some(t) = tls {
-                connect.tls = Some(TlsOptions {
-                    ca_file: t.ca_file.clone(),
-                    cert_file: t.cert_file.clone(),
-                    key_file: t.key_file.clone(),
-                    domain: t.domain.clone(),
-                });
-            }
+            connect.tls = tls.as_ref().map(TlsOptions::from);
             let metrics_url = metrics.clone().or_else(|| default_metrics_url(address));
             Ok(Target {
                 info: TargetInfo {
@@ -141,7 +134,9 @@ pub async fn resolve(spec: &RunSpec, catalog: &Catalog) -> Result<Target, Failur
                 metrics_url,
                 knowledge: Arc::new(ProbedKnowledge {
                     server: address.clone(),
-                    cache: session::data_dir().map(|d| PeakCache::new(d.join("peaks"))),
+                    cache: session::data_dir()
+                        .ok()
+                        .and_then(|d| PeakCache::open(&d.join("peaks")).ok()),
                 }),
                 nvml: match gpu {
                     Some(g) => NvmlChoice::Device(g.clone()),
@@ -200,32 +195,30 @@ impl TargetKnowledge for EmulatorKnowledge {
         let Some(gpu) = self.catalog.gpu(&self.gpu) else {
             return SoloPeak::UNKNOWN;
         };
-        let Some(perf) = self
-            .catalog
-            .perf(&tenant.model, &self.gpu, self.profile.as_deref())
+        let Some(mut ms) =
+            self.catalog
+                .model_setup(&tenant.model, &self.gpu, self.profile.as_deref())
         else {
             return SoloPeak::UNKNOWN;
         };
-        let Some(model) = self.catalog.model(&tenant.model) else {
-            return SoloPeak::UNKNOWN;
-        };
-        let setup = GpuSetup::from_spec(gpu);
-        let mut ms = ModelSetup::from_catalog(model, perf);
+        let setup = gpu.setup();
         ms.instances = server.instances.max(1);
         ms.dynamic_batching = server.dynamic_batching.as_ref().map(|d| Batching {
             max_queue_delay_us: d.max_queue_delay_us,
             preferred_batch_sizes: d.preferred_batch_sizes.clone(),
         });
-        let per_s = sim::solo_peak(
+        match sim::solo_peak(
             &setup,
             &ms,
             tenant.batch,
             tenant.sla.latency_ms,
             tenant.sla.percentile,
-        );
-        SoloPeak {
-            kind: PeakKind::Computed,
-            per_s: (per_s > 0.0).then_some(per_s),
+        ) {
+            Ok(per_s) if per_s > 0.0 => SoloPeak {
+                kind: PeakKind::Computed,
+                per_s: Some(per_s),
+            },
+            _ => SoloPeak::UNKNOWN,
         }
     }
 
@@ -243,14 +236,15 @@ struct ProbedKnowledge {
 }
 
 impl TargetKnowledge for ProbedKnowledge {
-    fn solo_peak(&self, tenant: &TenantSpec, server: &ServerModel) -> SoloPeak {
+    fn solo_peak(&self, tenant: &TenantSpec, _server: &ServerModel) -> SoloPeak {
         let Some(cache) = &self.cache else {
             return SoloPeak::UNKNOWN;
         };
-        match cache.get(&crate::app::probe::cache_key(&self.server, tenant, server)) {
-            Some(per_s) => SoloPeak {
+        let (key, _) = crate::app::probe::cache_key(&self.server, tenant);
+        match cache.get(&key) {
+            Some(entry) => SoloPeak {
                 kind: PeakKind::Measured,
-                per_s: Some(per_s),
+                per_s: entry.peak_per_s,
             },
             None => SoloPeak::UNKNOWN,
         }

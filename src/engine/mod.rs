@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
-use crate::cost::{self, Price};
+use crate::cost::{self, FrontierAxis, ResolvedPrice, TenantLoad};
 use crate::engine::command::Command;
 use crate::engine::hooks::{GpuTelemetry, Persistence, ServerModel, SnapshotSink, TargetKnowledge};
 use crate::engine::snapshot::{
@@ -51,7 +51,7 @@ pub struct EngineConfig {
     pub connections: usize,
     /// Headless runs have a warm-up and end after `spec.duration`; the TUI runs until stopped.
     pub headless: bool,
-    pub price: Option<Price>,
+    pub price: Option<ResolvedPrice>,
     pub knowledge: Arc<dyn TargetKnowledge>,
     pub telemetry: Arc<dyn GpuTelemetry>,
     pub persistence: Arc<dyn Persistence>,
@@ -449,7 +449,15 @@ impl Engine {
                 shared.replace_clients(clients);
             }
             None => {
-                let meter = TenantMeter::new(window, tick);
+                let meter = match TenantMeter::new(t.spec.sla, window, tick, Instant::now()) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let msg = format!("{}: {e}", t.spec.model);
+                        t.setup_error = Some(msg.clone());
+                        self.notice(NoticeLevel::Error, msg);
+                        return;
+                    }
+                };
                 let shared = Arc::new(TenantShared::new(
                     id,
                     t.spec.model.clone(),
@@ -457,8 +465,9 @@ impl Engine {
                     clients,
                     t.spec.max_in_flight,
                     t.spec.deadline,
-                    meter,
+                    meter.recorder(),
                 ));
+                t.meter = Some(meter);
                 shared.set_paused(t.paused);
                 match &t.spec.load {
                     Load::Rate { per_s, arrival } => {
@@ -504,9 +513,7 @@ impl Engine {
         self.measuring_since = Some(now);
         for t in &mut self.tenants {
             t.mark_measure_start();
-            if let Some(s) = &t.shared
-                && let Ok(mut m) = s.meter.lock()
-            {
+            if let Some(m) = &mut t.meter {
                 m.reset_totals();
             }
         }
@@ -522,11 +529,9 @@ impl Engine {
         if let Some(error) = lost {
             self.disconnected(error);
         }
-        for t in &self.tenants {
-            if let Some(s) = &t.shared
-                && let Ok(mut m) = s.meter.lock()
-            {
-                m.tick();
+        for t in &mut self.tenants {
+            if let Some(m) = &mut t.meter {
+                m.tick(now);
             }
         }
         // A run whose tenants cannot all be set up still measures the ones that can.
@@ -706,12 +711,16 @@ impl Engine {
             }
             Command::SetWindow(w) => {
                 self.window = w.max(self.cfg.spec.tick);
-                for t in &self.tenants {
-                    if let Some(s) = &t.shared
-                        && let Ok(mut m) = s.meter.lock()
+                let mut failed = None;
+                for t in &mut self.tenants {
+                    if let Some(m) = &mut t.meter
+                        && let Err(e) = m.set_window(self.window)
                     {
-                        m.set_window(self.window);
+                        failed = Some(e.to_string());
                     }
+                }
+                if let Some(e) = failed {
+                    self.notice(NoticeLevel::Warn, format!("window: {e}"));
                 }
             }
             Command::SaveSession { path } => {
@@ -812,11 +821,10 @@ impl Engine {
         let tenants: Vec<_> = self
             .tenants
             .iter()
-            .map(|t| t.view(window_s, measured_s))
+            .map(|t| t.view(measured_s))
             .collect();
         let gpu = self.cfg.telemetry.view();
-        let cost = self.cfg.price.as_ref().map(|p| cost::cost_view(p, &tenants));
-        let frontier = cost::frontier_view(&tenants);
+        let (cost, frontier) = live_cost(self.cfg.price.as_ref(), &tenants);
         let mut target = self.cfg.target.clone();
         if target.server_version.is_none() {
             target.server_version = self.server_version.clone();
@@ -849,5 +857,35 @@ impl Engine {
         self.history.push(&snap);
         snap.history = Arc::new(self.history.clone());
         snap
+    }
+}
+
+/// The cost panel and the frontier from the window's figures.
+fn live_cost(
+    price: Option<&ResolvedPrice>,
+    tenants: &[snapshot::TenantView],
+) -> (Option<snapshot::CostView>, Option<snapshot::FrontierView>) {
+    let loads: Vec<TenantLoad> = tenants
+        .iter()
+        .map(|t| TenantLoad {
+            achieved_per_s: t.window.achieved_per_s,
+            goodput_per_s: t.window.goodput_per_s,
+            solo_peak: t.solo_peak,
+        })
+        .collect();
+    let cost = price.map(|p| cost::cost_view(p, &loads));
+    let frontier = match tenants {
+        [x, y] => cost::frontier_view(&axis(x), &axis(y)),
+        _ => None,
+    };
+    (cost, frontier)
+}
+
+fn axis(t: &snapshot::TenantView) -> FrontierAxis<'_> {
+    FrontierAxis {
+        tenant: t.id,
+        model: &t.model,
+        solo_peak: t.solo_peak,
+        achieved_per_s: t.window.achieved_per_s,
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use crate::engine::hooks::ServerModel;
 use crate::engine::snapshot::{ServerWindow, SoloPeak, TenantId, TenantView, Totals, WindowStats};
 use crate::loadgen::{ClosedLoop, TenantShared};
+use crate::measure::TenantMeter;
 use crate::session::spec::{Load, TenantSpec};
 use crate::triton::{ModelStats, StatsWindow};
 
@@ -14,6 +15,8 @@ pub(crate) struct Tenant {
     pub id: TenantId,
     pub spec: TenantSpec,
     pub shared: Option<Arc<TenantShared>>,
+    /// The tenant's measurements; the load generator records through its recorder handle.
+    pub meter: Option<TenantMeter>,
     pub closed: Option<ClosedLoop>,
     pub server: Option<ServerModel>,
     pub peak: SoloPeak,
@@ -35,6 +38,7 @@ impl Tenant {
             id,
             spec,
             shared: None,
+            meter: None,
             closed: None,
             server: None,
             peak: SoloPeak::UNKNOWN,
@@ -79,19 +83,16 @@ impl Tenant {
         self.server_window = None;
     }
 
-    pub fn view(&self, window_s: f64, measured_s: f64) -> TenantView {
-        let (window, totals) = match &self.shared {
-            Some(shared) => match shared.meter.lock() {
-                Ok(m) => {
-                    let mut w = m.window_stats(&self.spec.sla, window_s);
-                    w.in_flight = shared.in_flight();
-                    let mut totals = m.totals(&self.spec.sla, measured_s);
-                    totals.server = self.server_totals;
-                    (w, totals)
-                }
-                Err(_) => (WindowStats::default(), Totals::default()),
-            },
-            None => (WindowStats::default(), Totals::default()),
+    pub fn view(&self, measured_s: f64) -> TenantView {
+        let (window, totals) = match (&self.meter, &self.shared) {
+            (Some(m), Some(shared)) => {
+                let mut w = m.window_stats();
+                w.in_flight = shared.in_flight();
+                let mut totals = m.totals(measured_s);
+                totals.server = self.server_totals;
+                (w, totals)
+            }
+            _ => (WindowStats::default(), Totals::default()),
         };
         TenantView {
             id: self.id,
@@ -133,11 +134,11 @@ fn server_figures(
     }
     let w = StatsWindow::diff(first, last, t1.duration_since(t0));
     Some(ServerWindow {
-        queue_us: w.queue_us,
-        compute_input_us: w.compute_input_us,
-        compute_infer_us: w.compute_infer_us,
-        compute_output_us: w.compute_output_us,
-        avg_batch: w.avg_batch,
+        queue_us: w.queue_us.unwrap_or(0.0),
+        compute_input_us: w.compute_input_us.unwrap_or(0.0),
+        compute_infer_us: w.compute_infer_us.unwrap_or(0.0),
+        compute_output_us: w.compute_output_us.unwrap_or(0.0),
+        avg_batch: w.avg_batch.unwrap_or(0.0),
         inferences_per_s: w.inferences_per_s,
         executions_per_s: w.executions_per_s,
     })

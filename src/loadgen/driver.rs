@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 
 use crate::engine::snapshot::TenantId;
 use crate::loadgen::arrival::ArrivalProcess;
-use crate::measure::TenantMeter;
+use crate::measure::TenantRecorder;
 use crate::proto::ModelInferRequest;
 use crate::triton::TritonClient;
 
@@ -40,7 +40,7 @@ pub struct TenantShared {
     in_flight: AtomicU32,
     max_in_flight: AtomicU32,
     deadline: Duration,
-    pub meter: Mutex<TenantMeter>,
+    recorder: TenantRecorder,
     paused: AtomicBool,
     /// Set when a request failed because the server could not be reached; the engine clears it
     /// after it starts reconnecting.
@@ -60,7 +60,7 @@ impl TenantShared {
         clients: Arc<Vec<TritonClient>>,
         max_in_flight: u32,
         deadline: Duration,
-        meter: TenantMeter,
+        recorder: TenantRecorder,
     ) -> Self {
         TenantShared {
             id,
@@ -71,7 +71,7 @@ impl TenantShared {
             in_flight: AtomicU32::new(0),
             max_in_flight: AtomicU32::new(max_in_flight.max(1)),
             deadline,
-            meter: Mutex::new(meter),
+            recorder,
             paused: AtomicBool::new(false),
             connection_lost: AtomicBool::new(false),
             last_connection_error: Mutex::new(None),
@@ -143,12 +143,6 @@ impl TenantShared {
         }
     }
 
-    fn with_meter(&self, f: impl FnOnce(&mut TenantMeter)) {
-        if let Ok(mut m) = self.meter.lock() {
-            f(&mut m);
-        }
-    }
-
     fn pick_client(&self) -> Option<TritonClient> {
         let clients = self.clients.read().ok()?.clone();
         if clients.is_empty() {
@@ -170,7 +164,7 @@ pub async fn send_one(shared: Arc<TenantShared>, intended: Instant) -> bool {
         })
         .is_err()
     {
-        shared.with_meter(|m| m.record_drop());
+        shared.recorder.record_drop();
         return false;
     }
     let request = match shared.template.read() {
@@ -182,7 +176,8 @@ pub async fn send_one(shared: Arc<TenantShared>, intended: Instant) -> bool {
     };
     let Some(client) = shared.pick_client() else {
         shared.in_flight.fetch_sub(1, Ordering::AcqRel);
-        shared.with_meter(|m| m.record_error("UNAVAILABLE"));
+        shared.recorder.record_sent();
+        shared.recorder.record_error("UNAVAILABLE");
         return true;
     };
     let sent = Instant::now();
@@ -193,22 +188,18 @@ pub async fn send_one(shared: Arc<TenantShared>, intended: Instant) -> bool {
     if let Ok(mut h) = shared.send_errors_us.lock() {
         h.saturating_record(send_error.as_micros() as u64);
     }
-    shared.with_meter(|m| {
-        m.record_sent();
-        if send_error > LATE_THRESHOLD {
-            m.record_late();
-        }
-    });
-    let result = client.infer(request, Some(shared.deadline)).await;
+    shared.recorder.record_sent();
+    if send_error > LATE_THRESHOLD {
+        shared.recorder.record_late();
+    }
+    let result = client.infer_within(request, shared.deadline).await;
     let done = Instant::now();
     shared.in_flight.fetch_sub(1, Ordering::AcqRel);
     match result {
-        Ok(_) => shared.with_meter(|m| {
-            m.record_ok(
-                done.saturating_duration_since(intended),
-                done.saturating_duration_since(sent),
-            )
-        }),
+        Ok(_) => shared.recorder.record_ok(
+            done.saturating_duration_since(intended),
+            done.saturating_duration_since(sent),
+        ),
         Err(e) => {
             if e.is_connection_error() {
                 if let Ok(mut last) = shared.last_connection_error.lock() {
@@ -216,7 +207,7 @@ pub async fn send_one(shared: Arc<TenantShared>, intended: Instant) -> bool {
                 }
                 shared.connection_lost.store(true, Ordering::Relaxed);
             }
-            shared.with_meter(|m| m.record_error(e.code_name()));
+            shared.recorder.record_error(e.code_name());
         }
     }
     true

@@ -131,22 +131,20 @@ pub struct CostBlock {
 pub fn run_result(
     snap: &Snapshot,
     gpu: Option<GpuBlock>,
-    price: Option<&crate::cost::Price>,
+    price: Option<&crate::cost::ResolvedPrice>,
 ) -> RunResult {
     let tenants: Vec<TenantBlock> = snap.tenants.iter().map(tenant_block).collect();
     let cost = price.map(|p| {
         let inputs: Vec<_> = snap
             .tenants
             .iter()
-            .map(|t| {
-                (
-                    t.totals.achieved_per_s,
-                    t.totals.goodput_per_s,
-                    t.solo_peak,
-                )
+            .map(|t| crate::cost::TenantLoad {
+                achieved_per_s: t.totals.achieved_per_s,
+                goodput_per_s: t.totals.goodput_per_s,
+                solo_peak: t.solo_peak,
             })
             .collect();
-        let v = crate::cost::cost_view_from(p, &inputs);
+        let v = crate::cost::cost_view(p, &inputs);
         CostBlock {
             instance: v.instance,
             usd_per_hour: v.usd_per_hour,
