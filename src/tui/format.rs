@@ -83,7 +83,7 @@ pub fn span(seconds: f64) -> String {
 }
 
 pub fn usd(value: f64) -> String {
-    if value >= 1000.0 {
+    if value >= 100.0 {
         format!("${value:.0}")
     } else if value >= 10.0 {
         format!("${value:.1}")

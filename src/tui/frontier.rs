@@ -30,7 +30,7 @@ fn two_tenants(frame: &mut Frame, area: Rect, view: &View, f: &FrontierView) {
     let verdict = if eq >= 1.0 {
         Span::styled(
             format!(
-                "{eq:.2}× — beats time-slicing by {:.0}%",
+                " {eq:.2}× — beats time-slicing by {:.0}% ",
                 (eq - 1.0) * 100.0
             ),
             theme.ok,
@@ -38,7 +38,7 @@ fn two_tenants(frame: &mut Frame, area: Rect, view: &View, f: &FrontierView) {
     } else {
         Span::styled(
             format!(
-                "{eq:.2}× — below time-slicing by {:.0}%",
+                " {eq:.2}× — below time-slicing by {:.0}% ",
                 (1.0 - eq) * 100.0
             ),
             theme.warn,
@@ -132,7 +132,7 @@ fn equivalents(frame: &mut Frame, area: Rect, view: &View) {
     if let Some(eq) = current {
         let style = if eq >= 1.0 { theme.ok } else { theme.warn };
         block = block.title(Span::styled(
-            format!("{eq:.2}× (time-slicing: 1.00×) "),
+            format!(" {eq:.2}× (time-slicing: 1.00×) "),
             style,
         ));
     }

@@ -32,7 +32,10 @@ pub fn render(frame: &mut Frame, area: Rect, view: &View) {
         return;
     }
     // Bar, then value and source; whatever width is left on the first two lines holds a sparkline.
-    let bar = (usize::from(inner.width) / 3).clamp(8, 20);
+    // Leave room after the bar for the widest value ("12.3/80 GiB") and source label.
+    let bar = usize::from(inner.width)
+        .saturating_sub(LABEL + 22)
+        .clamp(6, 20);
     let text_width = LABEL + bar + 1 + 16;
     let spark_x = inner.x + text_width as u16;
     let spark_w = inner.width.saturating_sub(text_width as u16 + 1);
@@ -43,9 +46,7 @@ pub fn render(frame: &mut Frame, area: Rect, view: &View) {
     lines.push(fraction_line("util", gpu.utilization, bar, theme));
     lines.push(fraction_line("SM", gpu.sm_activity, bar, theme));
     lines.push(memory_line(view, bar));
-    if let Some(shares) = shares_line(view) {
-        lines.push(shares);
-    }
+    lines.extend(shares_lines(view, usize::from(inner.width)));
     lines.push(power_line(gpu.power_w, gpu.power_limit_w, theme));
     lines.push(clock_line(gpu.sm_clock_mhz, gpu.temperature_c, theme));
     for reason in &gpu.unavailable {
@@ -157,23 +158,30 @@ fn memory_line(view: &View, bar: usize) -> Line<'static> {
     Line::from(spans)
 }
 
-fn shares_line(view: &View) -> Option<Line<'static>> {
+/// The legend of the memory bar's segments, wrapped to the panel's width.
+fn shares_lines(view: &View, width: usize) -> Vec<Line<'static>> {
     let (gpu, theme) = (&view.snap.gpu, view.theme);
-    if gpu.model_memory.is_empty() {
-        return None;
-    }
+    let mut lines = Vec::new();
     let mut spans = vec![label("", theme)];
+    let mut used = LABEL;
     for (i, (model, bytes)) in gpu.model_memory.iter().enumerate() {
-        if i > 0 {
-            spans.push(Span::styled(" · ", theme.dim));
+        let text = format!("{} {}", format::truncate(model, 14), format::bytes(*bytes));
+        let need = text.chars().count() + 4;
+        if used + need > width && spans.len() > 1 {
+            lines.push(Line::from(std::mem::replace(
+                &mut spans,
+                vec![label("", theme)],
+            )));
+            used = LABEL;
         }
         spans.push(Span::styled("■ ", theme.series(i)));
-        spans.push(Span::styled(
-            format!("{} {}", format::truncate(model, 14), format::bytes(*bytes)),
-            theme.text,
-        ));
+        spans.push(Span::styled(format!("{text}  "), theme.text));
+        used += need;
     }
-    Some(Line::from(spans))
+    if spans.len() > 1 {
+        lines.push(Line::from(spans));
+    }
+    lines
 }
 
 fn power_line(power: Option<Reading>, limit: Option<Reading>, theme: &Theme) -> Line<'static> {

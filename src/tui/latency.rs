@@ -38,9 +38,10 @@ pub fn render(frame: &mut Frame, area: Rect, view: &View) {
     let buckets = usize::from(area.width.saturating_sub(8)) * 2;
     let mut lines: Vec<(usize, Vec<(f64, f64)>)> = Vec::new();
     let mut top: f64 = 0.0;
+    let mut tightest_sla = f64::INFINITY;
     for &i in &shown {
         let t = &snap.tenants[i];
-        top = top.max(t.sla.latency_ms);
+        tightest_sla = tightest_sla.min(t.sla.latency_ms);
         if let Some(h) = snap.history.tenants.get(&t.id) {
             let pts = series::window_points(&h.p99_ms, from, now, buckets);
             top = pts.iter().fold(top, |m, p| m.max(p.1));
@@ -56,7 +57,12 @@ pub fn render(frame: &mut Frame, area: Rect, view: &View) {
         );
         return;
     }
-    let top = nice_ceiling(top * 1.1);
+    // Scale to the data, stretched just enough to show the tightest SLA: scaling to the loosest
+    // would flatten every line against the axis.
+    if tightest_sla.is_finite() {
+        top = top.max(tightest_sla);
+    }
+    let top = nice_ceiling(top * 1.05);
     let sla_lines: Vec<(usize, Vec<(f64, f64)>)> = shown
         .iter()
         .map(|&i| {

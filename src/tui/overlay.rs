@@ -115,10 +115,10 @@ fn picker(frame: &mut Frame, area: Rect, view: &View, index: usize) {
             }
         })
         .collect();
-    let height = (snap.repository.len() as u16 + 4).min(area.height.saturating_sub(2));
+    let height = (snap.repository.len() as u16 + 3).min(area.height.saturating_sub(2));
     let rect = centred(area, 72, height);
     // Keep the highlighted model inside the visible rows.
-    let visible = usize::from(height.saturating_sub(4)).max(1);
+    let visible = usize::from(height.saturating_sub(3)).max(1);
     let first = (index + 1).saturating_sub(visible);
     let rows: Vec<Row> = rows.into_iter().skip(first).collect();
     let block = Block::bordered()

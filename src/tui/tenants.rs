@@ -353,7 +353,7 @@ fn trim(x: f64) -> String {
     if x.fract() == 0.0 {
         format!("{x:.0}")
     } else {
-        format!("{x}")
+        format!("{x:.1}")
     }
 }
 

@@ -115,7 +115,10 @@ impl Theme {
         let selected = match (&file.selected_fg, &file.selected_bg) {
             (None, None) => base.selected,
             (f, b) => {
-                let mut style = base.selected;
+                // Colours replace the monochrome fallback's reverse video rather than stacking on it.
+                let mut style = Style::new();
+                style.fg = base.selected.fg;
+                style.bg = base.selected.bg;
                 if let Some(f) = f {
                     style = style.fg(colour(name, "selected_fg", f)?);
                 }
