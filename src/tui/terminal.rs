@@ -15,7 +15,7 @@ use ratatui::crossterm::cursor::Show;
 use ratatui::crossterm::event::{DisableMouseCapture, EnableMouseCapture};
 use ratatui::crossterm::execute;
 use ratatui::crossterm::terminal::{
-    EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
+    Clear, ClearType, EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
 };
 
 /// Whether the terminal is currently in dashboard mode.
@@ -33,10 +33,16 @@ impl TerminalGuard {
         ACTIVE.store(true, Ordering::SeqCst);
         // From here on a failure must undo what was done; the guard below does that once built.
         let setup = (|| {
-            execute!(io::stdout(), EnterAlternateScreen, EnableMouseCapture)?;
+            // Cleared with a plain escape: `Terminal::clear` asks the terminal for the cursor position,
+            // which a terminal that does not answer turns into a startup failure.
+            execute!(
+                io::stdout(),
+                EnterAlternateScreen,
+                EnableMouseCapture,
+                Clear(ClearType::All)
+            )?;
             let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
             terminal.hide_cursor()?;
-            terminal.clear()?;
             Ok(terminal)
         })();
         match setup {
