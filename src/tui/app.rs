@@ -1,0 +1,497 @@
+//! UI state and what each action does to it, kept apart from drawing so it can be tested by feeding
+//! actions and reading the commands that come out.
+//!
+//! The app never waits on the engine: an action yields at most one [`Outgoing`] message, which
+//! [`App::deliver`] hands over with `try_send`; a full queue becomes a notice on screen.
+
+use std::collections::BTreeMap;
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use tokio::sync::mpsc::error::TrySendError;
+
+use crate::engine::command::{Command, ReplayCommand};
+use crate::engine::snapshot::{Notice, NoticeLevel, Snapshot, TenantId, TenantView};
+use crate::session::spec::{DynamicBatching, Load, TenantSpec};
+use crate::tui::Control;
+use crate::tui::keymap::{Action, Keymap, Scope, entry_for};
+
+mod input;
+
+pub use input::default_tenant;
+
+/// Rate steps cycled by `[` and `]`, req/s.
+pub const RATE_STEPS: [f64; 4] = [1.0, 10.0, 100.0, 1000.0];
+/// Chart windows cycled by `w`, seconds.
+pub const CHART_WINDOWS: [f64; 3] = [10.0, 60.0, 600.0];
+/// Largest rate the dashboard will ask for; beyond it a typo is likelier than intent.
+pub const MAX_RATE: f64 = 1_000_000.0;
+/// Concurrency is bounded like a tenant's in-flight limit.
+pub const MAX_CONCURRENCY: u32 = TenantSpec::DEFAULT_MAX_IN_FLIGHT;
+pub const MAX_INSTANCES: u32 = 64;
+/// How far replay seeks per key press, seconds.
+pub const SEEK_S: f64 = 10.0;
+/// Snapshots to wait for an edit to show before trusting the snapshot over what was sent.
+const PENDING_TICKS: u64 = 4;
+
+/// A message for whoever drives the snapshots.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outgoing {
+    Live(Command),
+    Replay(ReplayCommand),
+}
+
+/// What the keyboard is doing right now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    Normal,
+    /// Typing an exact rate (or concurrency) for a tenant.
+    TypingRate {
+        tenant: TenantId,
+        buffer: String,
+        error: Option<String>,
+    },
+    /// Choosing a model to add; `index` into `snapshot.repository`.
+    Picker {
+        index: usize,
+    },
+    ConfirmRemove {
+        tenant: TenantId,
+        model: String,
+    },
+    Help,
+}
+
+/// An edit sent but not yet visible in a snapshot, so repeated key presses build on it instead of on
+/// the stale figure (the engine applies commands once per tick).
+#[derive(Debug, Clone, PartialEq)]
+struct Pending {
+    load: Option<Load>,
+    paused: Option<bool>,
+    sent_at_seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct App {
+    /// Selected tenant by id, which survives other tenants being removed.
+    pub selected: Option<TenantId>,
+    pub step_index: usize,
+    pub mode: Mode,
+    pub window_index: usize,
+    /// Latency chart shows every tenant instead of the selected one.
+    pub chart_all: bool,
+    pub theme_index: usize,
+    pub theme_count: usize,
+    /// Snapshots come from a recording: editing is off, space/←/→ control playback.
+    pub replay: bool,
+    /// The latest message from the dashboard itself (refusals, a full queue, bad input).
+    pub notice: Option<Notice>,
+    pub quit: bool,
+    pending: BTreeMap<TenantId, Pending>,
+}
+
+impl App {
+    pub fn new(theme_index: usize, theme_count: usize, replay: bool) -> App {
+        App {
+            selected: None,
+            step_index: 1,
+            mode: Mode::Normal,
+            window_index: 0,
+            chart_all: true,
+            theme_index,
+            theme_count: theme_count.max(1),
+            replay,
+            notice: None,
+            quit: false,
+            pending: BTreeMap::new(),
+        }
+    }
+
+    pub fn step(&self) -> f64 {
+        RATE_STEPS[self.step_index.min(RATE_STEPS.len() - 1)]
+    }
+
+    pub fn chart_window_s(&self) -> f64 {
+        CHART_WINDOWS[self.window_index.min(CHART_WINDOWS.len() - 1)]
+    }
+
+    /// Index of the selected tenant in the snapshot, falling back to the first when the selected
+    /// one is gone (or none was chosen yet).
+    pub fn selected_index(&self, snap: &Snapshot) -> Option<usize> {
+        if snap.tenants.is_empty() {
+            return None;
+        }
+        Some(
+            self.selected
+                .and_then(|id| snap.tenants.iter().position(|t| t.id == id))
+                .unwrap_or(0),
+        )
+    }
+
+    pub fn selected_tenant<'s>(&self, snap: &'s Snapshot) -> Option<&'s TenantView> {
+        self.selected_index(snap).map(|i| &snap.tenants[i])
+    }
+
+    /// Forgets pending edits the snapshot now reflects, or that have had time to show and did not
+    /// (the engine refused them; its notice says why).
+    pub fn observe(&mut self, snap: &Snapshot) {
+        self.pending.retain(|id, p| {
+            let Some(t) = snap.tenants.iter().find(|t| t.id == *id) else {
+                return false;
+            };
+            let shown = p.load.as_ref().is_none_or(|l| same_load(l, &t.load))
+                && p.paused.is_none_or(|x| x == t.paused);
+            !shown && snap.seq <= p.sent_at_seq + PENDING_TICKS
+        });
+        if let Mode::Picker { index } = &mut self.mode {
+            *index = (*index).min(snap.repository.len().saturating_sub(1));
+        }
+    }
+
+    /// The tenant's load as the user last set it: a pending edit, else the snapshot.
+    pub fn effective_load(&self, t: &TenantView) -> Load {
+        self.pending
+            .get(&t.id)
+            .and_then(|p| p.load.clone())
+            .unwrap_or_else(|| t.load.clone())
+    }
+
+    fn effective_paused(&self, t: &TenantView) -> bool {
+        self.pending
+            .get(&t.id)
+            .and_then(|p| p.paused)
+            .unwrap_or(t.paused)
+    }
+
+    fn remember(
+        &mut self,
+        snap: &Snapshot,
+        id: TenantId,
+        load: Option<Load>,
+        paused: Option<bool>,
+    ) {
+        let p = self.pending.entry(id).or_insert(Pending {
+            load: None,
+            paused: None,
+            sent_at_seq: snap.seq,
+        });
+        p.sent_at_seq = snap.seq;
+        if load.is_some() {
+            p.load = load;
+        }
+        if paused.is_some() {
+            p.paused = paused;
+        }
+    }
+
+    fn say(&mut self, snap: &Snapshot, level: NoticeLevel, text: impl Into<String>) {
+        self.notice = Some(Notice {
+            at_s: snap.elapsed_s,
+            level,
+            text: text.into(),
+        });
+    }
+
+    /// A key press: the open dialog gets it first, then the keymap.
+    pub fn key(&mut self, event: &KeyEvent, keymap: &Keymap, snap: &Snapshot) -> Option<Outgoing> {
+        if event.kind == KeyEventKind::Release {
+            return None;
+        }
+        let ctrl_c =
+            event.code == KeyCode::Char('c') && event.modifiers.contains(KeyModifiers::CONTROL);
+        if ctrl_c {
+            // Ctrl-C quits from anywhere, whatever the keymap says, so the user is never trapped.
+            return self.action(Action::Quit, snap);
+        }
+        match self.mode.clone() {
+            Mode::Normal => keymap.action_for(event).and_then(|a| self.action(a, snap)),
+            Mode::Help => {
+                self.mode = Mode::Normal;
+                None
+            }
+            Mode::TypingRate { tenant, buffer, .. } => self.typing(event, tenant, buffer, snap),
+            Mode::Picker { index } => self.picking(event, index, snap),
+            Mode::ConfirmRemove { tenant, .. } => match event.code {
+                KeyCode::Char('y' | 'Y') => {
+                    self.mode = Mode::Normal;
+                    Some(Outgoing::Live(Command::RemoveTenant { tenant }))
+                }
+                KeyCode::Char('n' | 'N') | KeyCode::Esc => {
+                    self.mode = Mode::Normal;
+                    None
+                }
+                _ => None,
+            },
+        }
+    }
+
+    /// What an action does. Returns the message to send, if any.
+    pub fn action(&mut self, action: Action, snap: &Snapshot) -> Option<Outgoing> {
+        let scope = entry_for(action).scope;
+        if self.replay && scope == Scope::Live {
+            self.say(snap, NoticeLevel::Info, "editing is disabled in replay");
+            return None;
+        }
+        if !self.replay && scope == Scope::Replay {
+            self.say(
+                snap,
+                NoticeLevel::Info,
+                "seeking and speed apply only to a replay",
+            );
+            return None;
+        }
+        match action {
+            Action::SelectUp | Action::SelectDown => {
+                let i = self.selected_index(snap)?;
+                let j = if action == Action::SelectUp {
+                    i.saturating_sub(1)
+                } else {
+                    (i + 1).min(snap.tenants.len() - 1)
+                };
+                self.selected = Some(snap.tenants[j].id);
+                None
+            }
+            Action::RateUp | Action::RateDown => {
+                let t = self.selected_tenant(snap)?;
+                let up = action == Action::RateUp;
+                let load = match self.effective_load(t) {
+                    Load::Rate { per_s, arrival } => {
+                        let step = self.step();
+                        let next = if up {
+                            (per_s + step).min(MAX_RATE)
+                        } else {
+                            (per_s - step).max(1.0_f64.min(per_s))
+                        };
+                        if next == per_s {
+                            return None;
+                        }
+                        Load::Rate {
+                            per_s: next,
+                            arrival,
+                        }
+                    }
+                    Load::Concurrency(n) => {
+                        let next = if up {
+                            (n + 1).min(MAX_CONCURRENCY)
+                        } else {
+                            n.saturating_sub(1).max(1)
+                        };
+                        if next == n {
+                            return None;
+                        }
+                        Load::Concurrency(next)
+                    }
+                };
+                let id = t.id;
+                self.set_load(snap, id, load)
+            }
+            Action::StepDown => {
+                self.step_index = self.step_index.saturating_sub(1);
+                None
+            }
+            Action::StepUp => {
+                self.step_index = (self.step_index + 1).min(RATE_STEPS.len() - 1);
+                None
+            }
+            Action::TypeRate => {
+                let t = self.selected_tenant(snap)?;
+                self.mode = Mode::TypingRate {
+                    tenant: t.id,
+                    buffer: String::new(),
+                    error: None,
+                };
+                None
+            }
+            Action::Pause => {
+                if self.replay {
+                    return Some(Outgoing::Replay(ReplayCommand::TogglePause));
+                }
+                let t = self.selected_tenant(snap)?;
+                let id = t.id;
+                let paused = self.effective_paused(t);
+                self.remember(snap, id, None, Some(!paused));
+                Some(Outgoing::Live(if paused {
+                    Command::Resume { tenant: Some(id) }
+                } else {
+                    Command::Pause { tenant: Some(id) }
+                }))
+            }
+            Action::PauseAll => {
+                // "All paused" as the user sees it, pending edits included.
+                let all = !snap.tenants.is_empty()
+                    && snap.tenants.iter().all(|t| self.effective_paused(t));
+                let ids: Vec<_> = snap.tenants.iter().map(|t| t.id).collect();
+                for id in ids {
+                    self.remember(snap, id, None, Some(!all));
+                }
+                Some(Outgoing::Live(if all {
+                    Command::Resume { tenant: None }
+                } else {
+                    Command::Pause { tenant: None }
+                }))
+            }
+            Action::AddTenant => {
+                if snap.repository.is_empty() {
+                    self.say(
+                        snap,
+                        NoticeLevel::Warn,
+                        "the target's model repository is empty or not listed yet",
+                    );
+                } else {
+                    self.mode = Mode::Picker { index: 0 };
+                }
+                None
+            }
+            Action::RemoveTenant => {
+                let t = self.selected_tenant(snap)?;
+                self.mode = Mode::ConfirmRemove {
+                    tenant: t.id,
+                    model: t.model.clone(),
+                };
+                None
+            }
+            Action::InstancesUp | Action::InstancesDown => {
+                let t = self.selected_tenant(snap)?;
+                let id = t.id;
+                let current = t.instances;
+                if !snap.target.model_control {
+                    self.say(
+                        snap,
+                        NoticeLevel::Warn,
+                        "the server does not allow model control; instances are fixed",
+                    );
+                    return None;
+                }
+                let Some(n) = current else {
+                    self.say(
+                        snap,
+                        NoticeLevel::Warn,
+                        "instance count unknown: the server has not reported this model's config",
+                    );
+                    return None;
+                };
+                let next = if action == Action::InstancesUp {
+                    (n + 1).min(MAX_INSTANCES)
+                } else {
+                    n.saturating_sub(1).max(1)
+                };
+                if next == n {
+                    return None;
+                }
+                Some(Outgoing::Live(Command::Reconfigure {
+                    tenant: id,
+                    instances: Some(next),
+                    dynamic_batching: None,
+                }))
+            }
+            Action::ToggleBatching => {
+                let t = self.selected_tenant(snap)?;
+                let (id, on, max_batch) = (t.id, t.dynamic_batching.is_some(), t.max_batch);
+                if !snap.target.model_control {
+                    self.say(
+                        snap,
+                        NoticeLevel::Warn,
+                        "the server does not allow model control; batching is fixed",
+                    );
+                    return None;
+                }
+                if !on && max_batch == Some(0) {
+                    self.say(
+                        snap,
+                        NoticeLevel::Warn,
+                        "this model has max_batch_size 0: it cannot batch",
+                    );
+                    return None;
+                }
+                let batching = if on {
+                    None
+                } else {
+                    Some(DynamicBatching::default())
+                };
+                Some(Outgoing::Live(Command::Reconfigure {
+                    tenant: id,
+                    instances: None,
+                    dynamic_batching: Some(batching),
+                }))
+            }
+            Action::CycleWindow => {
+                self.window_index = (self.window_index + 1) % CHART_WINDOWS.len();
+                None
+            }
+            Action::ChartAll => {
+                self.chart_all = !self.chart_all;
+                None
+            }
+            Action::CycleTheme => {
+                self.theme_index = (self.theme_index + 1) % self.theme_count;
+                None
+            }
+            Action::SaveSession => Some(Outgoing::Live(Command::SaveSession { path: None })),
+            Action::ToggleRecording => Some(Outgoing::Live(Command::SetRecording(
+                snap.recording.is_none(),
+            ))),
+            Action::SeekBack => Some(Outgoing::Replay(ReplayCommand::Seek(-SEEK_S))),
+            Action::SeekForward => Some(Outgoing::Replay(ReplayCommand::Seek(SEEK_S))),
+            Action::CycleSpeed => Some(Outgoing::Replay(ReplayCommand::CycleSpeed)),
+            Action::Help => {
+                self.mode = if self.mode == Mode::Help {
+                    Mode::Normal
+                } else {
+                    Mode::Help
+                };
+                None
+            }
+            Action::Quit => {
+                self.quit = true;
+                (!self.replay).then_some(Outgoing::Live(Command::Stop))
+            }
+        }
+    }
+
+    fn set_load(&mut self, snap: &Snapshot, id: TenantId, load: Load) -> Option<Outgoing> {
+        let command = match &load {
+            Load::Rate { per_s, .. } => Command::SetRate {
+                tenant: id,
+                per_s: *per_s,
+            },
+            Load::Concurrency(n) => Command::SetConcurrency { tenant: id, n: *n },
+        };
+        self.remember(snap, id, Some(load), None);
+        Some(Outgoing::Live(command))
+    }
+
+    /// Hands a message to the engine or replay without waiting; a full or closed channel becomes a
+    /// notice instead.
+    pub fn deliver(&mut self, out: Outgoing, control: &Control, snap: &Snapshot) {
+        let result = match (out, control) {
+            (Outgoing::Live(c), Control::Live(tx)) => tx
+                .try_send(c)
+                .map_err(|e| matches!(e, TrySendError::Full(_))),
+            (Outgoing::Replay(c), Control::Replay(tx)) => tx
+                .try_send(c)
+                .map_err(|e| matches!(e, TrySendError::Full(_))),
+            // The app's replay flag comes from the control, so these cannot meet; drop quietly.
+            _ => Ok(()),
+        };
+        match result {
+            Ok(()) => {}
+            Err(true) => self.say(
+                snap,
+                NoticeLevel::Warn,
+                "engine busy: that change was not sent, try again",
+            ),
+            Err(false) => self.say(
+                snap,
+                NoticeLevel::Error,
+                "the engine has stopped; changes can no longer be sent",
+            ),
+        }
+    }
+}
+
+fn same_load(a: &Load, b: &Load) -> bool {
+    match (a, b) {
+        (Load::Rate { per_s: x, .. }, Load::Rate { per_s: y, .. }) => (x - y).abs() < 1e-9,
+        (Load::Concurrency(x), Load::Concurrency(y)) => x == y,
+        _ => false,
+    }
+}

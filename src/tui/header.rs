@@ -1,0 +1,95 @@
+//! The top line: what is being driven, and whether it is healthy right now.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+
+use crate::engine::snapshot::{ConnState, Phase, TargetKind};
+use crate::tui::format;
+use crate::tui::screen::View;
+
+pub fn render(frame: &mut Frame, area: Rect, view: &View) {
+    let (snap, theme) = (view.snap, view.theme);
+    let sep = || Span::styled(" ─ ", theme.border);
+    let mut spans = vec![Span::styled("Perseus", theme.title), sep()];
+
+    let gpu = snap
+        .target
+        .gpu
+        .as_deref()
+        .or(snap.gpu.name.as_deref())
+        .unwrap_or("GPU unknown");
+    let target = match snap.target.kind {
+        TargetKind::Emulated => format!("emulated {gpu}"),
+        TargetKind::Triton => format!("triton {} · {gpu}", snap.target.address),
+    };
+    spans.push(Span::styled(target, theme.text));
+    spans.push(sep());
+    spans.push(Span::styled(snap.session.clone(), theme.accent));
+    spans.push(sep());
+
+    let (state, style) = if snap.paused {
+        ("⏸ paused", theme.warn)
+    } else {
+        match snap.phase {
+            Phase::Connecting => ("○ connecting", theme.warn),
+            Phase::WarmingUp => ("◐ warming up", theme.warn),
+            Phase::Measuring => ("● running", theme.ok),
+            Phase::Finished => ("■ finished", theme.dim),
+        }
+    };
+    spans.push(Span::styled(
+        format!("{state} {}", format::clock(snap.elapsed_s)),
+        style,
+    ));
+    spans.push(sep());
+
+    match snap.connection.state {
+        ConnState::Connected => spans.push(Span::styled("connected", theme.ok)),
+        ConnState::Connecting => spans.push(Span::styled("connecting…", theme.warn)),
+        ConnState::Disconnected => {
+            let mut text = "disconnected".to_string();
+            if snap.connection.retries > 0 {
+                text.push_str(&format!(" (retry {})", snap.connection.retries));
+            }
+            spans.push(Span::styled(text, theme.bad));
+        }
+    }
+    if snap.connection.state != ConnState::Connected
+        && let Some(err) = &snap.connection.last_error
+    {
+        spans.push(Span::styled(
+            format!(": {}", format::truncate(err, 48)),
+            theme.bad,
+        ));
+    }
+
+    if let Some(path) = &snap.recording {
+        spans.push(sep());
+        let name = path.rsplit('/').next().unwrap_or(path);
+        spans.push(Span::styled(
+            format!("● REC {}", format::truncate(name, 24)),
+            theme.bad,
+        ));
+    }
+    if let Some(r) = &snap.replay {
+        spans.push(sep());
+        let icon = if r.paused { "⏸" } else { "▶" };
+        spans.push(Span::styled(
+            format!(
+                "replay {icon} {} / {} {}×",
+                format::clock(r.position_s),
+                format::clock(r.length_s),
+                r.speed
+            ),
+            theme.accent,
+        ));
+    }
+    spans.push(sep());
+    spans.push(Span::styled(
+        format!("window {}", format::span(snap.window_s)),
+        theme.dim,
+    ));
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}

@@ -1,0 +1,145 @@
+//! The whole screen: lays out the panels and draws the open dialog on top.
+//!
+//! ```text
+//! ┌──────────────────────────────────────────────────────────────────────────────┐
+//! │ header: target · GPU · session · state · elapsed · connection · rec · replay │ 1 line
+//! ├ Tenants ─────────────────────────────────────────────────────────────────────┤
+//! │ ▶ model  inst  batching  target  achieved  p50 p95 p99  SLA  attain  errs …  │ tenants + 3
+//! ├ GPU ───────────────────────────┬ p99 latency ────────────────────────────────┤
+//! │ util / SM gauges + sparklines  │ per-tenant p99 over the chart window,       │ 3 parts
+//! │ memory bar, shares, power, …   │ dashed SLA lines                            │
+//! ├ Cost ──────────────────────────┼ Frontier ───────────────────────────────────┤
+//! │ $/h, $/1M, goodput, savings    │ two tenants: peaks, line, point, trail;     │ 2 parts
+//! │                                │ more: dedicated equivalents over time       │ (dropped < 28 rows)
+//! ├──────────────────────────────────────────────────────────────────────────────┤
+//! │ latest notice                                                                │ 1 line
+//! │ footer from the keymap (or the rate prompt)                                  │ 1 line
+//! └──────────────────────────────────────────────────────────────────────────────┘
+//! ```
+//! Below 28 rows the frontier goes and cost takes the bottom row; below 80×24 only a message.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::Line;
+use ratatui::widgets::Paragraph;
+
+use crate::engine::snapshot::Snapshot;
+use crate::tui::app::App;
+use crate::tui::keymap::Keymap;
+use crate::tui::theme::Theme;
+use crate::tui::{cost, footer, frontier, gpu, header, latency, overlay, tenants};
+
+pub const MIN_WIDTH: u16 = 80;
+pub const MIN_HEIGHT: u16 = 24;
+
+/// Everything a panel may read while drawing one frame.
+pub struct View<'a> {
+    pub snap: &'a Snapshot,
+    pub app: &'a App,
+    pub theme: &'a Theme,
+    pub keymap: &'a Keymap,
+}
+
+/// Where each panel goes for a terminal size; shared by drawing and mouse hit-testing so a click
+/// lands on the row that was drawn there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScreenLayout {
+    pub header: Rect,
+    pub tenants: Rect,
+    pub gpu: Rect,
+    pub latency: Rect,
+    pub cost: Rect,
+    pub frontier: Option<Rect>,
+    pub notice: Rect,
+    pub footer: Rect,
+}
+
+impl ScreenLayout {
+    /// `None` when the terminal is too small to draw anything useful.
+    pub fn new(area: Rect, tenant_count: usize) -> Option<ScreenLayout> {
+        if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+            return None;
+        }
+        let max_rows = match area.height {
+            40.. => 10,
+            28..40 => 5,
+            _ => 3,
+        };
+        let rows = tenant_count.clamp(1, max_rows) as u16;
+        let with_frontier = area.height >= 28;
+        let [header, tenants, middle, bottom, notice, footer] = Layout::vertical([
+            Constraint::Length(1),
+            Constraint::Length(rows + 3),
+            Constraint::Fill(3),
+            if with_frontier {
+                Constraint::Fill(2)
+            } else {
+                Constraint::Length(6)
+            },
+            Constraint::Length(1),
+            Constraint::Length(1),
+        ])
+        .areas(area);
+        let split = if area.width >= 120 {
+            [Constraint::Percentage(38), Constraint::Fill(1)]
+        } else {
+            [Constraint::Percentage(50), Constraint::Fill(1)]
+        };
+        let [gpu, latency] = Layout::horizontal(split).areas(middle);
+        let (cost, frontier) = if with_frontier {
+            let [c, f] = Layout::horizontal(split).areas(bottom);
+            (c, Some(f))
+        } else {
+            (bottom, None)
+        };
+        Some(ScreenLayout {
+            header,
+            tenants,
+            gpu,
+            latency,
+            cost,
+            frontier,
+            notice,
+            footer,
+        })
+    }
+}
+
+pub fn draw(frame: &mut Frame, view: &View) {
+    let area = frame.area();
+    let Some(layout) = ScreenLayout::new(area, view.snap.tenants.len()) else {
+        too_small(frame, area, view.theme);
+        return;
+    };
+    header::render(frame, layout.header, view);
+    tenants::render(frame, layout.tenants, view);
+    gpu::render(frame, layout.gpu, view);
+    latency::render(frame, layout.latency, view);
+    cost::render(frame, layout.cost, view);
+    if let Some(f) = layout.frontier {
+        frontier::render(frame, f, view);
+    }
+    footer::render_notice(frame, layout.notice, view);
+    footer::render(frame, layout.footer, view);
+    overlay::render(frame, area, view);
+}
+
+fn too_small(frame: &mut Frame, area: Rect, theme: &Theme) {
+    let text = vec![
+        Line::styled(
+            format!("terminal too small (need {MIN_WIDTH}×{MIN_HEIGHT})"),
+            theme.warn,
+        ),
+        Line::styled(
+            format!("now {}×{}; q quits", area.width, area.height),
+            theme.dim,
+        ),
+    ];
+    let y = area.height.saturating_sub(2) / 2;
+    let centre = Rect {
+        y: area.y + y,
+        height: area.height.saturating_sub(y).min(2),
+        ..area
+    };
+    frame.render_widget(Paragraph::new(text).centered(), centre);
+}

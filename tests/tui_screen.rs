@@ -1,0 +1,303 @@
+//! Whole-screen snapshots of the dashboard from fixed, hand-built snapshots.
+
+mod tui_fixture;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use perseus::engine::snapshot::{ConnState, GpuView, ReplayInfo, Snapshot};
+use perseus::tui::app::{App, Mode};
+use perseus::tui::keymap::Keymap;
+use perseus::tui::screen::{self, View};
+use perseus::tui::theme::{self, Theme};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::style::Style;
+
+fn themes() -> Vec<Theme> {
+    theme::load_all(&[], false).unwrap()
+}
+
+fn draw_with(
+    snap: &Snapshot,
+    app: &App,
+    theme: &Theme,
+    width: u16,
+    height: u16,
+) -> Terminal<TestBackend> {
+    let keymap = Keymap::new(&BTreeMap::new()).unwrap();
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal
+        .draw(|frame| {
+            screen::draw(
+                frame,
+                &View {
+                    snap,
+                    app,
+                    theme,
+                    keymap: &keymap,
+                },
+            )
+        })
+        .unwrap();
+    terminal
+}
+
+fn draw(snap: &Snapshot, app: &App, width: u16, height: u16) -> Terminal<TestBackend> {
+    draw_with(snap, app, &themes()[0], width, height)
+}
+
+fn live_app() -> App {
+    App::new(0, 5, false)
+}
+
+fn text(terminal: &Terminal<TestBackend>) -> String {
+    terminal.backend().to_string()
+}
+
+#[test]
+fn full_screen_160x48() {
+    let snap = tui_fixture::snapshot(3);
+    let t = draw(&snap, &live_app(), 160, 48);
+    insta::assert_snapshot!("full_160x48", t.backend());
+    let s = text(&t);
+    for must in [
+        "resnet50",
+        "mobilenet_v2",
+        "inception_v3",
+        "emulated T4",
+        "● running 00:03:12",
+        "solo peak",
+        "no data",
+    ]
+    .iter()
+    .filter(|m| **m != "no data")
+    {
+        assert!(s.contains(must), "missing {must}");
+    }
+}
+
+#[test]
+fn full_screen_100x30() {
+    let snap = tui_fixture::snapshot(3);
+    let t = draw(&snap, &live_app(), 100, 30);
+    insta::assert_snapshot!("full_100x30", t.backend());
+}
+
+#[test]
+fn smallest_screen_80x24_drops_the_frontier_but_keeps_cost() {
+    let snap = tui_fixture::snapshot(3);
+    let t = draw(&snap, &live_app(), 80, 24);
+    insta::assert_snapshot!("full_80x24", t.backend());
+    let s = text(&t);
+    assert!(!s.contains("Frontier"));
+    assert!(s.contains("Cost"));
+}
+
+#[test]
+fn too_small_says_what_it_needs() {
+    let snap = tui_fixture::snapshot(3);
+    for (w, h) in [(79, 24), (80, 23), (40, 10)] {
+        let t = draw(&snap, &live_app(), w, h);
+        assert!(
+            text(&t).contains("terminal too small (need 80×24)"),
+            "{w}×{h}"
+        );
+        assert!(!text(&t).contains("resnet50"));
+    }
+    insta::assert_snapshot!("too_small", draw(&snap, &live_app(), 60, 12).backend());
+}
+
+#[test]
+fn help_overlay() {
+    let snap = tui_fixture::snapshot(3);
+    let mut app = live_app();
+    app.mode = Mode::Help;
+    let t = draw(&snap, &app, 160, 48);
+    insta::assert_snapshot!("help_160x48", t.backend());
+    // Every entry of the keymap table is listed by its config name.
+    for e in perseus::tui::keymap::TABLE {
+        assert!(text(&t).contains(e.name), "help lacks {}", e.name);
+    }
+}
+
+#[test]
+fn model_picker() {
+    let snap = tui_fixture::snapshot(3);
+    let mut app = live_app();
+    app.mode = Mode::Picker { index: 3 };
+    let t = draw(&snap, &app, 160, 48);
+    insta::assert_snapshot!("picker_160x48", t.backend());
+    let s = text(&t);
+    assert!(s.contains("does not fit") && s.contains("14 GiB") && s.contains("13 GiB free"));
+}
+
+#[test]
+fn remove_confirmation_and_rate_prompt() {
+    let snap = tui_fixture::snapshot(3);
+    let mut app = live_app();
+    app.mode = Mode::ConfirmRemove {
+        tenant: 11,
+        model: "mobilenet_v2".into(),
+    };
+    insta::assert_snapshot!(
+        "confirm_remove_100x30",
+        draw(&snap, &app, 100, 30).backend()
+    );
+    app.mode = Mode::TypingRate {
+        tenant: 10,
+        buffer: "25x".into(),
+        error: Some("`25x` is not a number".into()),
+    };
+    let s = text(&draw(&snap, &app, 100, 30));
+    assert!(s.contains("resnet50 req/s: 25x▏") && s.contains("`25x` is not a number"));
+}
+
+#[test]
+fn two_tenants_show_the_frontier_plot() {
+    let snap = tui_fixture::snapshot(2);
+    let t = draw(&snap, &live_app(), 160, 48);
+    insta::assert_snapshot!("frontier_160x48", t.backend());
+    let s = text(&t);
+    assert!(s.contains("beats time-slicing"), "{s}");
+    assert!(s.contains("resnet50 req/s (solo 420/s)"));
+}
+
+#[test]
+fn missing_figures_say_no_data() {
+    let mut snap = tui_fixture::snapshot(3);
+    snap.gpu = GpuView::default();
+    snap.cost = None;
+    snap.connection.state = ConnState::Disconnected;
+    snap.connection.retries = 3;
+    snap.connection.last_error = Some("transport error: connection refused".into());
+    let t = draw(&snap, &live_app(), 160, 48);
+    insta::assert_snapshot!("no_data_160x48", t.backend());
+    let s = text(&t);
+    assert!(s.matches("no data").count() >= 6, "{s}");
+    assert!(s.contains("disconnected (retry 3): transport error: connection refused"));
+}
+
+#[test]
+fn replay_shows_position_and_disables_editing_in_footer() {
+    let mut snap = tui_fixture::snapshot(3);
+    snap.replay = Some(ReplayInfo {
+        position_s: 83.0,
+        length_s: 300.0,
+        speed: 2.0,
+        paused: false,
+    });
+    snap.recording = None;
+    let app = App::new(0, 5, true);
+    let t = draw(&snap, &app, 160, 48);
+    let s = text(&t);
+    assert!(s.contains("replay ▶ 00:01:23 / 00:05:00 2×"), "{s}");
+    assert!(s.contains("editing disabled in replay"));
+    assert!(s.contains("←/→ seek") && s.contains("x speed"));
+    assert!(!s.contains(" add "));
+}
+
+#[test]
+fn recording_indicator() {
+    let mut snap = tui_fixture::snapshot(3);
+    snap.recording = Some("/data/recordings/demo-1.jsonl".into());
+    let s = text(&draw(&snap, &live_app(), 160, 48));
+    assert!(s.contains("● REC demo-1.jsonl"));
+}
+
+/// Letters standing for the distinct styles of a buffer, in order of first use, with a legend:
+/// snapshots of where each colour goes without a 3,000-line dump of cells.
+fn style_map(buffer: &Buffer) -> String {
+    let mut styles: Vec<Style> = Vec::new();
+    let mut grid = String::new();
+    let area = buffer.area;
+    for y in 0..area.height {
+        for x in 0..area.width {
+            let style = buffer[(x, y)].style();
+            let i = styles.iter().position(|s| *s == style).unwrap_or_else(|| {
+                styles.push(style);
+                styles.len() - 1
+            });
+            grid.push(char::from_digit(i as u32 % 36, 36).unwrap_or('?'));
+        }
+        grid.push('\n');
+    }
+    let mut legend = String::new();
+    for (i, s) in styles.iter().enumerate() {
+        let _ = writeln!(
+            legend,
+            "{}: fg={:?} bg={:?} mod={:?}",
+            char::from_digit(i as u32 % 36, 36).unwrap_or('?'),
+            s.fg,
+            s.bg,
+            s.add_modifier
+        );
+    }
+    format!("{legend}\n{grid}")
+}
+
+/// The cell holding `symbol` in the row that contains `row_text`.
+fn cell_style(buffer: &Buffer, row_text: &str, symbol: &str) -> Style {
+    let area = buffer.area;
+    for y in 0..area.height {
+        let line: String = (0..area.width).map(|x| buffer[(x, y)].symbol()).collect();
+        if line.contains(row_text) {
+            for x in 0..area.width {
+                if buffer[(x, y)].symbol() == symbol {
+                    return buffer[(x, y)].style();
+                }
+            }
+        }
+    }
+    panic!("no {symbol} in a row with {row_text}");
+}
+
+#[test]
+fn every_theme_colours_sla_states_with_its_own_palette() {
+    let snap = tui_fixture::snapshot(4);
+    let all = themes();
+    assert_eq!(all.len(), 5);
+    let mut maps = Vec::new();
+    for (i, theme) in all.iter().enumerate() {
+        let mut app = App::new(i, all.len(), false);
+        // Select a tenant that meets its SLA so the missed one is drawn in its own style.
+        app.selected = Some(10);
+        let t = draw_with(&snap, &app, theme, 100, 30);
+        let buffer = t.backend().buffer();
+        // mobilenet_v2 meets its SLA (✓); densenet121 misses it (✗).
+        let (met, missed) = (
+            cell_style(buffer, "mobilenet_v2", "✓"),
+            cell_style(buffer, "densenet121", "✗"),
+        );
+        if theme.ok.fg.is_some() {
+            assert_eq!(met.fg, theme.ok.fg, "{}", theme.name);
+            assert_eq!(missed.fg, theme.bad.fg, "{}", theme.name);
+        } else {
+            // Monochrome marks a miss by emphasis alone.
+            assert!(
+                missed.add_modifier.contains(theme.bad.add_modifier),
+                "{}",
+                theme.name
+            );
+            assert_ne!(met.add_modifier, missed.add_modifier);
+        }
+        let map = style_map(buffer);
+        insta::assert_snapshot!(format!("theme_{}", theme.name), map);
+        maps.push(map);
+    }
+    for (i, a) in maps.iter().enumerate() {
+        for b in &maps[i + 1..] {
+            assert_ne!(a, b, "two themes draw identically");
+        }
+    }
+    // NO_COLOR: not a single coloured cell.
+    let mono = theme::load_all(&[], true).unwrap();
+    let t = draw_with(&snap, &App::new(0, 1, false), &mono[0], 100, 30);
+    for cell in t.backend().buffer().content() {
+        assert!(
+            cell.fg == ratatui::style::Color::Reset && cell.bg == ratatui::style::Color::Reset,
+            "{cell:?}"
+        );
+    }
+}
