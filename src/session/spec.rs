@@ -121,7 +121,10 @@ pub enum Arrival {
         mean_off: Duration,
     },
     /// Inter-arrival gaps in µs, looped (perf_analyzer's `--request-intervals` format).
-    Trace { path: PathBuf, gaps_us: Arc<Vec<u64>> },
+    Trace {
+        path: PathBuf,
+        gaps_us: Arc<Vec<u64>>,
+    },
 }
 
 impl Arrival {
