@@ -1,1 +1,332 @@
-//! GPU telemetry sources: NVML, Triton's metrics, the emulator.
+//! GPU telemetry from whichever source works, each figure tagged with where it came from.
+//!
+//! Three sources sit behind one [`GpuSource`] interface: NVML on the local machine (10 Hz), Triton's
+//! Prometheus `/metrics` (1 Hz, real or emulated) and the emulator's own figures (SM activity), which
+//! arrive through its `/metrics`. Samplers run in the background and write the latest sample into a
+//! shared slot; [`Telemetry::view`] only merges those slots, so the engine can call it every tick. A
+//! source that fails is listed in the view's `unavailable` with its reason and the others carry on:
+//! Triton's GPU metrics vanish under MIG or next to another DCGM agent, and a machine without a GPU has
+//! no NVML at all.
+//!
+//! ```text
+//!  NVML thread ──┐                      ┌─> view()        -> GpuView (per-figure source and age)
+//!                ├─> SourceState slots ─┼─> model_rates() -> per-model rates between scrapes
+//!  /metrics task ┘                      └─> GpuSummaryAcc -> the JSON result's `gpu` block
+//! ```
+
+pub mod http;
+pub mod metrics;
+pub mod nvml;
+pub mod sample;
+pub mod summary;
+pub mod view;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::snapshot::{GpuView, Source};
+
+pub use metrics::{ModelCounters, ModelKey, ModelMetricRates, model_rates, parse_metrics};
+pub use nvml::NvmlSource;
+pub use sample::{Figure, GpuSample, GpuSource, SourceSample};
+pub use summary::{GpuSummary, GpuSummaryAcc};
+
+use http::{HttpError, HttpUrl};
+use sample::{SharedState, SourceState, lock, run_sampler};
+use view::{Candidate, merge, pick_gpu};
+
+/// Largest `/metrics` response accepted; Triton's is a few kB per model.
+pub const MAX_METRICS_BYTES: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("{0}")]
+    Nvml(String),
+    #[error("no such GPU: {0}")]
+    NoDevice(String),
+    #[error("{0}")]
+    Http(#[from] HttpError),
+    #[error("unreadable metrics text: {0}")]
+    Parse(String),
+    #[error("no Triton metrics in the response (is this Triton's /metrics endpoint?)")]
+    NotMetrics,
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A GPU by NVML index or by UUID; the UUID is the same string as Triton's `gpu_uuid` label, which
+/// is what ties the NVML device to the right series of a multi-GPU `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceSelector {
+    Index(u32),
+    Uuid(String),
+}
+
+impl FromStr for DeviceSelector {
+    type Err = TelemetryError;
+
+    /// A number is an index, anything else a UUID (`GPU-…`, or `MIG-…` for a MIG instance).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(TelemetryError::Config("empty GPU selector".into()));
+        }
+        Ok(match s.parse::<u32>() {
+            Ok(i) => DeviceSelector::Index(i),
+            Err(_) => DeviceSelector::Uuid(s.to_owned()),
+        })
+    }
+}
+
+impl fmt::Display for DeviceSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceSelector::Index(i) => write!(f, "index {i}"),
+            DeviceSelector::Uuid(u) => write!(f, "UUID {u}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum NvmlChoice {
+    Off,
+    Device(DeviceSelector),
+    /// Device 0 if NVML loads; otherwise reported unavailable.
+    #[default]
+    Auto,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryConfig {
+    /// Triton's (or the emulator's) metrics endpoint, `http://host:port/metrics`.
+    pub metrics_url: Option<String>,
+    pub nvml: NvmlChoice,
+    /// The target is the in-process emulator: its `/metrics` describes the emulated GPU, so every
+    /// figure from it is `Source::Emulator` and a real GPU's NVML figures are kept out of the view.
+    pub embedded_emulator: bool,
+    pub nvml_hz: f64,
+    pub metrics_interval: Duration,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            metrics_url: None,
+            nvml: NvmlChoice::Auto,
+            embedded_emulator: false,
+            nvml_hz: 10.0,
+            metrics_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Scrapes one `/metrics` endpoint.
+pub struct MetricsSource {
+    url: String,
+    parsed: HttpUrl,
+    gpu_source: Source,
+    timeout: Duration,
+}
+
+impl MetricsSource {
+    /// `gpu_source` tags the `nv_gpu_*` figures (see [`parse_metrics`]); the timeout bounds one
+    /// whole scrape.
+    pub fn new(url: &str, gpu_source: Source, timeout: Duration) -> Result<Self, TelemetryError> {
+        Ok(MetricsSource {
+            url: url.to_owned(),
+            parsed: HttpUrl::parse(url)?,
+            gpu_source,
+            timeout,
+        })
+    }
+}
+
+impl GpuSource for MetricsSource {
+    fn label(&self) -> String {
+        format!("metrics {}", self.url)
+    }
+
+    async fn poll(&mut self) -> Result<SourceSample, TelemetryError> {
+        let text = http::get_text(&self.parsed, self.timeout, MAX_METRICS_BYTES).await?;
+        parse_metrics(&text, Instant::now(), self.gpu_source)
+    }
+}
+
+/// The running samplers and their latest results.
+pub struct Telemetry {
+    nvml: SharedState,
+    metrics: SharedState,
+    metrics_label: Option<String>,
+    configured_uuid: Option<String>,
+    embedded: bool,
+    cancel: CancellationToken,
+}
+
+impl Telemetry {
+    /// Starts the samplers the configuration asks for and returns at once; failures (no NVML, a bad
+    /// URL, a refused connection) appear in [`Telemetry::view`]'s `unavailable`.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime (the samplers are Tokio tasks).
+    pub fn start(cfg: TelemetryConfig) -> Telemetry {
+        let cancel = CancellationToken::new();
+        let nvml = new_state(hz_interval(cfg.nvml_hz));
+        let metrics = new_state(cfg.metrics_interval);
+        let configured_uuid = match &cfg.nvml {
+            NvmlChoice::Device(DeviceSelector::Uuid(u)) => Some(u.clone()),
+            _ => None,
+        };
+        let device = match cfg.nvml {
+            NvmlChoice::Off => None,
+            NvmlChoice::Auto => Some(DeviceSelector::Index(0)),
+            NvmlChoice::Device(d) => Some(d),
+        };
+        if let Some(device) = device {
+            if !(cfg.nvml_hz.is_finite() && cfg.nvml_hz > 0.0 && cfg.nvml_hz <= 1000.0) {
+                let reason = format!("sampling rate must be in (0, 1000] Hz, got {}", cfg.nvml_hz);
+                lock(&nvml).record(Err(TelemetryError::Config(reason)), nvml::NVML_LABEL);
+            } else {
+                tokio::spawn(start_nvml(device, Arc::clone(&nvml), cancel.clone()));
+            }
+        }
+        let mut metrics_label = None;
+        if let Some(url) = cfg.metrics_url {
+            let gpu_source = if cfg.embedded_emulator {
+                Source::Emulator
+            } else {
+                Source::TritonMetrics
+            };
+            let interval = cfg.metrics_interval;
+            let timeout = interval.clamp(Duration::from_millis(500), Duration::from_secs(5));
+            let label = format!("metrics {url}");
+            if interval.is_zero() {
+                let reason = TelemetryError::Config("scrape interval must be above zero".into());
+                lock(&metrics).record(Err(reason), &label);
+            } else {
+                match MetricsSource::new(&url, gpu_source, timeout) {
+                    Ok(source) => {
+                        tokio::spawn(run_sampler(
+                            source,
+                            interval,
+                            Arc::clone(&metrics),
+                            cancel.clone(),
+                        ));
+                    }
+                    Err(e) => lock(&metrics).record(Err(e), &label),
+                }
+            }
+            metrics_label = Some(label);
+        }
+        Telemetry {
+            nvml,
+            metrics,
+            metrics_label,
+            configured_uuid,
+            embedded: cfg.embedded_emulator,
+            cancel,
+        }
+    }
+
+    /// The latest merged figures. No I/O: it reads what the samplers last stored.
+    pub fn view(&self) -> GpuView {
+        let now = Instant::now();
+        let nvml = lock(&self.nvml);
+        let metrics = lock(&self.metrics);
+        let mut unavailable: Vec<String> = nvml
+            .failure
+            .iter()
+            .chain(&metrics.failure)
+            .cloned()
+            .collect();
+        let nvml_gpu = nvml.last.as_ref().and_then(|s| s.gpus.first());
+        let mut candidates = Vec::with_capacity(2);
+        // An embedded emulator's GPU is not the machine's: a local GPU's NVML figures would mislabel it.
+        if !self.embedded
+            && let Some(gpu) = nvml_gpu
+        {
+            candidates.push(Candidate {
+                gpu,
+                fresh: nvml.is_fresh(now),
+            });
+        }
+        if let Some(sample) = &metrics.last {
+            let want = self.configured_uuid.as_deref().or_else(|| {
+                if self.embedded {
+                    None
+                } else {
+                    nvml_gpu.and_then(|g| g.uuid.as_deref())
+                }
+            });
+            let label = self.metrics_label.as_deref().unwrap_or("metrics");
+            match pick_gpu(&sample.gpus, want) {
+                Ok(Some(gpu)) => candidates.push(Candidate {
+                    gpu,
+                    fresh: metrics.is_fresh(now),
+                }),
+                Ok(None) => unavailable.push(format!(
+                    "{label}: no GPU metrics (nv_gpu_*) in the response"
+                )),
+                Err(reason) => unavailable.push(format!("{label}: {reason}")),
+            }
+        }
+        merge(now, &candidates, unavailable)
+    }
+
+    /// Per-model rates between the last two good scrapes (empty until there are two).
+    pub fn model_rates(&self) -> BTreeMap<String, ModelMetricRates> {
+        let metrics = lock(&self.metrics);
+        let source = if self.embedded {
+            Source::Emulator
+        } else {
+            Source::TritonMetrics
+        };
+        match (&metrics.previous, &metrics.last) {
+            (Some(previous), Some(last)) => model_rates(previous, last, source),
+            _ => BTreeMap::new(),
+        }
+    }
+
+    /// Stops the samplers; the last figures stay readable.
+    pub fn shutdown(&self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+fn new_state(interval: Duration) -> SharedState {
+    Arc::new(Mutex::new(SourceState {
+        interval,
+        ..SourceState::default()
+    }))
+}
+
+fn hz_interval(hz: f64) -> Duration {
+    if hz.is_finite() && hz > 0.0 {
+        Duration::from_secs_f64((1.0 / hz).min(3600.0))
+    } else {
+        Duration::from_millis(100)
+    }
+}
+
+/// Opens NVML off the async threads (loading the library and `nvmlInit` can take a while on a big
+/// machine), then samples it; a failure to open is recorded once and the task ends.
+async fn start_nvml(device: DeviceSelector, state: SharedState, cancel: CancellationToken) {
+    let interval = lock(&state).interval;
+    let opened = tokio::task::spawn_blocking(move || NvmlSource::open(device)).await;
+    let opened =
+        opened.unwrap_or_else(|e| Err(TelemetryError::Nvml(format!("loading thread failed: {e}"))));
+    match opened {
+        Ok(source) => run_sampler(source, interval, state, cancel).await,
+        Err(e) => lock(&state).record(Err(e), nvml::NVML_LABEL),
+    }
+}
