@@ -37,7 +37,6 @@ fn main() {
             http: loopback,
             metrics: loopback,
             catalog_dir: None,
-            catalog: None,
         })
         .await
         .expect("emulator");

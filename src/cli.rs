@@ -1,6 +1,5 @@
 //! Command-line definitions (DESIGN §2). Parsing only: `app` decides what each command does.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -28,7 +27,7 @@ pub enum Command {
     /// A headless measurement: progress on stderr, a summary on stdout, JSON/CSV files.
     Run(RunArgs),
     /// Serve the Triton-compatible emulator on loopback (gRPC, HTTP/REST and metrics).
-    Emulate(EmulateArgs),
+    Emulate(crate::emulator::EmulateArgs),
     /// Measure each tenant's solo peak on a real server, the PERSEUS way (cached).
     Probe(ProbeArgs),
     /// The dashboard, fed from a recording.
@@ -100,28 +99,6 @@ pub struct RunArgs {
     pub record: bool,
     #[command(flatten)]
     pub target: TargetArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct EmulateArgs {
-    /// Catalog GPU to emulate.
-    #[arg(long, default_value = "t4")]
-    pub gpu: String,
-    /// Calibration profile (e.g. perseus2019).
-    #[arg(long)]
-    pub profile: Option<String>,
-    /// Models loaded at start (comma-separated; default: every catalog model that fits).
-    #[arg(long, value_delimiter = ',')]
-    pub models: Vec<String>,
-    /// gRPC address.
-    #[arg(long, default_value = "127.0.0.1:8001")]
-    pub listen: SocketAddr,
-    /// HTTP/REST address.
-    #[arg(long, default_value = "127.0.0.1:8000")]
-    pub http_listen: SocketAddr,
-    /// Prometheus metrics address.
-    #[arg(long, default_value = "127.0.0.1:8002")]
-    pub metrics_listen: SocketAddr,
 }
 
 #[derive(Debug, Args)]

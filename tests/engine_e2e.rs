@@ -27,7 +27,6 @@ async fn emulator(gpu: &str, models: &[&str]) -> RunningEmulator {
         http: loopback(),
         metrics: loopback(),
         catalog_dir: None,
-        catalog: None,
     })
     .await
     .expect("emulator starts")
@@ -237,7 +236,6 @@ async fn losing_the_server_is_reported_and_recovered_from() {
             http: loopback(),
             metrics: loopback(),
             catalog_dir: None,
-            catalog: None,
         })
         .await
         {

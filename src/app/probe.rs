@@ -55,7 +55,7 @@ pub async fn probe(args: ProbeArgs, config: &Config) -> Result<(), Failure> {
     }
     let dir = session::data_dir().bad_input()?.join("peaks");
     let mut cache = PeakCache::open(&dir).bad_input()?;
-    let target = target::resolve(&spec, &catalog).await?;
+    let target = target::resolve(&spec, &catalog, config.catalog_dir.as_deref()).await?;
     let server = server_id(&target, &spec);
     println!(
         "probing {} tenant(s) on {} ({} windows)",

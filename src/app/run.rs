@@ -36,7 +36,7 @@ pub async fn run(args: RunArgs, config: &Config) -> Result<(), Failure> {
         spec.tick = t;
     }
     let price = prices.resolve(&spec.cost).bad_input()?;
-    let target = target::resolve(&spec, &catalog).await?;
+    let target = target::resolve(&spec, &catalog, config.catalog_dir.as_deref()).await?;
     let result = measure(&spec, &target, config, price, args.record).await;
     target.shutdown().await;
     let (result, final_snap) = result?;
@@ -131,7 +131,7 @@ async fn measure(
         .done
         .await
         .map_err(|e| Failure::Target(anyhow!("the engine stopped unexpectedly: {e}")))?;
-    let result = report::run_result(&final_snap, Some(gpu.finish()), Some(&price));
+    let result = report::run_result(&final_snap, Some(gpu.finish().into()), Some(&price));
     Ok((result, final_snap))
 }
 

@@ -8,10 +8,10 @@ use anyhow::{Context as _, anyhow};
 
 use crate::app::{BadInput, Failure, TargetFailed};
 use crate::catalog::Catalog;
-use crate::cli::{EmulateArgs, TargetArgs};
+use crate::cli::TargetArgs;
 use crate::measure::PeakCache;
 use crate::emulator::sim::{self, Batching};
-use crate::emulator::{Emulator, EmulatorConfig, RunningEmulator};
+use crate::emulator::{EmulateArgs, Emulator, EmulatorConfig, EmulatorError, RunningEmulator};
 use crate::engine::hooks::{
     GpuTelemetry, Persistence, ServerModel, SnapshotSink, TargetKnowledge,
 };
@@ -66,7 +66,11 @@ pub fn apply_target_args(spec: &mut RunSpec, args: &TargetArgs) {
 }
 
 /// Starts the embedded emulator or prepares the connection to a real Triton.
-pub async fn resolve(spec: &RunSpec, catalog: &Catalog) -> Result<Target, Failure> {
+pub async fn resolve(
+    spec: &RunSpec,
+    catalog: &Catalog,
+    catalog_dir: Option<&Path>,
+) -> Result<Target, Failure> {
     match &spec.target {
         TargetSpec::Emulated { gpu, profile } => {
             let gpu_spec = catalog
@@ -87,8 +91,7 @@ pub async fn resolve(spec: &RunSpec, catalog: &Catalog) -> Result<Target, Failur
                 grpc: loopback(),
                 http: loopback(),
                 metrics: loopback(),
-                catalog_dir: None,
-                catalog: Some(catalog.clone()),
+                catalog_dir: catalog_dir.map(Path::to_path_buf),
             })
             .await
             .context("starting the embedded emulator")
@@ -109,7 +112,8 @@ pub async fn resolve(spec: &RunSpec, catalog: &Catalog) -> Result<Target, Failur
                     gpu: gpu.clone(),
                     profile: profile.clone(),
                 }),
-                nvml: NvmlChoice::Off,
+                // Tried anyway so that the view says why a local GPU is not shown.
+                nvml: NvmlChoice::Auto,
                 embedded: Some(emu),
             })
         }
@@ -139,7 +143,11 @@ pub async fn resolve(spec: &RunSpec, catalog: &Catalog) -> Result<Target, Failur
                         .and_then(|d| PeakCache::open(&d.join("peaks")).ok()),
                 }),
                 nvml: match gpu {
-                    Some(g) => NvmlChoice::Device(g.clone()),
+                    Some(g) => NvmlChoice::Device(
+                        g.parse()
+                            .map_err(|e| anyhow!("--gpu {g}: {e}"))
+                            .bad_input()?,
+                    ),
                     None => NvmlChoice::Auto,
                 },
                 embedded: None,
@@ -320,30 +328,14 @@ fn timestamp() -> String {
 
 /// `perseus emulate`: the standalone server.
 pub async fn emulate(args: EmulateArgs, config: &Config) -> Result<(), Failure> {
-    let catalog = crate::app::load_catalog(config)?;
-    if catalog.gpu(&args.gpu).is_none() {
-        return Err(Failure::BadInput(anyhow!(
-            "unknown GPU '{}'; the catalog has: {}",
-            args.gpu,
-            catalog
-                .gpus
-                .iter()
-                .map(|g| g.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
+    let mut emu: EmulatorConfig = args.into();
+    if emu.catalog_dir.is_none() {
+        emu.catalog_dir = config.catalog_dir.clone();
     }
-    crate::emulator::run_standalone(EmulatorConfig {
-        gpu: args.gpu,
-        profile: args.profile,
-        models: args.models,
-        grpc: args.listen,
-        http: args.http_listen,
-        metrics: args.metrics_listen,
-        catalog_dir: config.catalog_dir.clone(),
-        catalog: Some(catalog),
+    crate::emulator::run_standalone(emu).await.map_err(|e| match e {
+        EmulatorError::UnknownGpu { .. }
+        | EmulatorError::UnknownProfile { .. }
+        | EmulatorError::Catalog(_) => Failure::BadInput(e.into()),
+        other => Failure::Target(other.into()),
     })
-    .await
-    .target_failed()
 }
-

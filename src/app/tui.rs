@@ -32,7 +32,7 @@ pub async fn run(args: TuiArgs, config: &Config) -> Result<(), Failure> {
         spec.tick = t;
     }
     let price = prices.resolve(&spec.cost).bad_input()?;
-    let target = target::resolve(&spec, &catalog).await?;
+    let target = target::resolve(&spec, &catalog, config.catalog_dir.as_deref()).await?;
     let telemetry = target::start_telemetry(&target, config);
     let handle = engine::start(EngineConfig {
         spec: spec.clone(),

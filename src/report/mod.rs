@@ -127,6 +127,26 @@ pub struct CostBlock {
     pub monthly_usd: f64,
 }
 
+impl From<crate::telemetry::GpuSummary> for GpuBlock {
+    fn from(g: crate::telemetry::GpuSummary) -> Self {
+        GpuBlock {
+            source: g.source.map(|s| s.label().to_string()),
+            name: g.name,
+            util_mean: g.util_mean,
+            sm_activity_mean: g.sm_activity_mean,
+            memory_used_mb: g.memory_used_mb,
+            memory_total_mb: g.memory_total_mb,
+            power_w_mean: g.power_w_mean,
+            sources: g
+                .sources
+                .into_iter()
+                .map(|(k, v)| (k, v.label().to_string()))
+                .collect(),
+            unavailable: g.unavailable,
+        }
+    }
+}
+
 /// Builds the result of a finished headless run from its final snapshot.
 pub fn run_result(
     snap: &Snapshot,
