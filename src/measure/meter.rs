@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::engine::snapshot::{Totals, WindowStats};
 use crate::measure::histogram::LatencyHistogram;
+use crate::measure::peak::ProbeWindow;
 use crate::measure::window::{Interval, Window, WindowError};
 use crate::session::spec::Sla;
 
@@ -257,6 +258,30 @@ impl TenantMeter {
             dropped: w.dropped,
             late: w.late,
             in_flight: self.in_flight,
+        }
+    }
+
+    /// Forgets the window's data (a probe does this after changing the rate, so the next window
+    /// holds only the new rate's requests).
+    pub fn clear_window(&mut self) {
+        self.window.clear();
+    }
+
+    /// The window as the solo-peak search reads it: latency at the SLA's own percentile.
+    /// A probe reads it once per window length, after `clear_window` at each new rate.
+    pub fn probe_window(&self) -> ProbeWindow {
+        let w = self.window.aggregate();
+        let span_s = w.span.as_secs_f64();
+        ProbeWindow {
+            offered_per_s: per_s(w.sent + w.dropped, span_s),
+            achieved_per_s: per_s(w.ok, span_s),
+            latency_ms: w
+                .latency
+                .value_at_percentile(self.sla.percentile)
+                .as_secs_f64()
+                * 1000.0,
+            errors: w.errors,
+            dropped: w.dropped,
         }
     }
 
@@ -511,6 +536,24 @@ mod tests {
         }
         m.tick_elapsed(TICK);
         assert_eq!(m.totals(1.0).ok, 4000);
+    }
+
+    #[test]
+    fn probe_window_reads_the_sla_percentile_and_clears() {
+        let mut m = meter(1);
+        for i in 1..=100 {
+            m.record_sent();
+            m.record_ok(ms(i), ms(1));
+        }
+        m.tick_elapsed(Duration::from_secs(1));
+        let p = m.probe_window();
+        // SLA percentile 95 → the 95th of 1..=100 ms
+        assert!((p.latency_ms - 95.0).abs() <= 0.1, "{}", p.latency_ms);
+        assert!((p.achieved_per_s - 100.0).abs() < 1e-9);
+        m.clear_window();
+        assert_eq!(m.probe_window().achieved_per_s, 0.0);
+        // totals are not the window's: clearing the window keeps them
+        assert_eq!(m.totals(1.0).ok, 100);
     }
 
     #[test]

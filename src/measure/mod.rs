@@ -9,6 +9,8 @@ pub mod window;
 
 pub use histogram::LatencyHistogram;
 pub use meter::{Counts, MeterError, SlaVerdict, TenantMeter, TenantRecorder, sla_verdict};
-pub use peak::{PeakOutcome, PeakReason, PeakSearch, PeakSearchConfig, PeakStep, ProbeWindow};
-pub use peak_cache::{PeakCache, PeakCacheError, PeakConfig, PeakKey};
+pub use peak::{
+    PeakOutcome, PeakReason, PeakSearch, PeakSearchConfig, PeakStep, ProbeWindow, StepResult,
+};
+pub use peak_cache::{PeakCache, PeakCacheError, PeakConfig, PeakEntry, PeakKey};
 pub use window::{Interval, Window, WindowError};
