@@ -1,0 +1,567 @@
+//! One tenant's measurements: what the load generator records, and the window and run figures the
+//! engine reads each tick (DESIGN §4).
+//!
+//! # Recording from many tasks
+//!
+//! The load generator completes requests on many tokio tasks. Each [`TenantRecorder`] (cheap to
+//! clone) shares one `std::sync::Mutex` around the tenant's *live* interval: a record locks it,
+//! bumps a histogram bucket or a counter (O(1), no allocation; the first error of a new status
+//! name allocates its name once per run) and unlocks, holding the lock for tens of nanoseconds.
+//! At each tick the engine swaps the live interval with an empty spare under the same lock (O(1):
+//! a few pointers move), then folds the closed interval into the window and the totals with the
+//! lock released, so recorders never wait on histogram arithmetic. Per-task buffers were the
+//! alternative; they multiply memory by the task count (two ~94 KB histograms each) and need a
+//! gather step, to save an uncontended lock that costs less than the request's own bookkeeping.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::engine::snapshot::{Totals, WindowStats};
+use crate::measure::histogram::LatencyHistogram;
+use crate::measure::peak::ProbeWindow;
+use crate::measure::window::{Interval, Window, WindowError};
+use crate::session::spec::Sla;
+
+/// A meter that cannot be built from its settings.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MeterError {
+    #[error(transparent)]
+    Window(#[from] WindowError),
+    #[error("SLA latency must be a positive number of milliseconds, got {0}")]
+    SlaLatency(f64),
+    #[error("SLA percentile must be between 0 and 100 (exclusive), got {0}")]
+    SlaPercentile(f64),
+}
+
+#[derive(Debug, Default)]
+struct Live {
+    interval: Interval,
+    in_flight: u32,
+}
+
+/// The recording side of a [`TenantMeter`], for load-generator tasks.
+#[derive(Debug, Clone)]
+pub struct TenantRecorder {
+    live: Arc<Mutex<Live>>,
+    sla_latency: Duration,
+}
+
+impl TenantRecorder {
+    fn with<R>(&self, f: impl FnOnce(&mut Live) -> R) -> R {
+        // A panic elsewhere while holding this lock cannot leave the counters in a state worse
+        // than "one record missing", so a poisoned lock is used as is.
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut live)
+    }
+
+    /// A request went out. Every `record_ok`/`record_error` must follow one `record_sent`.
+    pub fn record_sent(&self) {
+        self.with(|l| {
+            l.interval.sent += 1;
+            l.in_flight = l.in_flight.saturating_add(1);
+        });
+    }
+
+    /// A request went out later than its intended send time (also counted by `record_sent`).
+    pub fn record_late(&self) {
+        self.with(|l| l.interval.late += 1);
+    }
+
+    /// A successful completion: latency from the intended send time and from the actual send.
+    pub fn record_ok(&self, intended_latency: Duration, service_latency: Duration) {
+        let within = intended_latency <= self.sla_latency;
+        self.with(|l| {
+            l.interval.latency.record(intended_latency);
+            l.interval.service.record(service_latency);
+            l.interval.ok += 1;
+            l.interval.ok_within_sla += u64::from(within);
+            l.in_flight = l.in_flight.saturating_sub(1);
+        });
+    }
+
+    /// A failed request (a deadline expiry is an error too), by gRPC status name.
+    pub fn record_error(&self, code: &str) {
+        self.with(|l| {
+            l.interval.count_error(code);
+            l.in_flight = l.in_flight.saturating_sub(1);
+        });
+    }
+
+    /// An arrival that found the in-flight bound reached and was never sent.
+    pub fn record_drop(&self) {
+        self.with(|l| l.interval.dropped += 1);
+    }
+}
+
+/// Run totals: the same figures as an interval, with wide counters and named error codes.
+#[derive(Debug, Clone, Default)]
+struct Cumulative {
+    latency: LatencyHistogram<u64>,
+    service: LatencyHistogram<u64>,
+    sent: u64,
+    ok: u64,
+    errors: u64,
+    dropped: u64,
+    late: u64,
+    ok_within_sla: u64,
+    errors_by_code: BTreeMap<String, u64>,
+}
+
+impl Cumulative {
+    fn absorb(&mut self, i: &Interval) {
+        self.latency.merge_from(&i.latency);
+        self.service.merge_from(&i.service);
+        self.sent += i.sent;
+        self.ok += i.ok;
+        self.errors += i.errors;
+        self.dropped += i.dropped;
+        self.late += i.late;
+        self.ok_within_sla += i.ok_within_sla;
+        for (code, n) in &i.error_codes {
+            if *n > 0 {
+                *self.errors_by_code.entry(code.to_string()).or_default() += n;
+            }
+        }
+    }
+}
+
+/// A tenant's meter: the live interval (shared with recorders), the sliding window and the totals.
+#[derive(Debug)]
+pub struct TenantMeter {
+    sla: Sla,
+    recorder: TenantRecorder,
+    spare: Interval,
+    window: Window,
+    totals: Cumulative,
+    in_flight: u32,
+    last_tick: Instant,
+}
+
+impl TenantMeter {
+    /// A meter whose window spans `window` in ticks of `tick`, starting its first interval at `now`.
+    pub fn new(
+        sla: Sla,
+        window: Duration,
+        tick: Duration,
+        now: Instant,
+    ) -> Result<Self, MeterError> {
+        if !(sla.latency_ms.is_finite() && sla.latency_ms > 0.0) {
+            return Err(MeterError::SlaLatency(sla.latency_ms));
+        }
+        if !(sla.percentile > 0.0 && sla.percentile < 100.0) {
+            return Err(MeterError::SlaPercentile(sla.percentile));
+        }
+        Ok(TenantMeter {
+            sla,
+            recorder: TenantRecorder {
+                live: Arc::new(Mutex::new(Live::default())),
+                sla_latency: Duration::from_secs_f64(sla.latency_ms / 1000.0),
+            },
+            spare: Interval::default(),
+            window: Window::new(window, tick)?,
+            totals: Cumulative::default(),
+            in_flight: 0,
+            last_tick: now,
+        })
+    }
+
+    pub fn sla(&self) -> Sla {
+        self.sla
+    }
+
+    /// A handle for load-generator tasks.
+    pub fn recorder(&self) -> TenantRecorder {
+        self.recorder.clone()
+    }
+
+    pub fn record_sent(&self) {
+        self.recorder.record_sent();
+    }
+    pub fn record_late(&self) {
+        self.recorder.record_late();
+    }
+    pub fn record_ok(&self, intended_latency: Duration, service_latency: Duration) {
+        self.recorder.record_ok(intended_latency, service_latency);
+    }
+    pub fn record_error(&self, code: &str) {
+        self.recorder.record_error(code);
+    }
+    pub fn record_drop(&self) {
+        self.recorder.record_drop();
+    }
+
+    /// Closes the live interval at `now` and folds it into the window and the totals.
+    pub fn tick(&mut self, now: Instant) {
+        let span = now.saturating_duration_since(self.last_tick);
+        self.last_tick = now;
+        self.tick_elapsed(span);
+    }
+
+    /// As [`tick`](Self::tick), for a caller that measures the interval itself (virtual time).
+    pub fn tick_elapsed(&mut self, span: Duration) {
+        self.spare.clear();
+        self.in_flight = self.recorder.with(|live| {
+            std::mem::swap(&mut live.interval, &mut self.spare);
+            live.in_flight
+        });
+        self.spare.span = span;
+        self.spare.ticks = 1;
+        self.window.push(&self.spare);
+        self.totals.absorb(&self.spare);
+    }
+
+    /// Changes the sliding window (e.g. the TUI's window command).
+    pub fn set_window(&mut self, window: Duration) -> Result<(), MeterError> {
+        Ok(self.window.set_window(window)?)
+    }
+
+    /// Starts the run totals afresh (end of warm-up). Call it right after a `tick` so the totals
+    /// begin on a tick boundary.
+    pub fn reset_totals(&mut self) {
+        self.totals = Cumulative::default();
+    }
+
+    /// Wall time the window's data covers now: its nominal length once full, less at start-up.
+    pub fn window_span(&self) -> Duration {
+        self.window.aggregate().span
+    }
+
+    /// Latencies clamped at the histogram bound, over the run totals.
+    pub fn saturated(&self) -> u64 {
+        self.totals.latency.saturated()
+    }
+
+    /// The window's figures. Rates divide by the time the window's data actually covers, so the
+    /// first seconds of a run are not understated.
+    pub fn window_stats(&self) -> WindowStats {
+        let w = self.window.aggregate();
+        let span_s = w.span.as_secs_f64();
+        let verdict = sla_verdict(
+            &self.sla,
+            Counts {
+                ok: w.ok,
+                ok_within_sla: w.ok_within_sla,
+                errors: w.errors,
+                dropped: w.dropped,
+            },
+        );
+        WindowStats {
+            offered_per_s: per_s(w.sent + w.dropped, span_s),
+            achieved_per_s: per_s(w.ok, span_s),
+            latency_ms: w.latency.percentiles(),
+            service_latency_ms: w.service.percentiles(),
+            attainment: verdict.attainment,
+            sla_met: verdict.met,
+            goodput_per_s: per_s(w.ok_within_sla, span_s),
+            errors: w.errors,
+            dropped: w.dropped,
+            late: w.late,
+            in_flight: self.in_flight,
+        }
+    }
+
+    /// Forgets the window's data (a probe does this after changing the rate, so the next window
+    /// holds only the new rate's requests).
+    pub fn clear_window(&mut self) {
+        self.window.clear();
+    }
+
+    /// The window as the solo-peak search reads it: latency at the SLA's own percentile.
+    /// A probe reads it once per window length, after `clear_window` at each new rate.
+    pub fn probe_window(&self) -> ProbeWindow {
+        let w = self.window.aggregate();
+        let span_s = w.span.as_secs_f64();
+        ProbeWindow {
+            offered_per_s: per_s(w.sent + w.dropped, span_s),
+            achieved_per_s: per_s(w.ok, span_s),
+            latency_ms: w
+                .latency
+                .value_at_percentile(self.sla.percentile)
+                .as_secs_f64()
+                * 1000.0,
+            errors: w.errors,
+            dropped: w.dropped,
+        }
+    }
+
+    /// The run's figures since the last `reset_totals`, over `measured_s` seconds.
+    pub fn totals(&self, measured_s: f64) -> Totals {
+        let t = &self.totals;
+        let verdict = sla_verdict(
+            &self.sla,
+            Counts {
+                ok: t.ok,
+                ok_within_sla: t.ok_within_sla,
+                errors: t.errors,
+                dropped: t.dropped,
+            },
+        );
+        Totals {
+            sent: t.sent,
+            ok: t.ok,
+            errors: t.errors,
+            dropped: t.dropped,
+            late: t.late,
+            errors_by_code: t.errors_by_code.clone(),
+            latency_ms: t.latency.percentiles(),
+            service_latency_ms: t.service.percentiles(),
+            attainment: verdict.attainment,
+            sla_met: verdict.met,
+            achieved_per_s: per_s(t.ok, measured_s),
+            goodput_per_s: per_s(t.ok_within_sla, measured_s),
+        }
+    }
+}
+
+/// The outcome counts an SLA verdict needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub ok: u64,
+    pub ok_within_sla: u64,
+    pub errors: u64,
+    pub dropped: u64,
+}
+
+/// Attainment and met/missed for a set of outcomes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlaVerdict {
+    /// Within-SLA completions over every resolved request (ok + errors + drops); `None` when none.
+    pub attainment: Option<f64>,
+    /// The SLA percentile of successful latencies is within the SLA latency, with no errors and
+    /// no drops; `None` when nothing resolved.
+    pub met: Option<bool>,
+}
+
+/// DESIGN §4's SLA rules on outcome counts.
+///
+/// "The p-th percentile ≤ L" is decided exactly from the within-SLA count rather than from a
+/// histogram bucket: the p-th percentile of n values is at most L iff at least ⌈p·n/100⌉ of them
+/// are at most L.
+pub fn sla_verdict(sla: &Sla, c: Counts) -> SlaVerdict {
+    let resolved = c.ok + c.errors + c.dropped;
+    if resolved == 0 {
+        return SlaVerdict {
+            attainment: None,
+            met: None,
+        };
+    }
+    // A tiny allowance keeps p·n/100 from rounding up past an exact integer (0.95 is not exact).
+    let needed = (sla.percentile * c.ok as f64 / 100.0 - 1e-9)
+        .ceil()
+        .max(0.0) as u64;
+    let percentile_ok = c.ok > 0 && c.ok_within_sla >= needed;
+    SlaVerdict {
+        attainment: Some(c.ok_within_sla as f64 / resolved as f64),
+        met: Some(percentile_ok && c.errors == 0 && c.dropped == 0),
+    }
+}
+
+fn per_s(count: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        count as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TICK: Duration = Duration::from_millis(250);
+
+    fn sla(latency_ms: f64, percentile: f64) -> Sla {
+        Sla {
+            latency_ms,
+            percentile,
+        }
+    }
+
+    fn meter(window_s: u64) -> TenantMeter {
+        TenantMeter::new(
+            sla(50.0, 95.0),
+            Duration::from_secs(window_s),
+            TICK,
+            Instant::now(),
+        )
+        .unwrap()
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn window_figures_from_known_inputs() {
+        let m = meter(1);
+        let rec = m.recorder();
+        // 100 requests, latencies 1..=100 ms from intended send, service latency half that.
+        for i in 1..=100 {
+            rec.record_sent();
+            rec.record_ok(ms(i), ms(i) / 2);
+        }
+        let mut m = m;
+        for _ in 0..4 {
+            m.tick_elapsed(TICK);
+        }
+        let w = m.window_stats();
+        // 100 ok over 1 s of window
+        assert!((w.achieved_per_s - 100.0).abs() < 1e-9);
+        assert!((w.offered_per_s - 100.0).abs() < 1e-9);
+        assert!((w.latency_ms.p95 - 95.0).abs() <= 0.1);
+        assert!((w.service_latency_ms.p95 - 47.5).abs() <= 0.05);
+        // SLA 50 ms: 50 of 100 within → attainment 0.5, goodput 50/s, p95 = 95 > 50 → missed
+        assert_eq!(w.attainment, Some(0.5));
+        assert!((w.goodput_per_s - 50.0).abs() < 1e-9);
+        assert_eq!(w.sla_met, Some(false));
+        assert_eq!(w.in_flight, 0);
+    }
+
+    #[test]
+    fn errors_and_drops_are_misses() {
+        let mut m = meter(1);
+        // 8 ok within SLA, 1 timeout, 1 drop: attainment 8 / 10
+        for _ in 0..9 {
+            m.record_sent();
+        }
+        for _ in 0..8 {
+            m.record_ok(ms(10), ms(10));
+        }
+        m.record_error("DEADLINE_EXCEEDED");
+        m.record_drop();
+        m.tick_elapsed(TICK);
+        let w = m.window_stats();
+        assert_eq!(w.attainment, Some(0.8));
+        // every completion within 50 ms, but an error and a drop: not met
+        assert_eq!(w.sla_met, Some(false));
+        assert_eq!(w.errors, 1);
+        assert_eq!(w.dropped, 1);
+        // offered counts the dropped arrival: (9 sent + 1 dropped) / 0.25 s
+        assert!((w.offered_per_s - 40.0).abs() < 1e-9);
+        let t = m.totals(0.25);
+        assert_eq!(t.errors_by_code.get("DEADLINE_EXCEEDED"), Some(&1));
+        assert_eq!(t.attainment, Some(0.8));
+    }
+
+    #[test]
+    fn met_at_the_percentile_boundary() {
+        // p95 ≤ 50 ms needs ⌈0.95 × 20⌉ = 19 of 20 within 50 ms.
+        let mut m = meter(1);
+        for i in 0..20 {
+            m.record_sent();
+            m.record_ok(if i < 19 { ms(50) } else { ms(400) }, ms(1));
+        }
+        m.tick_elapsed(TICK);
+        assert_eq!(m.window_stats().sla_met, Some(true));
+        m.record_sent();
+        m.record_ok(ms(51), ms(1)); // now 19 of 21 within; ⌈0.95 × 21⌉ = 20 needed
+        m.tick_elapsed(TICK);
+        assert_eq!(m.window_stats().sla_met, Some(false));
+    }
+
+    #[test]
+    fn empty_window_has_no_verdict() {
+        let mut m = meter(1);
+        m.tick_elapsed(TICK);
+        let w = m.window_stats();
+        assert_eq!(w.attainment, None);
+        assert_eq!(w.sla_met, None);
+        assert_eq!(w.achieved_per_s, 0.0);
+    }
+
+    #[test]
+    fn window_forgets_while_totals_keep() {
+        let mut m = meter(1); // 4 ticks
+        m.record_sent();
+        m.record_error("UNAVAILABLE");
+        m.tick_elapsed(TICK);
+        for _ in 0..4 {
+            m.record_sent();
+            m.record_ok(ms(5), ms(5));
+            m.tick_elapsed(TICK);
+        }
+        let w = m.window_stats();
+        assert_eq!(w.errors, 0);
+        assert_eq!(w.sla_met, Some(true));
+        let t = m.totals(1.25);
+        assert_eq!((t.sent, t.ok, t.errors), (5, 4, 1));
+        assert_eq!(t.sla_met, Some(false));
+        m.reset_totals();
+        assert_eq!(m.totals(0.0).sent, 0);
+        assert_eq!(m.window_stats().achieved_per_s, 4.0);
+    }
+
+    #[test]
+    fn in_flight_tracks_sends_and_completions() {
+        let mut m = meter(1);
+        for _ in 0..5 {
+            m.record_sent();
+        }
+        m.record_ok(ms(1), ms(1));
+        m.record_error("UNAVAILABLE");
+        m.tick_elapsed(TICK);
+        assert_eq!(m.window_stats().in_flight, 3);
+    }
+
+    #[test]
+    fn early_window_rates_use_covered_time() {
+        let mut m = meter(10);
+        for _ in 0..50 {
+            m.record_sent();
+            m.record_ok(ms(1), ms(1));
+        }
+        m.tick_elapsed(TICK);
+        // 50 in the first 0.25 s is 200/s, not 5/s over the nominal 10 s window
+        assert!((m.window_stats().achieved_per_s - 200.0).abs() < 1e-9);
+        assert_eq!(m.window_span(), TICK);
+    }
+
+    #[test]
+    fn recorders_on_many_threads_lose_nothing() {
+        let mut m = meter(1);
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let rec = m.recorder();
+                std::thread::spawn(move || {
+                    for i in 0..1000 {
+                        rec.record_sent();
+                        rec.record_ok(ms(i % 100), ms(1));
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        m.tick_elapsed(TICK);
+        assert_eq!(m.totals(1.0).ok, 4000);
+    }
+
+    #[test]
+    fn probe_window_reads_the_sla_percentile_and_clears() {
+        let mut m = meter(1);
+        for i in 1..=100 {
+            m.record_sent();
+            m.record_ok(ms(i), ms(1));
+        }
+        m.tick_elapsed(Duration::from_secs(1));
+        let p = m.probe_window();
+        // SLA percentile 95 → the 95th of 1..=100 ms
+        assert!((p.latency_ms - 95.0).abs() <= 0.1, "{}", p.latency_ms);
+        assert!((p.achieved_per_s - 100.0).abs() < 1e-9);
+        m.clear_window();
+        assert_eq!(m.probe_window().achieved_per_s, 0.0);
+        // totals are not the window's: clearing the window keeps them
+        assert_eq!(m.totals(1.0).ok, 100);
+    }
+
+    #[test]
+    fn bad_settings_are_errors() {
+        let now = Instant::now();
+        let w = Duration::from_secs(1);
+        assert!(TenantMeter::new(sla(0.0, 95.0), w, TICK, now).is_err());
+        assert!(TenantMeter::new(sla(10.0, 100.0), w, TICK, now).is_err());
+        assert!(TenantMeter::new(sla(10.0, 95.0), ms(10), TICK, now).is_err());
+    }
+}
