@@ -1,0 +1,330 @@
+//! Errors of the Triton client, keyed the way Triton and gRPC name them.
+//!
+//! The engine counts errors by name (`UNAVAILABLE`, `DEADLINE_EXCEEDED`, …) and decides "disconnected"
+//! from [`TritonError::is_connection_error`], so every failure, whether the server said it or the
+//! transport did, maps onto one of gRPC's status codes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tonic::Code;
+
+/// Which way a message that broke a size limit was travelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// A request we were about to send.
+    Request,
+    /// A response the server sent.
+    Response,
+}
+
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Request => "request",
+            Self::Response => "response",
+        })
+    }
+}
+
+/// A failed call or connection to a Triton server.
+#[derive(Debug, thiserror::Error)]
+pub enum TritonError {
+    /// The server (or the gRPC layer) answered with a status; `message` is Triton's own wording.
+    #[error("{}: {message}", code_name(*code))]
+    Status { code: Code, message: String },
+    /// The server address is not a usable `HOST:PORT` or `http(s)://HOST:PORT`.
+    #[error("invalid Triton address '{address}': {reason}")]
+    InvalidAddress { address: String, reason: String },
+    /// TLS settings are incomplete or a certificate file is unusable.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// A certificate or key file could not be read.
+    #[error("TLS: cannot read {}: {source}", path.display())]
+    TlsFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// No connection could be established (refused, unreachable, TLS handshake failed, …).
+    #[error("cannot connect to {address}: {message}")]
+    Connect { address: String, message: String },
+    /// Connecting took longer than the connect timeout.
+    #[error("connecting to {address} timed out after {}", humantime::format_duration(*after))]
+    ConnectTimeout { address: String, after: Duration },
+    /// The call's deadline passed before the response arrived.
+    #[error("deadline of {} exceeded", humantime::format_duration(*after))]
+    Timeout { after: Duration },
+    /// A message exceeded the configured size limit, so it was refused before being buffered.
+    #[error("{direction} larger than the {limit} byte limit: {message}")]
+    MessageTooLarge {
+        direction: Direction,
+        limit: usize,
+        message: String,
+    },
+    /// The server answered, but without something Triton always sends.
+    #[error("malformed response to {call}: {reason}")]
+    Protocol { call: &'static str, reason: String },
+}
+
+impl TritonError {
+    /// The gRPC status name this failure counts under, as Triton's clients report it.
+    ///
+    /// Local failures borrow the code a gRPC C++ client would give them: a refused or timed-out
+    /// connection is `UNAVAILABLE`, an expired deadline `DEADLINE_EXCEEDED`, an oversized message
+    /// `RESOURCE_EXHAUSTED`, bad settings `INVALID_ARGUMENT`.
+    pub fn code_name(&self) -> &'static str {
+        code_name(self.code())
+    }
+
+    /// The gRPC status code this failure corresponds to (see [`Self::code_name`]).
+    pub fn code(&self) -> Code {
+        match self {
+            Self::Status { code, .. } => *code,
+            Self::InvalidAddress { .. } | Self::Tls(_) | Self::TlsFile { .. } => {
+                Code::InvalidArgument
+            }
+            Self::Connect { .. } | Self::ConnectTimeout { .. } => Code::Unavailable,
+            Self::Timeout { .. } => Code::DeadlineExceeded,
+            Self::MessageTooLarge { .. } => Code::ResourceExhausted,
+            Self::Protocol { .. } => Code::Internal,
+        }
+    }
+
+    /// Whether the server is unreachable rather than refusing this one request: the engine then shows
+    /// "disconnected" and keeps retrying instead of counting a tenant error.
+    pub fn is_connection_error(&self) -> bool {
+        matches!(self, Self::Connect { .. } | Self::ConnectTimeout { .. })
+            || self.code() == Code::Unavailable
+    }
+
+    /// The message Triton sent with a status, if this error came from the server.
+    pub fn server_message(&self) -> Option<&str> {
+        match self {
+            Self::Status { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+
+    /// Classifies a status returned by a call, recognising the ones tonic raises locally.
+    ///
+    /// `timeout` is the deadline the call was sent with: tonic reports its own expiry as a
+    /// `CANCELLED` status, which would otherwise be indistinguishable from a cancelled request.
+    pub(crate) fn from_status(
+        status: tonic::Status,
+        timeout: Option<Duration>,
+        limits: Limits,
+    ) -> Self {
+        let message = status.message();
+        if let Some(after) = timeout
+            && status.code() == Code::Cancelled
+            && message == tonic::TimeoutExpired(()).to_string()
+        {
+            return Self::Timeout { after };
+        }
+        if status.code() == Code::OutOfRange {
+            if message.starts_with("Error, decoded message length too large") {
+                return Self::MessageTooLarge {
+                    direction: Direction::Response,
+                    limit: limits.max_decode,
+                    message: message.to_owned(),
+                };
+            }
+            if message.starts_with("Error, encoded message length too large") {
+                return Self::MessageTooLarge {
+                    direction: Direction::Request,
+                    limit: limits.max_encode,
+                    message: message.to_owned(),
+                };
+            }
+        }
+        Self::Status {
+            code: status.code(),
+            message: message.to_owned(),
+        }
+    }
+}
+
+/// The message size limits a client was built with, kept to report them in errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub max_decode: usize,
+    pub max_encode: usize,
+}
+
+/// gRPC's canonical upper-case name for a status code (`NOT_FOUND`, `UNAVAILABLE`, …).
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Renders an error with its whole source chain: tonic's transport errors say only "transport error"
+/// at the top, and the useful part ("Connection refused") is several sources down.
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_decode: 1024,
+        max_encode: 2048,
+    };
+
+    #[test]
+    fn every_code_has_grpcs_canonical_name() {
+        // gRPC numbers its codes 0..=16; the names are the protocol's, in that order.
+        let names = [
+            "OK",
+            "CANCELLED",
+            "UNKNOWN",
+            "INVALID_ARGUMENT",
+            "DEADLINE_EXCEEDED",
+            "NOT_FOUND",
+            "ALREADY_EXISTS",
+            "PERMISSION_DENIED",
+            "RESOURCE_EXHAUSTED",
+            "FAILED_PRECONDITION",
+            "ABORTED",
+            "OUT_OF_RANGE",
+            "UNIMPLEMENTED",
+            "INTERNAL",
+            "UNAVAILABLE",
+            "DATA_LOSS",
+            "UNAUTHENTICATED",
+        ];
+        for (number, name) in (0..).zip(names) {
+            assert_eq!(code_name(Code::from_i32(number)), name, "code {number}");
+        }
+    }
+
+    #[test]
+    fn server_status_keeps_code_and_tritons_message() {
+        let message = "Request for unknown model: 'resnet5' is not found";
+        let err = TritonError::from_status(tonic::Status::not_found(message), None, LIMITS);
+        assert_eq!(err.code(), Code::NotFound);
+        assert_eq!(err.code_name(), "NOT_FOUND");
+        assert_eq!(err.server_message(), Some(message));
+        assert_eq!(err.to_string(), format!("NOT_FOUND: {message}"));
+        assert!(!err.is_connection_error());
+    }
+
+    #[test]
+    fn unavailable_status_and_transport_failures_are_connection_errors() {
+        let unavailable =
+            TritonError::from_status(tonic::Status::unavailable("gone"), None, LIMITS);
+        assert!(unavailable.is_connection_error());
+        assert_eq!(unavailable.code_name(), "UNAVAILABLE");
+        let refused = TritonError::Connect {
+            address: "127.0.0.1:1".into(),
+            message: "Connection refused".into(),
+        };
+        assert!(refused.is_connection_error());
+        assert_eq!(refused.code_name(), "UNAVAILABLE");
+        let slow = TritonError::ConnectTimeout {
+            address: "10.0.0.1:8001".into(),
+            after: Duration::from_secs(1),
+        };
+        assert!(slow.is_connection_error());
+        for status in [
+            tonic::Status::resource_exhausted("model does not fit"),
+            tonic::Status::invalid_argument("bad shape"),
+            tonic::Status::deadline_exceeded("late"),
+        ] {
+            assert!(!TritonError::from_status(status, None, LIMITS).is_connection_error());
+        }
+    }
+
+    #[test]
+    fn tonics_own_deadline_expiry_becomes_deadline_exceeded() {
+        let status = tonic::Status::cancelled(tonic::TimeoutExpired(()).to_string());
+        let after = Duration::from_millis(250);
+        let err = TritonError::from_status(status, Some(after), LIMITS);
+        assert!(matches!(err, TritonError::Timeout { after: a } if a == after));
+        assert_eq!(err.code_name(), "DEADLINE_EXCEEDED");
+
+        // Without a deadline on the call, a cancellation is just a cancellation.
+        let status = tonic::Status::cancelled(tonic::TimeoutExpired(()).to_string());
+        assert_eq!(
+            TritonError::from_status(status, None, LIMITS).code_name(),
+            "CANCELLED"
+        );
+    }
+
+    #[test]
+    fn oversized_messages_are_resource_exhausted_with_their_limit() {
+        let status = tonic::Status::out_of_range(
+            "Error, decoded message length too large: found 5000 bytes, the limit is: 1024 bytes",
+        );
+        let err = TritonError::from_status(status, None, LIMITS);
+        assert!(matches!(
+            err,
+            TritonError::MessageTooLarge {
+                direction: Direction::Response,
+                limit: 1024,
+                ..
+            }
+        ));
+        assert_eq!(err.code_name(), "RESOURCE_EXHAUSTED");
+
+        let status = tonic::Status::out_of_range(
+            "Error, encoded message length too large: found 5000 bytes, the limit is: 2048 bytes",
+        );
+        let err = TritonError::from_status(status, None, LIMITS);
+        assert!(matches!(
+            err,
+            TritonError::MessageTooLarge {
+                direction: Direction::Request,
+                limit: 2048,
+                ..
+            }
+        ));
+
+        // A server's own OUT_OF_RANGE stays what the server said.
+        let status = tonic::Status::out_of_range("sequence id out of range");
+        assert_eq!(
+            TritonError::from_status(status, None, LIMITS).code_name(),
+            "OUT_OF_RANGE"
+        );
+    }
+
+    #[test]
+    fn error_chain_includes_the_root_cause_once() {
+        let root = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let wrapped = TritonError::TlsFile {
+            path: "ca.pem".into(),
+            source: root,
+        };
+        let text = error_chain(&wrapped);
+        assert_eq!(text.matches("Connection refused").count(), 1, "{text}");
+    }
+}
