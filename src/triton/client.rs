@@ -127,8 +127,9 @@ impl TritonClient {
         Ok(Self::with_channel(endpoint(opts)?.connect_lazy(), opts))
     }
 
-    /// `n` clients on `n` separate HTTP/2 connections, so that a load generator is not limited by
-    /// one connection's stream concurrency and flow-control window. Connects them all now.
+    /// `n` clients (at least one) on as many separate HTTP/2 connections, so that a load generator is
+    /// not limited by one connection's stream concurrency and flow-control window. Connects them all
+    /// now and fails if any cannot connect.
     pub async fn pool(opts: &ConnectOptions, n: usize) -> Result<Vec<Self>, TritonError> {
         let connects = (0..n.max(1)).map(|_| Self::connect(opts));
         futures::future::try_join_all(connects).await
