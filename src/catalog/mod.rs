@@ -1,1 +1,315 @@
-//! GPUs, models and prices known to the emulator and the cost panel.
+//! GPUs, models and performance profiles known to the emulator.
+//!
+//! The catalog ships as TOML files compiled into the binary, so the emulator works with no setup, and the
+//! same files can be dropped into the user's config dir to correct a figure or add a GPU without a rebuild.
+//! Every number carries its source (see `../shared` research notes cited in the files); figures that are
+//! computed rather than measured on that GPU are marked derived.
+
+mod file;
+mod render;
+
+use std::path::Path;
+
+use crate::emulator::sim::{Batching, GpuSetup, ModelSetup};
+
+pub use file::CatalogError;
+
+/// The profile used when none is named: today's TensorRT-on-Triton performance.
+pub const DEFAULT_PROFILE: &str = "current";
+
+const MIB: u64 = 1024 * 1024;
+
+/// Everything the emulator can impersonate, after user overrides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Catalog {
+    pub gpus: Vec<GpuSpec>,
+    pub models: Vec<ModelSpec>,
+    pub profiles: Vec<ProfileEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuSpec {
+    /// Lower-case key used on the command line and in session files ("t4", "a100-80gb").
+    pub name: String,
+    /// What NVML would call the device.
+    pub display: String,
+    pub memory_bytes: u64,
+    pub tdp_w: f64,
+    pub idle_w: f64,
+    /// Memory a Triton process holds before any model is loaded.
+    pub context_bytes: u64,
+    pub sm_clock_mhz: u32,
+    /// Interference: how much a batch slows per unit of its neighbours' occupancy.
+    pub gamma: f64,
+    pub source: String,
+}
+
+/// A tensor as Triton's model metadata reports it.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorSpec {
+    pub name: String,
+    /// Triton's datatype name: "FP32", "INT32", ...
+    pub datatype: String,
+    /// Without the batch dimension.
+    pub shape: Vec<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    pub name: String,
+    /// Triton platform string shown in model metadata ("tensorrt_plan", ...).
+    pub platform: String,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    pub description: String,
+    /// Parameters in millions; sizes the weights in memory.
+    pub params_millions: f64,
+    /// Activation memory per image at FP16 (upper bound, no buffer reuse), MB.
+    pub activation_mb_per_image: f64,
+}
+
+/// How one model performs on one GPU under one profile, and how Triton loads it by default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileEntry {
+    pub model: String,
+    pub gpu: String,
+    pub profile: String,
+    /// Numeric precision the profile assumes ("INT8", "FP16", "FP32").
+    pub precision: String,
+    pub alpha_ms: f64,
+    pub beta_ms: f64,
+    pub memory_bytes: u64,
+    pub max_batch: u32,
+    /// Default instance count (Triton's `instance_group.count`).
+    pub instances: u32,
+    /// Default dynamic batching; `None` means each request executes alone.
+    pub dynamic_batching: Option<Batching>,
+    pub source: String,
+    pub derived: bool,
+}
+
+impl Catalog {
+    /// The catalog compiled into the binary.
+    pub fn embedded() -> Result<Catalog, CatalogError> {
+        file::embedded()
+    }
+
+    /// The embedded catalog with `gpus.toml`, `models.toml` and `profiles.toml` from `user_dir` merged over
+    /// it: an entry with the key of a built-in one (GPU name, model name, or model + GPU + profile) replaces
+    /// it whole, others are added. A missing directory or file simply overrides nothing.
+    pub fn load(user_dir: Option<&Path>) -> Result<Catalog, CatalogError> {
+        file::load(user_dir)
+    }
+
+    /// Case-insensitive, so "T4" and "t4" both work from the command line.
+    pub fn gpu(&self, name: &str) -> Option<&GpuSpec> {
+        self.gpus.iter().find(|g| g.name.eq_ignore_ascii_case(name))
+    }
+
+    pub fn model(&self, name: &str) -> Option<&ModelSpec> {
+        self.models
+            .iter()
+            .find(|m| m.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The performance entry for (model, gpu, profile); profile `None` is [`DEFAULT_PROFILE`].
+    pub fn perf(&self, model: &str, gpu: &str, profile: Option<&str>) -> Option<&ProfileEntry> {
+        let profile = profile.unwrap_or(DEFAULT_PROFILE);
+        self.profiles.iter().find(|p| {
+            p.model.eq_ignore_ascii_case(model)
+                && p.gpu.eq_ignore_ascii_case(gpu)
+                && p.profile.eq_ignore_ascii_case(profile)
+        })
+    }
+
+    /// Names of all profiles, default first, in catalog order.
+    pub fn profile_names(&self) -> Vec<String> {
+        let mut names = vec![DEFAULT_PROFILE.to_string()];
+        for p in &self.profiles {
+            if !names.iter().any(|n| n.eq_ignore_ascii_case(&p.profile)) {
+                names.push(p.profile.clone());
+            }
+        }
+        names
+    }
+
+    /// The simulator's view of `model` on `gpu` under `profile`, with the profile's default Triton
+    /// configuration (instances, dynamic batching). `None` when any of the three is unknown.
+    pub fn model_setup(&self, model: &str, gpu: &str, profile: Option<&str>) -> Option<ModelSetup> {
+        let spec = self.model(model)?;
+        let perf = self.perf(model, gpu, profile)?;
+        Some(ModelSetup {
+            name: spec.name.clone(),
+            alpha_ms: perf.alpha_ms,
+            beta_ms: perf.beta_ms,
+            max_batch: perf.max_batch,
+            instances: perf.instances,
+            dynamic_batching: perf.dynamic_batching.clone(),
+            memory_bytes: perf.memory_bytes,
+            input_bytes_per_image: spec.input_bytes_per_image(),
+            output_bytes_per_image: spec.output_bytes_per_image(),
+        })
+    }
+
+    /// What `perseus catalog` prints: GPUs, models and profiles as aligned tables.
+    pub fn render_text(&self) -> String {
+        render::render(self)
+    }
+}
+
+impl GpuSpec {
+    /// The simulator's view of this GPU.
+    pub fn setup(&self) -> GpuSetup {
+        GpuSetup {
+            name: self.display.clone(),
+            memory_total_bytes: self.memory_bytes,
+            context_bytes: self.context_bytes,
+            tdp_w: self.tdp_w,
+            idle_w: self.idle_w,
+            gamma: self.gamma,
+            sm_clock_mhz: self.sm_clock_mhz,
+        }
+    }
+}
+
+impl ModelSpec {
+    /// Bytes of all inputs for one image (batch element); what compute_input copies to the GPU.
+    pub fn input_bytes_per_image(&self) -> u64 {
+        self.inputs.iter().map(TensorSpec::byte_size).sum()
+    }
+
+    /// Bytes of all outputs for one image; what compute_output copies back.
+    pub fn output_bytes_per_image(&self) -> u64 {
+        self.outputs.iter().map(TensorSpec::byte_size).sum()
+    }
+
+    /// Memory the model takes at `precision` with activations sized for `max_batch` (research §2 recipe).
+    pub fn memory_bytes(&self, precision: &str, max_batch: u32) -> u64 {
+        let bytes = precision_bytes(precision);
+        let weights = self.params_millions * 1e6 * bytes;
+        let activations =
+            ACTIVATION_REUSE * f64::from(max_batch) * self.activation_mb_per_image * 1e6 * bytes
+                / 2.0;
+        let total = (weights + activations).max(0.0).ceil();
+        // Round up to whole MiB, as allocators hand out memory in large chunks.
+        (total as u64).div_ceil(MIB).max(1) * MIB
+    }
+}
+
+/// Share of the no-reuse activation upper bound a TensorRT engine actually keeps (research §2: k ≈ 0.1–0.3,
+/// an assumption, not sourced).
+const ACTIVATION_REUSE: f64 = 0.2;
+
+impl TensorSpec {
+    /// Elements × datatype size; `BYTES` tensors and dynamic dimensions (-1) count as zero.
+    pub fn byte_size(&self) -> u64 {
+        let elements: i64 = self.shape.iter().map(|&d| d.max(0)).product();
+        datatype_size(&self.datatype).unwrap_or(0) * elements.max(0) as u64
+    }
+}
+
+/// Bytes per element of a Triton datatype; `None` for unknown names and for `BYTES` (variable length).
+pub fn datatype_size(datatype: &str) -> Option<u64> {
+    match datatype {
+        "BOOL" | "UINT8" | "INT8" => Some(1),
+        "UINT16" | "INT16" | "FP16" | "BF16" => Some(2),
+        "UINT32" | "INT32" | "FP32" => Some(4),
+        "UINT64" | "INT64" | "FP64" => Some(8),
+        _ => None,
+    }
+}
+
+fn precision_bytes(precision: &str) -> f64 {
+    match precision.to_ascii_uppercase().as_str() {
+        "INT8" => 1.0,
+        "FP16" | "BF16" => 2.0,
+        "FP64" => 8.0,
+        _ => 4.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_catalog_has_every_gpu_and_model_with_a_current_profile() {
+        let catalog = Catalog::embedded().unwrap();
+        let gpus = [
+            "t4",
+            "p4",
+            "v100",
+            "a10g",
+            "l4",
+            "a100-40gb",
+            "a100-80gb",
+            "h100",
+            "h200",
+        ];
+        let models = [
+            "resnet50",
+            "mobilenet_v2",
+            "inception_v3",
+            "densenet121",
+            "vgg16",
+            "efficientnet_b0",
+            "resnet152",
+            "simple",
+        ];
+        for g in gpus {
+            assert!(catalog.gpu(g).is_some(), "{g}");
+            for m in models {
+                let perf = catalog.perf(m, g, None);
+                assert!(perf.is_some(), "{m} on {g}");
+                let setup = catalog.model_setup(m, g, None).unwrap();
+                assert!(setup.memory_bytes > 0);
+            }
+        }
+        assert!(catalog.gpu("T4").is_some(), "names are case-insensitive");
+    }
+
+    #[test]
+    fn perseus2019_covers_t4_and_p4_with_persus_batching() {
+        let catalog = Catalog::embedded().unwrap();
+        for g in ["t4", "p4"] {
+            for m in ["resnet50", "inception_v3"] {
+                let p = catalog.perf(m, g, Some("perseus2019")).unwrap();
+                assert_eq!(p.precision, "FP32");
+                assert_eq!(p.max_batch, 128);
+                let b = p.dynamic_batching.as_ref().unwrap();
+                assert_eq!(b.preferred_batch_sizes, vec![4, 8]);
+            }
+        }
+    }
+
+    #[test]
+    fn tensors_match_triton_conventions() {
+        let catalog = Catalog::embedded().unwrap();
+        let r50 = catalog.model("resnet50").unwrap();
+        assert_eq!(r50.inputs[0].shape, vec![3, 224, 224]);
+        assert_eq!(r50.input_bytes_per_image(), 602_112);
+        assert_eq!(r50.output_bytes_per_image(), 4_000);
+        let inc = catalog.model("inception_v3").unwrap();
+        assert_eq!(inc.inputs[0].shape, vec![3, 299, 299]);
+        let simple = catalog.model("simple").unwrap();
+        let names: Vec<&str> = simple
+            .inputs
+            .iter()
+            .chain(&simple.outputs)
+            .map(|t| t.name.as_str())
+            .collect();
+        assert_eq!(names, ["INPUT0", "INPUT1", "OUTPUT0", "OUTPUT1"]);
+        assert_eq!(catalog.perf("simple", "t4", None).unwrap().max_batch, 8);
+    }
+
+    #[test]
+    fn memory_follows_precision_and_max_batch() {
+        let catalog = Catalog::embedded().unwrap();
+        let r50 = catalog.model("resnet50").unwrap();
+        let int8 = r50.memory_bytes("INT8", 128);
+        let fp32 = r50.memory_bytes("FP32", 128);
+        assert!(fp32 > 3 * int8, "{fp32} vs {int8}");
+        assert!(r50.memory_bytes("INT8", 256) > int8);
+    }
+}

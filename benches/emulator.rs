@@ -1,0 +1,230 @@
+//! The emulator's serving overhead and clock accuracy, printed as a table (`harness = false`):
+//!
+//! 1. `simple` throughput over loopback gRPC as a ratio to a bare tonic echo server (a ModelInfer that
+//!    returns its inputs), both driven by the same closed-loop client load in the same run, alternating
+//!    so machine noise hits both alike. Target ≥ 0.8.
+//! 2. Real-time scheduling error of completions (delivered − the model's finish time), p50 / p99, under
+//!    that saturating load and under a paced open-loop load on resnet50. Target p99 ≤ 200 µs.
+//!
+//! `cargo bench --bench emulator` (env `EMU_BENCH_SECS` sets the seconds per round, default 3).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use perseus::emulator::{Emulator, EmulatorConfig, RunningEmulator, SchedulingError};
+use perseus::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+use perseus::proto::grpc_inference_service_server::{
+    GrpcInferenceService, GrpcInferenceServiceServer,
+};
+use perseus::proto::model_infer_request::InferInputTensor;
+use perseus::proto::{self, model_infer_response::InferOutputTensor};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+const CONNECTIONS: usize = 4;
+const IN_FLIGHT_PER_CONNECTION: usize = 16;
+const ROUNDS: usize = 2;
+
+/// The reference: the least a Triton-shaped gRPC server can do per request.
+struct Echo;
+
+#[tonic::async_trait]
+impl GrpcInferenceService for Echo {
+    async fn model_infer(
+        &self,
+        request: Request<proto::ModelInferRequest>,
+    ) -> Result<Response<proto::ModelInferResponse>, Status> {
+        let r = request.into_inner();
+        let outputs = r
+            .inputs
+            .iter()
+            .map(|t| InferOutputTensor {
+                name: t.name.clone(),
+                datatype: t.datatype.clone(),
+                shape: t.shape.clone(),
+                ..Default::default()
+            })
+            .collect();
+        Ok(Response::new(proto::ModelInferResponse {
+            model_name: r.model_name,
+            model_version: "1".into(),
+            id: r.id,
+            outputs,
+            raw_output_contents: r.raw_input_contents,
+            ..Default::default()
+        }))
+    }
+}
+
+async fn start_echo(cancel: CancellationToken) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .expect("bind echo");
+    let addr = listener.local_addr().expect("echo address");
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(GrpcInferenceServiceServer::new(Echo))
+            .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
+            .await;
+    });
+    addr
+}
+
+fn simple_request() -> proto::ModelInferRequest {
+    let tensor = |name: &str| InferInputTensor {
+        name: name.into(),
+        datatype: "INT32".into(),
+        shape: vec![1, 16],
+        ..Default::default()
+    };
+    let raw: bytes::Bytes = (0..16i32)
+        .flat_map(|v| v.to_le_bytes())
+        .collect::<Vec<u8>>()
+        .into();
+    proto::ModelInferRequest {
+        model_name: "simple".into(),
+        inputs: vec![tensor("INPUT0"), tensor("INPUT1")],
+        raw_input_contents: vec![raw.clone(), raw],
+        ..Default::default()
+    }
+}
+
+/// Closed-loop load: every task sends the next request when the previous answers. Returns req/s.
+async fn closed_loop(addr: SocketAddr, seconds: f64) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("valid URI")
+            .connect()
+            .await
+            .expect("connect");
+        for _ in 0..IN_FLIGHT_PER_CONNECTION {
+            let mut client = GrpcInferenceServiceClient::new(channel.clone());
+            let (done, stop) = (done.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let request = simple_request();
+                while !stop.load(Ordering::Relaxed) {
+                    if client.model_infer(request.clone()).await.is_ok() {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+    }
+    // Warm up connections and caches before counting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let start_count = done.load(Ordering::Relaxed);
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    let counted = done.load(Ordering::Relaxed) - start_count;
+    let elapsed = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        let _ = task.await;
+    }
+    counted as f64 / elapsed
+}
+
+/// Open-loop load at `rate` req/s of single-image resnet50 requests, so completions are spread out and
+/// the clock thread's sleep-then-spin path is what delivers them.
+async fn paced_resnet(emulator: &RunningEmulator, rate: f64, seconds: f64) {
+    let mut client = GrpcInferenceServiceClient::connect(emulator.grpc_url())
+        .await
+        .expect("connect");
+    let meta = client
+        .model_metadata(proto::ModelMetadataRequest {
+            name: "resnet50".into(),
+            version: String::new(),
+        })
+        .await
+        .expect("resnet50 metadata")
+        .into_inner();
+    let input = &meta.inputs[0];
+    let mut shape = input.shape.clone();
+    shape[0] = 1;
+    let bytes = shape.iter().product::<i64>() as usize * 4;
+    let request = proto::ModelInferRequest {
+        model_name: "resnet50".into(),
+        inputs: vec![InferInputTensor {
+            name: input.name.clone(),
+            datatype: input.datatype.clone(),
+            shape,
+            ..Default::default()
+        }],
+        raw_input_contents: vec![vec![0u8; bytes].into()],
+        ..Default::default()
+    };
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut pending = Vec::new();
+    while Instant::now() < end {
+        ticker.tick().await;
+        let (mut c, r) = (client.clone(), request.clone());
+        pending.push(tokio::spawn(async move { c.model_infer(r).await.is_ok() }));
+    }
+    for p in pending {
+        let _ = p.await;
+    }
+}
+
+fn row(label: &str, e: &SchedulingError) {
+    println!(
+        "{label:<44} {:>10} {:>10.1} {:>10.1} {:>10.1}",
+        e.count, e.p50_us, e.p99_us, e.max_us
+    );
+}
+
+fn main() {
+    let seconds: f64 = std::env::var("EMU_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        let echo = start_echo(cancel.clone()).await;
+        let mut config = EmulatorConfig::embedded("t4");
+        config.models = vec!["simple".into()];
+        let emulator = Emulator::start(config).await.expect("emulator starts");
+
+        let (mut echo_rates, mut emu_rates) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            echo_rates.push(closed_loop(echo, seconds).await);
+            emu_rates.push(closed_loop(emulator.grpc_addr, seconds).await);
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let (echo_rate, emu_rate) = (mean(&echo_rates), mean(&emu_rates));
+        let saturated = emulator.scheduling_error();
+        emulator.shutdown().await;
+        cancel.cancel();
+
+        let mut config = EmulatorConfig::embedded("t4");
+        config.models = vec!["resnet50".into()];
+        let paced = Emulator::start(config).await.expect("emulator starts");
+        paced_resnet(&paced, 200.0, seconds).await;
+        let paced_error = paced.scheduling_error();
+        paced.shutdown().await;
+
+        let load = CONNECTIONS * IN_FLIGHT_PER_CONNECTION;
+        println!();
+        println!("simple over loopback gRPC, {load} requests in flight on {CONNECTIONS} connections, {ROUNDS}×{seconds} s each");
+        println!("{:<44} {:>12}", "server", "req/s");
+        println!("{:<44} {:>12.0}", "bare tonic echo", echo_rate);
+        println!("{:<44} {:>12.0}", "perseus emulator (simple, T4)", emu_rate);
+        println!("{:<44} {:>12.3}   (target >= 0.8)", "ratio emulator / echo", emu_rate / echo_rate);
+        println!();
+        println!("completion scheduling error (delivered - modelled finish), microseconds; target p99 <= 200");
+        println!("{:<44} {:>10} {:>10} {:>10} {:>10}", "load", "n", "p50", "p99", "max");
+        row("simple, saturating closed loop", &saturated);
+        row("resnet50, open loop 200 req/s", &paced_error);
+    });
+}

@@ -1,0 +1,320 @@
+//! `inference.GRPCInferenceService`: decodes messages into service calls and encodes their answers.
+//! Shared memory, tracing and log settings answer UNIMPLEMENTED (the generated default), as a Triton
+//! built without those features does.
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::emulator::service::{InferCall, InferReply, MODEL_VERSION, SharedCore};
+use crate::emulator::status::ServeError;
+use crate::emulator::tensors::{InputTensor, Signature, TensorDesc};
+use crate::proto::grpc_inference_service_server::GrpcInferenceService;
+use crate::proto::{
+    self, model_infer_request::InferInputTensor, model_metadata_response::TensorMetadata,
+};
+
+/// Name the emulator reports in ServerMetadata (Triton reports "triton").
+pub const SERVER_NAME: &str = "perseus-emulator";
+/// Extensions the emulator actually implements, in Triton's names.
+pub(crate) const EXTENSIONS: &[&str] = &[
+    "model_repository",
+    "model_configuration",
+    "statistics",
+    "binary_tensor_data",
+];
+
+pub(crate) struct GrpcFront {
+    pub core: SharedCore,
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+type StreamReply =
+    Pin<Box<dyn Stream<Item = Result<proto::ModelStreamInferResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl GrpcInferenceService for GrpcFront {
+    async fn server_live(
+        &self,
+        _: Request<proto::ServerLiveRequest>,
+    ) -> Reply<proto::ServerLiveResponse> {
+        Ok(Response::new(proto::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<proto::ServerReadyRequest>,
+    ) -> Reply<proto::ServerReadyResponse> {
+        Ok(Response::new(proto::ServerReadyResponse { ready: true }))
+    }
+
+    async fn model_ready(
+        &self,
+        req: Request<proto::ModelReadyRequest>,
+    ) -> Reply<proto::ModelReadyResponse> {
+        let req = req.into_inner();
+        Ok(Response::new(proto::ModelReadyResponse {
+            ready: self.core.is_ready(&req.name, &req.version),
+        }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<proto::ServerMetadataRequest>,
+    ) -> Reply<proto::ServerMetadataResponse> {
+        Ok(Response::new(proto::ServerMetadataResponse {
+            name: SERVER_NAME.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: EXTENSIONS.iter().map(|s| (*s).to_string()).collect(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        req: Request<proto::ModelMetadataRequest>,
+    ) -> Reply<proto::ModelMetadataResponse> {
+        let req = req.into_inner();
+        let (_, entry) = self.core.ready_entry(&req.name, &req.version)?;
+        let batched = entry.settings.max_batch > 0;
+        let meta = |t: &TensorDesc| TensorMetadata {
+            name: t.name.clone(),
+            datatype: t.datatype.clone(),
+            shape: metadata_shape(batched, &t.shape),
+        };
+        let sig: &Signature = &entry.signature;
+        Ok(Response::new(proto::ModelMetadataResponse {
+            name: sig.name.clone(),
+            versions: vec![MODEL_VERSION.into()],
+            platform: sig.platform.clone(),
+            inputs: sig.inputs.iter().map(meta).collect(),
+            outputs: sig.outputs.iter().map(meta).collect(),
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        req: Request<proto::ModelInferRequest>,
+    ) -> Reply<proto::ModelInferResponse> {
+        let call = decode_infer(req.into_inner())?;
+        let reply = self.core.infer(call).await?;
+        Ok(Response::new(encode_infer(reply)))
+    }
+
+    /// Each request on the stream is answered on the stream, in completion order, with failures as
+    /// `error_message` (the stream itself stays open), as Triton's streaming endpoint does.
+    async fn model_stream_infer(
+        &self,
+        req: Request<Streaming<proto::ModelInferRequest>>,
+    ) -> Reply<StreamReply> {
+        let mut incoming = req.into_inner();
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let core = self.core.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(request)) = incoming.next().await {
+                let (core, tx) = (core.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let answer = match decode_infer(request) {
+                        Ok(call) => core.infer(call).await,
+                        Err(e) => Err(e),
+                    };
+                    let message = match answer {
+                        Ok(reply) => proto::ModelStreamInferResponse {
+                            error_message: String::new(),
+                            infer_response: Some(encode_infer(reply)),
+                        },
+                        Err(e) => proto::ModelStreamInferResponse {
+                            error_message: e.message,
+                            infer_response: None,
+                        },
+                    };
+                    let _ = tx.unbounded_send(Ok(message));
+                });
+            }
+        });
+        Ok(Response::new(Box::pin(rx)))
+    }
+
+    async fn model_config(
+        &self,
+        req: Request<proto::ModelConfigRequest>,
+    ) -> Reply<proto::ModelConfigResponse> {
+        let req = req.into_inner();
+        let (_, entry) = self.core.ready_entry(&req.name, &req.version)?;
+        Ok(Response::new(proto::ModelConfigResponse {
+            config: Some(crate::emulator::repository::model_config(&entry)),
+        }))
+    }
+
+    async fn model_statistics(
+        &self,
+        req: Request<proto::ModelStatisticsRequest>,
+    ) -> Reply<proto::ModelStatisticsResponse> {
+        let req = req.into_inner();
+        let model_stats = self.core.statistics(&req.name, &req.version)?;
+        Ok(Response::new(proto::ModelStatisticsResponse {
+            model_stats,
+        }))
+    }
+
+    async fn repository_index(
+        &self,
+        req: Request<proto::RepositoryIndexRequest>,
+    ) -> Reply<proto::RepositoryIndexResponse> {
+        Ok(Response::new(proto::RepositoryIndexResponse {
+            models: self.core.index(req.into_inner().ready),
+        }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        req: Request<proto::RepositoryModelLoadRequest>,
+    ) -> Reply<proto::RepositoryModelLoadResponse> {
+        use proto::model_repository_parameter::ParameterChoice;
+        let req = req.into_inner();
+        let config = match req
+            .parameters
+            .get("config")
+            .and_then(|p| p.parameter_choice.as_ref())
+        {
+            None => None,
+            Some(ParameterChoice::StringParam(s)) => Some(s.clone()),
+            Some(ParameterChoice::BytesParam(b)) => {
+                Some(String::from_utf8(b.clone()).map_err(|_| {
+                    ServeError::invalid(format!(
+                        "failed to load '{}': 'config' is not UTF-8",
+                        req.model_name
+                    ))
+                })?)
+            }
+            Some(_) => {
+                return Err(ServeError::invalid(format!(
+                    "failed to load '{}': 'config' must be a string parameter holding JSON",
+                    req.model_name
+                ))
+                .into());
+            }
+        };
+        let core = self.core.clone();
+        let name = req.model_name.clone();
+        tokio::task::spawn_blocking(move || core.load(&name, config.as_deref()))
+            .await
+            .map_err(|e| Status::internal(format!("load task failed: {e}")))??;
+        Ok(Response::new(proto::RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        req: Request<proto::RepositoryModelUnloadRequest>,
+    ) -> Reply<proto::RepositoryModelUnloadResponse> {
+        self.core.unload(&req.into_inner().model_name)?;
+        Ok(Response::new(proto::RepositoryModelUnloadResponse {}))
+    }
+}
+
+/// Triton reports a batching model's shapes with a leading −1.
+pub(crate) fn metadata_shape(batched: bool, shape: &[i64]) -> Vec<i64> {
+    let mut full = Vec::with_capacity(shape.len() + 1);
+    if batched {
+        full.push(-1);
+    }
+    full.extend_from_slice(shape);
+    full
+}
+
+/// Turns a request into a service call, taking each input from `raw_input_contents` or, failing that,
+/// from its typed `contents`.
+fn decode_infer(req: proto::ModelInferRequest) -> Result<InferCall, ServeError> {
+    let raw = req.raw_input_contents;
+    if !raw.is_empty() && raw.len() != req.inputs.len() {
+        return Err(ServeError::invalid(format!(
+            "expected {} raw input contents but got {} for model '{}'",
+            req.inputs.len(),
+            raw.len(),
+            req.model_name
+        )));
+    }
+    let inputs = req
+        .inputs
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let data = match raw.get(i) {
+                Some(bytes) => bytes.clone(),
+                None => typed_bytes(&t).into(),
+            };
+            InputTensor {
+                name: t.name,
+                datatype: t.datatype,
+                shape: t.shape,
+                data,
+            }
+        })
+        .collect();
+    Ok(InferCall {
+        model: req.model_name,
+        version: req.model_version,
+        id: req.id,
+        inputs,
+        outputs: req.outputs.into_iter().map(|o| o.name).collect(),
+    })
+}
+
+/// Little-endian bytes of an input's typed contents (the field matching its datatype).
+fn typed_bytes(t: &InferInputTensor) -> Vec<u8> {
+    let Some(c) = &t.contents else {
+        return Vec::new();
+    };
+    fn le<T: Copy, const N: usize>(values: &[T], f: fn(T) -> [u8; N]) -> Vec<u8> {
+        values.iter().flat_map(|&v| f(v)).collect()
+    }
+    match t.datatype.as_str() {
+        "BOOL" => c.bool_contents.iter().map(|&b| u8::from(b)).collect(),
+        "INT8" => c.int_contents.iter().map(|&v| v as i8 as u8).collect(),
+        "INT16" => c
+            .int_contents
+            .iter()
+            .flat_map(|&v| (v as i16).to_le_bytes())
+            .collect(),
+        "INT32" => le(&c.int_contents, i32::to_le_bytes),
+        "INT64" => le(&c.int64_contents, i64::to_le_bytes),
+        "UINT8" => c.uint_contents.iter().map(|&v| v as u8).collect(),
+        "UINT16" => c
+            .uint_contents
+            .iter()
+            .flat_map(|&v| (v as u16).to_le_bytes())
+            .collect(),
+        "UINT32" => le(&c.uint_contents, u32::to_le_bytes),
+        "UINT64" => le(&c.uint64_contents, u64::to_le_bytes),
+        "FP32" => le(&c.fp32_contents, f32::to_le_bytes),
+        "FP64" => le(&c.fp64_contents, f64::to_le_bytes),
+        _ => c
+            .bytes_contents
+            .iter()
+            .flat_map(|b| b.iter().copied())
+            .collect(),
+    }
+}
+
+/// Triton's gRPC endpoint always answers with raw output contents; clients decode them by datatype.
+fn encode_infer(reply: InferReply) -> proto::ModelInferResponse {
+    let mut outputs = Vec::with_capacity(reply.outputs.len());
+    let mut raw = Vec::with_capacity(reply.outputs.len());
+    for o in reply.outputs {
+        outputs.push(proto::model_infer_response::InferOutputTensor {
+            name: o.name,
+            datatype: o.datatype,
+            shape: o.shape,
+            ..Default::default()
+        });
+        raw.push(o.data.into());
+    }
+    proto::ModelInferResponse {
+        model_name: reply.model,
+        model_version: reply.version,
+        id: reply.id,
+        outputs,
+        raw_output_contents: raw,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,239 @@
+//! The wall clock for the simulation core: the sim is pure and event-driven, so something must feed it
+//! `now` and hand each request its completion at the moment the modelled GPU finishes it.
+//!
+//! One dedicated OS thread (the driver) sleeps until shortly before the sim's next event and then spins,
+//! because tokio's timer rounds to a millisecond while a small model's batch takes tens of microseconds.
+//! Request handlers also advance the sim to `now` before they submit (the sim must see events in time
+//! order), so whoever holds the lock delivers whatever is due. Delivery lateness (delivered − the sim's
+//! `finished_at`) is recorded: it is the emulator's own error, reported by the benchmark.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread::{self, JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tokio::sync::oneshot;
+
+use crate::emulator::sim::{Completion, GpuSetup, ModelId, ModelSetup, Nanos, Sim, SimError};
+
+/// How long before an event the driver stops sleeping and starts spinning: an OS sleep overshoots by
+/// tens of microseconds (more on a busy machine), and the target is p99 lateness ≤ 200 µs.
+const SPIN_WINDOW_NS: u64 = 150_000;
+/// With nothing scheduled, the driver still wakes this often to notice a shutdown.
+const IDLE_PARK: Duration = Duration::from_millis(20);
+
+/// Percentiles of completion lateness since the emulator started, in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SchedulingError {
+    pub count: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+}
+
+struct State {
+    sim: Sim,
+    now: Nanos,
+    next_token: u64,
+    waiting: HashMap<u64, oneshot::Sender<Completion>>,
+    out: Vec<Completion>,
+}
+
+struct Shared {
+    epoch: Instant,
+    state: Mutex<State>,
+    /// Bumped on every submission so a spinning driver re-reads the next event time.
+    generation: AtomicU64,
+    stop: AtomicBool,
+    driver: OnceLock<Thread>,
+    lateness_ns: Mutex<Histogram<u64>>,
+}
+
+/// The sim behind a lock, advanced in real time by its driver thread. Dropping it stops the driver.
+pub(crate) struct RealTime {
+    shared: Arc<Shared>,
+    driver: Option<JoinHandle<()>>,
+}
+
+impl RealTime {
+    pub(crate) fn start(gpu: GpuSetup) -> std::io::Result<RealTime> {
+        let lateness = Histogram::new_with_bounds(1, 60_000_000_000, 3)
+            .map_err(|e| std::io::Error::other(format!("lateness histogram: {e}")))?;
+        let shared = Arc::new(Shared {
+            epoch: Instant::now(),
+            state: Mutex::new(State {
+                sim: Sim::new(gpu),
+                now: 0,
+                next_token: 0,
+                waiting: HashMap::new(),
+                out: Vec::new(),
+            }),
+            generation: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            driver: OnceLock::new(),
+            lateness_ns: Mutex::new(lateness),
+        });
+        let for_driver = Arc::clone(&shared);
+        let handle = thread::Builder::new()
+            .name("perseus-emulator-clock".into())
+            .spawn(move || drive(&for_driver))?;
+        let _ = shared.driver.set(handle.thread().clone());
+        Ok(RealTime {
+            shared,
+            driver: Some(handle),
+        })
+    }
+
+    /// Runs `f` on the sim after advancing it to now (and delivering what became due), so whatever
+    /// `f` reads — counters, memory, utilization — is current.
+    pub(crate) fn with_sim<R>(&self, f: impl FnOnce(&mut Sim, Nanos) -> R) -> R {
+        let mut state = self.shared.lock();
+        let now = self.shared.advance(&mut state);
+        f(&mut state.sim, now)
+    }
+
+    pub(crate) fn load(&self, setup: ModelSetup) -> Result<ModelId, SimError> {
+        self.with_sim(|sim, _| sim.load(setup))
+    }
+
+    /// Unloads a model; its queued requests complete as failures, as Triton fails them.
+    pub(crate) fn unload(&self, id: ModelId) -> Result<(), SimError> {
+        let mut state = self.shared.lock();
+        let now = self.shared.advance(&mut state);
+        let state = &mut *state;
+        let result = state.sim.unload(id, now, &mut state.out);
+        self.shared.deliver(state);
+        result
+    }
+
+    /// Queues `batch` images for model `id` at the current instant; the receiver resolves when the
+    /// modelled GPU finishes them.
+    pub(crate) fn submit(
+        &self,
+        id: ModelId,
+        batch: u32,
+    ) -> Result<oneshot::Receiver<Completion>, SimError> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut state = self.shared.lock();
+            let now = self.shared.advance(&mut state);
+            let token = state.next_token;
+            state.next_token += 1;
+            state.sim.submit(now, id, batch, token)?;
+            state.waiting.insert(token, tx);
+        }
+        self.shared.generation.fetch_add(1, Ordering::Release);
+        if let Some(driver) = self.shared.driver.get() {
+            driver.unpark();
+        }
+        Ok(rx)
+    }
+
+    /// Wall-clock instant of the sim's epoch, to turn sim times into Unix times.
+    pub(crate) fn epoch(&self) -> Instant {
+        self.shared.epoch
+    }
+
+    pub(crate) fn scheduling_error(&self) -> SchedulingError {
+        let hist = self
+            .shared
+            .lateness_ns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let us = |ns: u64| ns as f64 / 1_000.0;
+        SchedulingError {
+            count: hist.len(),
+            p50_us: us(hist.value_at_quantile(0.50)),
+            p99_us: us(hist.value_at_quantile(0.99)),
+            max_us: us(hist.max()),
+        }
+    }
+}
+
+impl Drop for RealTime {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(handle) = self.driver.take() {
+            handle.thread().unpark();
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the sim in whatever state it was; serving on is better
+        // than failing every later request.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn now(&self) -> Nanos {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Advances the sim to the current instant (never backwards) and delivers what finished.
+    fn advance(&self, state: &mut State) -> Nanos {
+        let now = self.now().max(state.now);
+        state.now = now;
+        let state_ref = &mut *state;
+        state_ref.sim.advance(now, &mut state_ref.out);
+        self.deliver(state_ref);
+        now
+    }
+
+    fn deliver(&self, state: &mut State) {
+        if state.out.is_empty() {
+            return;
+        }
+        let delivered = self.now();
+        let mut lateness = self
+            .lateness_ns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for completion in state.out.drain(..) {
+            // Failures at unload are not scheduled events; only real finishes measure the clock.
+            if completion.ok {
+                let _ = lateness.record(delivered.saturating_sub(completion.finished_at).max(1));
+            }
+            if let Some(tx) = state.waiting.remove(&completion.token) {
+                // The requester may have gone (client cancelled); nothing to do then.
+                let _ = tx.send(completion);
+            }
+        }
+    }
+}
+
+/// The driver loop: advance, then wait for the next event — sleeping while it is far, spinning once
+/// it is within the spin window — or for a submission that may have created an earlier one.
+fn drive(shared: &Shared) {
+    while !shared.stop.load(Ordering::Acquire) {
+        let generation = shared.generation.load(Ordering::Acquire);
+        let next = {
+            let mut state = shared.lock();
+            shared.advance(&mut state);
+            state.sim.next_event()
+        };
+        let Some(next) = next else {
+            thread::park_timeout(IDLE_PARK);
+            continue;
+        };
+        let now = shared.now();
+        if next > now + SPIN_WINDOW_NS {
+            thread::park_timeout(Duration::from_nanos(next - now - SPIN_WINDOW_NS));
+            continue;
+        }
+        while shared.now() < next
+            && shared.generation.load(Ordering::Acquire) == generation
+            && !shared.stop.load(Ordering::Acquire)
+        {
+            std::hint::spin_loop();
+        }
+    }
+    // Whoever still waits gets no completion: their receivers see the sender dropped.
+    let mut state = shared.lock();
+    state.waiting.clear();
+}

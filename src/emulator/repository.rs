@@ -1,0 +1,356 @@
+//! The emulated model repository: which catalog models exist for this GPU, how each is configured
+//! (max batch, instances, dynamic batcher — the knobs Triton's model configuration exposes), and which
+//! are resident in the sim.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::catalog::{Catalog, GpuSpec};
+use crate::emulator::sim::{Batching, ModelId, ModelSetup};
+use crate::emulator::tensors::{Signature, TensorDesc};
+use crate::proto;
+
+/// Triton's dynamic batcher settings, kept here because the sim's type is rebuilt at every load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BatcherSettings {
+    pub max_queue_delay_us: u64,
+    pub preferred_batch_sizes: Vec<u32>,
+}
+
+/// What a model configuration controls in the emulator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ModelSettings {
+    /// 0 means the model takes no batch dimension, as in Triton.
+    pub max_batch: u32,
+    pub instances: u32,
+    pub dynamic_batching: Option<BatcherSettings>,
+}
+
+/// The calibrated figures of a (model, GPU, profile) triple.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Perf {
+    pub alpha_ms: f64,
+    pub beta_ms: f64,
+    pub memory_bytes: u64,
+    pub max_batch: u32,
+    pub profile: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ModelState {
+    Ready(ModelId),
+    /// Not resident; the reason is what RepositoryIndex reports.
+    Unavailable(String),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub signature: Arc<Signature>,
+    pub perf: Perf,
+    pub settings: ModelSettings,
+    pub state: ModelState,
+}
+
+impl Entry {
+    pub(crate) fn ready_id(&self) -> Option<ModelId> {
+        match self.state {
+            ModelState::Ready(id) => Some(id),
+            ModelState::Unavailable(_) => None,
+        }
+    }
+
+    /// Default configuration: the catalog's max batch, one instance, and Triton's `dynamic_batching {}`
+    /// for the CNNs (the example `simple` ships without a batcher, as in Triton's repository).
+    fn default_settings(name: &str, perf: &Perf) -> ModelSettings {
+        let dynamic_batching = (name != "simple" && perf.max_batch > 1).then(|| BatcherSettings {
+            max_queue_delay_us: 0,
+            preferred_batch_sizes: Vec::new(),
+        });
+        ModelSettings {
+            max_batch: perf.max_batch,
+            instances: 1,
+            dynamic_batching,
+        }
+    }
+
+    /// The sim's view of this model. Every instance holds its own copy of the weights, as Triton's do.
+    pub(crate) fn setup(&self) -> ModelSetup {
+        ModelSetup {
+            name: self.signature.name.clone(),
+            alpha_ms: self.perf.alpha_ms,
+            beta_ms: self.perf.beta_ms,
+            max_batch: self.settings.max_batch.max(1),
+            instances: self.settings.instances,
+            dynamic_batching: self.settings.dynamic_batching.as_ref().map(|b| Batching {
+                max_queue_delay_us: b.max_queue_delay_us,
+                preferred_batch_sizes: b.preferred_batch_sizes.clone(),
+            }),
+            memory_bytes: self
+                .perf
+                .memory_bytes
+                .saturating_mul(u64::from(self.settings.instances)),
+            input_bytes_per_image: Signature::bytes_per_image(&self.signature.inputs),
+            output_bytes_per_image: Signature::bytes_per_image(&self.signature.outputs),
+        }
+    }
+}
+
+/// Every catalog model that has a performance entry for the emulated GPU.
+#[derive(Debug, Clone)]
+pub(crate) struct Repository {
+    pub models: BTreeMap<String, Entry>,
+}
+
+impl Repository {
+    /// Uses `profile`'s entry where it has one and the default profile otherwise, so a profile that
+    /// covers only some models (e.g. `perseus2019`) still leaves the rest servable.
+    pub(crate) fn new(catalog: &Catalog, gpu: &GpuSpec, profile: Option<&str>) -> Repository {
+        let mut models = BTreeMap::new();
+        for spec in &catalog.models {
+            let entry = profile
+                .and_then(|p| catalog.perf(&spec.name, &gpu.name, Some(p)))
+                .or_else(|| catalog.perf(&spec.name, &gpu.name, None));
+            let Some(entry) = entry else { continue };
+            let perf = Perf {
+                alpha_ms: entry.alpha_ms,
+                beta_ms: entry.beta_ms,
+                memory_bytes: entry.memory_bytes,
+                max_batch: entry.max_batch,
+                profile: entry.profile.clone(),
+            };
+            let settings = Entry::default_settings(&spec.name, &perf);
+            models.insert(
+                spec.name.clone(),
+                Entry {
+                    signature: Arc::new(Signature::from_spec(spec)),
+                    perf,
+                    settings,
+                    state: ModelState::Unavailable("unloaded".into()),
+                },
+            );
+        }
+        Repository { models }
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&Entry> {
+        self.models.get(name)
+    }
+
+    pub(crate) fn get_mut(&mut self, name: &str) -> Option<&mut Entry> {
+        self.models.get_mut(name)
+    }
+}
+
+/// Applies the JSON model configuration of a load request (Triton's `config` parameter) on top of
+/// `base`. Only the fields the emulator models are read; the rest of a real config is accepted and ignored.
+pub(crate) fn apply_config_json(base: &ModelSettings, json: &str) -> Result<ModelSettings, String> {
+    let value: Value = serde_json::from_str(json)
+        .map_err(|e| format!("failed to parse the model configuration: {e}"))?;
+    let mut settings = base.clone();
+    if let Some(v) = value.get("max_batch_size") {
+        settings.max_batch = as_u32(v, "max_batch_size")?;
+    }
+    if let Some(groups) = value.get("instance_group") {
+        let count = groups
+            .as_array()
+            .ok_or("'instance_group' must be a list")?
+            .iter()
+            .map(|g| {
+                g.get("count")
+                    .map_or(Ok(1), |c| as_u32(c, "instance_group.count"))
+            })
+            .sum::<Result<u32, String>>()?;
+        if count == 0 {
+            return Err("'instance_group' must have a count of at least 1".into());
+        }
+        settings.instances = count;
+    }
+    if let Some(db) = value.get("dynamic_batching") {
+        let max_queue_delay_us = db.get("max_queue_delay_microseconds").map_or(Ok(0), |v| {
+            as_u64(v, "dynamic_batching.max_queue_delay_microseconds")
+        })?;
+        let preferred_batch_sizes = match db.get("preferred_batch_size") {
+            None => Vec::new(),
+            Some(list) => list
+                .as_array()
+                .ok_or("'dynamic_batching.preferred_batch_size' must be a list")?
+                .iter()
+                .map(|v| as_u32(v, "dynamic_batching.preferred_batch_size"))
+                .collect::<Result<Vec<u32>, String>>()?,
+        };
+        settings.dynamic_batching = Some(BatcherSettings {
+            max_queue_delay_us,
+            preferred_batch_sizes,
+        });
+    }
+    if let Some(b) = &settings.dynamic_batching
+        && let Some(&too_big) = b
+            .preferred_batch_sizes
+            .iter()
+            .find(|&&p| p > settings.max_batch)
+    {
+        return Err(format!(
+            "dynamic batching preferred size must be <= max batch size ({too_big} > {})",
+            settings.max_batch
+        ));
+    }
+    Ok(settings)
+}
+
+/// Triton's JSON writes 64-bit integers as strings; accept both forms.
+fn as_u64(v: &Value, field: &str) -> Result<u64, String> {
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .ok_or_else(|| format!("'{field}' must be a non-negative integer, got {v}"))
+}
+
+fn as_u32(v: &Value, field: &str) -> Result<u32, String> {
+    u32::try_from(as_u64(v, field)?).map_err(|_| format!("'{field}' is too large: {v}"))
+}
+
+fn data_type(datatype: &str) -> proto::DataType {
+    use proto::DataType as D;
+    match datatype {
+        "BOOL" => D::TypeBool,
+        "UINT8" => D::TypeUint8,
+        "UINT16" => D::TypeUint16,
+        "UINT32" => D::TypeUint32,
+        "UINT64" => D::TypeUint64,
+        "INT8" => D::TypeInt8,
+        "INT16" => D::TypeInt16,
+        "INT32" => D::TypeInt32,
+        "INT64" => D::TypeInt64,
+        "FP16" => D::TypeFp16,
+        "FP32" => D::TypeFp32,
+        "FP64" => D::TypeFp64,
+        "BYTES" => D::TypeString,
+        "BF16" => D::TypeBf16,
+        _ => D::TypeInvalid,
+    }
+}
+
+/// The model configuration as ModelConfig reports it.
+pub(crate) fn model_config(entry: &Entry) -> proto::ModelConfig {
+    let s = &entry.settings;
+    let input = |t: &TensorDesc| proto::ModelInput {
+        name: t.name.clone(),
+        data_type: data_type(&t.datatype) as i32,
+        dims: t.shape.clone(),
+        ..Default::default()
+    };
+    let output = |t: &TensorDesc| proto::ModelOutput {
+        name: t.name.clone(),
+        data_type: data_type(&t.datatype) as i32,
+        dims: t.shape.clone(),
+        ..Default::default()
+    };
+    proto::ModelConfig {
+        name: entry.signature.name.clone(),
+        platform: entry.signature.platform.clone(),
+        max_batch_size: i32::try_from(s.max_batch).unwrap_or(i32::MAX),
+        input: entry.signature.inputs.iter().map(input).collect(),
+        output: entry.signature.outputs.iter().map(output).collect(),
+        instance_group: vec![proto::ModelInstanceGroup {
+            name: entry.signature.name.clone(),
+            kind: proto::model_instance_group::Kind::Gpu as i32,
+            count: i32::try_from(s.instances).unwrap_or(i32::MAX),
+            gpus: vec![0],
+            ..Default::default()
+        }],
+        scheduling_choice: s.dynamic_batching.as_ref().map(|b| {
+            proto::model_config::SchedulingChoice::DynamicBatching(proto::ModelDynamicBatching {
+                preferred_batch_size: b
+                    .preferred_batch_sizes
+                    .iter()
+                    .map(|&p| i32::try_from(p).unwrap_or(i32::MAX))
+                    .collect(),
+                max_queue_delay_microseconds: b.max_queue_delay_us,
+                ..Default::default()
+            })
+        }),
+        ..Default::default()
+    }
+}
+
+/// The same configuration in Triton's JSON form (`GET /v2/models/{m}/config`).
+pub(crate) fn model_config_json(entry: &Entry) -> Value {
+    let s = &entry.settings;
+    let tensor = |t: &TensorDesc, dims_key: &str| {
+        serde_json::json!({
+            "name": t.name,
+            "data_type": format!("TYPE_{}", if t.datatype == "BYTES" { "STRING" } else { &t.datatype }),
+            dims_key: t.shape,
+        })
+    };
+    let mut config = serde_json::json!({
+        "name": entry.signature.name,
+        "platform": entry.signature.platform,
+        "max_batch_size": s.max_batch,
+        "input": entry.signature.inputs.iter().map(|t| tensor(t, "dims")).collect::<Vec<_>>(),
+        "output": entry.signature.outputs.iter().map(|t| tensor(t, "dims")).collect::<Vec<_>>(),
+        "instance_group": [{ "name": entry.signature.name, "kind": "KIND_GPU", "count": s.instances, "gpus": [0] }],
+    });
+    if let (Some(b), Some(obj)) = (&s.dynamic_batching, config.as_object_mut()) {
+        obj.insert(
+            "dynamic_batching".into(),
+            serde_json::json!({
+                "preferred_batch_size": b.preferred_batch_sizes,
+                "max_queue_delay_microseconds": b.max_queue_delay_us,
+            }),
+        );
+    }
+    config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> ModelSettings {
+        ModelSettings {
+            max_batch: 32,
+            instances: 1,
+            dynamic_batching: None,
+        }
+    }
+
+    #[test]
+    fn load_config_sets_the_modelled_knobs() {
+        let json = r#"{"max_batch_size": 16, "instance_group": [{"count": 2, "kind": "KIND_GPU"}],
+            "dynamic_batching": {"max_queue_delay_microseconds": "500", "preferred_batch_size": [4, 8]},
+            "backend": "onnxruntime"}"#;
+        let s = apply_config_json(&base(), json).unwrap();
+        assert_eq!(s.max_batch, 16);
+        assert_eq!(s.instances, 2);
+        assert_eq!(
+            s.dynamic_batching,
+            Some(BatcherSettings {
+                max_queue_delay_us: 500,
+                preferred_batch_sizes: vec![4, 8]
+            })
+        );
+    }
+
+    #[test]
+    fn fields_left_out_keep_their_values() {
+        assert_eq!(apply_config_json(&base(), "{}").unwrap(), base());
+    }
+
+    #[test]
+    fn bad_configs_say_which_field() {
+        for (json, field) in [
+            ("{", "parse"),
+            (r#"{"max_batch_size": -1}"#, "max_batch_size"),
+            (r#"{"instance_group": [{"count": 0}]}"#, "instance_group"),
+            (
+                r#"{"dynamic_batching": {"preferred_batch_size": [64]}}"#,
+                "preferred size",
+            ),
+        ] {
+            let err = apply_config_json(&base(), json).unwrap_err();
+            assert!(err.contains(field), "{json}: {err}");
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! What the emulator does, independent of protocol: the gRPC and HTTP front ends translate their
+//! messages into these calls, so both behave identically (same checks, same errors, same statistics).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::catalog::{Catalog, GpuSpec};
+use crate::emulator::realtime::RealTime;
+use crate::emulator::repository::{self, Entry, ModelState, Repository};
+use crate::emulator::sim::{GpuSetup, ModelCounters, ModelId, SimError};
+use crate::emulator::status::{Code, ServeError};
+use crate::emulator::tensors::{self, InputTensor, OutputTensor, Signature};
+use crate::proto;
+
+/// The only version each emulated model has, as in Triton's example repositories.
+pub(crate) const MODEL_VERSION: &str = "1";
+
+/// The emulated GPU as the metrics endpoint describes it.
+#[derive(Debug, Clone)]
+pub(crate) struct GpuInfo {
+    pub name: String,
+    pub display: String,
+    pub uuid: String,
+    pub tdp_w: f64,
+}
+
+/// An inference request after decoding.
+#[derive(Debug, Clone)]
+pub(crate) struct InferCall {
+    pub model: String,
+    pub version: String,
+    pub id: String,
+    pub inputs: Vec<InputTensor>,
+    /// Empty: all outputs.
+    pub outputs: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct InferReply {
+    pub model: String,
+    pub version: String,
+    pub id: String,
+    pub outputs: Vec<OutputTensor>,
+}
+
+pub(crate) struct Core {
+    pub clock: RealTime,
+    pub gpu: GpuInfo,
+    repo: Mutex<Repository>,
+    /// Unix time of the sim's epoch, in ns, for `last_inference`.
+    unix_epoch_ns: u64,
+}
+
+impl Core {
+    pub(crate) fn new(
+        catalog: &Catalog,
+        gpu: &GpuSpec,
+        profile: Option<&str>,
+    ) -> std::io::Result<Core> {
+        let clock = RealTime::start(GpuSetup {
+            name: gpu.name.clone(),
+            memory_total_bytes: gpu.memory_bytes,
+            context_bytes: gpu.context_bytes,
+            tdp_w: gpu.tdp_w,
+            idle_w: gpu.idle_w,
+            gamma: gpu.gamma,
+            sm_clock_mhz: gpu.sm_clock_mhz,
+        })?;
+        let since_epoch = clock.epoch().elapsed();
+        let unix_epoch_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.saturating_sub(since_epoch).as_nanos() as u64);
+        Ok(Core {
+            clock,
+            gpu: GpuInfo {
+                name: gpu.name.clone(),
+                display: gpu.display.clone(),
+                uuid: format!("GPU-perseus-emulated-{}", gpu.name.to_lowercase()),
+                tdp_w: gpu.tdp_w,
+            },
+            repo: Mutex::new(Repository::new(catalog, gpu, profile)),
+            unix_epoch_ns,
+        })
+    }
+
+    fn repo(&self) -> MutexGuard<'_, Repository> {
+        self.repo
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Names of the models resident now, in repository order.
+    pub(crate) fn loaded(&self) -> Vec<String> {
+        let repo = self.repo();
+        repo.models
+            .iter()
+            .filter(|(_, e)| e.ready_id().is_some())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Names of every model this GPU's catalog offers.
+    pub(crate) fn available(&self) -> Vec<String> {
+        self.repo().models.keys().cloned().collect()
+    }
+
+    /// Loads (or reloads, with a new configuration) a model. A reload first unloads, as Triton does, so
+    /// a configuration that no longer fits leaves the model unavailable with the reason in the index.
+    pub(crate) fn load(&self, name: &str, config_json: Option<&str>) -> Result<(), ServeError> {
+        let mut repo = self.repo();
+        let entry = repo.get_mut(name).ok_or_else(|| ServeError {
+            code: Code::NotFound,
+            message: format!(
+                "failed to load '{name}', failed to poll from model repository: no model '{name}' for GPU {}",
+                self.gpu.name
+            ),
+        })?;
+        let settings = match config_json {
+            Some(json) => repository::apply_config_json(&entry.settings, json)
+                .map_err(|e| ServeError::invalid(format!("failed to load '{name}': {e}")))?,
+            None => entry.settings.clone(),
+        };
+        if let Some(id) = entry.ready_id() {
+            self.clock.unload(id).map_err(|e| sim_error(name, e))?;
+            entry.state = ModelState::Unavailable("unloaded".into());
+        }
+        entry.settings = settings;
+        match self.clock.load(entry.setup()) {
+            Ok(id) => {
+                entry.state = ModelState::Ready(id);
+                Ok(())
+            }
+            Err(e) => {
+                let err = sim_error(name, e);
+                entry.state = ModelState::Unavailable(err.message.clone());
+                Err(err)
+            }
+        }
+    }
+
+    /// Unloads a model; requests still queued for it fail with UNAVAILABLE.
+    pub(crate) fn unload(&self, name: &str) -> Result<(), ServeError> {
+        let mut repo = self.repo();
+        let entry = repo.get_mut(name).ok_or_else(|| ServeError {
+            code: Code::NotFound,
+            message: format!("failed to unload '{name}', no model '{name}' in the repository"),
+        })?;
+        if let Some(id) = entry.ready_id() {
+            self.clock.unload(id).map_err(|e| sim_error(name, e))?;
+        }
+        entry.state = ModelState::Unavailable("unloaded".into());
+        Ok(())
+    }
+
+    /// Whether a model (and version) is ready; unknown models are simply not ready, as in Triton.
+    pub(crate) fn is_ready(&self, name: &str, version: &str) -> bool {
+        self.ready_entry(name, version).is_ok()
+    }
+
+    /// A loaded model's entry, or Triton's error for an unknown / unloaded one.
+    pub(crate) fn ready_entry(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<(ModelId, Entry), ServeError> {
+        let repo = self.repo();
+        let entry = repo
+            .get(name)
+            .ok_or_else(|| ServeError::unknown_model(name))?;
+        let id = entry
+            .ready_id()
+            .ok_or_else(|| ServeError::unavailable_model(name))?;
+        if !version.is_empty() && version != MODEL_VERSION {
+            return Err(ServeError {
+                code: Code::Unavailable,
+                message: format!(
+                    "Request for unknown model: '{name}' version {version} is not available"
+                ),
+            });
+        }
+        Ok((id, entry.clone()))
+    }
+
+    /// Validates, queues on the modelled GPU, and answers when the model says the batch finished.
+    pub(crate) async fn infer(&self, call: InferCall) -> Result<InferReply, ServeError> {
+        let (id, entry) = self.ready_entry(&call.model, &call.version)?;
+        let sig: &Signature = &entry.signature;
+        tensors::validate_outputs(sig, &call.outputs)?;
+        let batch = tensors::validate_inputs(sig, entry.settings.max_batch, &call.inputs)?;
+        let outputs = tensors::compute_outputs(
+            sig,
+            entry.settings.max_batch,
+            batch,
+            &call.inputs,
+            &call.outputs,
+        );
+        let done = self
+            .clock
+            .submit(id, batch)
+            .map_err(|e| sim_error(&call.model, e))?;
+        let completion = done.await.map_err(|_| ServeError {
+            code: Code::Unavailable,
+            message: "the emulator is shutting down".into(),
+        })?;
+        if !completion.ok {
+            return Err(ServeError {
+                code: Code::Unavailable,
+                message: format!(
+                    "model '{}' was unloaded before the request executed",
+                    call.model
+                ),
+            });
+        }
+        Ok(InferReply {
+            model: call.model,
+            version: MODEL_VERSION.into(),
+            id: call.id,
+            outputs,
+        })
+    }
+
+    /// Triton's ModelStatistics for one ready model, or for every ready model when `name` is empty.
+    pub(crate) fn statistics(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<Vec<proto::ModelStatistics>, ServeError> {
+        let targets: Vec<(String, ModelId, u64)> = if name.is_empty() {
+            let repo = self.repo();
+            repo.models
+                .iter()
+                .filter_map(|(n, e)| Some((n.clone(), e.ready_id()?, e.setup().memory_bytes)))
+                .collect()
+        } else {
+            let (id, entry) = self.ready_entry(name, version)?;
+            vec![(name.to_string(), id, entry.setup().memory_bytes)]
+        };
+        let unix_epoch_ns = self.unix_epoch_ns;
+        Ok(self.clock.with_sim(|sim, _| {
+            targets
+                .iter()
+                .filter_map(|(name, id, memory)| {
+                    let c = sim.counters(*id)?;
+                    Some(statistics_message(name, c, *memory, unix_epoch_ns))
+                })
+                .collect()
+        }))
+    }
+
+    /// RepositoryIndex: every catalog model for this GPU with its state.
+    pub(crate) fn index(
+        &self,
+        ready_only: bool,
+    ) -> Vec<proto::repository_index_response::ModelIndex> {
+        let repo = self.repo();
+        repo.models
+            .iter()
+            .filter(|(_, e)| !ready_only || e.ready_id().is_some())
+            .map(|(name, e)| {
+                let (state, reason) = match &e.state {
+                    ModelState::Ready(_) => ("READY", String::new()),
+                    ModelState::Unavailable(reason) => ("UNAVAILABLE", reason.clone()),
+                };
+                proto::repository_index_response::ModelIndex {
+                    name: name.clone(),
+                    version: MODEL_VERSION.into(),
+                    state: state.into(),
+                    reason,
+                }
+            })
+            .collect()
+    }
+
+    /// (model name, counters) for every ready model, read at the current instant (for /metrics).
+    pub(crate) fn all_counters(&self) -> Vec<(String, ModelCounters)> {
+        let ids: Vec<(String, ModelId)> = {
+            let repo = self.repo();
+            repo.models
+                .iter()
+                .filter_map(|(n, e)| Some((n.clone(), e.ready_id()?)))
+                .collect()
+        };
+        self.clock.with_sim(|sim, _| {
+            ids.into_iter()
+                .filter_map(|(n, id)| Some((n, sim.counters(id)?.clone())))
+                .collect()
+        })
+    }
+}
+
+/// The sim's refusals in Triton's codes and wording.
+fn sim_error(model: &str, err: SimError) -> ServeError {
+    match err {
+        SimError::DoesNotFit {
+            model,
+            need_mib,
+            free_mib,
+            total_mib,
+        } => ServeError {
+            code: Code::ResourceExhausted,
+            message: format!(
+                "failed to load '{model}': out of GPU memory: the model needs {need_mib} MiB but only \
+                 {free_mib} MiB of {total_mib} MiB are free"
+            ),
+        },
+        SimError::UnknownModel(_) => ServeError::unavailable_model(model),
+        SimError::BatchTooLarge { model, batch, max } => ServeError::invalid(format!(
+            "inference request batch-size must be <= {max} for '{model}' (got {batch})"
+        )),
+        err @ SimError::InvalidSetup { .. } => {
+            ServeError::invalid(format!("failed to load '{model}': {err}"))
+        }
+        err @ SimError::AlreadyLoaded { .. } => ServeError {
+            code: Code::Internal,
+            message: err.to_string(),
+        },
+    }
+}
+
+fn duration(count: u64, ns: u64) -> Option<proto::StatisticDuration> {
+    Some(proto::StatisticDuration { count, ns })
+}
+
+/// Triton's field semantics: cumulative since load; `last_inference` in ms since the Unix epoch.
+fn statistics_message(
+    name: &str,
+    c: &ModelCounters,
+    memory_bytes: u64,
+    unix_epoch_ns: u64,
+) -> proto::ModelStatistics {
+    let last_inference = if c.inference_count == 0 && c.fail_count == 0 {
+        0
+    } else {
+        (unix_epoch_ns + c.last_inference_ns) / 1_000_000
+    };
+    proto::ModelStatistics {
+        name: name.into(),
+        version: MODEL_VERSION.into(),
+        last_inference,
+        inference_count: c.inference_count,
+        execution_count: c.execution_count,
+        inference_stats: Some(proto::InferStatistics {
+            success: duration(c.success_count, c.success_ns),
+            fail: duration(c.fail_count, c.fail_ns),
+            queue: duration(c.queue_count, c.queue_ns),
+            compute_input: duration(c.compute_input_count, c.compute_input_ns),
+            compute_infer: duration(c.compute_infer_count, c.compute_infer_ns),
+            compute_output: duration(c.compute_output_count, c.compute_output_ns),
+            cache_hit: duration(0, 0),
+            cache_miss: duration(0, 0),
+        }),
+        batch_stats: c
+            .batch_stats
+            .iter()
+            .map(|(&size, b)| proto::InferBatchStatistics {
+                batch_size: u64::from(size),
+                compute_input: duration(b.count, b.compute_input_ns),
+                compute_infer: duration(b.count, b.compute_infer_ns),
+                compute_output: duration(b.count, b.compute_output_ns),
+            })
+            .collect(),
+        memory_usage: vec![proto::MemoryUsage {
+            r#type: "GPU".into(),
+            id: 0,
+            byte_size: memory_bytes,
+        }],
+        response_stats: Default::default(),
+    }
+}
+
+/// Shared handle the front ends hold.
+pub(crate) type SharedCore = Arc<Core>;

@@ -1,0 +1,231 @@
+//! The simulator's inputs, outputs and errors.
+
+use std::collections::BTreeMap;
+
+/// Nanoseconds since the simulation's epoch (virtual or real, the core does not care).
+pub type Nanos = u64;
+/// Index of a loaded model; never reused, so a stale id after unload cannot hit another model.
+pub type ModelId = usize;
+
+pub(crate) const MIB: u64 = 1024 * 1024;
+
+/// Host-to-device copy rate used for compute_input and compute_output: 12 GB/s, what pinned copies reach on a
+/// PCIe 3.0 x16 link (15.75 GB/s raw). One rate for every GPU keeps transfer costs comparable across the
+/// catalog; on every catalog GPU the copy is small next to inference at realistic batch sizes.
+pub const PCIE_BYTES_PER_S: f64 = 12e9;
+/// Fixed cost of issuing a copy (driver call and DMA setup), so even `simple` shows non-zero compute_input.
+pub const COPY_SETUP_NS: u64 = 2_000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuSetup {
+    pub name: String,
+    pub memory_total_bytes: u64,
+    /// Memory taken before any model is loaded (the server's CUDA context).
+    pub context_bytes: u64,
+    pub tdp_w: f64,
+    pub idle_w: f64,
+    /// Interference: a running batch slows by (1 + gamma · occupancy of the others).
+    pub gamma: f64,
+    pub sm_clock_mhz: u32,
+}
+
+/// Triton's `dynamic_batching` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batching {
+    pub max_queue_delay_us: u64,
+    /// When non-empty, batches never exceed the largest preferred size.
+    pub preferred_batch_sizes: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSetup {
+    pub name: String,
+    /// Solo batch latency L(b) = alpha + beta·b; alpha is time that leaves the SMs idle (launches, framework).
+    pub alpha_ms: f64,
+    pub beta_ms: f64,
+    pub max_batch: u32,
+    /// At most this many batches of the model execute at once.
+    pub instances: u32,
+    /// `None`: each request executes alone, as Triton does without a dynamic batcher.
+    pub dynamic_batching: Option<Batching>,
+    pub memory_bytes: u64,
+    /// Bytes per image in / out, for compute_input / compute_output times.
+    pub input_bytes_per_image: u64,
+    pub output_bytes_per_image: u64,
+}
+
+impl ModelSetup {
+    /// L(b) in nanoseconds: how long a batch of `batch` images takes with the GPU to itself.
+    pub fn solo_latency_ns(&self, batch: u32) -> f64 {
+        (self.alpha_ms + self.beta_ms * f64::from(batch)) * 1e6
+    }
+
+    /// u(b) = β·b / L(b): the share of the GPU's SMs a batch keeps busy when it runs alone.
+    pub fn occupancy(&self, batch: u32) -> f64 {
+        let l = self.solo_latency_ns(batch);
+        if l <= 0.0 {
+            1.0
+        } else {
+            (self.beta_ms * f64::from(batch) * 1e6 / l).clamp(0.0, 1.0)
+        }
+    }
+
+    /// Time to copy a batch's inputs to the GPU.
+    pub fn compute_input_ns(&self, batch: u32) -> u64 {
+        copy_ns(self.input_bytes_per_image * u64::from(batch))
+    }
+
+    /// Time to copy a batch's outputs back.
+    pub fn compute_output_ns(&self, batch: u32) -> u64 {
+        copy_ns(self.output_bytes_per_image * u64::from(batch))
+    }
+
+    /// The largest batch the dynamic batcher forms: the largest preferred size, else max batch.
+    pub fn batch_cap(&self) -> u32 {
+        self.dynamic_batching
+            .as_ref()
+            .and_then(|b| {
+                b.preferred_batch_sizes
+                    .iter()
+                    .copied()
+                    .filter(|&p| p <= self.max_batch)
+                    .max()
+            })
+            .unwrap_or(self.max_batch)
+            .max(1)
+    }
+
+    /// Upper bound on the model's throughput in images/s on an otherwise idle GPU: every instance running
+    /// the largest batch it can form back to back.
+    pub fn capacity_images_per_s(&self, request_batch: u32) -> f64 {
+        let b = if self.dynamic_batching.is_some() {
+            self.batch_cap().max(request_batch)
+        } else {
+            request_batch
+        };
+        let per_batch_ns =
+            self.solo_latency_ns(b) + (self.compute_input_ns(b) + self.compute_output_ns(b)) as f64;
+        f64::from(self.instances) * f64::from(b) * 1e9 / per_batch_ns
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), SimError> {
+        let bad = |reason: &str| {
+            Err(SimError::InvalidSetup {
+                model: self.name.clone(),
+                reason: reason.to_string(),
+            })
+        };
+        if self.name.is_empty() {
+            return bad("name is empty");
+        }
+        if !(self.alpha_ms.is_finite() && self.alpha_ms >= 0.0) {
+            return bad("alpha_ms must be finite and ≥ 0");
+        }
+        if !(self.beta_ms.is_finite() && self.beta_ms > 0.0) {
+            return bad("beta_ms must be finite and > 0");
+        }
+        if self.max_batch == 0 {
+            return bad("max_batch must be at least 1");
+        }
+        if self.instances == 0 {
+            return bad("instances must be at least 1");
+        }
+        let bad_preferred = self.dynamic_batching.as_ref().is_some_and(|b| {
+            b.preferred_batch_sizes
+                .iter()
+                .any(|&p| p == 0 || p > self.max_batch)
+        });
+        if bad_preferred {
+            return bad("preferred batch sizes must lie between 1 and max_batch");
+        }
+        Ok(())
+    }
+}
+
+fn copy_ns(bytes: u64) -> u64 {
+    COPY_SETUP_NS + (bytes as f64 * 1e9 / PCIE_BYTES_PER_S).round() as u64
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SimError {
+    #[error(
+        "model '{model}' needs {need_mib} MiB of GPU memory but only {free_mib} MiB of {total_mib} MiB are free"
+    )]
+    DoesNotFit {
+        model: String,
+        need_mib: u64,
+        free_mib: u64,
+        total_mib: u64,
+    },
+    #[error("no loaded model has id {0}")]
+    UnknownModel(ModelId),
+    #[error(
+        "request of batch {batch} for model '{model}' must be between 1 and its max batch {max}"
+    )]
+    BatchTooLarge { model: String, batch: u32, max: u32 },
+    #[error("model '{model}' is already loaded")]
+    AlreadyLoaded { model: String },
+    #[error("invalid setup for model '{model}': {reason}")]
+    InvalidSetup { model: String, reason: String },
+}
+
+/// The fate of one request, with the server-side times Triton's statistics report for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub token: u64,
+    pub model: ModelId,
+    /// Images in the executed batch this request was part of (0 when it never executed).
+    pub batch: u32,
+    /// False when the request failed (its model was unloaded while it queued).
+    pub ok: bool,
+    pub queue_ns: u64,
+    pub compute_input_ns: u64,
+    pub compute_infer_ns: u64,
+    pub compute_output_ns: u64,
+    pub finished_at: Nanos,
+}
+
+/// Per executed batch size, as Triton's `batch_stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchCounters {
+    pub count: u64,
+    pub compute_input_ns: u64,
+    pub compute_infer_ns: u64,
+    pub compute_output_ns: u64,
+}
+
+/// Cumulative, as Triton's ModelStatistics: never reset while loaded. Counts are per request except
+/// `inference_count` (images) and `execution_count` (batches).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModelCounters {
+    pub success_count: u64,
+    pub success_ns: u64,
+    pub fail_count: u64,
+    pub fail_ns: u64,
+    pub queue_count: u64,
+    pub queue_ns: u64,
+    pub compute_input_count: u64,
+    pub compute_input_ns: u64,
+    pub compute_infer_count: u64,
+    pub compute_infer_ns: u64,
+    pub compute_output_count: u64,
+    pub compute_output_ns: u64,
+    pub inference_count: u64,
+    pub execution_count: u64,
+    pub last_inference_ns: Nanos,
+    pub batch_stats: BTreeMap<u32, BatchCounters>,
+    /// Requests queued or executing now.
+    pub pending: u64,
+}
+
+/// Cumulative GPU figures from which NVML-like rates are differences over a window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GpuCounters {
+    /// Time any kernel ran (NVML's utilization is the share of a window this covers).
+    pub busy_ns: u64,
+    /// ∫ min(1, U) dt: SM activity in nanoseconds.
+    pub sm_active_ns: f64,
+    pub energy_j: f64,
+    pub memory_used_bytes: u64,
+    pub memory_total_bytes: u64,
+}

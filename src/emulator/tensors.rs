@@ -1,0 +1,418 @@
+//! Tensor checking and output generation, independent of the wire format: the gRPC and HTTP front ends
+//! both turn their payloads into little-endian bytes first, so one validator gives one set of answers.
+//!
+//! Outputs: `simple` computes Triton's example exactly (OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 −
+//! INPUT1, wrapping INT32 arithmetic). Every other model returns a *deterministic placeholder* of the
+//! right shape and type: floating-point outputs hold a uniform distribution (each element 1/N for N
+//! elements per image, so a classifier's scores sum to one), integer and boolean outputs hold zeros.
+//! The emulator models time, not numerics.
+
+use crate::catalog::{ModelSpec, TensorSpec};
+use crate::emulator::status::ServeError;
+
+/// One tensor of a model's signature, as the catalog describes it (shape without the batch dimension).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TensorDesc {
+    pub name: String,
+    pub datatype: String,
+    pub shape: Vec<i64>,
+}
+
+/// A model's name, platform and tensors, shared by every request to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Signature {
+    pub name: String,
+    pub platform: String,
+    pub inputs: Vec<TensorDesc>,
+    pub outputs: Vec<TensorDesc>,
+}
+
+impl Signature {
+    pub(crate) fn from_spec(spec: &ModelSpec) -> Signature {
+        let desc = |t: &TensorSpec| TensorDesc {
+            name: t.name.clone(),
+            datatype: t.datatype.clone(),
+            shape: t.shape.clone(),
+        };
+        Signature {
+            name: spec.name.clone(),
+            platform: spec.platform.clone(),
+            inputs: spec.inputs.iter().map(desc).collect(),
+            outputs: spec.outputs.iter().map(desc).collect(),
+        }
+    }
+
+    /// Bytes of all inputs (or outputs) for one image; the sim charges transfer time by these.
+    pub(crate) fn bytes_per_image(tensors: &[TensorDesc]) -> u64 {
+        tensors
+            .iter()
+            .map(|t| element_count(&t.shape) * element_size(&t.datatype).unwrap_or(1) as u64)
+            .sum()
+    }
+}
+
+/// An input as received, with its contents already as little-endian bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct InputTensor {
+    pub name: String,
+    pub datatype: String,
+    pub shape: Vec<i64>,
+    pub data: bytes::Bytes,
+}
+
+/// An output ready for encoding in either protocol.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct OutputTensor {
+    pub name: String,
+    pub datatype: String,
+    pub shape: Vec<i64>,
+    pub data: Vec<u8>,
+}
+
+/// Size of one element of a Triton datatype; `None` for BYTES (variable length).
+pub(crate) fn element_size(datatype: &str) -> Option<usize> {
+    match datatype {
+        "BOOL" | "UINT8" | "INT8" => Some(1),
+        "UINT16" | "INT16" | "FP16" | "BF16" => Some(2),
+        "UINT32" | "INT32" | "FP32" => Some(4),
+        "UINT64" | "INT64" | "FP64" => Some(8),
+        _ => None,
+    }
+}
+
+/// Elements in a shape, counting a variable (−1) dimension as one.
+fn element_count(shape: &[i64]) -> u64 {
+    shape.iter().map(|&d| d.max(1) as u64).product()
+}
+
+fn shape_text(shape: &[i64]) -> String {
+    let dims: Vec<String> = shape.iter().map(i64::to_string).collect();
+    format!("[{}]", dims.join(","))
+}
+
+/// Checks the request's inputs against the signature and returns the batch size (1 for a model without
+/// batching). Wording follows Triton's so clients and users see familiar messages.
+pub(crate) fn validate_inputs(
+    sig: &Signature,
+    max_batch: u32,
+    inputs: &[InputTensor],
+) -> Result<u32, ServeError> {
+    let model = &sig.name;
+    for input in inputs {
+        if !sig.inputs.iter().any(|t| t.name == input.name) {
+            let allowed: Vec<&str> = sig.inputs.iter().map(|t| t.name.as_str()).collect();
+            return Err(ServeError::invalid(format!(
+                "unexpected inference input '{}' for model '{model}', allowed inputs are: {}",
+                input.name,
+                allowed.join(", ")
+            )));
+        }
+    }
+    let missing: Vec<&str> = sig
+        .inputs
+        .iter()
+        .filter(|t| !inputs.iter().any(|i| i.name == t.name))
+        .map(|t| t.name.as_str())
+        .collect();
+    if !missing.is_empty() || inputs.len() != sig.inputs.len() {
+        return Err(ServeError::invalid(format!(
+            "expected {} inputs but got {} inputs for model '{model}'; missing required input(s) [{}]",
+            sig.inputs.len(),
+            inputs.len(),
+            missing.join(", ")
+        )));
+    }
+
+    let mut batch: Option<i64> = None;
+    for input in inputs {
+        let Some(desc) = sig.inputs.iter().find(|t| t.name == input.name) else {
+            continue;
+        };
+        if input.datatype != desc.datatype {
+            return Err(ServeError::invalid(format!(
+                "inference input '{}' data-type is '{}', but model '{model}' expects '{}'",
+                input.name, input.datatype, desc.datatype
+            )));
+        }
+        let (expected_full, dims) = if max_batch > 0 {
+            let mut full = vec![-1];
+            full.extend_from_slice(&desc.shape);
+            (full, input.shape.get(1..).unwrap_or(&[]))
+        } else {
+            (desc.shape.clone(), input.shape.as_slice())
+        };
+        let dims_match = dims.len() == desc.shape.len()
+            && dims
+                .iter()
+                .zip(&desc.shape)
+                .all(|(&got, &want)| want < 0 || got == want)
+            && input.shape.len() == expected_full.len()
+            && input.shape.iter().all(|&d| d >= 0);
+        if !dims_match || (max_batch > 0 && input.shape.first().is_none_or(|&b| b < 1)) {
+            return Err(ServeError::invalid(format!(
+                "unexpected shape for input '{}' for model '{model}'. Expected {}, got {}",
+                input.name,
+                shape_text(&expected_full),
+                shape_text(&input.shape)
+            )));
+        }
+        if max_batch > 0 {
+            let b = input.shape[0];
+            if b > i64::from(max_batch) {
+                return Err(ServeError::invalid(format!(
+                    "inference request batch-size must be <= {max_batch} for '{model}'"
+                )));
+            }
+            if batch.is_some_and(|other| other != b) {
+                return Err(ServeError::invalid(format!(
+                    "input '{}' batch size does not match other inputs for '{model}'",
+                    input.name
+                )));
+            }
+            batch = Some(b);
+        }
+        if let Some(size) = element_size(&input.datatype) {
+            let expected = input.shape.iter().map(|&d| d as u64).product::<u64>() * size as u64;
+            if input.data.len() as u64 != expected {
+                return Err(ServeError::invalid(format!(
+                    "input byte size mismatch for input '{}' for model '{model}'. Expected {expected}, got {}",
+                    input.name,
+                    input.data.len()
+                )));
+            }
+        }
+    }
+    Ok(batch.map_or(1, |b| b as u32))
+}
+
+/// Checks requested output names; an empty list means all outputs.
+pub(crate) fn validate_outputs(sig: &Signature, requested: &[String]) -> Result<(), ServeError> {
+    for name in requested {
+        if !sig.outputs.iter().any(|t| &t.name == name) {
+            return Err(ServeError::invalid(format!(
+                "unexpected inference output '{name}' for model '{}'",
+                sig.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Computes the requested outputs (all when `requested` is empty), in the order requested.
+pub(crate) fn compute_outputs(
+    sig: &Signature,
+    max_batch: u32,
+    batch: u32,
+    inputs: &[InputTensor],
+    requested: &[String],
+) -> Vec<OutputTensor> {
+    let selected: Vec<&TensorDesc> = if requested.is_empty() {
+        sig.outputs.iter().collect()
+    } else {
+        requested
+            .iter()
+            .filter_map(|name| sig.outputs.iter().find(|t| &t.name == name))
+            .collect()
+    };
+    selected
+        .into_iter()
+        .map(|desc| {
+            let mut shape: Vec<i64> = Vec::with_capacity(desc.shape.len() + 1);
+            if max_batch > 0 {
+                shape.push(i64::from(batch));
+            }
+            shape.extend(desc.shape.iter().map(|&d| d.max(1)));
+            let data = if sig.name == "simple" {
+                simple_output(&desc.name, inputs)
+            } else {
+                None
+            }
+            .unwrap_or_else(|| placeholder(desc, &shape));
+            OutputTensor {
+                name: desc.name.clone(),
+                datatype: desc.datatype.clone(),
+                shape,
+                data,
+            }
+        })
+        .collect()
+}
+
+/// Triton's `simple` example: element-wise INT32 sum (OUTPUT0) and difference (OUTPUT1).
+fn simple_output(output: &str, inputs: &[InputTensor]) -> Option<Vec<u8>> {
+    let find = |name: &str| {
+        inputs
+            .iter()
+            .find(|t| t.name == name && t.datatype == "INT32")
+    };
+    let (a, b) = (find("INPUT0")?, find("INPUT1")?);
+    let op: fn(i32, i32) -> i32 = match output {
+        "OUTPUT0" => i32::wrapping_add,
+        "OUTPUT1" => i32::wrapping_sub,
+        _ => return None,
+    };
+    let words = |d: &[u8]| -> Vec<i32> {
+        d.chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    let (a, b) = (words(&a.data), words(&b.data));
+    Some(
+        a.iter()
+            .zip(&b)
+            .flat_map(|(&x, &y)| op(x, y).to_le_bytes())
+            .collect(),
+    )
+}
+
+/// The documented placeholder: a uniform distribution for floats, zeros otherwise.
+fn placeholder(desc: &TensorDesc, shape: &[i64]) -> Vec<u8> {
+    let total = element_count(shape) as usize;
+    let per_image = element_count(&desc.shape).max(1) as f64;
+    match desc.datatype.as_str() {
+        "FP32" => (1.0 / per_image as f32).to_le_bytes().repeat(total),
+        "FP64" => (1.0 / per_image).to_le_bytes().repeat(total),
+        other => vec![0; total * element_size(other).unwrap_or(1)],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn simple() -> Signature {
+        let t = |name: &str| TensorDesc {
+            name: name.into(),
+            datatype: "INT32".into(),
+            shape: vec![16],
+        };
+        Signature {
+            name: "simple".into(),
+            platform: "tensorflow_graphdef".into(),
+            inputs: vec![t("INPUT0"), t("INPUT1")],
+            outputs: vec![t("OUTPUT0"), t("OUTPUT1")],
+        }
+    }
+
+    fn int_input(name: &str, values: &[i32], shape: Vec<i64>) -> InputTensor {
+        InputTensor {
+            name: name.into(),
+            datatype: "INT32".into(),
+            shape,
+            data: values
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>()
+                .into(),
+        }
+    }
+
+    #[test]
+    fn simple_sums_and_differences_every_element() {
+        let a: Vec<i32> = (0..16).collect();
+        let b: Vec<i32> = (0..16).map(|i| 100 - 3 * i).collect();
+        let inputs = [
+            int_input("INPUT0", &a, vec![1, 16]),
+            int_input("INPUT1", &b, vec![1, 16]),
+        ];
+        let sig = simple();
+        assert_eq!(validate_inputs(&sig, 8, &inputs), Ok(1));
+        let out = compute_outputs(&sig, 8, 1, &inputs, &[]);
+        let ints = |o: &OutputTensor| -> Vec<i32> {
+            o.data
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        assert_eq!(
+            ints(&out[0]),
+            a.iter().zip(&b).map(|(x, y)| x + y).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            ints(&out[1]),
+            a.iter().zip(&b).map(|(x, y)| x - y).collect::<Vec<_>>()
+        );
+        assert_eq!(out[1].shape, vec![1, 16]);
+    }
+
+    #[test]
+    fn requested_outputs_are_honoured_in_order() {
+        let inputs = [
+            int_input("INPUT0", &[1; 16], vec![1, 16]),
+            int_input("INPUT1", &[2; 16], vec![1, 16]),
+        ];
+        let out = compute_outputs(&simple(), 8, 1, &inputs, &["OUTPUT1".to_string()]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].name, "OUTPUT1");
+        assert!(validate_outputs(&simple(), &["OUTPUT9".into()]).is_err());
+    }
+
+    #[test]
+    fn each_mistake_is_named_in_the_message() {
+        let sig = simple();
+        let good = int_input("INPUT1", &[0; 16], vec![1, 16]);
+        let cases = [
+            (
+                int_input("INPUT7", &[0; 16], vec![1, 16]),
+                "unexpected inference input 'INPUT7'",
+            ),
+            (
+                int_input("INPUT0", &[0; 8], vec![1, 8]),
+                "unexpected shape for input 'INPUT0'",
+            ),
+            (
+                int_input("INPUT0", &[0; 8], vec![1, 16]),
+                "input byte size mismatch for input 'INPUT0'",
+            ),
+            (
+                InputTensor {
+                    datatype: "FP32".into(),
+                    ..int_input("INPUT0", &[0; 16], vec![1, 16])
+                },
+                "data-type is 'FP32', but model 'simple' expects 'INT32'",
+            ),
+            (
+                int_input("INPUT0", &[0; 16 * 9], vec![9, 16]),
+                "batch-size must be <= 8",
+            ),
+        ];
+        for (bad, expected) in cases {
+            let err = validate_inputs(&sig, 8, &[bad, good.clone()]).unwrap_err();
+            assert!(
+                err.message.contains(expected),
+                "{} lacks {expected}",
+                err.message
+            );
+        }
+        let err = validate_inputs(&sig, 8, &[good]).unwrap_err();
+        assert!(
+            err.message.contains("missing required input(s) [INPUT0]"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn placeholders_have_the_right_size_and_sum_to_one_per_image() {
+        let sig = Signature {
+            name: "resnet50".into(),
+            platform: "onnxruntime_onnx".into(),
+            inputs: vec![],
+            outputs: vec![TensorDesc {
+                name: "probs".into(),
+                datatype: "FP32".into(),
+                shape: vec![1000],
+            }],
+        };
+        let out = compute_outputs(&sig, 32, 3, &[], &[]);
+        assert_eq!(out[0].shape, vec![3, 1000]);
+        let floats: Vec<f32> = out[0]
+            .data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert_eq!(floats.len(), 3000);
+        let first: f32 = floats[..1000].iter().sum();
+        assert!((first - 1.0).abs() < 1e-3);
+    }
+}
