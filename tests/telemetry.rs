@@ -405,3 +405,153 @@ async fn http_get_refuses_errors_oversized_bodies_and_silence() {
     assert!(matches!(err, HttpError::Timeout(_)), "{err}");
     drop(listener);
 }
+
+mod embedded_emulator {
+    use super::*;
+    use perseus::emulator::{Emulator, EmulatorConfig, RunningEmulator};
+    use perseus::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+    use perseus::proto::model_infer_request::InferInputTensor;
+    use perseus::proto::{self};
+    use perseus::telemetry::{GpuSource, MetricsSource, SourceSample};
+
+    async fn start_simple() -> RunningEmulator {
+        let mut config = EmulatorConfig::embedded("t4");
+        config.models = vec!["simple".into()];
+        Emulator::start(config).await.expect("emulator starts")
+    }
+
+    fn simple_request() -> proto::ModelInferRequest {
+        let tensor = |name: &str| InferInputTensor {
+            name: name.into(),
+            datatype: "INT32".into(),
+            shape: vec![1, 16],
+            ..Default::default()
+        };
+        let raw: bytes::Bytes = (0..16i32)
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into();
+        proto::ModelInferRequest {
+            model_name: "simple".into(),
+            inputs: vec![tensor("INPUT0"), tensor("INPUT1")],
+            raw_input_contents: vec![raw.clone(), raw],
+            ..Default::default()
+        }
+    }
+
+    async fn scrape(source: &mut MetricsSource) -> SourceSample {
+        source.poll().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn per_model_rates_from_its_metrics_match_the_load_sent() {
+        const SENT: u32 = 400;
+        const PER_S: f64 = 100.0;
+        let emulator = start_simple().await;
+        let client = GrpcInferenceServiceClient::connect(emulator.grpc_url())
+            .await
+            .unwrap();
+        let mut metrics = MetricsSource::new(
+            &emulator.metrics_url(),
+            Source::Emulator,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+
+        let before = scrape(&mut metrics).await;
+        // Open loop at a fixed rate: each request leaves at its intended time, whatever the replies do.
+        let first = Instant::now();
+        let mut replies = Vec::new();
+        for i in 0..SENT {
+            tokio::time::sleep_until(
+                (first + Duration::from_secs_f64(f64::from(i) / PER_S)).into(),
+            )
+            .await;
+            let mut client = client.clone();
+            replies.push(tokio::spawn(async move {
+                client.model_infer(simple_request()).await.is_ok()
+            }));
+        }
+        let mut ok = 0u32;
+        for reply in replies {
+            ok += u32::from(reply.await.unwrap());
+        }
+        let client_window_s = first.elapsed().as_secs_f64();
+        let after = scrape(&mut metrics).await;
+        assert_eq!(ok, SENT);
+
+        let rates = model_rates(&before, &after, Source::Emulator);
+        let r = &rates["simple"];
+        // Every request counted once, as one inference of batch 1, none failed.
+        assert!(
+            close(r.success_per_s * r.interval_s, f64::from(SENT)),
+            "{r:?}"
+        );
+        assert!(
+            close(r.inferences_per_s * r.interval_s, f64::from(SENT)),
+            "{r:?}"
+        );
+        assert_eq!(r.failure_per_s, 0.0);
+        assert_eq!(r.source, Source::Emulator);
+        // Scrapes are stamped mid-request, right before the first send and after the last reply, so
+        // the two windows differ by about one loopback round trip on a 4 s load.
+        let client_rate = f64::from(ok) / client_window_s;
+        let diff = (r.success_per_s - client_rate).abs() / client_rate;
+        println!(
+            "metrics {:.3}/s over {:.3} s, client {client_rate:.3}/s over {client_window_s:.3} s: {:.2}%",
+            r.success_per_s,
+            r.interval_s,
+            diff * 100.0
+        );
+        assert!(
+            diff < 0.02,
+            "metrics {:.2}/s vs client {client_rate:.2}/s",
+            r.success_per_s
+        );
+        assert!(r.compute_infer_us.is_some_and(|us| us > 0.0), "{r:?}");
+        emulator.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn every_gpu_figure_of_an_embedded_run_comes_from_the_emulator() {
+        let emulator = start_simple().await;
+        let telemetry = Telemetry::start(TelemetryConfig {
+            metrics_url: Some(emulator.metrics_url()),
+            embedded_emulator: true,
+            metrics_interval: Duration::from_millis(100),
+            ..TelemetryConfig::default()
+        });
+        let view = wait_for(&telemetry, |_, v| {
+            v.utilization.is_some() && v.unavailable.iter().any(|l| l.starts_with("NVML"))
+        })
+        .await;
+        let figures = [
+            view.utilization,
+            view.sm_activity,
+            view.memory_used_bytes,
+            view.memory_total_bytes,
+            view.power_w,
+            view.power_limit_w,
+        ];
+        for (i, f) in figures.iter().enumerate() {
+            assert_eq!(
+                f.map(|r| r.source),
+                Some(Source::Emulator),
+                "figure {i} in {view:?}"
+            );
+        }
+        assert!(view.uuid.is_some());
+        let mut acc = GpuSummaryAcc::new();
+        acc.push(&view);
+        let summary = acc.finish();
+        assert_eq!(summary.source, Some(Source::Emulator));
+        assert!(
+            summary.sources.values().all(|s| *s == Source::Emulator),
+            "{summary:?}"
+        );
+        let json = serde_json::to_value(&summary).unwrap();
+        assert_eq!(json["sources"]["sm_activity"], "Emulator");
+        telemetry.shutdown();
+        emulator.shutdown().await;
+    }
+}

@@ -151,9 +151,13 @@ impl GpuSource for MetricsSource {
         format!("metrics {}", self.url)
     }
 
+    /// Stamps the sample halfway through the request: the best estimate of when the server read its
+    /// counters, so rates are not skewed by a slow round trip or by parsing.
     async fn poll(&mut self) -> Result<SourceSample, TelemetryError> {
+        let sent = Instant::now();
         let text = http::get_text(&self.parsed, self.timeout, MAX_METRICS_BYTES).await?;
-        parse_metrics(&text, Instant::now(), self.gpu_source)
+        let at = sent + sent.elapsed() / 2;
+        parse_metrics(&text, at, self.gpu_source)
     }
 }
 
