@@ -215,8 +215,10 @@ impl Telemetry {
             let interval = cfg.metrics_interval;
             let timeout = interval.clamp(Duration::from_millis(500), Duration::from_secs(5));
             let label = format!("metrics {url}");
-            if interval.is_zero() {
-                let reason = TelemetryError::Config("scrape interval must be above zero".into());
+            if interval.is_zero() || interval > Duration::from_secs(3600) {
+                let reason = TelemetryError::Config(format!(
+                    "scrape interval must be in (0, 1 h], got {interval:?}"
+                ));
                 lock(&metrics).record(Err(reason), &label);
             } else {
                 match MetricsSource::new(&url, gpu_source, timeout) {
