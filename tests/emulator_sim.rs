@@ -516,3 +516,38 @@ fn perseus2019_reproduces_the_dedicated_peaks_and_the_colocation_gain() {
         );
     }
 }
+
+/// An hour of traffic at a few hundred requests per second: run with `--ignored --nocapture` (ideally in
+/// release) to see how long the virtual-time runner takes; the assertions only check the run is whole.
+#[test]
+#[ignore = "a performance probe, not a check; prints its wall time"]
+fn an_hour_of_traffic_in_virtual_time() {
+    let catalog = Catalog::embedded().unwrap();
+    let t4 = catalog.gpu("t4").unwrap().setup();
+    let resnet = catalog
+        .model_setup("resnet50", "t4", Some("perseus2019"))
+        .unwrap();
+    let inception = catalog
+        .model_setup("inception_v3", "t4", Some("perseus2019"))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let report = simulate(
+        &t4,
+        &[
+            (resnet, Workload::poisson(150.0)),
+            (inception, Workload::poisson(80.0)),
+        ],
+        3_600.0,
+        1,
+    )
+    .unwrap();
+    eprintln!(
+        "one hour at 230 req/s simulated in {:.2} s wall ({} requests)",
+        started.elapsed().as_secs_f64(),
+        report.models.iter().map(|m| m.submitted).sum::<u64>()
+    );
+    for m in &report.models {
+        assert_eq!(m.completed, m.submitted);
+        assert!((m.achieved_per_s / m.offered_per_s - 1.0).abs() < 0.02);
+    }
+}
