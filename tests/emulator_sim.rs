@@ -74,6 +74,58 @@ fn solo_latency_equals_l_of_b_plus_the_copies() {
 }
 
 #[test]
+fn concurrent_batches_share_the_gpu_as_design_section_5_says() {
+    let gamma = 0.2;
+    let g = gpu(gamma);
+    let quiet = |m: ModelSetup| ModelSetup {
+        input_bytes_per_image: 0,
+        output_bytes_per_image: 0,
+        ..m
+    };
+    let a = quiet(model("a", 2.0, 2.0));
+    let b = quiet(model("b", 1.0, 3.0));
+    let mut sim = Sim::new(g);
+    let ia = sim.load(a.clone()).unwrap();
+    let ib = sim.load(b.clone()).unwrap();
+    sim.submit(0, ia, 1, 0).unwrap();
+    sim.submit(0, ib, 1, 1).unwrap();
+    let mut out = Vec::new();
+    while let Some(t) = sim.next_event() {
+        sim.advance(t, &mut out);
+    }
+    // Both infer from the same instant; U = uA + uB; each runs at 1 / (max(1,U)·(1 + γ·(U − uᵢ))) until
+    // the first finishes, then the other runs alone at full speed.
+    let (ua, ub) = (a.occupancy(1), b.occupancy(1));
+    let u = ua + ub;
+    let rate = |own: f64| 1.0 / (u.max(1.0) * (1.0 + gamma * (u - own)));
+    let (ra, rb) = (rate(ua), rate(ub));
+    let (la, lb) = (a.solo_latency_ns(1), b.solo_latency_ns(1));
+    let (first_a, first_b) = (la / ra, lb / rb);
+    let (expect_a, expect_b) = if first_a <= first_b {
+        (first_a, first_a + (lb - first_a * rb))
+    } else {
+        (first_b + (la - first_b * ra), first_b)
+    };
+    let infer = |token: u64| {
+        out.iter()
+            .find(|c| c.token == token)
+            .unwrap()
+            .compute_infer_ns as f64
+    };
+    assert!(
+        (infer(0) - expect_a).abs() <= 2.0,
+        "{} vs {expect_a}",
+        infer(0)
+    );
+    assert!(
+        (infer(1) - expect_b).abs() <= 2.0,
+        "{} vs {expect_b}",
+        infer(1)
+    );
+    assert!(infer(0) > la && infer(1) > lb, "sharing slows both");
+}
+
+#[test]
 fn statistics_count_what_the_model_did() {
     let setup = ModelSetup {
         dynamic_batching: batching(&[4], 1_000),
