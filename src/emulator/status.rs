@@ -42,13 +42,13 @@ impl ServeError {
         }
     }
 
-    /// HTTP codes as Triton's HTTP endpoint maps its error kinds.
+    /// HTTP codes as Triton's HTTP endpoint maps its error kinds (anything without its own code is 400).
     pub(crate) fn http_status(&self) -> StatusCode {
         match self.code {
             Code::InvalidArgument => StatusCode::BAD_REQUEST,
             Code::NotFound => StatusCode::NOT_FOUND,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+            Code::ResourceExhausted => StatusCode::BAD_REQUEST,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -107,7 +107,8 @@ pub struct TelemetryConfig {
     pub metrics_url: Option<String>,
     pub nvml: NvmlChoice,
     /// The target is the in-process emulator: its `/metrics` describes the emulated GPU, so every
-    /// figure from it is `Source::Emulator` and a real GPU's NVML figures are kept out of the view.
+    /// figure from it is `Source::Emulator`, and NVML is only opened (to report whether it works),
+    /// never sampled into the view: this machine's GPU is not the one being served.
     pub embedded_emulator: bool,
     pub nvml_hz: f64,
     pub metrics_interval: Duration,
@@ -151,9 +152,13 @@ impl GpuSource for MetricsSource {
         format!("metrics {}", self.url)
     }
 
+    /// Stamps the sample halfway through the request: the best estimate of when the server read its
+    /// counters, so rates are not skewed by a slow round trip or by parsing.
     async fn poll(&mut self) -> Result<SourceSample, TelemetryError> {
+        let sent = Instant::now();
         let text = http::get_text(&self.parsed, self.timeout, MAX_METRICS_BYTES).await?;
-        parse_metrics(&text, Instant::now(), self.gpu_source)
+        let at = sent + sent.elapsed() / 2;
+        parse_metrics(&text, at, self.gpu_source)
     }
 }
 
@@ -191,7 +196,13 @@ impl Telemetry {
                 let reason = format!("sampling rate must be in (0, 1000] Hz, got {}", cfg.nvml_hz);
                 lock(&nvml).record(Err(TelemetryError::Config(reason)), nvml::NVML_LABEL);
             } else {
-                tokio::spawn(start_nvml(device, Arc::clone(&nvml), cancel.clone()));
+                let sample = !cfg.embedded_emulator;
+                tokio::spawn(start_nvml(
+                    device,
+                    sample,
+                    Arc::clone(&nvml),
+                    cancel.clone(),
+                ));
             }
         }
         let mut metrics_label = None;
@@ -204,8 +215,10 @@ impl Telemetry {
             let interval = cfg.metrics_interval;
             let timeout = interval.clamp(Duration::from_millis(500), Duration::from_secs(5));
             let label = format!("metrics {url}");
-            if interval.is_zero() {
-                let reason = TelemetryError::Config("scrape interval must be above zero".into());
+            if interval.is_zero() || interval > Duration::from_secs(3600) {
+                let reason = TelemetryError::Config(format!(
+                    "scrape interval must be in (0, 1 h], got {interval:?}"
+                ));
                 lock(&metrics).record(Err(reason), &label);
             } else {
                 match MetricsSource::new(&url, gpu_source, timeout) {
@@ -319,14 +332,65 @@ fn hz_interval(hz: f64) -> Duration {
 }
 
 /// Opens NVML off the async threads (loading the library and `nvmlInit` can take a while on a big
-/// machine), then samples it; a failure to open is recorded once and the task ends.
-async fn start_nvml(device: DeviceSelector, state: SharedState, cancel: CancellationToken) {
+/// machine), then samples it; a failure to open is recorded once and the task ends. With `sample`
+/// false (an embedded emulator, whose GPU is not this machine's) it only reports whether NVML works.
+async fn start_nvml(
+    device: DeviceSelector,
+    sample: bool,
+    state: SharedState,
+    cancel: CancellationToken,
+) {
     let interval = lock(&state).interval;
     let opened = tokio::task::spawn_blocking(move || NvmlSource::open(device)).await;
     let opened =
         opened.unwrap_or_else(|e| Err(TelemetryError::Nvml(format!("loading thread failed: {e}"))));
     match opened {
-        Ok(source) => run_sampler(source, interval, state, cancel).await,
+        Ok(source) if sample => run_sampler(source, interval, state, cancel).await,
+        Ok(_) => {}
         Err(e) => lock(&state).record(Err(e), nvml::NVML_LABEL),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gpu_is_chosen_by_index_or_uuid() {
+        assert_eq!(
+            "1".parse::<DeviceSelector>().unwrap(),
+            DeviceSelector::Index(1)
+        );
+        let uuid = "GPU-9f8e7d6c-5b4a-4321-8765-abcdef012345";
+        assert_eq!(
+            uuid.parse::<DeviceSelector>().unwrap(),
+            DeviceSelector::Uuid(uuid.into())
+        );
+        assert!(" ".parse::<DeviceSelector>().is_err());
+    }
+
+    #[tokio::test]
+    async fn bad_settings_are_reported_as_unavailable_sources() {
+        let t = Telemetry::start(TelemetryConfig {
+            metrics_url: Some("https://triton:8002/metrics".into()),
+            nvml: NvmlChoice::Device(DeviceSelector::Index(0)),
+            nvml_hz: 0.0,
+            ..TelemetryConfig::default()
+        });
+        let v = t.view();
+        assert_eq!(v.unavailable.len(), 2, "{:?}", v.unavailable);
+        assert!(v.unavailable[0].starts_with("NVML unavailable: sampling rate"));
+        assert!(v.unavailable[1].starts_with("metrics https://triton:8002/metrics: bad URL"));
+        assert!(v.utilization.is_none());
+    }
+
+    #[tokio::test]
+    async fn nothing_asked_for_reports_nothing() {
+        let t = Telemetry::start(TelemetryConfig {
+            nvml: NvmlChoice::Off,
+            ..TelemetryConfig::default()
+        });
+        assert_eq!(t.view(), GpuView::default());
+        assert!(t.model_rates().is_empty());
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
 
-use super::error::{Limits, TritonError, error_chain};
+use super::error::{Direction, Limits, TritonError, error_chain};
 use super::stats::ModelStats;
 use crate::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 use crate::proto::model_repository_parameter::ParameterChoice;
@@ -127,8 +127,9 @@ impl TritonClient {
         Ok(Self::with_channel(endpoint(opts)?.connect_lazy(), opts))
     }
 
-    /// `n` clients on `n` separate HTTP/2 connections, so that a load generator is not limited by
-    /// one connection's stream concurrency and flow-control window. Connects them all now.
+    /// `n` clients (at least one) on as many separate HTTP/2 connections, so that a load generator is
+    /// not limited by one connection's stream concurrency and flow-control window. Connects them all
+    /// now and fails if any cannot connect.
     pub async fn pool(opts: &ConnectOptions, n: usize) -> Result<Vec<Self>, TritonError> {
         let connects = (0..n.max(1)).map(|_| Self::connect(opts));
         futures::future::try_join_all(connects).await
@@ -343,9 +344,21 @@ impl TritonClient {
         send: F,
     ) -> Result<Resp, TritonError>
     where
+        Req: prost::Message,
         F: FnOnce(GrpcInferenceServiceClient<Channel>, tonic::Request<Req>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
     {
+        // tonic enforces the limit too, but only while streaming the body, and the server then sees
+        // a reset stream and the caller a bare "h2 protocol error". Measuring first (a sum of
+        // lengths, no encoding) gives the caller the real reason.
+        let len = message.encoded_len();
+        if len > self.limits.max_encode {
+            return Err(TritonError::MessageTooLarge {
+                direction: Direction::Request,
+                limit: self.limits.max_encode,
+                message: format!("request is {len} bytes"),
+            });
+        }
         let mut request = tonic::Request::new(message);
         let timeout = timeout.or(self.request_timeout);
         if let Some(timeout) = timeout {

@@ -49,6 +49,10 @@ pub enum TritonError {
     /// No connection could be established (refused, unreachable, TLS handshake failed, …).
     #[error("cannot connect to {address}: {message}")]
     Connect { address: String, message: String },
+    /// The connection failed during a call (reset, TLS alert, protocol error): tonic reports these as
+    /// `UNKNOWN: transport error`, gRPC's C++ client as `UNAVAILABLE`, which is what they count as.
+    #[error("connection failed: {message}")]
+    Transport { message: String },
     /// Connecting took longer than the connect timeout.
     #[error("connecting to {address} timed out after {}", humantime::format_duration(*after))]
     ConnectTimeout { address: String, after: Duration },
@@ -84,7 +88,9 @@ impl TritonError {
             Self::InvalidAddress { .. } | Self::Tls(_) | Self::TlsFile { .. } => {
                 Code::InvalidArgument
             }
-            Self::Connect { .. } | Self::ConnectTimeout { .. } => Code::Unavailable,
+            Self::Connect { .. } | Self::ConnectTimeout { .. } | Self::Transport { .. } => {
+                Code::Unavailable
+            }
             Self::Timeout { .. } => Code::DeadlineExceeded,
             Self::MessageTooLarge { .. } => Code::ResourceExhausted,
             Self::Protocol { .. } => Code::Internal,
@@ -137,6 +143,19 @@ impl TritonError {
                     message: message.to_owned(),
                 };
             }
+        }
+        // Statuses from the server never carry a source; one built by tonic from a local transport
+        // failure does, and the reason is only in that source.
+        if status.code() == Code::Unknown
+            && let Some(source) = std::error::Error::source(&status)
+        {
+            let cause = error_chain(source);
+            let message = if cause.starts_with(message) {
+                cause
+            } else {
+                format!("{message}: {cause}")
+            };
+            return Self::Transport { message };
         }
         Self::Status {
             code: status.code(),
@@ -315,6 +334,33 @@ mod tests {
             TritonError::from_status(status, None, LIMITS).code_name(),
             "OUT_OF_RANGE"
         );
+    }
+
+    #[test]
+    fn a_local_transport_failure_is_a_connection_error_with_its_cause() {
+        let cause =
+            std::io::Error::new(std::io::ErrorKind::ConnectionReset, "peer sent a TLS alert");
+        let status = tonic::Status::from_error(Box::new(cause));
+        assert_eq!(status.code(), Code::Unknown);
+        let err = TritonError::from_status(status, None, LIMITS);
+        assert!(matches!(err, TritonError::Transport { .. }), "{err:?}");
+        assert!(err.is_connection_error());
+        assert_eq!(err.code_name(), "UNAVAILABLE");
+        assert!(err.to_string().contains("peer sent a TLS alert"), "{err}");
+
+        // The same code sent by a server is the server's answer, not a broken connection.
+        let err = TritonError::from_status(tonic::Status::unknown("model crashed"), None, LIMITS);
+        assert!(
+            matches!(
+                err,
+                TritonError::Status {
+                    code: Code::Unknown,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(!err.is_connection_error());
     }
 
     #[test]

@@ -50,6 +50,8 @@ impl Workload {
 #[derive(Debug, Clone)]
 pub struct ModelReport {
     pub name: String,
+    /// Length of the arrival window the rates refer to.
+    pub duration_s: f64,
     pub offered_per_s: f64,
     /// Requests that completed within the run's duration, per second of it.
     pub achieved_per_s: f64,
@@ -148,9 +150,11 @@ pub fn simulate(
             let index = token_model[c.token as usize];
             let tally = &mut stats[index];
             let latency = c.finished_at.saturating_sub(arrived_at[c.token as usize]);
-            tally
-                .latency_us
-                .saturating_record(latency.div_ceil(1_000).max(1));
+            let micros = latency.div_ceil(1_000).max(1);
+            // Auto-resizing, so `record` grows to fit; saturating only guards the impossible error.
+            if tally.latency_us.record(micros).is_err() {
+                tally.latency_us.saturating_record(micros);
+            }
             tally.latency_sum_ns += latency as f64;
             tally.completed += 1;
             if c.finished_at <= end {
@@ -190,6 +194,7 @@ pub fn simulate(
             });
             ModelReport {
                 name: setup.name.clone(),
+                duration_s,
                 offered_per_s: workload.rate_per_s,
                 achieved_per_s: tally.completed_in_window as f64 * 1e9 / span,
                 submitted: tally.submitted,
@@ -310,11 +315,14 @@ impl Default for SearchOptions {
     }
 }
 
-/// A run meets its SLA when the percentile is within the target and it keeps up with the offered load
-/// (an overloaded run can still look fine for a while before its queue grows).
+/// A run meets its SLA when the percentile (over every request that arrived, queues drained) is within
+/// the target. An overloaded queue grows for the whole run, so overload by a fraction ε shows up as a
+/// latency of about ε·duration: runs must be long next to the SLA (a 60 s run resolves 1.25 % at 750 ms).
+/// The completion check only guards against huge SLAs hiding a gross overload.
 fn meets(report: &ModelReport, sla: &Sla) -> bool {
+    let arrived_per_s = report.submitted as f64 / report.duration_s.max(1e-9);
     report.latency_ms(sla.percentile) <= sla.latency_ms
-        && report.achieved_per_s >= 0.98 * report.offered_per_s
+        && report.achieved_per_s >= 0.95 * arrived_per_s
 }
 
 /// The highest Poisson request rate (req/s, `batch` images each) at which `model` alone on `gpu` meets
