@@ -230,7 +230,10 @@ fn drive(shared: &Shared) {
             && shared.generation.load(Ordering::Acquire) == generation
             && !shared.stop.load(Ordering::Acquire)
         {
+            // Yield rather than burn the core: on a small machine the server's own tasks and the
+            // load generator need it, and a yield returns within microseconds when nothing else runs.
             std::hint::spin_loop();
+            thread::yield_now();
         }
     }
     // Whoever still waits gets no completion: their receivers see the sender dropped.

@@ -98,7 +98,7 @@ pub fn start(cfg: EngineConfig) -> std::io::Result<EngineHandle> {
     let (ev_tx, ev_rx) = mpsc::channel(1024);
     let tick_s = cfg.spec.tick.as_secs_f64();
     let history = History::for_tick(tick_s);
-    let engine = Engine::new(cfg, clock, ev_tx, history);
+    let mut engine = Engine::new(cfg, clock, ev_tx, history);
     let first = Arc::new(engine.snapshot(Instant::now()));
     let (snap_tx, snap_rx) = watch::channel(first);
     let done = tokio::spawn(engine.run(cmd_rx, ev_rx, snap_tx));
@@ -228,10 +228,6 @@ impl Engine {
             level,
             text,
         });
-    }
-
-    fn emit(&self, ev: Event) {
-        let _ = self.events.try_send(ev);
     }
 
     fn spawn_connect(&mut self, delay: Duration) {

@@ -8,7 +8,7 @@ use crate::engine::hooks::ServerModel;
 use crate::engine::snapshot::{ServerWindow, SoloPeak, TenantId, TenantView, Totals, WindowStats};
 use crate::loadgen::{ClosedLoop, TenantShared};
 use crate::measure::TenantMeter;
-use crate::session::spec::{Load, TenantSpec};
+use crate::session::spec::TenantSpec;
 use crate::triton::{ModelStats, StatsWindow};
 
 pub(crate) struct Tenant {
@@ -111,14 +111,6 @@ impl Tenant {
             totals,
             server: self.server_window,
             solo_peak: self.peak,
-        }
-    }
-
-    /// The configured open-loop rate, if this is an open-loop tenant.
-    pub fn rate(&self) -> Option<f64> {
-        match self.spec.load {
-            Load::Rate { per_s, .. } => Some(per_s),
-            Load::Concurrency(_) => None,
         }
     }
 }

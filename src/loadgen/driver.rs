@@ -7,7 +7,7 @@
 //! hides queueing (no coordinated omission). Closed-loop tenants are tokio tasks that keep N requests
 //! in flight.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, RwLock};
@@ -39,6 +39,9 @@ pub struct TenantShared {
     next_client: AtomicUsize,
     in_flight: AtomicU32,
     max_in_flight: AtomicU32,
+    /// Intended send times of arrivals waiting for an in-flight slot (bounded).
+    backlog: Mutex<VecDeque<Instant>>,
+    backlog_cap: usize,
     deadline: Duration,
     recorder: TenantRecorder,
     paused: AtomicBool,
@@ -70,6 +73,9 @@ impl TenantShared {
             next_client: AtomicUsize::new(0),
             in_flight: AtomicU32::new(0),
             max_in_flight: AtomicU32::new(max_in_flight.max(1)),
+            backlog: Mutex::new(VecDeque::new()),
+            backlog_cap: (max_in_flight.max(1) as usize)
+                .saturating_mul(crate::session::spec::TenantSpec::BACKLOG_FACTOR as usize),
             deadline,
             recorder,
             paused: AtomicBool::new(false),
@@ -85,6 +91,38 @@ impl TenantShared {
 
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Arrivals waiting for an in-flight slot.
+    pub fn backlog(&self) -> usize {
+        self.backlog.lock().map(|b| b.len()).unwrap_or(0)
+    }
+
+    fn try_acquire(&self) -> bool {
+        let max = self.max_in_flight.load(Ordering::Relaxed);
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn release(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn push_backlog(&self, intended: Instant) -> bool {
+        match self.backlog.lock() {
+            Ok(mut b) if b.len() < self.backlog_cap => {
+                b.push_back(intended);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn pop_backlog(&self) -> Option<Instant> {
+        self.backlog.lock().ok()?.pop_front()
     }
 
     pub fn is_paused(&self) -> bool {
@@ -154,31 +192,61 @@ impl TenantShared {
 }
 
 /// Sends one request whose intended send time was `intended`, and records the outcome.
-/// Returns whether it was sent (false: dropped at the in-flight bound).
+///
+/// Returns false when the arrival was dropped (in-flight bound and backlog both full). An arrival
+/// that finds the bound reached waits in the backlog; whichever request frees a slot sends it, so
+/// the wait shows in latency from the intended time but not in service latency.
 pub async fn send_one(shared: Arc<TenantShared>, intended: Instant) -> bool {
-    let max = shared.max_in_flight.load(Ordering::Relaxed);
-    if shared
-        .in_flight
-        .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
-            (n < max).then_some(n + 1)
-        })
-        .is_err()
-    {
+    if shared.try_acquire() {
+        run_slot(&shared, intended).await;
+        return true;
+    }
+    if !shared.push_backlog(intended) {
         shared.recorder.record_drop();
         return false;
     }
+    // A slot may have freed while this arrival queued: then nobody else will pick it up.
+    if shared.try_acquire() {
+        match shared.pop_backlog() {
+            Some(next) => run_slot(&shared, next).await,
+            None => shared.release(),
+        }
+    }
+    true
+}
+
+/// Holds one in-flight slot: sends, then keeps sending from the backlog until it is empty.
+async fn run_slot(shared: &Arc<TenantShared>, mut intended: Instant) {
+    loop {
+        send_and_record(shared, intended).await;
+        if let Some(next) = shared.pop_backlog() {
+            intended = next;
+            continue;
+        }
+        shared.release();
+        // An arrival may have queued between the pop and the release.
+        if shared.backlog() > 0 && shared.try_acquire() {
+            match shared.pop_backlog() {
+                Some(next) => {
+                    intended = next;
+                    continue;
+                }
+                None => shared.release(),
+            }
+        }
+        break;
+    }
+}
+
+async fn send_and_record(shared: &TenantShared, intended: Instant) {
     let request = match shared.template.read() {
         Ok(t) => ModelInferRequest::clone(&t),
-        Err(_) => {
-            shared.in_flight.fetch_sub(1, Ordering::AcqRel);
-            return false;
-        }
+        Err(_) => return,
     };
+    shared.recorder.record_sent();
     let Some(client) = shared.pick_client() else {
-        shared.in_flight.fetch_sub(1, Ordering::AcqRel);
-        shared.recorder.record_sent();
         shared.recorder.record_error("UNAVAILABLE");
-        return true;
+        return;
     };
     let sent = Instant::now();
     let send_error = sent.saturating_duration_since(intended);
@@ -188,13 +256,11 @@ pub async fn send_one(shared: Arc<TenantShared>, intended: Instant) -> bool {
     if let Ok(mut h) = shared.send_errors_us.lock() {
         h.saturating_record(send_error.as_micros() as u64);
     }
-    shared.recorder.record_sent();
     if send_error > LATE_THRESHOLD {
         shared.recorder.record_late();
     }
     let result = client.infer_within(request, shared.deadline).await;
     let done = Instant::now();
-    shared.in_flight.fetch_sub(1, Ordering::AcqRel);
     match result {
         Ok(_) => shared.recorder.record_ok(
             done.saturating_duration_since(intended),
@@ -210,7 +276,6 @@ pub async fn send_one(shared: Arc<TenantShared>, intended: Instant) -> bool {
             shared.recorder.record_error(e.code_name());
         }
     }
-    true
 }
 
 enum ClockMsg {

@@ -310,6 +310,8 @@ impl TenantMeter {
             sla_met: verdict.met,
             achieved_per_s: per_s(t.ok, measured_s),
             goodput_per_s: per_s(t.ok_within_sla, measured_s),
+            // Server-side figures come from the server's statistics, not from this meter.
+            server: None,
         }
     }
 }

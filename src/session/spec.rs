@@ -90,7 +90,9 @@ pub struct TenantSpec {
     pub instances: Option<u32>,
     pub dynamic_batching: Option<DynamicBatching>,
     pub data: InputData,
-    /// In-flight bound; an arrival that finds it reached is counted as dropped.
+    /// Requests outstanding at the server at most. An arrival beyond it waits in a client-side
+    /// backlog of up to [`TenantSpec::BACKLOG_FACTOR`] × this many (the wait counts in latency from
+    /// the intended send time, not in service latency) and is dropped only when that is full too.
     pub max_in_flight: u32,
     /// Per-request deadline; expiry counts as an error.
     pub deadline: Duration,
@@ -98,6 +100,7 @@ pub struct TenantSpec {
 
 impl TenantSpec {
     pub const DEFAULT_MAX_IN_FLIGHT: u32 = 1024;
+    pub const BACKLOG_FACTOR: u32 = 4;
     pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
 }
 
