@@ -138,7 +138,10 @@ async fn replay_publishes_every_snapshot_in_order_at_the_recorded_pace() {
     replay(rec, tx, ctrl_rx).await;
     let seen = watcher.await.unwrap();
     // Everything the replay published (the channel's initial value has no replay position).
-    let published: Vec<_> = seen.into_iter().filter(|(_, s)| s.replay.is_some()).collect();
+    let published: Vec<_> = seen
+        .into_iter()
+        .filter(|(_, s)| s.replay.is_some())
+        .collect();
     assert_eq!(published.len(), snaps.len());
     let mut history = History::for_tick(TICK_S);
     for ((at, got), want) in published.iter().zip(&snaps) {
