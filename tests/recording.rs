@@ -9,7 +9,9 @@ use std::sync::Arc;
 use common::{TICK_S, header, run};
 use perseus::engine::command::ReplayCommand;
 use perseus::engine::snapshot::{History, Snapshot};
-use perseus::session::{CSV_COLUMNS, Recorder, export_csv, read_recording, replay};
+use perseus::session::{
+    CSV_COLUMNS, Recorder, export_csv, read_recording, record_snapshots, replay,
+};
 use tokio::sync::{mpsc, watch};
 
 fn record(dir: &Path, snaps: &[Snapshot]) -> std::path::PathBuf {
@@ -257,5 +259,30 @@ fn csv_has_one_row_per_tick_and_tenant() {
             n == CSV_COLUMNS.len() || n == CSV_COLUMNS.len() + 1,
             "{line}"
         );
+    }
+}
+
+#[tokio::test]
+async fn the_recorder_task_follows_the_engine_channel_until_it_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let snaps = run(12, &["resnet50"]);
+    let rec = Recorder::create(dir.path(), "live", header()).unwrap();
+    let (tx, rx) = watch::channel(Arc::new(snaps[0].clone()));
+    let task = tokio::spawn(record_snapshots(rec, rx));
+    for s in &snaps[1..] {
+        tokio::task::yield_now().await;
+        tx.send_replace(Arc::new(s.clone()));
+    }
+    drop(tx);
+    let path = task.await.unwrap().unwrap();
+    let back = read_recording(&path).unwrap();
+    // The watch channel may coalesce a slow recorder's ticks, but never reorders them and always
+    // delivers the first and the last.
+    let seqs: Vec<u64> = back.snapshots.iter().map(|s| s.seq).collect();
+    assert_eq!(seqs.first(), Some(&0));
+    assert_eq!(seqs.last(), Some(&11));
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    for s in &back.snapshots {
+        assert_eq!(s, &snaps[s.seq as usize]);
     }
 }

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use perseus::session::spec::{Arrival, CostSpec, Load, RunSpec, TargetSpec};
 use perseus::session::{
-    DEMO_SESSION, StaticModels, load_session, parse_session, save_atomic, to_toml,
+    DEMO_SESSION, StaticModels, fresh_session_path, load_session, parse_session, save_atomic,
+    to_toml,
 };
 
 /// The emulator catalog's models, as the CLI would look them up.
@@ -210,5 +211,20 @@ fn unreadable_session_file_names_the_file() {
         e.to_string()
             .starts_with("sessions/no-such-file.toml: cannot read session file"),
         "{e}"
+    );
+}
+
+#[test]
+fn fresh_session_paths_do_not_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = parse_session(DEMO_SESSION, Path::new("demo.toml"), &catalog()).unwrap();
+    let first = fresh_session_path(dir.path(), &spec.name);
+    save_atomic(&spec, &first).unwrap();
+    let second = fresh_session_path(dir.path(), &spec.name);
+    assert_ne!(first, second);
+    let name = first.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.ends_with(".toml") && !name.contains(' ') && !name.contains(':'),
+        "{name}"
     );
 }

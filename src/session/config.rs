@@ -106,6 +106,11 @@ pub fn runs_dir() -> Result<PathBuf, ConfigError> {
     Ok(data_dir()?.join("runs"))
 }
 
+/// Where the TUI saves sessions when the user gives no path.
+pub fn sessions_dir() -> Result<PathBuf, ConfigError> {
+    Ok(data_dir()?.join("sessions"))
+}
+
 impl Config {
     /// The user's config and the file it came from (`None`: defaults, no file found).
     pub fn load() -> Result<(Config, Option<PathBuf>), ConfigError> {

@@ -19,6 +19,7 @@ mod write;
 
 pub use config::{
     CONFIG_ENV, Config, ConfigError, DATA_DIR_ENV, data_dir, default_config_path, runs_dir,
+    sessions_dir,
 };
 pub use doc::SessionError;
 pub use export::{CSV_COLUMNS, export_csv};
@@ -31,7 +32,7 @@ pub use replay::{REPLAY_SPEEDS, replay};
 pub use tenant::{
     DEFAULT_BURST_FACTOR, DEFAULT_BURST_OFF, DEFAULT_BURST_ON, DEFAULT_SLA, parse_gaps,
 };
-pub use write::{save_atomic, to_toml};
+pub use write::{fresh_session_path, save_atomic, to_toml};
 
 /// The default session (three CNNs on one emulated T4), embedded so that `perseus` with no
 /// arguments works from any directory.

@@ -64,7 +64,7 @@ pub struct Recorder {
 }
 
 /// A file-name-safe part from a session name: letters, digits, `-` and `_` only.
-fn file_stem(session: &str) -> String {
+pub(super) fn file_stem(session: &str) -> String {
     let mut s: String = session
         .chars()
         .map(|c| {
@@ -83,7 +83,7 @@ fn file_stem(session: &str) -> String {
 }
 
 /// `20261128T171500Z`: sortable, and free of characters some file systems refuse.
-fn timestamp() -> String {
+pub(super) fn timestamp() -> String {
     let t = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     t.chars().filter(|c| *c != '-' && *c != ':').collect()
 }

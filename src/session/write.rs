@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 use std::io::{self, Write as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::spec::{Arrival, CostSpec, InputData, Load, RunSpec, TargetSpec, TenantSpec};
@@ -204,4 +204,21 @@ pub fn save_atomic(spec: &RunSpec, path: &Path) -> io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// A new file name for a saved session in `dir` (`<timestamp>-<session>.toml`), for the TUI's
+/// "save" when the user gives no path; numbered if that name is taken.
+pub fn fresh_session_path(dir: &Path, session_name: &str) -> PathBuf {
+    let base = format!(
+        "{}-{}",
+        super::recording::timestamp(),
+        super::recording::file_stem(session_name)
+    );
+    let mut path = dir.join(format!("{base}.toml"));
+    let mut n = 2;
+    while path.exists() {
+        path = dir.join(format!("{base}-{n}.toml"));
+        n += 1;
+    }
+    path
 }
