@@ -1,3 +1,39 @@
-//! Scenario files, recording and replay.
+//! Scenarios as files, and runs that can be shown again.
+//!
+//! - [`parse_session`] turns a session file (DESIGN §3) into a validated [`spec::RunSpec`], with
+//!   errors that point at the file, line, column and key; [`to_toml`] and [`save_atomic`] write one
+//!   back for the TUI's "save session".
+//! - [`Config`] is the user's `config.toml`; [`data_dir`] and [`runs_dir`] say where files go.
+//! - [`Recorder`] appends snapshots to a JSON-lines recording, [`read_recording`] reads one back up
+//!   to any damage, [`replay`] plays it to the dashboard, and [`export_csv`] flattens it.
 
+mod config;
+mod doc;
+mod export;
+mod parse;
+mod recording;
+mod replay;
 pub mod spec;
+mod tenant;
+mod write;
+
+pub use config::{
+    CONFIG_ENV, Config, ConfigError, DATA_DIR_ENV, data_dir, default_config_path, runs_dir,
+    sessions_dir,
+};
+pub use doc::SessionError;
+pub use export::{CSV_COLUMNS, export_csv};
+pub use parse::{AnyModel, ModelLookup, StaticModels, load_session, parse_session};
+pub use recording::{
+    Damage, RECORDING_SCHEMA, Recorder, Recording, RecordingError, RecordingHeader,
+    parse_recording, read_recording, record_snapshots,
+};
+pub use replay::{REPLAY_SPEEDS, replay};
+pub use tenant::{
+    DEFAULT_BURST_FACTOR, DEFAULT_BURST_OFF, DEFAULT_BURST_ON, DEFAULT_SLA, parse_gaps,
+};
+pub use write::{fresh_session_path, save_atomic, to_toml};
+
+/// The default session (three CNNs on one emulated T4), embedded so that `perseus` with no
+/// arguments works from any directory.
+pub const DEMO_SESSION: &str = include_str!("../../sessions/demo.toml");

@@ -1,0 +1,396 @@
+//! Session files (DESIGN §3) validated into a [`RunSpec`].
+//!
+//! Beyond DESIGN §3's example, a session may set `warmup` and `tick` at the top level, `profile`
+//! (a calibration profile such as `"perseus2019"`) and `tls = { ca, cert, key, domain }` in
+//! `[target]`, and per tenant `data = "zero" | "random"`, `max_in_flight`, `deadline`, and, with
+//! `arrival = "bursty"`, `burst = { factor = 4.0, on = "2s", off = "8s" }`: bursts at `factor` × the
+//! mean rate lasting `on` on average, separated by quieter stretches of `off` on average, with the
+//! long-run mean still equal to `rate` (so `factor` may not exceed `(on + off) / on`). A trace
+//! arrival (`arrival = { trace = "gaps.txt" }`, one gap in µs a line, `#` comments allowed) is read
+//! relative to the session file; without `rate` the tenant's rate is the trace's own mean rate.
+//! Omitted SLAs default to [`crate::session::DEFAULT_SLA`]. Relative paths are stored absolute so that a saved
+//! session works from any directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+
+use super::doc::{Doc, Field, Result, SessionError, Table, did_you_mean};
+use super::spec::{CostSpec, RunSpec, TargetSpec, TlsSpec};
+use super::tenant::parse_tenant;
+
+/// What the target can serve, so a session naming a model it lacks fails at load with a
+/// suggestion instead of at the first request.
+pub trait ModelLookup {
+    /// Every model the target serves, with its largest batch (Triton's `max_batch_size`; 0, a
+    /// model without a batch dimension, allows only batch 1). `None` when it cannot be known
+    /// before connecting: names are then taken as written and batch sizes checked only for ≥ 1.
+    fn models(&self, target: &TargetSpec) -> Option<BTreeMap<String, u32>>;
+
+    /// GPUs the embedded emulator can play; `None` leaves `emulate` unchecked.
+    fn gpus(&self) -> Option<Vec<String>> {
+        None
+    }
+
+    /// Calibration profiles for an emulated GPU; `None` leaves `profile` unchecked.
+    fn profiles(&self, _gpu: &str) -> Option<Vec<String>> {
+        None
+    }
+
+    /// Instance names in the price catalog (`aws:g4dn.xlarge`); `None` leaves them unchecked.
+    fn instances(&self) -> Option<Vec<String>> {
+        None
+    }
+}
+
+/// A fixed model list, whatever the target: for tests and for callers that resolved it already.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StaticModels(pub BTreeMap<String, u32>);
+
+impl<S: Into<String>> FromIterator<(S, u32)> for StaticModels {
+    fn from_iter<I: IntoIterator<Item = (S, u32)>>(iter: I) -> Self {
+        StaticModels(iter.into_iter().map(|(k, v)| (k.into(), v)).collect())
+    }
+}
+
+impl ModelLookup for StaticModels {
+    fn models(&self, _target: &TargetSpec) -> Option<BTreeMap<String, u32>> {
+        Some(self.0.clone())
+    }
+}
+
+/// Accepts any model name: for a Triton that cannot be reached until the run starts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnyModel;
+
+impl ModelLookup for AnyModel {
+    fn models(&self, _target: &TargetSpec) -> Option<BTreeMap<String, u32>> {
+        None
+    }
+}
+
+const MIN_TICK: Duration = Duration::from_millis(10);
+
+/// Reads a session file from disk; see [`parse_session`].
+pub fn load_session(file: &Path, models: &dyn ModelLookup) -> Result<RunSpec> {
+    let text = std::fs::read_to_string(file).map_err(|e| SessionError {
+        file: file.to_path_buf(),
+        line: 0,
+        column: 0,
+        key: String::new(),
+        message: format!("cannot read session file: {e}"),
+    })?;
+    parse_session(&text, file, models)
+}
+
+/// Validates a session file's text into a run. `file` names it in errors and anchors relative
+/// paths (trace files, TLS files).
+pub fn parse_session(text: &str, file: &Path, models: &dyn ModelLookup) -> Result<RunSpec> {
+    let doc = Doc { file, text };
+    let root = DeTable::parse(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        let message = e.message().trim().replace('\n', "; ");
+        doc.error(span, "", format!("invalid TOML: {message}"))
+    })?;
+    let root = Table::new(
+        &doc,
+        String::new(),
+        root.get_ref(),
+        &[
+            "name", "duration", "warmup", "window", "tick", "target", "cost", "tenant",
+        ],
+    )?;
+    let base = file.parent().unwrap_or(Path::new("."));
+
+    let name = match root.get("name") {
+        Some(f) => {
+            let s = f.str("the session's name as a string")?.trim();
+            if s.is_empty() {
+                return Err(f.fail("expected a non-empty name"));
+            }
+            s.to_string()
+        }
+        None => file.file_stem().map_or_else(
+            || "session".to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        ),
+    };
+    let duration = opt_duration(&root, "duration", false)?.unwrap_or(RunSpec::DEFAULT_DURATION);
+    let warmup = opt_duration(&root, "warmup", true)?.unwrap_or(RunSpec::DEFAULT_WARMUP);
+    let window = opt_duration(&root, "window", false)?.unwrap_or(RunSpec::DEFAULT_WINDOW);
+    let tick = opt_duration(&root, "tick", false)?.unwrap_or(RunSpec::DEFAULT_TICK);
+    if tick < MIN_TICK
+        && let Some(f) = root.get("tick")
+    {
+        return Err(f.fail("expected a tick of at least 10ms"));
+    }
+    if window < tick {
+        let f = root.get("window").or_else(|| root.get("tick"));
+        if let Some(f) = f {
+            return Err(f.fail(format!(
+                "the window ({}) must be at least one tick ({})",
+                humantime::format_duration(window),
+                humantime::format_duration(tick)
+            )));
+        }
+    }
+
+    let target = match root.get("target") {
+        Some(f) => parse_target(&doc, f, base, models)?,
+        None => TargetSpec::Emulated {
+            gpu: "t4".to_string(),
+            profile: None,
+        },
+    };
+    let cost = match root.get("cost") {
+        Some(f) => parse_cost(&doc, f, models)?,
+        None => CostSpec::default(),
+    };
+
+    let catalog = models.models(&target);
+    let mut tenants = Vec::new();
+    if let Some(f) = root.get("tenant") {
+        let items = f.array("[[tenant]] tables")?;
+        for (i, item) in items.iter().enumerate() {
+            let key = format!("tenant[{i}]");
+            let field = Field {
+                doc: &doc,
+                key: &key,
+                value: item,
+            };
+            tenants.push(parse_tenant(field, catalog.as_ref(), base)?);
+        }
+    }
+
+    Ok(RunSpec {
+        name,
+        duration,
+        warmup,
+        window,
+        tick,
+        target,
+        cost,
+        tenants,
+    })
+}
+
+pub(super) fn opt_duration(
+    t: &Table<'_, '_, '_>,
+    key: &str,
+    allow_zero: bool,
+) -> Result<Option<Duration>> {
+    let Some(f) = t.get(key) else {
+        return Ok(None);
+    };
+    if allow_zero && matches!(f.value.get_ref(), DeValue::String(s) if is_zero_duration(s)) {
+        return Ok(Some(Duration::ZERO));
+    }
+    f.duration().map(Some)
+}
+
+fn is_zero_duration(s: &str) -> bool {
+    humantime::parse_duration(s).is_ok_and(|d| d.is_zero())
+}
+
+pub(super) fn choose(
+    field: Field<'_, '_, '_>,
+    what: &str,
+    word: &str,
+    known: Option<Vec<String>>,
+) -> Result<()> {
+    let Some(known) = known else {
+        return Ok(());
+    };
+    if known.iter().any(|k| k == word) {
+        return Ok(());
+    }
+    let hint = match did_you_mean(word, known.iter().map(String::as_str)) {
+        Some(s) => format!("did you mean '{s}'?"),
+        None => format!("known: {}", short_list(&known)),
+    };
+    Err(field.fail(format!("unknown {what} '{word}' ({hint})")))
+}
+
+fn short_list(names: &[String]) -> String {
+    const SHOWN: usize = 12;
+    let mut s = names
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        s.push_str(&format!(", … {} more", names.len() - SHOWN));
+    }
+    s
+}
+
+pub(super) fn nonempty<'t>(f: &Field<'_, 't, '_>, what: &str) -> Result<&'t str> {
+    let s = f.str(what)?;
+    if s.trim().is_empty() {
+        return Err(f.fail(format!("expected {what}, found an empty string")));
+    }
+    Ok(s)
+}
+
+pub(super) fn absolute(base: &Path, p: &str) -> PathBuf {
+    let joined = base.join(p);
+    std::path::absolute(&joined).unwrap_or(joined)
+}
+
+fn parse_target(
+    doc: &Doc<'_>,
+    f: Field<'_, '_, '_>,
+    base: &Path,
+    models: &dyn ModelLookup,
+) -> Result<TargetSpec> {
+    let t = Table::new(
+        doc,
+        f.key.to_string(),
+        f.table("a [target] table")?,
+        &["emulate", "profile", "triton", "metrics", "gpu", "tls"],
+    )?;
+    if let Some(triton) = t.get("triton") {
+        if t.get("emulate").is_some() {
+            return Err(triton.fail(
+                "choose one target: emulate (the embedded emulator) or triton (a real server)",
+            ));
+        }
+        if let Some(p) = t.get("profile") {
+            return Err(p.fail("a calibration profile applies only to an emulated target"));
+        }
+        let address = nonempty(&triton, "a gRPC address such as 'localhost:8001'")?;
+        check_address(&triton, address)?;
+        let metrics = match t.get("metrics") {
+            Some(m) => {
+                let url = nonempty(&m, "a metrics URL such as 'http://localhost:8002/metrics'")?;
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(m.fail(format!(
+                        "expected an http:// or https:// URL such as 'http://localhost:8002/metrics', found '{url}'"
+                    )));
+                }
+                Some(url.to_string())
+            }
+            None => None,
+        };
+        let gpu = match t.get("gpu") {
+            Some(g) => Some(match g.value.get_ref() {
+                DeValue::Integer(_) => g.u32("a GPU index or UUID", 0, 1023)?.to_string(),
+                _ => nonempty(&g, "a GPU index or UUID")?.to_string(),
+            }),
+            None => None,
+        };
+        let tls = match t.get("tls") {
+            Some(f) => Some(parse_tls(doc, f, base)?),
+            None => None,
+        };
+        return Ok(TargetSpec::Triton {
+            address: address.to_string(),
+            metrics,
+            gpu,
+            tls,
+        });
+    }
+    for key in ["metrics", "gpu", "tls"] {
+        if let Some(f) = t.get(key) {
+            return Err(f.fail(format!(
+                "'{key}' applies only to a triton target (the emulator reports its own GPU)"
+            )));
+        }
+    }
+    let gpu = match t.get("emulate") {
+        Some(e) => {
+            let gpu = nonempty(&e, "a catalog GPU such as 't4'")?;
+            choose(e, "GPU", gpu, models.gpus())?;
+            gpu.to_string()
+        }
+        None => "t4".to_string(),
+    };
+    let profile = match t.get("profile") {
+        Some(p) => {
+            let name = nonempty(&p, "a calibration profile such as 'perseus2019'")?;
+            choose(
+                p,
+                &format!("profile for {gpu}"),
+                name,
+                models.profiles(&gpu),
+            )?;
+            Some(name.to_string())
+        }
+        None => None,
+    };
+    Ok(TargetSpec::Emulated { gpu, profile })
+}
+
+fn check_address(f: &Field<'_, '_, '_>, address: &str) -> Result<()> {
+    let bad = || {
+        f.fail(format!(
+            "expected host:port such as 'localhost:8001' (no scheme), found '{address}'"
+        ))
+    };
+    if address.contains("://") {
+        return Err(bad());
+    }
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+fn parse_tls(doc: &Doc<'_>, f: Field<'_, '_, '_>, base: &Path) -> Result<TlsSpec> {
+    let t = Table::new(
+        doc,
+        f.key.to_string(),
+        f.table("a table such as { ca = \"ca.pem\", domain = \"triton.example\" }")?,
+        &["ca", "cert", "key", "domain"],
+    )?;
+    let path = |key: &str| -> Result<Option<PathBuf>> {
+        match t.get(key) {
+            Some(f) => Ok(Some(absolute(base, nonempty(&f, "a file path")?))),
+            None => Ok(None),
+        }
+    };
+    let tls = TlsSpec {
+        ca_file: path("ca")?,
+        cert_file: path("cert")?,
+        key_file: path("key")?,
+        domain: match t.get("domain") {
+            Some(d) => Some(nonempty(&d, "the server's TLS domain name")?.to_string()),
+            None => None,
+        },
+    };
+    if tls.cert_file.is_some() != tls.key_file.is_some() {
+        let given = t.get("cert").or_else(|| t.get("key")).unwrap_or(f);
+        return Err(given.fail("a client certificate needs both 'cert' and 'key'"));
+    }
+    Ok(tls)
+}
+
+fn parse_cost(doc: &Doc<'_>, f: Field<'_, '_, '_>, models: &dyn ModelLookup) -> Result<CostSpec> {
+    let t = Table::new(
+        doc,
+        f.key.to_string(),
+        f.table("a [cost] table")?,
+        &["instance", "usd_per_hour"],
+    )?;
+    match (t.get("instance"), t.get("usd_per_hour")) {
+        (Some(_), Some(p)) => Err(p.fail("give either instance or usd_per_hour, not both")),
+        (Some(i), None) => {
+            let name = nonempty(&i, "a catalog instance such as 'aws:g4dn.xlarge'")?;
+            choose(i, "instance", name, models.instances())?;
+            Ok(CostSpec::Instance(name.to_string()))
+        }
+        (None, Some(p)) => {
+            let what = "a price in US dollars per GPU-hour above zero";
+            let usd = p.number(what)?;
+            if usd <= 0.0 || usd > 10_000.0 {
+                return Err(p.fail(format!("expected {what} (at most 10000), found {usd}")));
+            }
+            Ok(CostSpec::UsdPerHour(usd))
+        }
+        (None, None) => Ok(CostSpec::default()),
+    }
+}
