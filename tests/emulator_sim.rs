@@ -3,7 +3,7 @@
 use perseus::catalog::Catalog;
 use perseus::emulator::sim::{
     Batching, Completion, GpuSetup, ModelSetup, SearchOptions, Sim, SimError, Sla, Workload,
-    best_colocation, simulate, solo_peak_with,
+    best_colocation, simulate, solo_peak, solo_peak_with,
 };
 
 fn gpu(gamma: f64) -> GpuSetup {
@@ -430,6 +430,25 @@ fn runs_are_deterministic_for_a_seed() {
     assert_eq!(a.models[0].latency_ms(95.0), b.models[0].latency_ms(95.0));
     assert_eq!(a.models[0].submitted, b.models[0].submitted);
     assert_ne!(a.models[0].submitted, c.models[0].submitted);
+}
+
+#[test]
+fn solo_peaks_sit_just_below_capacity_and_grow_with_the_sla() {
+    let g = gpu(0.1);
+    let setup = model("m", 4.0, 2.0);
+    let capacity = setup.capacity_images_per_s(1);
+    let tight = solo_peak(&g, &setup, 1, 50.0, 95.0).unwrap();
+    let loose = solo_peak(&g, &setup, 1, 200.0, 95.0).unwrap();
+    assert!(
+        tight > 0.7 * capacity && tight < loose,
+        "{tight} {loose} {capacity}"
+    );
+    assert!(loose <= 1.03 * capacity, "{loose} vs {capacity}");
+    assert_eq!(
+        tight,
+        solo_peak(&g, &setup, 1, 50.0, 95.0).unwrap(),
+        "deterministic"
+    );
 }
 
 /// Solo batch latency of a catalog entry as the simulator produces it, in ms.
