@@ -486,7 +486,65 @@ const fn row(
 
 /// The rows the catalog's ResNet-50 entries for T4, L4, A100-80GB and V100 come from.
 const ROWS: &[Row] = &[
+    row(
+        "t4",
+        1,
+        Some(1.000),
+        None,
+        "MLPerf v0.7 T4 INT8 SingleStream",
+    ),
+    row(
+        "t4",
+        272,
+        Some(45.94),
+        None,
+        "MLPerf v0.7 T4 INT8 MultiStream, 272 samples",
+    ),
+    // The Offline row does not state its batch; 256 stands for "large".
     row("t4", 256, None, Some(6036.0), "MLPerf v0.7 T4 INT8 Offline"),
+    row(
+        "l4",
+        1,
+        Some(0.346),
+        None,
+        "MLPerf v3.1 L4 INT8 SingleStream",
+    ),
+    row(
+        "l4",
+        8,
+        Some(0.808),
+        None,
+        "MLPerf v3.1 L4 INT8 MultiStream",
+    ),
+    row(
+        "l4",
+        32,
+        None,
+        Some(12882.0),
+        "MLPerf v3.1 L4 INT8 Offline, bs32",
+    ),
+    row(
+        "a100-80gb",
+        1,
+        Some(0.455),
+        None,
+        "MLPerf v3.0 A100-SXM4-80GB INT8 SingleStream",
+    ),
+    row(
+        "a100-80gb",
+        8,
+        Some(0.644),
+        None,
+        "MLPerf v3.0 A100-SXM4-80GB INT8 MultiStream",
+    ),
+    row(
+        "a100-80gb",
+        2048,
+        None,
+        Some(42379.0),
+        "MLPerf v3.0 A100-SXM4-80GB INT8 Offline, bs2048",
+    ),
+    row("v100", 1, Some(2.08), None, "gist-V100 TensorRT 4 FP16"),
     row("v100", 8, Some(3.29), None, "gist-V100 TensorRT 4 FP16"),
     row("v100", 32, Some(6.59), None, "gist-V100 TensorRT 4 FP16"),
     row("v100", 128, Some(21.27), None, "gist-V100 TensorRT 4 FP16"),
