@@ -3,7 +3,7 @@
 use perseus::catalog::Catalog;
 use perseus::emulator::sim::{
     Batching, Completion, GpuSetup, ModelSetup, SearchOptions, Sim, SimError, Sla, Workload,
-    best_colocation, simulate, solo_peak_with,
+    best_colocation, simulate, solo_peak, solo_peak_with,
 };
 
 fn gpu(gamma: f64) -> GpuSetup {
@@ -432,6 +432,25 @@ fn runs_are_deterministic_for_a_seed() {
     assert_ne!(a.models[0].submitted, c.models[0].submitted);
 }
 
+#[test]
+fn solo_peaks_sit_just_below_capacity_and_grow_with_the_sla() {
+    let g = gpu(0.1);
+    let setup = model("m", 4.0, 2.0);
+    let capacity = setup.capacity_images_per_s(1);
+    let tight = solo_peak(&g, &setup, 1, 50.0, 95.0).unwrap();
+    let loose = solo_peak(&g, &setup, 1, 200.0, 95.0).unwrap();
+    assert!(
+        tight > 0.7 * capacity && tight < loose,
+        "{tight} {loose} {capacity}"
+    );
+    assert!(loose <= 1.03 * capacity, "{loose} vs {capacity}");
+    assert_eq!(
+        tight,
+        solo_peak(&g, &setup, 1, 50.0, 95.0).unwrap(),
+        "deterministic"
+    );
+}
+
 /// Solo batch latency of a catalog entry as the simulator produces it, in ms.
 fn simulated_latency_ms(catalog: &Catalog, model: &str, gpu_name: &str, batch: u32) -> f64 {
     let gpu = catalog.gpu(gpu_name).unwrap().setup();
@@ -467,7 +486,65 @@ const fn row(
 
 /// The rows the catalog's ResNet-50 entries for T4, L4, A100-80GB and V100 come from.
 const ROWS: &[Row] = &[
+    row(
+        "t4",
+        1,
+        Some(1.000),
+        None,
+        "MLPerf v0.7 T4 INT8 SingleStream",
+    ),
+    row(
+        "t4",
+        272,
+        Some(45.94),
+        None,
+        "MLPerf v0.7 T4 INT8 MultiStream, 272 samples",
+    ),
+    // The Offline row does not state its batch; 256 stands for "large".
     row("t4", 256, None, Some(6036.0), "MLPerf v0.7 T4 INT8 Offline"),
+    row(
+        "l4",
+        1,
+        Some(0.346),
+        None,
+        "MLPerf v3.1 L4 INT8 SingleStream",
+    ),
+    row(
+        "l4",
+        8,
+        Some(0.808),
+        None,
+        "MLPerf v3.1 L4 INT8 MultiStream",
+    ),
+    row(
+        "l4",
+        32,
+        None,
+        Some(12882.0),
+        "MLPerf v3.1 L4 INT8 Offline, bs32",
+    ),
+    row(
+        "a100-80gb",
+        1,
+        Some(0.455),
+        None,
+        "MLPerf v3.0 A100-SXM4-80GB INT8 SingleStream",
+    ),
+    row(
+        "a100-80gb",
+        8,
+        Some(0.644),
+        None,
+        "MLPerf v3.0 A100-SXM4-80GB INT8 MultiStream",
+    ),
+    row(
+        "a100-80gb",
+        2048,
+        None,
+        Some(42379.0),
+        "MLPerf v3.0 A100-SXM4-80GB INT8 Offline, bs2048",
+    ),
+    row("v100", 1, Some(2.08), None, "gist-V100 TensorRT 4 FP16"),
     row("v100", 8, Some(3.29), None, "gist-V100 TensorRT 4 FP16"),
     row("v100", 32, Some(6.59), None, "gist-V100 TensorRT 4 FP16"),
     row("v100", 128, Some(21.27), None, "gist-V100 TensorRT 4 FP16"),
