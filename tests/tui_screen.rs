@@ -301,3 +301,18 @@ fn every_theme_colours_sla_states_with_its_own_palette() {
         );
     }
 }
+
+#[test]
+fn help_on_a_short_terminal_still_lists_every_key() {
+    let snap = tui_fixture::snapshot(3);
+    let mut app = live_app();
+    app.mode = Mode::Help;
+    let t = draw(&snap, &app, 80, 24);
+    insta::assert_snapshot!("help_80x24", t.backend());
+    let s = text(&t);
+    for e in perseus::tui::keymap::TABLE {
+        let first = e.description.split_whitespace().next().unwrap();
+        assert!(s.contains(first), "help lacks {}", e.name);
+    }
+    assert!(s.contains("quit (stops the run)"));
+}

@@ -100,9 +100,9 @@ pub const TABLE: &[Entry] = &[
     entry(Action::CycleTheme, "cycle_theme", "t", "next colour theme", Some("theme"), Scope::Both),
     entry(Action::SaveSession, "save_session", "s", "save the current setup as a session file", Some("save"), Scope::Live),
     entry(Action::ToggleRecording, "toggle_recording", "r", "start/stop recording snapshots", Some("rec"), Scope::Live),
-    entry(Action::SeekBack, "seek_back", "left", "replay: back 10 s", Some("seek"), Scope::Replay),
-    entry(Action::SeekForward, "seek_forward", "right", "replay: forward 10 s", None, Scope::Replay),
-    entry(Action::CycleSpeed, "cycle_speed", "x", "replay: speed 1×, 2×, 4×", Some("speed"), Scope::Replay),
+    entry(Action::SeekBack, "seek_back", "left", "back 10 s in the recording", Some("seek"), Scope::Replay),
+    entry(Action::SeekForward, "seek_forward", "right", "forward 10 s in the recording", None, Scope::Replay),
+    entry(Action::CycleSpeed, "cycle_speed", "x", "playback speed 1×, 2×, 4×", Some("speed"), Scope::Replay),
     entry(Action::Help, "help", "?", "show/hide this help", Some("help"), Scope::Both),
     entry(Action::Quit, "quit", "q ctrl-c", "quit (stops the run)", Some("quit"), Scope::Both),
 ];

@@ -8,7 +8,7 @@ use ratatui::widgets::{Block, Clear, Paragraph, Row, Table};
 
 use crate::tui::app::Mode;
 use crate::tui::format;
-use crate::tui::keymap::{Scope, TABLE};
+use crate::tui::keymap::{Entry, Scope, TABLE};
 use crate::tui::screen::View;
 
 pub fn render(frame: &mut Frame, area: Rect, view: &View) {
@@ -32,50 +32,70 @@ fn centred(area: Rect, width: u16, height: u16) -> Rect {
 
 fn help(frame: &mut Frame, area: Rect, view: &View) {
     let (theme, keymap, replay) = (view.theme, view.keymap, view.app.replay);
-    let rows: Vec<Row> = TABLE
-        .iter()
-        .map(|e| {
-            let off = matches!(
-                (e.scope, replay),
-                (Scope::Live, true) | (Scope::Replay, false)
-            );
-            let style = if off { theme.dim } else { theme.text };
-            let mut description = e.description.to_string();
-            if off {
-                description.push_str(if replay {
-                    " (live only)"
-                } else {
-                    " (replay only)"
-                });
-            }
-            Row::new(vec![
-                Span::styled(keymap.label(e.action), theme.accent),
-                Span::styled(description, style),
-                Span::styled(e.name, theme.dim),
-            ])
-        })
-        .collect();
-    let height = TABLE.len() as u16 + 4;
-    let rect = centred(area, 110, height);
+    let row = |e: &Entry, with_name: bool| {
+        let off = matches!(
+            (e.scope, replay),
+            (Scope::Live, true) | (Scope::Replay, false)
+        );
+        let style = if off { theme.dim } else { theme.text };
+        let mut description = e.description.to_string();
+        if off {
+            description.push_str(if replay {
+                " (live only)"
+            } else {
+                " (replay only)"
+            });
+        }
+        let mut cells = vec![
+            Span::styled(keymap.label(e.action), theme.accent),
+            Span::styled(description, style),
+        ];
+        if with_name {
+            cells.push(Span::styled(e.name, theme.dim));
+        }
+        Row::new(cells)
+    };
     let block = Block::bordered()
         .border_style(theme.accent)
         .title(Span::styled(
             " Keys (any key closes; rebind by name in the config file) ",
             theme.title,
         ));
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(12),
-            Constraint::Fill(1),
-            Constraint::Length(17),
-        ],
-    )
-    .header(Row::new(vec!["key", "does", "config name"]).style(theme.dim))
-    .column_spacing(2)
-    .block(block);
+    let one_column = TABLE.len() as u16 + 3;
+    if area.height >= one_column {
+        let rect = centred(area, 110, one_column);
+        let table = Table::new(
+            TABLE.iter().map(|e| row(e, true)),
+            [
+                Constraint::Length(12),
+                Constraint::Fill(1),
+                Constraint::Length(17),
+            ],
+        )
+        .header(Row::new(vec!["key", "does", "config name"]).style(theme.dim))
+        .column_spacing(2)
+        .block(block);
+        frame.render_widget(Clear, rect);
+        frame.render_widget(table, rect);
+        return;
+    }
+    // A short terminal gets the table in two halves side by side, without config names, so the
+    // last entries (help, quit) are never cut off.
+    let half = TABLE.len().div_ceil(2);
+    let rect = centred(area, area.width, half as u16 + 2);
+    let inner = block.inner(rect);
     frame.render_widget(Clear, rect);
-    frame.render_widget(table, rect);
+    frame.render_widget(block, rect);
+    let [left, right] = Layout::horizontal([Constraint::Fill(1), Constraint::Fill(1)])
+        .spacing(1)
+        .areas(inner);
+    for (part, column) in [(&TABLE[..half], left), (&TABLE[half..], right)] {
+        let table = Table::new(
+            part.iter().map(|e| row(e, false)),
+            [Constraint::Length(9), Constraint::Fill(1)],
+        );
+        frame.render_widget(table, column);
+    }
 }
 
 fn picker(frame: &mut Frame, area: Rect, view: &View, index: usize) {

@@ -21,7 +21,7 @@ use crate::tui::{Control, TuiError, TuiOptions, tenants, theme};
 /// How long quitting waits for room in a full command queue to deliver `Stop`.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
-/// Runs the dashboard until the user quits or the process is told to terminate (SIGTERM, SIGINT).
+/// Runs the dashboard until the user quits (q, Ctrl-C) or the process gets SIGTERM.
 ///
 /// Options are validated before the terminal is touched, so a bad theme or key binding is a plain
 /// error on a normal screen. On quit in a live run, `Command::Stop` is sent before returning.
@@ -176,12 +176,12 @@ fn test_panic_deadline() -> Option<Instant> {
     }
 }
 
-/// SIGTERM and SIGINT (raw mode turns Ctrl-C into a key, but `kill -INT` still arrives as a signal).
+/// SIGTERM. Ctrl-C needs no handler: raw mode delivers it as a key. Note that once tokio handles a
+/// signal it keeps handling it for the life of the process, so after `run` returns SIGTERM no longer
+/// kills the process by default; the caller should exit promptly.
 struct Signals {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    int: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -191,7 +191,6 @@ impl Signals {
             use tokio::signal::unix::{SignalKind, signal};
             Ok(Signals {
                 term: signal(SignalKind::terminate())?,
-                int: signal(SignalKind::interrupt())?,
             })
         }
         #[cfg(not(unix))]
@@ -203,14 +202,11 @@ impl Signals {
     async fn recv(&mut self) {
         #[cfg(unix)]
         {
-            tokio::select! {
-                _ = self.term.recv() => {}
-                _ = self.int.recv() => {}
-            }
+            self.term.recv().await;
         }
         #[cfg(not(unix))]
         {
-            let _ = tokio::signal::ctrl_c().await;
+            std::future::pending::<()>().await;
         }
     }
 }
