@@ -9,7 +9,7 @@ pub mod proto {
     tonic::include_proto!("inference");
 }
 
-// pub mod app;
+pub mod app;
 pub mod catalog;
 pub mod cli;
 pub mod cost;

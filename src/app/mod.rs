@@ -162,7 +162,7 @@ fn export(recording: &Path, csv: &Path) -> Result<(), Failure> {
 
 /// Logs go to a file in the data directory: the TUI owns the terminal.
 fn init_logging() -> Option<tracing_appender::non_blocking::WorkerGuard> {
-    let dir: PathBuf = session::data_dir()?.join("logs");
+    let dir: PathBuf = session::data_dir().ok()?.join("logs");
     std::fs::create_dir_all(&dir).ok()?;
     let appender = tracing_appender::rolling::daily(dir, "perseus.log");
     let (writer, guard) = tracing_appender::non_blocking(appender);

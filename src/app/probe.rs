@@ -11,7 +11,7 @@ use anyhow::anyhow;
 
 use crate::app::run::load_session;
 use crate::app::target::{self, Target};
-use crate::app::{BadInput, Failure, load_catalog};
+use crate::app::{BadInput, Failure, load_catalog, load_prices};
 use crate::cli::ProbeArgs;
 use crate::engine::command::Command;
 use crate::engine::hooks::{NoKnowledge, NoPersistence};
@@ -45,7 +45,8 @@ pub fn server_id(target: &Target, spec: &RunSpec) -> String {
 
 pub async fn probe(args: ProbeArgs, config: &Config) -> Result<(), Failure> {
     let catalog = load_catalog(config)?;
-    let mut spec = load_session(&args.session, &catalog)?;
+    let prices = load_prices(config)?;
+    let mut spec = load_session(&args.session, &catalog, &prices)?;
     target::apply_target_args(&mut spec, &args.target);
     if args.window < Duration::from_millis(500) {
         return Err(Failure::BadInput(anyhow!(

@@ -15,7 +15,8 @@ use crate::engine::snapshot::{ConnState, Phase, Snapshot};
 use crate::engine::{self, EngineConfig};
 use crate::report;
 use crate::session::spec::RunSpec;
-use crate::session::{self, Config, RecordingHeader};
+use crate::session::{self, Config};
+use crate::app::target::recording_header;
 use crate::telemetry::GpuSummaryAcc;
 
 /// How long a headless run waits for its target before giving up.
@@ -24,7 +25,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 pub async fn run(args: RunArgs, config: &Config) -> Result<(), Failure> {
     let catalog = load_catalog(config)?;
     let prices = load_prices(config)?;
-    let mut spec = load_session(&args.session, &catalog)?;
+    let mut spec = load_session(&args.session, &catalog, &prices)?;
     target::apply_target_args(&mut spec, &args.target);
     if let Some(d) = args.duration {
         spec.duration = d;
@@ -32,9 +33,7 @@ pub async fn run(args: RunArgs, config: &Config) -> Result<(), Failure> {
     if let Some(w) = args.warmup {
         spec.warmup = w;
     }
-    if let Some(t) = config.tick {
-        spec.tick = t;
-    }
+    spec.tick = config.tick;
     let price = prices.resolve(&spec.cost).bad_input()?;
     let target = target::resolve(&spec, &catalog, config.catalog_dir.as_deref()).await?;
     let result = measure(&spec, &target, config, price, args.record).await;
@@ -53,11 +52,12 @@ pub async fn run(args: RunArgs, config: &Config) -> Result<(), Failure> {
 }
 
 /// Loads and validates a session file against the catalog's models.
-pub fn load_session(path: &Path, catalog: &Catalog) -> Result<RunSpec, Failure> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading session {}", path.display()))
-        .bad_input()?;
-    session::parse_session(&text, path, &target::CatalogModels(catalog, None))
+pub fn load_session(
+    path: &Path,
+    catalog: &Catalog,
+    prices: &crate::cost::Prices,
+) -> Result<RunSpec, Failure> {
+    session::load_session(path, &target::CatalogLookup { catalog, prices })
         .map_err(|e| Failure::BadInput(anyhow!("{e}")))
 }
 
@@ -79,7 +79,7 @@ async fn measure(
         knowledge: Arc::clone(&target.knowledge),
         telemetry: telemetry.clone(),
         persistence: Arc::new(Files {
-            header: RecordingHeader::new(spec, &target.info),
+            header: recording_header(spec, &target.info),
         }),
         record,
     })

@@ -1,6 +1,7 @@
 //! Resolving what a run talks to: the embedded emulator or a real Triton, and what is known about it.
 
 use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -263,16 +264,38 @@ impl TargetKnowledge for ProbedKnowledge {
     }
 }
 
-/// Model names and limits for session validation, from the catalog.
-pub struct CatalogModels<'a>(pub &'a Catalog, pub Option<String>);
+/// What session validation may check against: the catalog's models, GPUs and profiles for an
+/// emulated target (a real Triton's models are only known once connected), and the price catalog.
+pub struct CatalogLookup<'a> {
+    pub catalog: &'a Catalog,
+    pub prices: &'a crate::cost::Prices,
+}
 
-impl ModelLookup for CatalogModels<'_> {
-    fn names(&self) -> Vec<String> {
-        self.0.models.iter().map(|m| m.name.clone()).collect()
+impl ModelLookup for CatalogLookup<'_> {
+    fn models(&self, target: &TargetSpec) -> Option<BTreeMap<String, u32>> {
+        match target {
+            TargetSpec::Emulated { gpu, profile } => Some(
+                self.catalog
+                    .models
+                    .iter()
+                    .filter_map(|m| {
+                        self.catalog
+                            .perf(&m.name, gpu, profile.as_deref())
+                            .map(|p| (m.name.clone(), p.max_batch))
+                    })
+                    .collect(),
+            ),
+            TargetSpec::Triton { .. } => None,
+        }
     }
-    fn max_batch(&self, model: &str) -> Option<u32> {
-        let gpu = self.1.as_deref().unwrap_or("t4");
-        self.0.perf(model, gpu, None).map(|p| p.max_batch)
+    fn gpus(&self) -> Option<Vec<String>> {
+        Some(self.catalog.gpus.iter().map(|g| g.name.clone()).collect())
+    }
+    fn profiles(&self, _gpu: &str) -> Option<Vec<String>> {
+        Some(self.catalog.profile_names())
+    }
+    fn instances(&self) -> Option<Vec<String>> {
+        Some(self.prices.instances().iter().map(|i| i.id.clone()).collect())
     }
 }
 
@@ -286,11 +309,9 @@ impl Persistence for Files {
         let path = match path {
             Some(p) => p,
             None => {
-                let dir = session::data_dir()
-                    .ok_or("no data directory on this system")?
-                    .join("sessions");
+                let dir = session::sessions_dir().map_err(|e| e.to_string())?;
                 std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-                dir.join(format!("{}-{}.toml", session::slug(&spec.name), timestamp()))
+                session::fresh_session_path(&dir, &spec.name)
             }
         };
         session::save_atomic(spec, &path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -298,7 +319,7 @@ impl Persistence for Files {
     }
 
     fn start_recording(&self, spec: &RunSpec) -> Result<Box<dyn SnapshotSink>, String> {
-        let dir = session::runs_dir().ok_or("no data directory on this system")?;
+        let dir = session::runs_dir().map_err(|e| e.to_string())?;
         let rec = Recorder::create(&dir, &spec.name, self.header.clone())
             .map_err(|e| format!("{}: {e}", dir.display()))?;
         Ok(Box::new(RecorderSink(rec)))
@@ -309,21 +330,11 @@ struct RecorderSink(Recorder);
 
 impl SnapshotSink for RecorderSink {
     fn write(&mut self, snapshot: &Snapshot) -> Result<(), String> {
-        self.0.write(snapshot).map_err(|e| e.to_string())
+        self.0.record(snapshot).map_err(|e| e.to_string())
     }
     fn path(&self) -> String {
         self.0.path().display().to_string()
     }
-}
-
-fn timestamp() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
-        .to_string()
-        .replace(':', "")
 }
 
 /// `perseus emulate`: the standalone server.
@@ -338,4 +349,13 @@ pub async fn emulate(args: EmulateArgs, config: &Config) -> Result<(), Failure> 
         | EmulatorError::Catalog(_) => Failure::BadInput(e.into()),
         other => Failure::Target(other.into()),
     })
+}
+
+/// The header line of a recording: what was run, where, with which catalogs.
+pub fn recording_header(spec: &RunSpec, target: &TargetInfo) -> RecordingHeader {
+    let catalogs = BTreeMap::from([(
+        "perseus".to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+    )]);
+    RecordingHeader::new(&spec.name, target.clone(), catalogs)
 }

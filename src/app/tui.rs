@@ -12,25 +12,27 @@ use crate::app::{BadInput, Failure, load_catalog, load_prices};
 use crate::cli::{ReplayArgs, TuiArgs};
 use crate::engine::command::Command;
 use crate::engine::{self, EngineConfig};
-use crate::session::{self, Config, RecordingHeader};
+use crate::session::{self, Config};
+use crate::app::target::recording_header;
 use crate::tui::{Control, TuiOptions};
 
 pub async fn run(args: TuiArgs, config: &Config) -> Result<(), Failure> {
     let catalog = load_catalog(config)?;
     let prices = load_prices(config)?;
     let mut spec = match &args.session {
-        Some(path) => load_session(path, &catalog)?,
+        Some(path) => load_session(path, &catalog, &prices)?,
         None => session::parse_session(
             session::DEMO_SESSION,
             std::path::Path::new("sessions/demo.toml"),
-            &target::CatalogModels(&catalog, None),
+            &target::CatalogLookup {
+                catalog: &catalog,
+                prices: &prices,
+            },
         )
         .map_err(|e| Failure::BadInput(anyhow!("the built-in demo session: {e}")))?,
     };
     target::apply_target_args(&mut spec, &args.target);
-    if let Some(t) = config.tick {
-        spec.tick = t;
-    }
+    spec.tick = config.tick;
     let price = prices.resolve(&spec.cost).bad_input()?;
     let target = target::resolve(&spec, &catalog, config.catalog_dir.as_deref()).await?;
     let telemetry = target::start_telemetry(&target, config);
@@ -44,7 +46,7 @@ pub async fn run(args: TuiArgs, config: &Config) -> Result<(), Failure> {
         knowledge: Arc::clone(&target.knowledge),
         telemetry,
         persistence: Arc::new(Files {
-            header: RecordingHeader::new(&spec, &target.info),
+            header: recording_header(&spec, &target.info),
         }),
         record: args.record,
     })
@@ -86,14 +88,12 @@ pub async fn replay(args: ReplayArgs, config: &Config) -> Result<(), Failure> {
 }
 
 fn tui_options(theme: Option<String>, config: &Config) -> TuiOptions {
-    let theme_dirs: Vec<PathBuf> = session::config_dir()
-        .map(|d| vec![d.join("themes")])
+    let theme_dirs: Vec<PathBuf> = session::default_config_path()
+        .and_then(|p| p.parent().map(|d| vec![d.join("themes")]))
         .unwrap_or_default();
     TuiOptions {
-        theme: theme
-            .or_else(|| config.theme.clone())
-            .unwrap_or_else(|| "default".into()),
-        render_fps: config.render_fps.unwrap_or(10),
+        theme: theme.unwrap_or_else(|| config.theme.clone()),
+        render_fps: config.render_fps,
         key_overrides: config.keys.clone(),
         no_color: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
         theme_dirs,
