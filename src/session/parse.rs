@@ -152,6 +152,9 @@ pub fn parse_session(text: &str, file: &Path, models: &dyn ModelLookup) -> Resul
     let catalog = models.models(&target);
     let mut tenants = Vec::new();
     if let Some(f) = root.get("tenant") {
+        if matches!(f.value.get_ref(), DeValue::Table(_)) {
+            return Err(f.fail("expected [[tenant]] with double brackets, one per tenant"));
+        }
         let items = f.array("[[tenant]] tables")?;
         for (i, item) in items.iter().enumerate() {
             let key = format!("tenant[{i}]");
