@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use perseus::tui::app::App;
 use perseus::tui::keymap::Keymap;
-use perseus::tui::screen::{self, View};
+use perseus::tui::screen::{self, ScreenLayout, View};
 use perseus::tui::theme;
+use perseus::tui::{cost, footer, frontier, gpu, header, latency, tenants};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
@@ -63,6 +64,42 @@ fn main() {
     let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
     let median = at(0.5);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
+
+    // Where the time goes: each panel alone, in the rectangle the screen gives it.
+    type Panel = fn(&mut ratatui::Frame, ratatui::layout::Rect, &View);
+    let layout = ScreenLayout::new(ratatui::layout::Rect::new(0, 0, 160, 48), 8).expect("fits");
+    let panels: [(&str, Panel, ratatui::layout::Rect); 7] = [
+        ("header", header::render, layout.header),
+        ("tenants", tenants::render, layout.tenants),
+        ("gpu", gpu::render, layout.gpu),
+        ("latency", latency::render, layout.latency),
+        ("cost", cost::render, layout.cost),
+        (
+            "frontier",
+            frontier::render,
+            layout.frontier.expect("tall enough"),
+        ),
+        ("footer", footer::render, layout.footer),
+    ];
+    let mut breakdown = Vec::new();
+    for (name, panel, area) in panels {
+        let mut each = Vec::with_capacity(FRAMES / 4);
+        for i in 0..FRAMES / 4 {
+            let view = View {
+                snap: &snaps[i % 2],
+                app: &app,
+                theme: &themes[0],
+                keymap: &keymap,
+            };
+            let start = Instant::now();
+            terminal
+                .draw(|frame| panel(frame, area, &view))
+                .expect("draw");
+            each.push(start.elapsed());
+        }
+        each.sort();
+        breakdown.push(format!("{name} {:.3}", ms(each[each.len() / 2])));
+    }
     println!("dashboard frame, 160x48, 8 tenants, 10 min chart window, {FRAMES} frames");
     println!(
         "  median {:.3} ms   p90 {:.3} ms   max {:.3} ms",
@@ -71,6 +108,10 @@ fn main() {
         ms(at(1.0))
     );
     println!("  median / 1 ms target = {:.2}", ms(median) / 1.0);
+    println!(
+        "  per panel alone, median ms (incl. diff of the whole buffer): {}",
+        breakdown.join(", ")
+    );
     println!(
         "  CPU share of one core: {:.2}% drawing every frame at 10 fps, {:.2}% at 4 snapshots/s (idle load)",
         ms(median) * 10.0 / 10.0,

@@ -1,18 +1,20 @@
 //! The latency chart: each shown tenant's p99 over the chart window, with its SLA latency as a
-//! dotted line in the same colour, so a line crossing its dots is a tenant in trouble.
+//! dashed line in the same colour, so a line crossing its dashes is a tenant in trouble.
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Rect};
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Color;
 use ratatui::symbols::Marker;
-use ratatui::text::Span;
-use ratatui::widgets::{Axis, Block, Chart, Dataset, GraphType, LegendPosition, Paragraph};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::canvas::{Canvas, Line as CanvasLine, Points};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 
 use crate::tui::format;
 use crate::tui::screen::View;
 use crate::tui::series;
 
-/// Dots per SLA line: enough to read as a line, sparse enough to read as dotted.
-const SLA_DOTS: usize = 24;
+/// Dashes per SLA line: enough to read as a line, few enough to tell it from a tenant's line.
+const SLA_DASHES: usize = 24;
 
 pub fn render(frame: &mut Frame, area: Rect, view: &View) {
     let (snap, app, theme) = (view.snap, view.app, view.theme);
@@ -63,64 +65,148 @@ pub fn render(frame: &mut Frame, area: Rect, view: &View) {
         top = top.max(tightest_sla);
     }
     let top = nice_ceiling(top * 1.05);
-    let sla_lines: Vec<(usize, Vec<(f64, f64)>)> = shown
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    plot(frame, inner, view, &shown, &lines, (from, now, top));
+}
+
+/// Axes, labels, the lines and SLA dots, and a legend. Drawn on one canvas layer rather than with
+/// `Chart`, which gives every dataset (two per tenant) its own full grid: with eight tenants that
+/// was most of a frame's time.
+fn plot(
+    frame: &mut Frame,
+    inner: Rect,
+    view: &View,
+    shown: &[usize],
+    lines: &[(usize, Vec<(f64, f64)>)],
+    (from, now, top): (f64, f64, f64),
+) {
+    let (snap, theme) = (view.snap, view.theme);
+    let y_labels = [
+        format!("{top:.0}"),
+        format!("{:.0}", top / 2.0),
+        "0".to_string(),
+    ];
+    let label_w = y_labels.iter().map(String::len).max().unwrap_or(1) as u16;
+    if inner.width <= label_w + 4 || inner.height < 4 {
+        return;
+    }
+    let [left, plot_area] =
+        Layout::horizontal([Constraint::Length(label_w), Constraint::Fill(1)]).areas(inner);
+    let [plot_area, x_labels] =
+        Layout::vertical([Constraint::Fill(1), Constraint::Length(1)]).areas(plot_area);
+    let axes = Block::new()
+        .borders(Borders::LEFT | Borders::BOTTOM)
+        .border_style(theme.border);
+    let canvas_area = axes.inner(plot_area);
+    frame.render_widget(axes, plot_area);
+
+    let buf = frame.buffer_mut();
+    let rows = [
+        canvas_area.y,
+        canvas_area.y + canvas_area.height / 2,
+        canvas_area.bottom().saturating_sub(1),
+    ];
+    for (label, y) in y_labels.iter().zip(rows) {
+        buf.set_stringn(
+            left.x,
+            y,
+            format!("{label:>w$}", w = usize::from(label_w)),
+            usize::from(label_w),
+            theme.dim,
+        );
+    }
+    let window = now - from;
+    buf.set_stringn(
+        x_labels.x,
+        x_labels.y,
+        format!("-{}", format::span(window)),
+        usize::from(x_labels.width),
+        theme.dim,
+    );
+    let right = x_labels.right().saturating_sub(3);
+    buf.set_stringn(right, x_labels.y, "now", 3, theme.dim);
+
+    let sla_dots: Vec<(usize, f64)> = shown
         .iter()
-        .map(|&i| {
-            let sla = snap.tenants[i].sla.latency_ms;
-            let pts = (0..SLA_DOTS)
-                .map(|k| (from + window * k as f64 / (SLA_DOTS - 1) as f64, sla))
-                .collect();
-            (i, pts)
+        .map(|&i| (i, snap.tenants[i].sla.latency_ms))
+        .collect();
+    let canvas = Canvas::default()
+        .x_bounds([from, now])
+        .y_bounds([0.0, top])
+        .marker(Marker::Braille)
+        .paint(|ctx| {
+            // Dashes rather than single dots: a lone braille dot is too faint to read as a line.
+            let dash = window / SLA_DASHES as f64;
+            for &(i, sla) in &sla_dots {
+                let color = theme.series(i).fg.unwrap_or(Color::Reset);
+                for k in 0..SLA_DASHES {
+                    let x1 = from + dash * k as f64;
+                    ctx.draw(&CanvasLine {
+                        x1,
+                        y1: sla,
+                        x2: x1 + dash * 0.45,
+                        y2: sla,
+                        color,
+                    });
+                }
+            }
+            for (i, pts) in lines {
+                let color = theme.series(*i).fg.unwrap_or(Color::Reset);
+                for w in pts.windows(2) {
+                    ctx.draw(&CanvasLine {
+                        x1: w[0].0,
+                        y1: w[0].1,
+                        x2: w[1].0,
+                        y2: w[1].1,
+                        color,
+                    });
+                }
+                if let [only] = pts.as_slice() {
+                    ctx.draw(&Points {
+                        coords: &[*only],
+                        color,
+                    });
+                }
+            }
+        });
+    frame.render_widget(canvas, canvas_area);
+    legend(frame, canvas_area, view, lines);
+}
+
+/// Tenant names in their colours, top left, when there is room for them beside the lines.
+fn legend(frame: &mut Frame, area: Rect, view: &View, lines: &[(usize, Vec<(f64, f64)>)]) {
+    let names: Vec<(usize, String)> = lines
+        .iter()
+        .map(|(i, _)| (*i, format::truncate(&view.snap.tenants[*i].model, 14)))
+        .collect();
+    let width = names
+        .iter()
+        .map(|(_, n)| n.chars().count())
+        .max()
+        .unwrap_or(0) as u16
+        + 2;
+    let height = names.len() as u16;
+    if names.is_empty() || width > area.width / 2 || height > area.height * 2 / 3 {
+        return;
+    }
+    let rect = Rect {
+        x: area.x + 1,
+        y: area.y,
+        width,
+        height,
+    };
+    let text: Vec<Line> = names
+        .into_iter()
+        .map(|(i, n)| {
+            Line::from(vec![
+                Span::styled("━ ", view.theme.series(i)),
+                Span::styled(n, view.theme.series(i)),
+            ])
         })
         .collect();
-
-    let mut datasets = Vec::new();
-    for (i, pts) in &sla_lines {
-        datasets.push(
-            Dataset::default()
-                .marker(Marker::Dot)
-                .graph_type(GraphType::Scatter)
-                .style(theme.series(*i))
-                .data(pts),
-        );
-    }
-    for (i, pts) in &lines {
-        let t = &snap.tenants[*i];
-        datasets.push(
-            Dataset::default()
-                .name(format::truncate(&t.model, 14))
-                .marker(Marker::Braille)
-                .graph_type(GraphType::Line)
-                .style(theme.series(*i))
-                .data(pts),
-        );
-    }
-    let x_labels = vec![
-        Span::styled(format!("-{}", format::span(window)), theme.dim),
-        Span::styled("now", theme.dim),
-    ];
-    let y_labels = vec![
-        Span::styled("0", theme.dim),
-        Span::styled(format!("{:.0}", top / 2.0), theme.dim),
-        Span::styled(format!("{top:.0}"), theme.dim),
-    ];
-    let chart = Chart::new(datasets)
-        .block(block)
-        .legend_position(Some(LegendPosition::TopLeft))
-        .hidden_legend_constraints((Constraint::Ratio(1, 2), Constraint::Ratio(2, 3)))
-        .x_axis(
-            Axis::default()
-                .style(theme.border)
-                .bounds([from, now])
-                .labels(x_labels),
-        )
-        .y_axis(
-            Axis::default()
-                .style(theme.border)
-                .bounds([0.0, top])
-                .labels(y_labels),
-        );
-    frame.render_widget(chart, area);
+    frame.render_widget(Clear, rect);
+    frame.render_widget(Paragraph::new(text), rect);
 }
 
 /// A round axis top at or above `x` (1, 2, 5 × a power of ten) so labels are readable.
