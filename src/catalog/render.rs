@@ -135,7 +135,7 @@ pub(super) fn render(catalog: &Catalog) -> String {
             ("max batch", true),
             ("memory MiB", true),
             ("batching", false),
-            ("", false),
+            ("*", false),
             ("source", false),
         ]);
         for p in catalog.profiles.iter().filter(|p| p.profile == profile) {

@@ -18,6 +18,8 @@ struct Slot {
     queue: VecDeque<Queued>,
     running: u32,
     counters: ModelCounters,
+    /// When the batcher's queue delay runs out with an instance free; refreshed after every settle.
+    wake_at: Option<Nanos>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +112,7 @@ impl Sim {
             queue: VecDeque::new(),
             running: 0,
             counters: ModelCounters::default(),
+            wake_at: None,
         });
         Ok(self.slots.len() - 1)
     }
@@ -127,6 +130,7 @@ impl Sim {
         let now = self.now;
         let slot = &mut self.slots[id];
         slot.loaded = false;
+        slot.wake_at = None;
         for request in slot.queue.drain(..) {
             let waited = now.saturating_sub(request.arrived);
             slot.counters.fail_count += 1;
@@ -207,15 +211,7 @@ impl Sim {
     /// The earliest pending event: a phase of a batch ending, or a batcher's queue delay running out.
     pub fn next_event(&self) -> Option<Nanos> {
         let batch_end = self.execs.iter().map(|e| e.ends).min();
-        let timeout = self
-            .slots
-            .iter()
-            .filter(|s| s.loaded && s.running < s.setup.instances)
-            .filter_map(|s| match batcher::decide(&s.setup, &s.queue, self.now)? {
-                Decision::WaitUntil(t) => Some(t),
-                Decision::Start(_) => Some(self.now),
-            })
-            .min();
+        let timeout = self.slots.iter().filter_map(|s| s.wake_at).min();
         match (batch_end, timeout) {
             (Some(a), Some(b)) => Some(a.min(b).max(self.now)),
             (a, b) => a.or(b).map(|t| t.max(self.now)),
@@ -304,7 +300,6 @@ impl Sim {
     /// Handles everything due at `self.now`: phase changes, completions, new batches, then new rates.
     fn settle(&mut self, out: &mut Vec<Completion>) {
         loop {
-            let mut changed = false;
             let now = self.now;
             let mut i = 0;
             while i < self.execs.len() {
@@ -312,14 +307,13 @@ impl Sim {
                     i += 1;
                     continue;
                 }
-                changed = true;
                 let e = &mut self.execs[i];
                 match e.phase {
                     Phase::Input => {
                         e.phase = Phase::Infer;
                         e.infer_started = now;
                         e.rate = 1.0;
-                        // Rates are set below; until then the batch is due so the loop revisits it.
+                        // The real rate (and end) is set below with every other inferring batch.
                         e.ends = now + e.remaining.ceil() as u64;
                         i += 1;
                     }
@@ -336,18 +330,29 @@ impl Sim {
                     }
                 }
             }
-            changed |= self.dispatch();
+            self.dispatch();
             self.update_rates();
-            if !changed && self.execs.iter().all(|e| e.ends > now) {
+            // Zero-length phases end at `now` again; everything else waits for a later event.
+            if self.execs.iter().all(|e| e.ends > now) {
                 break;
             }
+        }
+        for slot in &mut self.slots {
+            slot.wake_at = if slot.loaded && slot.running < slot.setup.instances {
+                match batcher::decide(&slot.setup, &slot.queue, self.now) {
+                    Some(Decision::WaitUntil(t)) => Some(t),
+                    Some(Decision::Start(_)) => Some(self.now),
+                    None => None,
+                }
+            } else {
+                None
+            };
         }
     }
 
     /// Starts every batch the batchers allow on free instances.
-    fn dispatch(&mut self) -> bool {
+    fn dispatch(&mut self) {
         let now = self.now;
-        let mut started = false;
         for id in 0..self.slots.len() {
             loop {
                 let slot = &mut self.slots[id];
@@ -378,10 +383,8 @@ impl Sim {
                     rate: 1.0,
                     ends: now + input_ns,
                 });
-                started = true;
             }
         }
-        started
     }
 
     /// DESIGN §5: with U = Σ uᵢ, batch i runs at 1 / (max(1, U) · (1 + γ·(U − uᵢ))) of its solo speed.

@@ -50,6 +50,8 @@ impl Workload {
 #[derive(Debug, Clone)]
 pub struct ModelReport {
     pub name: String,
+    /// Length of the arrival window the rates refer to.
+    pub duration_s: f64,
     pub offered_per_s: f64,
     /// Requests that completed within the run's duration, per second of it.
     pub achieved_per_s: f64,
@@ -148,9 +150,11 @@ pub fn simulate(
             let index = token_model[c.token as usize];
             let tally = &mut stats[index];
             let latency = c.finished_at.saturating_sub(arrived_at[c.token as usize]);
-            tally
-                .latency_us
-                .saturating_record(latency.div_ceil(1_000).max(1));
+            let micros = latency.div_ceil(1_000).max(1);
+            // Auto-resizing, so `record` grows to fit; saturating only guards the impossible error.
+            if tally.latency_us.record(micros).is_err() {
+                tally.latency_us.saturating_record(micros);
+            }
             tally.latency_sum_ns += latency as f64;
             tally.completed += 1;
             if c.finished_at <= end {
@@ -190,6 +194,7 @@ pub fn simulate(
             });
             ModelReport {
                 name: setup.name.clone(),
+                duration_s,
                 offered_per_s: workload.rate_per_s,
                 achieved_per_s: tally.completed_in_window as f64 * 1e9 / span,
                 submitted: tally.submitted,
@@ -305,20 +310,34 @@ impl Default for SearchOptions {
         SearchOptions {
             duration_s: 60.0,
             seed: 1,
-            iterations: 14,
+            iterations: 12,
         }
     }
 }
 
-/// A run meets its SLA when the percentile is within the target and it keeps up with the offered load
-/// (an overloaded run can still look fine for a while before its queue grows).
+impl SearchOptions {
+    /// Runs of 40 SLAs (5–60 s): overload by ε shows as ≈ ε·duration of extra latency, so this resolves
+    /// peaks to about 2.5 % while keeping fast models (many requests per second) affordable.
+    pub fn for_sla(sla_ms: f64) -> SearchOptions {
+        SearchOptions {
+            duration_s: (0.04 * sla_ms).clamp(5.0, 60.0),
+            ..SearchOptions::default()
+        }
+    }
+}
+
+/// A run meets its SLA when the percentile (over every request that arrived, queues drained) is within
+/// the target. An overloaded queue grows for the whole run, so overload by a fraction ε shows up as a
+/// latency of about ε·duration: runs must be long next to the SLA (a 60 s run resolves 1.25 % at 750 ms).
+/// The completion check only guards against huge SLAs hiding a gross overload.
 fn meets(report: &ModelReport, sla: &Sla) -> bool {
+    let arrived_per_s = report.submitted as f64 / report.duration_s.max(1e-9);
     report.latency_ms(sla.percentile) <= sla.latency_ms
-        && report.achieved_per_s >= 0.98 * report.offered_per_s
+        && report.achieved_per_s >= 0.95 * arrived_per_s
 }
 
 /// The highest Poisson request rate (req/s, `batch` images each) at which `model` alone on `gpu` meets
-/// `percentile` ≤ `sla_ms`, with [`SearchOptions::default`].
+/// `percentile` ≤ `sla_ms`, with [`SearchOptions::for_sla`].
 pub fn solo_peak(
     gpu: &GpuSetup,
     model: &ModelSetup,
@@ -330,7 +349,7 @@ pub fn solo_peak(
         latency_ms: sla_ms,
         percentile,
     };
-    solo_peak_with(gpu, model, batch, &sla, &SearchOptions::default())
+    solo_peak_with(gpu, model, batch, &sla, &SearchOptions::for_sla(sla_ms))
 }
 
 /// [`solo_peak`] with explicit search options.

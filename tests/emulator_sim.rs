@@ -1,0 +1,682 @@
+//! The emulator's GPU model in virtual time: the laws it must obey and the calibration it must hit.
+
+use perseus::catalog::Catalog;
+use perseus::emulator::sim::{
+    Batching, Completion, GpuSetup, ModelSetup, SearchOptions, Sim, SimError, Sla, Workload,
+    best_colocation, simulate, solo_peak, solo_peak_with,
+};
+
+fn gpu(gamma: f64) -> GpuSetup {
+    GpuSetup {
+        name: "test".into(),
+        memory_total_bytes: 16 << 30,
+        context_bytes: 400 << 20,
+        tdp_w: 70.0,
+        idle_w: 10.0,
+        gamma,
+        sm_clock_mhz: 1590,
+    }
+}
+
+fn model(name: &str, alpha_ms: f64, beta_ms: f64) -> ModelSetup {
+    ModelSetup {
+        name: name.into(),
+        alpha_ms,
+        beta_ms,
+        max_batch: 32,
+        instances: 1,
+        dynamic_batching: None,
+        memory_bytes: 100 << 20,
+        input_bytes_per_image: 602_112,
+        output_bytes_per_image: 4_000,
+    }
+}
+
+fn batching(preferred: &[u32], delay_us: u64) -> Option<Batching> {
+    Some(Batching {
+        max_queue_delay_us: delay_us,
+        preferred_batch_sizes: preferred.to_vec(),
+    })
+}
+
+/// Runs one request of `batch` images on an idle GPU and returns its completion.
+fn run_alone(gpu: &GpuSetup, setup: &ModelSetup, batch: u32) -> Completion {
+    let mut sim = Sim::new(gpu.clone());
+    let id = sim.load(setup.clone()).unwrap();
+    sim.submit(1_000, id, batch, 7).unwrap();
+    let mut out = Vec::new();
+    while let Some(t) = sim.next_event() {
+        sim.advance(t, &mut out);
+    }
+    assert_eq!(out.len(), 1);
+    out.remove(0)
+}
+
+#[test]
+fn solo_latency_equals_l_of_b_plus_the_copies() {
+    let setup = model("m", 2.5, 0.7);
+    for batch in [1, 2, 8, 32] {
+        let c = run_alone(&gpu(0.3), &setup, batch);
+        let expected_infer = setup.solo_latency_ns(batch);
+        assert!(
+            (c.compute_infer_ns as f64 - expected_infer).abs() <= 1.0,
+            "b={batch}: {c:?}"
+        );
+        assert_eq!(c.queue_ns, 0);
+        assert_eq!(c.compute_input_ns, setup.compute_input_ns(batch));
+        assert_eq!(c.compute_output_ns, setup.compute_output_ns(batch));
+        assert_eq!(
+            c.finished_at,
+            1_000 + c.compute_input_ns + c.compute_infer_ns + c.compute_output_ns
+        );
+        assert_eq!(c.batch, batch);
+    }
+}
+
+#[test]
+fn concurrent_batches_share_the_gpu_as_design_section_5_says() {
+    let gamma = 0.2;
+    let g = gpu(gamma);
+    let quiet = |m: ModelSetup| ModelSetup {
+        input_bytes_per_image: 0,
+        output_bytes_per_image: 0,
+        ..m
+    };
+    let a = quiet(model("a", 2.0, 2.0));
+    let b = quiet(model("b", 1.0, 3.0));
+    let mut sim = Sim::new(g);
+    let ia = sim.load(a.clone()).unwrap();
+    let ib = sim.load(b.clone()).unwrap();
+    sim.submit(0, ia, 1, 0).unwrap();
+    sim.submit(0, ib, 1, 1).unwrap();
+    let mut out = Vec::new();
+    while let Some(t) = sim.next_event() {
+        sim.advance(t, &mut out);
+    }
+    // Both infer from the same instant; U = uA + uB; each runs at 1 / (max(1,U)·(1 + γ·(U − uᵢ))) until
+    // the first finishes, then the other runs alone at full speed.
+    let (ua, ub) = (a.occupancy(1), b.occupancy(1));
+    let u = ua + ub;
+    let rate = |own: f64| 1.0 / (u.max(1.0) * (1.0 + gamma * (u - own)));
+    let (ra, rb) = (rate(ua), rate(ub));
+    let (la, lb) = (a.solo_latency_ns(1), b.solo_latency_ns(1));
+    let (first_a, first_b) = (la / ra, lb / rb);
+    let (expect_a, expect_b) = if first_a <= first_b {
+        (first_a, first_a + (lb - first_a * rb))
+    } else {
+        (first_b + (la - first_b * ra), first_b)
+    };
+    let infer = |token: u64| {
+        out.iter()
+            .find(|c| c.token == token)
+            .unwrap()
+            .compute_infer_ns as f64
+    };
+    assert!(
+        (infer(0) - expect_a).abs() <= 2.0,
+        "{} vs {expect_a}",
+        infer(0)
+    );
+    assert!(
+        (infer(1) - expect_b).abs() <= 2.0,
+        "{} vs {expect_b}",
+        infer(1)
+    );
+    assert!(infer(0) > la && infer(1) > lb, "sharing slows both");
+}
+
+#[test]
+fn statistics_count_what_the_model_did() {
+    let setup = ModelSetup {
+        dynamic_batching: batching(&[4], 1_000),
+        ..model("m", 1.0, 0.5)
+    };
+    let mut sim = Sim::new(gpu(0.1));
+    let id = sim.load(setup.clone()).unwrap();
+    for token in 0..4 {
+        sim.submit(0, id, 1, token).unwrap();
+    }
+    let mut out = Vec::new();
+    while let Some(t) = sim.next_event() {
+        sim.advance(t, &mut out);
+    }
+    let c = sim.counters(id).unwrap();
+    assert_eq!(
+        (
+            c.success_count,
+            c.execution_count,
+            c.inference_count,
+            c.pending
+        ),
+        (4, 1, 4, 0)
+    );
+    assert_eq!(c.batch_stats[&4].count, 1);
+    assert_eq!(c.compute_infer_ns, 4 * out[0].compute_infer_ns);
+    assert_eq!(c.success_ns, out.iter().map(|c| c.finished_at).sum::<u64>());
+}
+
+#[test]
+fn utilization_sm_activity_and_power_stay_within_bounds() {
+    let g = gpu(0.3);
+    let a = ModelSetup {
+        instances: 3,
+        ..model("a", 1.0, 2.0)
+    };
+    let b = ModelSetup {
+        instances: 2,
+        dynamic_batching: batching(&[], 500),
+        ..model("b", 4.0, 0.5)
+    };
+    let mut sim = Sim::new(g.clone());
+    let ia = sim.load(a).unwrap();
+    let ib = sim.load(b).unwrap();
+    let mut out = Vec::new();
+    let mut t = 0;
+    // A burst far beyond capacity, observed event by event.
+    for token in 0..400 {
+        sim.submit(t, if token % 2 == 0 { ia } else { ib }, 1, token)
+            .unwrap();
+        t += 100_000;
+    }
+    let mut last = sim.gpu_counters();
+    let mut prev_t = sim.now();
+    while let Some(next) = sim.next_event() {
+        sim.advance(next, &mut out);
+        let now = sim.gpu_counters();
+        let dt = (sim.now() - prev_t) as f64;
+        assert!((now.busy_ns - last.busy_ns) as f64 <= dt);
+        assert!(now.sm_active_ns - last.sm_active_ns <= dt + 1e-6);
+        let (_, power) = sim.gpu_instant();
+        assert!(power <= g.tdp_w + 1e-9 && power >= g.idle_w);
+        last = now;
+        prev_t = sim.now();
+    }
+    assert_eq!(out.len(), 400);
+    let total = sim.gpu_counters();
+    let elapsed = sim.now() as f64;
+    assert!(total.busy_ns as f64 <= elapsed);
+    let sm = total.sm_active_ns / elapsed;
+    assert!(sm > 0.5 && sm <= 1.0, "{sm}");
+    let mean_power = total.energy_j / (elapsed * 1e-9);
+    let expected = g.idle_w + (g.tdp_w - g.idle_w) * sm;
+    assert!(
+        (mean_power - expected).abs() < 1e-6 * expected,
+        "{mean_power} vs {expected}"
+    );
+
+    let report = simulate(
+        &g,
+        &[
+            (model("x", 1.0, 2.0), Workload::poisson(2_000.0)),
+            (model("y", 3.0, 1.0), Workload::poisson(2_000.0)),
+        ],
+        5.0,
+        3,
+    )
+    .unwrap();
+    assert!(report.gpu_utilization <= 1.0 && report.sm_activity <= report.gpu_utilization);
+}
+
+#[test]
+fn throughput_saturates_at_the_model_capacity() {
+    let g = gpu(0.0);
+    // Each request alone: one instance finishes one image per L(1) + copies.
+    let alone = model("alone", 3.0, 1.0);
+    let cap = alone.capacity_images_per_s(1);
+    let expected = 1e9
+        / (alone.solo_latency_ns(1)
+            + (alone.compute_input_ns(1) + alone.compute_output_ns(1)) as f64);
+    assert!((cap - expected).abs() < 1e-9 * expected);
+    let infer_s = alone.solo_latency_ns(1) / 1e9;
+    let r = simulate(&g, &[(alone, Workload::constant(2.0 * cap))], 20.0, 1).unwrap();
+    let achieved = r.models[0].achieved_per_s;
+    assert!((achieved / cap - 1.0).abs() < 0.01, "{achieved} vs {cap}");
+    // Busy whenever inferring: one inference per completed request.
+    let util = achieved * infer_s;
+    assert!(
+        (r.gpu_utilization / util - 1.0).abs() < 0.01,
+        "{} vs {util}",
+        r.gpu_utilization
+    );
+
+    // With batching to 8 the plateau moves to 8 / L(8).
+    let batched = ModelSetup {
+        dynamic_batching: batching(&[8], 100),
+        ..model("batched", 3.0, 1.0)
+    };
+    let cap8 = batched.capacity_images_per_s(1);
+    assert!(cap8 > 2.0 * cap);
+    let r = simulate(&g, &[(batched, Workload::poisson(2.0 * cap8))], 20.0, 1).unwrap();
+    let achieved = r.models[0].achieved_per_s;
+    assert!((achieved / cap8 - 1.0).abs() < 0.01, "{achieved} vs {cap8}");
+}
+
+#[test]
+fn littles_law_holds() {
+    let setup = ModelSetup {
+        dynamic_batching: batching(&[2, 4], 2_000),
+        ..model("m", 4.0, 2.0)
+    };
+    let rate = 0.7 * setup.capacity_images_per_s(1);
+    let r = simulate(&gpu(0.2), &[(setup, Workload::poisson(rate))], 120.0, 9).unwrap();
+    let m = &r.models[0];
+    let lambda = m.submitted as f64 / r.duration_s;
+    let w_s = m.mean_latency_ms / 1e3;
+    let little = lambda * w_s;
+    assert!(m.mean_in_system > 0.5, "{m:?}");
+    // The histogram and the exact mean agree, and the tail sits above the service time.
+    assert!((m.latency_us.mean() / 1e3 / m.mean_latency_ms - 1.0).abs() < 0.01);
+    assert!(m.latency_ms(99.0) > m.latency_ms(50.0) && m.latency_ms(50.0) > 4.0);
+    assert!(
+        (m.mean_in_system / little - 1.0).abs() < 0.03,
+        "L {} vs λW {little}",
+        m.mean_in_system
+    );
+}
+
+#[test]
+fn dynamic_batching_forms_preferred_sizes_under_load_and_waits_when_idle() {
+    let setup = ModelSetup {
+        dynamic_batching: batching(&[4, 8], 10_000),
+        ..model("m", 8.0, 2.5)
+    };
+    let mut sim = Sim::new(gpu(0.1));
+    let id = sim.load(setup.clone()).unwrap();
+    let mut out = Vec::new();
+    // 1,000 requests/s against a plateau near 270/s: the queue always holds a full preferred batch.
+    for token in 0..2_000u64 {
+        let t = token * 1_000_000;
+        sim.advance(t, &mut out);
+        sim.submit(t, id, 1, token).unwrap();
+    }
+    while let Some(t) = sim.next_event() {
+        sim.advance(t, &mut out);
+    }
+    let c = sim.counters(id).unwrap();
+    let eights = c.batch_stats.get(&8).map_or(0, |b| b.count);
+    assert!(
+        eights as f64 >= 0.95 * c.execution_count as f64,
+        "{:?}",
+        c.batch_stats
+    );
+    assert!(c.batch_stats.keys().all(|&b| b <= 8));
+
+    // A lone request waits out the queue delay, then runs as a batch of one.
+    let mut sim = Sim::new(gpu(0.1));
+    let id = sim.load(setup).unwrap();
+    sim.submit(0, id, 1, 0).unwrap();
+    let mut out = Vec::new();
+    while let Some(t) = sim.next_event() {
+        sim.advance(t, &mut out);
+    }
+    assert_eq!(out[0].queue_ns, 10_000_000);
+    assert_eq!(out[0].batch, 1);
+}
+
+/// Largest number of batches whose [start, end) intervals overlap.
+fn max_concurrency(done: &[Completion]) -> usize {
+    let mut edges: Vec<(u64, i32)> = Vec::new();
+    for c in done {
+        let start = c.finished_at - c.compute_input_ns - c.compute_infer_ns - c.compute_output_ns;
+        edges.push((start, 1));
+        edges.push((c.finished_at, -1));
+    }
+    edges.sort();
+    let mut live = 0;
+    let mut most = 0;
+    for (_, d) in edges {
+        live += d;
+        most = most.max(live);
+    }
+    most as usize
+}
+
+#[test]
+fn instances_cap_concurrency() {
+    for instances in [1, 2, 3] {
+        let setup = ModelSetup {
+            instances,
+            ..model("m", 5.0, 0.5)
+        };
+        let mut sim = Sim::new(gpu(0.0));
+        let id = sim.load(setup.clone()).unwrap();
+        for token in 0..60 {
+            sim.submit(0, id, 1, token).unwrap();
+        }
+        let mut out = Vec::new();
+        while let Some(t) = sim.next_event() {
+            sim.advance(t, &mut out);
+        }
+        assert_eq!(out.len(), 60);
+        assert_eq!(max_concurrency(&out), instances as usize);
+        // α-heavy batches barely occupy the SMs, so extra instances multiply throughput.
+        let makespan = out.iter().map(|c| c.finished_at).max().unwrap() as f64;
+        let serial = 60.0
+            * (setup.solo_latency_ns(1)
+                + (setup.compute_input_ns(1) + setup.compute_output_ns(1)) as f64);
+        let speedup = serial / makespan;
+        assert!(
+            (speedup / f64::from(instances) - 1.0).abs() < 0.02,
+            "{instances}: {speedup}"
+        );
+    }
+}
+
+#[test]
+fn memory_overflow_is_refused_with_mib_figures() {
+    let mut g = gpu(0.1);
+    g.memory_total_bytes = 1_000 << 20;
+    let mut sim = Sim::new(g);
+    let big = ModelSetup {
+        memory_bytes: 500 << 20,
+        ..model("big", 1.0, 1.0)
+    };
+    sim.load(big.clone()).unwrap();
+    assert_eq!(sim.gpu_counters().memory_used_bytes, 900 << 20);
+    let err = sim.load(ModelSetup {
+        name: "big2".into(),
+        ..big
+    });
+    let expected = SimError::DoesNotFit {
+        model: "big2".into(),
+        need_mib: 500,
+        free_mib: 100,
+        total_mib: 1_000,
+    };
+    assert_eq!(err, Err(expected.clone()));
+    assert!(expected.to_string().contains("500 MiB") && expected.to_string().contains("100 MiB"));
+    let small = ModelSetup {
+        memory_bytes: 100 << 20,
+        ..model("small", 1.0, 1.0)
+    };
+    assert!(
+        sim.load(small).is_ok(),
+        "exactly filling the GPU is allowed"
+    );
+}
+
+#[test]
+fn unload_fails_queued_requests_and_frees_memory() {
+    let mut sim = Sim::new(gpu(0.1));
+    let id = sim.load(model("m", 10.0, 1.0)).unwrap();
+    for token in 0..3 {
+        sim.submit(0, id, 1, token).unwrap();
+    }
+    let mut out = Vec::new();
+    sim.unload(id, 1_000_000, &mut out).unwrap();
+    let failed: Vec<_> = out.iter().filter(|c| !c.ok).collect();
+    assert_eq!(
+        failed.len(),
+        2,
+        "the executing one finishes, the queued two fail"
+    );
+    assert_eq!(sim.gpu_counters().memory_used_bytes, 400 << 20);
+    assert_eq!(
+        sim.submit(2_000_000, id, 1, 9),
+        Err(SimError::UnknownModel(id))
+    );
+    while let Some(t) = sim.next_event() {
+        sim.advance(t, &mut out);
+    }
+    assert!(out.iter().any(|c| c.ok && c.token == 0));
+}
+
+#[test]
+fn runs_are_deterministic_for_a_seed() {
+    let runs = [(model("m", 2.0, 1.0), Workload::poisson(300.0))];
+    let a = simulate(&gpu(0.1), &runs, 10.0, 5).unwrap();
+    let b = simulate(&gpu(0.1), &runs, 10.0, 5).unwrap();
+    let c = simulate(&gpu(0.1), &runs, 10.0, 6).unwrap();
+    assert_eq!(a.models[0].latency_ms(95.0), b.models[0].latency_ms(95.0));
+    assert_eq!(a.models[0].submitted, b.models[0].submitted);
+    assert_ne!(a.models[0].submitted, c.models[0].submitted);
+}
+
+#[test]
+fn solo_peaks_sit_just_below_capacity_and_grow_with_the_sla() {
+    let g = gpu(0.1);
+    let setup = model("m", 4.0, 2.0);
+    let capacity = setup.capacity_images_per_s(1);
+    let tight = solo_peak(&g, &setup, 1, 50.0, 95.0).unwrap();
+    let loose = solo_peak(&g, &setup, 1, 200.0, 95.0).unwrap();
+    assert!(
+        tight > 0.7 * capacity && tight < loose,
+        "{tight} {loose} {capacity}"
+    );
+    assert!(loose <= 1.03 * capacity, "{loose} vs {capacity}");
+    assert_eq!(
+        tight,
+        solo_peak(&g, &setup, 1, 50.0, 95.0).unwrap(),
+        "deterministic"
+    );
+}
+
+/// Solo batch latency of a catalog entry as the simulator produces it, in ms.
+fn simulated_latency_ms(catalog: &Catalog, model: &str, gpu_name: &str, batch: u32) -> f64 {
+    let gpu = catalog.gpu(gpu_name).unwrap().setup();
+    let mut setup = catalog.model_setup(model, gpu_name, None).unwrap();
+    setup.max_batch = setup.max_batch.max(batch);
+    run_alone(&gpu, &setup, batch).compute_infer_ns as f64 / 1e6
+}
+
+/// A calibration row (research calibration.csv) a non-derived catalog entry was fit to.
+struct Row {
+    gpu: &'static str,
+    batch: u32,
+    latency_ms: Option<f64>,
+    images_per_s: Option<f64>,
+    row: &'static str,
+}
+
+const fn row(
+    gpu: &'static str,
+    batch: u32,
+    latency_ms: Option<f64>,
+    images_per_s: Option<f64>,
+    row: &'static str,
+) -> Row {
+    Row {
+        gpu,
+        batch,
+        latency_ms,
+        images_per_s,
+        row,
+    }
+}
+
+/// The rows the catalog's ResNet-50 entries for T4, L4, A100-80GB and V100 come from.
+const ROWS: &[Row] = &[
+    row(
+        "t4",
+        1,
+        Some(1.000),
+        None,
+        "MLPerf v0.7 T4 INT8 SingleStream",
+    ),
+    row(
+        "t4",
+        272,
+        Some(45.94),
+        None,
+        "MLPerf v0.7 T4 INT8 MultiStream, 272 samples",
+    ),
+    // The Offline row does not state its batch; 256 stands for "large".
+    row("t4", 256, None, Some(6036.0), "MLPerf v0.7 T4 INT8 Offline"),
+    row(
+        "l4",
+        1,
+        Some(0.346),
+        None,
+        "MLPerf v3.1 L4 INT8 SingleStream",
+    ),
+    row(
+        "l4",
+        8,
+        Some(0.808),
+        None,
+        "MLPerf v3.1 L4 INT8 MultiStream",
+    ),
+    row(
+        "l4",
+        32,
+        None,
+        Some(12882.0),
+        "MLPerf v3.1 L4 INT8 Offline, bs32",
+    ),
+    row(
+        "a100-80gb",
+        1,
+        Some(0.455),
+        None,
+        "MLPerf v3.0 A100-SXM4-80GB INT8 SingleStream",
+    ),
+    row(
+        "a100-80gb",
+        8,
+        Some(0.644),
+        None,
+        "MLPerf v3.0 A100-SXM4-80GB INT8 MultiStream",
+    ),
+    row(
+        "a100-80gb",
+        2048,
+        None,
+        Some(42379.0),
+        "MLPerf v3.0 A100-SXM4-80GB INT8 Offline, bs2048",
+    ),
+    row("v100", 1, Some(2.08), None, "gist-V100 TensorRT 4 FP16"),
+    row("v100", 8, Some(3.29), None, "gist-V100 TensorRT 4 FP16"),
+    row("v100", 32, Some(6.59), None, "gist-V100 TensorRT 4 FP16"),
+    row("v100", 128, Some(21.27), None, "gist-V100 TensorRT 4 FP16"),
+    row("v100", 256, Some(39.73), None, "gist-V100 TensorRT 4 FP16"),
+];
+
+#[test]
+fn solo_curves_are_within_ten_percent_of_their_calibration_rows() {
+    let catalog = Catalog::embedded().unwrap();
+    for &Row {
+        gpu: gpu_name,
+        batch,
+        latency_ms: latency,
+        images_per_s: throughput,
+        row,
+    } in ROWS
+    {
+        let perf = catalog.perf("resnet50", gpu_name, None).unwrap();
+        assert!(!perf.derived, "{gpu_name} is anchored on measured rows");
+        let ms = simulated_latency_ms(&catalog, "resnet50", gpu_name, batch);
+        if let Some(expected) = latency {
+            assert!(
+                (ms / expected - 1.0).abs() <= 0.10,
+                "{row}: {ms:.3} ms vs {expected} ms"
+            );
+        }
+        if let Some(expected) = throughput {
+            let ips = f64::from(batch) * 1e3 / ms;
+            assert!(
+                (ips / expected - 1.0).abs() <= 0.10,
+                "{row}: {ips:.0} img/s vs {expected}"
+            );
+        }
+    }
+}
+
+const PERSEUS_SLA: Sla = Sla {
+    latency_ms: 750.0,
+    percentile: 95.0,
+};
+
+/// Short enough for debug builds, long enough that a fixed seed gives a steady p95.
+const SEARCH: SearchOptions = SearchOptions {
+    duration_s: 30.0,
+    seed: 11,
+    iterations: 10,
+};
+
+/// PERSEUS's dedicated peaks (req/s, p95 ≤ 750 ms) for ResNet-50 and Inception-v3 on one GPU.
+const PERSEUS_PEAKS: &[(&str, f64, f64)] = &[("t4", 256.0, 208.0), ("p4", 204.0, 155.0)];
+
+#[test]
+fn perseus2019_reproduces_the_dedicated_peaks_and_the_colocation_gain() {
+    let catalog = Catalog::embedded().unwrap();
+    for &(gpu_name, paper_r, paper_i) in PERSEUS_PEAKS {
+        let gpu = catalog.gpu(gpu_name).unwrap().setup();
+        let resnet = catalog
+            .model_setup("resnet50", gpu_name, Some("perseus2019"))
+            .unwrap();
+        let inception = catalog
+            .model_setup("inception_v3", gpu_name, Some("perseus2019"))
+            .unwrap();
+        let peak_r = solo_peak_with(&gpu, &resnet, 1, &PERSEUS_SLA, &SEARCH).unwrap();
+        let peak_i = solo_peak_with(&gpu, &inception, 1, &PERSEUS_SLA, &SEARCH).unwrap();
+        eprintln!(
+            "{gpu_name} perseus2019 dedicated peaks: resnet50 {peak_r:.1}, inception_v3 {peak_i:.1} req/s"
+        );
+        assert!(
+            (peak_r / paper_r - 1.0).abs() <= 0.10,
+            "{gpu_name} resnet50 peak {peak_r} vs {paper_r}"
+        );
+        assert!(
+            (peak_i / paper_i - 1.0).abs() <= 0.10,
+            "{gpu_name} inception_v3 peak {peak_i} vs {paper_i}"
+        );
+
+        let mixes = [vec![0.3, 0.7], vec![0.5, 0.5], vec![0.7, 0.3]];
+        let models = [resnet, inception];
+        let best = best_colocation(
+            &gpu,
+            &models,
+            &[peak_r, peak_i],
+            &mixes,
+            &PERSEUS_SLA,
+            &SEARCH,
+        )
+        .unwrap()
+        .unwrap();
+        eprintln!(
+            "{gpu_name} perseus2019 best co-location: rates {:.1?} -> {:.3} dedicated equivalents",
+            best.rates, best.equivalents
+        );
+        assert!(best.meets_sla);
+        assert!(
+            (1.05..=1.20).contains(&best.equivalents),
+            "{gpu_name}: {}",
+            best.equivalents
+        );
+    }
+}
+
+/// An hour of traffic at a few hundred requests per second: run with `--ignored --nocapture` (ideally in
+/// release) to see how long the virtual-time runner takes; the assertions only check the run is whole.
+#[test]
+#[ignore = "a performance probe, not a check; prints its wall time"]
+fn an_hour_of_traffic_in_virtual_time() {
+    let catalog = Catalog::embedded().unwrap();
+    let t4 = catalog.gpu("t4").unwrap().setup();
+    let resnet = catalog
+        .model_setup("resnet50", "t4", Some("perseus2019"))
+        .unwrap();
+    let inception = catalog
+        .model_setup("inception_v3", "t4", Some("perseus2019"))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let report = simulate(
+        &t4,
+        &[
+            (resnet, Workload::poisson(150.0)),
+            (inception, Workload::poisson(80.0)),
+        ],
+        3_600.0,
+        1,
+    )
+    .unwrap();
+    eprintln!(
+        "one hour at 230 req/s simulated in {:.2} s wall ({} requests)",
+        started.elapsed().as_secs_f64(),
+        report.models.iter().map(|m| m.submitted).sum::<u64>()
+    );
+    for m in &report.models {
+        assert_eq!(m.completed, m.submitted);
+        assert!((m.achieved_per_s / m.offered_per_s - 1.0).abs() < 0.02);
+    }
+}
