@@ -140,7 +140,10 @@ async fn achieved_rates_match_targets_for_three_tenants() {
         assert_eq!(tv.totals.errors, 0, "{} errors: {:?}", tv.model, tv.totals);
         assert_eq!(tv.totals.dropped, 0);
         assert!(tv.totals.latency_ms.p50 > 0.0);
-        assert!(tv.totals.server.is_some(), "server-side statistics were diffed");
+        assert!(
+            tv.totals.server.is_some(),
+            "server-side statistics were diffed"
+        );
     }
     emu.shutdown().await;
 }

@@ -151,11 +151,7 @@ fn export(recording: &Path, csv: &Path) -> Result<(), Failure> {
         std::io::Write::flush(&mut out)
             .with_context(|| format!("writing {}", csv.display()))
             .bad_input()?;
-        eprintln!(
-            "wrote {} ({} ticks)",
-            csv.display(),
-            rec.snapshots.len()
-        );
+        eprintln!("wrote {} ({} ticks)", csv.display(), rec.snapshots.len());
     }
     Ok(())
 }

@@ -17,7 +17,9 @@ use crate::engine::command::Command;
 use crate::engine::hooks::{NoKnowledge, NoPersistence};
 use crate::engine::snapshot::{Percentiles, Phase, Snapshot, TargetKind};
 use crate::engine::{self, EngineConfig};
-use crate::measure::{PeakCache, PeakConfig, PeakKey, PeakSearch, PeakSearchConfig, PeakStep, ProbeWindow};
+use crate::measure::{
+    PeakCache, PeakConfig, PeakKey, PeakSearch, PeakSearchConfig, PeakStep, ProbeWindow,
+};
 use crate::session::spec::{Arrival, Load, RunSpec, TenantSpec};
 use crate::session::{self, Config};
 
@@ -142,7 +144,8 @@ async fn probe_one(
     let started = tokio::time::Instant::now();
     loop {
         let snap = Arc::clone(&handle.snapshots.borrow_and_update());
-        if snap.phase == Phase::Measuring && snap.tenants.first().is_some_and(|t| t.max_batch.is_some())
+        if snap.phase == Phase::Measuring
+            && snap.tenants.first().is_some_and(|t| t.max_batch.is_some())
         {
             break;
         }
@@ -190,11 +193,7 @@ async fn probe_one(
     };
     let _ = handle.commands.send(Command::Stop).await;
     let _ = handle.done.await;
-    let summary = format!(
-        "{:?} after {} rates",
-        outcome.reason,
-        outcome.steps.len()
-    );
+    let summary = format!("{:?} after {} rates", outcome.reason, outcome.steps.len());
     Ok((outcome.peak_per_s, summary))
 }
 

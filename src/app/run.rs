@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::app::target::recording_header;
 use crate::app::target::{self, Files, Target};
 use crate::app::{BadInput, Failure, load_catalog, load_prices};
 use crate::catalog::Catalog;
@@ -16,7 +17,6 @@ use crate::engine::{self, EngineConfig};
 use crate::report;
 use crate::session::spec::RunSpec;
 use crate::session::{self, Config};
-use crate::app::target::recording_header;
 use crate::telemetry::GpuSummaryAcc;
 
 /// How long a headless run waits for its target before giving up.

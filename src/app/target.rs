@@ -1,7 +1,7 @@
 //! Resolving what a run talks to: the embedded emulator or a real Triton, and what is known about it.
 
-use std::net::SocketAddr;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -10,13 +10,11 @@ use anyhow::{Context as _, anyhow};
 use crate::app::{BadInput, Failure, TargetFailed};
 use crate::catalog::Catalog;
 use crate::cli::TargetArgs;
-use crate::measure::PeakCache;
 use crate::emulator::sim::{self, Batching};
 use crate::emulator::{EmulateArgs, Emulator, EmulatorConfig, EmulatorError, RunningEmulator};
-use crate::engine::hooks::{
-    GpuTelemetry, Persistence, ServerModel, SnapshotSink, TargetKnowledge,
-};
+use crate::engine::hooks::{GpuTelemetry, Persistence, ServerModel, SnapshotSink, TargetKnowledge};
 use crate::engine::snapshot::{GpuView, PeakKind, Snapshot, SoloPeak, TargetInfo, TargetKind};
+use crate::measure::PeakCache;
 use crate::session::spec::{RunSpec, TargetSpec, TenantSpec, TlsSpec};
 use crate::session::{self, Config, ModelLookup, Recorder, RecordingHeader};
 use crate::telemetry::{NvmlChoice, Telemetry, TelemetryConfig};
@@ -295,7 +293,13 @@ impl ModelLookup for CatalogLookup<'_> {
         Some(self.catalog.profile_names())
     }
     fn instances(&self) -> Option<Vec<String>> {
-        Some(self.prices.instances().iter().map(|i| i.id.clone()).collect())
+        Some(
+            self.prices
+                .instances()
+                .iter()
+                .map(|i| i.id.clone())
+                .collect(),
+        )
     }
 }
 
@@ -343,19 +347,18 @@ pub async fn emulate(args: EmulateArgs, config: &Config) -> Result<(), Failure> 
     if emu.catalog_dir.is_none() {
         emu.catalog_dir = config.catalog_dir.clone();
     }
-    crate::emulator::run_standalone(emu).await.map_err(|e| match e {
-        EmulatorError::UnknownGpu { .. }
-        | EmulatorError::UnknownProfile { .. }
-        | EmulatorError::Catalog(_) => Failure::BadInput(e.into()),
-        other => Failure::Target(other.into()),
-    })
+    crate::emulator::run_standalone(emu)
+        .await
+        .map_err(|e| match e {
+            EmulatorError::UnknownGpu { .. }
+            | EmulatorError::UnknownProfile { .. }
+            | EmulatorError::Catalog(_) => Failure::BadInput(e.into()),
+            other => Failure::Target(other.into()),
+        })
 }
 
 /// The header line of a recording: what was run, where, with which catalogs.
 pub fn recording_header(spec: &RunSpec, target: &TargetInfo) -> RecordingHeader {
-    let catalogs = BTreeMap::from([(
-        "perseus".to_string(),
-        env!("CARGO_PKG_VERSION").to_string(),
-    )]);
+    let catalogs = BTreeMap::from([("perseus".to_string(), env!("CARGO_PKG_VERSION").to_string())]);
     RecordingHeader::new(&spec.name, target.clone(), catalogs)
 }

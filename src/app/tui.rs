@@ -7,13 +7,13 @@ use anyhow::{Context as _, anyhow};
 use tokio::sync::{mpsc, watch};
 
 use crate::app::run::load_session;
+use crate::app::target::recording_header;
 use crate::app::target::{self, Files};
 use crate::app::{BadInput, Failure, load_catalog, load_prices};
 use crate::cli::{ReplayArgs, TuiArgs};
 use crate::engine::command::Command;
 use crate::engine::{self, EngineConfig};
 use crate::session::{self, Config};
-use crate::app::target::recording_header;
 use crate::tui::{Control, TuiOptions};
 
 pub async fn run(args: TuiArgs, config: &Config) -> Result<(), Failure> {
@@ -82,7 +82,12 @@ pub async fn replay(args: ReplayArgs, config: &Config) -> Result<(), Failure> {
     let (tx, rx) = watch::channel(first);
     let (ctrl_tx, ctrl_rx) = mpsc::channel(16);
     let player = tokio::spawn(session::replay(rec, tx, ctrl_rx));
-    let shown = crate::tui::run(tui_options(args.theme, config), rx, Control::Replay(ctrl_tx)).await;
+    let shown = crate::tui::run(
+        tui_options(args.theme, config),
+        rx,
+        Control::Replay(ctrl_tx),
+    )
+    .await;
     player.abort();
     shown.map_err(|e| Failure::Target(anyhow!("the dashboard failed: {e}")))
 }

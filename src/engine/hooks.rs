@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use crate::engine::snapshot::{GpuView, SoloPeak, Snapshot};
+use crate::engine::snapshot::{GpuView, Snapshot, SoloPeak};
 use crate::session::spec::{DynamicBatching, RunSpec, TenantSpec};
 
 /// A model's server-side configuration as read back from the server.

@@ -302,7 +302,10 @@ impl Engine {
                 self.server_version = version;
                 self.conn.state = ConnState::Connected;
                 self.conn.retries = 0;
-                self.notice(NoticeLevel::Info, format!("connected to {}", self.cfg.target.address));
+                self.notice(
+                    NoticeLevel::Info,
+                    format!("connected to {}", self.cfg.target.address),
+                );
                 let ids: Vec<TenantId> = self.tenants.iter().map(|t| t.id).collect();
                 for id in ids {
                     self.spawn_setup(id);
@@ -402,23 +405,22 @@ impl Engine {
         let spec = t.spec.clone();
         let tx = self.events.clone();
         tokio::spawn(async move {
-            let ev = match setup::setup_tenant(&clients[0], &spec, model_control, u64::from(id))
-                .await
-            {
-                Ok((request, server)) => Event::TenantReady {
-                    id,
-                    request: Box::new(request),
-                    server,
-                },
-                Err(error) => {
-                    let connection = clients[0].server_live().await.is_err();
-                    Event::TenantFailed {
+            let ev =
+                match setup::setup_tenant(&clients[0], &spec, model_control, u64::from(id)).await {
+                    Ok((request, server)) => Event::TenantReady {
                         id,
-                        error,
-                        connection,
+                        request: Box::new(request),
+                        server,
+                    },
+                    Err(error) => {
+                        let connection = clients[0].server_live().await.is_err();
+                        Event::TenantFailed {
+                            id,
+                            error,
+                            connection,
+                        }
                     }
-                }
-            };
+                };
             let _ = tx.send(ev).await;
         });
     }
@@ -578,7 +580,10 @@ impl Engine {
     }
 
     fn refresh_repository(&mut self, now: Instant) {
-        if self.last_repo.is_some_and(|t| now.duration_since(t) < REPO_EVERY) {
+        if self
+            .last_repo
+            .is_some_and(|t| now.duration_since(t) < REPO_EVERY)
+        {
             return;
         }
         self.last_repo = Some(now);
@@ -632,7 +637,10 @@ impl Engine {
         match cmd {
             Command::SetRate { tenant, per_s } => {
                 if !per_s.is_finite() || per_s <= 0.0 {
-                    self.notice(NoticeLevel::Warn, format!("rate must be above zero, got {per_s}"));
+                    self.notice(
+                        NoticeLevel::Warn,
+                        format!("rate must be above zero, got {per_s}"),
+                    );
                     return;
                 }
                 let Some(t) = self.tenant_mut(tenant) else {
@@ -642,7 +650,10 @@ impl Engine {
                     *r = per_s;
                     self.clock.set_rate(tenant, per_s);
                 } else {
-                    self.notice(NoticeLevel::Warn, "a closed-loop tenant has a concurrency, not a rate");
+                    self.notice(
+                        NoticeLevel::Warn,
+                        "a closed-loop tenant has a concurrency, not a rate",
+                    );
                 }
             }
             Command::SetConcurrency { tenant, n } => {
@@ -768,7 +779,10 @@ impl Engine {
         {
             let tx = self.events.clone();
             tokio::spawn(async move {
-                let r = client.unload_model(&model, false).await.map_err(|e| e.to_string());
+                let r = client
+                    .unload_model(&model, false)
+                    .await
+                    .map_err(|e| e.to_string());
                 let _ = tx.send(Event::Unloaded(model, r)).await;
             });
         }
@@ -787,7 +801,10 @@ impl Engine {
                 Err(e) => self.notice(NoticeLevel::Error, format!("cannot record: {e}")),
             }
         } else if let Some(sink) = self.recorder.take() {
-            self.notice(NoticeLevel::Info, format!("recording saved: {}", sink.path()));
+            self.notice(
+                NoticeLevel::Info,
+                format!("recording saved: {}", sink.path()),
+            );
         }
     }
 
@@ -814,11 +831,7 @@ impl Engine {
             .measuring_since
             .map(|s| now.duration_since(s).as_secs_f64())
             .unwrap_or(0.0);
-        let tenants: Vec<_> = self
-            .tenants
-            .iter()
-            .map(|t| t.view(measured_s))
-            .collect();
+        let tenants: Vec<_> = self.tenants.iter().map(|t| t.view(measured_s)).collect();
         let gpu = self.cfg.telemetry.view();
         let (cost, frontier) = live_cost(self.cfg.price.as_ref(), &tenants);
         let mut target = self.cfg.target.clone();

@@ -30,7 +30,11 @@ pub fn server_model(cfg: &ModelConfig) -> ServerModel {
 
 /// The JSON model configuration Triton accepts in a load request's `config` parameter, carrying
 /// only what the tenant asks to change.
-pub fn load_config_json(model: &str, instances: Option<u32>, db: Option<&DynamicBatching>) -> String {
+pub fn load_config_json(
+    model: &str,
+    instances: Option<u32>,
+    db: Option<&DynamicBatching>,
+) -> String {
     let mut cfg = serde_json::Map::new();
     cfg.insert("name".into(), model.into());
     if let Some(n) = instances {
@@ -78,9 +82,8 @@ pub async fn setup_tenant(
             false
         };
         if !ready || differs {
-            let json = wants_config.then(|| {
-                load_config_json(model, spec.instances, spec.dynamic_batching.as_ref())
-            });
+            let json = wants_config
+                .then(|| load_config_json(model, spec.instances, spec.dynamic_batching.as_ref()));
             client
                 .load_model(model, json.as_deref())
                 .await

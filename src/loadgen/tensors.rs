@@ -11,7 +11,9 @@ use crate::session::spec::InputData;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TensorError {
-    #[error("model '{model}': input '{input}' has datatype {datatype}, which Perseus cannot generate")]
+    #[error(
+        "model '{model}': input '{input}' has datatype {datatype}, which Perseus cannot generate"
+    )]
     UnsupportedDatatype {
         model: String,
         input: String,
@@ -21,7 +23,9 @@ pub enum TensorError {
     BatchTooLarge { model: String, batch: u32, max: u32 },
     #[error("model '{model}': batch must be at least 1")]
     ZeroBatch { model: String },
-    #[error("model '{model}': input '{input}' would need {bytes} bytes per request (limit {limit})")]
+    #[error(
+        "model '{model}': input '{input}' would need {bytes} bytes per request (limit {limit})"
+    )]
     TooLarge {
         model: String,
         input: String,
@@ -71,11 +75,12 @@ pub fn build_request(
     let mut inputs = Vec::with_capacity(meta.inputs.len());
     let mut raw = Vec::with_capacity(meta.inputs.len());
     for input in &meta.inputs {
-        let size = element_size(&input.datatype).ok_or_else(|| TensorError::UnsupportedDatatype {
-            model: model.clone(),
-            input: input.name.clone(),
-            datatype: input.datatype.clone(),
-        })?;
+        let size =
+            element_size(&input.datatype).ok_or_else(|| TensorError::UnsupportedDatatype {
+                model: model.clone(),
+                input: input.name.clone(),
+                datatype: input.datatype.clone(),
+            })?;
         let mut shape: Vec<i64> = input.shape.iter().map(|&d| d.max(1)).collect();
         if max_batch > 0 {
             match shape.first_mut() {

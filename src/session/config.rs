@@ -63,7 +63,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            theme: "dark".to_string(),
+            theme: "default".to_string(),
             render_fps: 10,
             tick: crate::session::spec::RunSpec::DEFAULT_TICK,
             keys: BTreeMap::new(),
