@@ -14,6 +14,7 @@ export PERSEUS_COMPAT_VENV="$venv"
 export PYTHONDONTWRITEBYTECODE=1
 
 "$here/setup.sh"
+bash "$here/setup_perf_analyzer.sh"
 "$venv/bin/python" "$here/check_descriptors.py"
 
 shopt -s nullglob
