@@ -1,0 +1,398 @@
+//! The real binary, headless: `perseus run` on shipped sessions, its JSON schema, exit codes,
+//! recording and export.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn perseus(args: &[&str], data_dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_perseus"))
+        .args(args)
+        .env("PERSEUS_DATA_DIR", data_dir)
+        .env("PERSEUS_CONFIG", Path::new(env!("CARGO_MANIFEST_DIR")).join("config.sample.toml"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the perseus binary runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+fn num(v: &Value, what: &str) -> f64 {
+    v.as_f64()
+        .unwrap_or_else(|| panic!("{what} is not a number: {v}"))
+}
+
+fn num_or_null(v: &Value, what: &str) {
+    assert!(v.is_null() || v.is_number(), "{what} must be a number or null: {v}");
+}
+
+/// Checks a result against the schema documented in the README (perseus.run.v1).
+fn check_schema(r: &Value) {
+    assert_eq!(r["schema"], "perseus.run.v1");
+    assert!(r["session"].is_string());
+    let kind = r["target"]["kind"].as_str().expect("target.kind");
+    assert!(kind == "emulated" || kind == "triton");
+    assert!(r["target"]["address"].is_string());
+    assert!(num(&r["duration_s"], "duration_s") > 0.0);
+    let tenants = r["tenants"].as_array().expect("tenants array");
+    assert!(!tenants.is_empty());
+    for t in tenants {
+        assert!(t["model"].is_string());
+        assert!(t["arrival"].is_string());
+        num_or_null(&t["target_rate"], "target_rate");
+        num(&t["achieved_rate"], "achieved_rate");
+        for k in ["sent", "ok", "errors", "dropped", "late"] {
+            assert!(t[k].is_u64(), "{k} is a count: {}", t[k]);
+        }
+        for block in ["latency_ms", "service_latency_ms"] {
+            for k in ["mean", "p50", "p90", "p95", "p99", "max"] {
+                num(&t[block][k], &format!("{block}.{k}"));
+            }
+        }
+        let server = &t["server_ms"];
+        assert!(server.is_null() || server.is_object());
+        if server.is_object() {
+            for k in ["queue", "compute_input", "compute_infer", "compute_output"] {
+                num(&server[k], &format!("server_ms.{k}"));
+            }
+        }
+        num_or_null(&t["avg_batch"], "avg_batch");
+        num(&t["sla"]["latency_ms"], "sla.latency_ms");
+        num(&t["sla"]["percentile"], "sla.percentile");
+        num_or_null(&t["sla"]["attainment"], "sla.attainment");
+        assert!(t["sla"]["met"].is_null() || t["sla"]["met"].is_boolean());
+        num(&t["goodput"], "goodput");
+    }
+    let gpu = &r["gpu"];
+    assert!(gpu.is_object(), "gpu block");
+    for k in [
+        "util_mean",
+        "sm_activity_mean",
+        "memory_used_mb",
+        "memory_total_mb",
+        "power_w_mean",
+    ] {
+        num_or_null(&gpu[k], &format!("gpu.{k}"));
+    }
+    let cost = &r["cost"];
+    assert!(cost.is_object(), "cost block");
+    num(&cost["usd_per_hour"], "cost.usd_per_hour");
+    num(&cost["throughput_per_s"], "cost.throughput_per_s");
+    num(&cost["monthly_usd"], "cost.monthly_usd");
+    for k in [
+        "usd_per_million",
+        "goodput_usd_per_million",
+        "dedicated_equivalents",
+        "savings_vs_dedicated_pct",
+        "savings_vs_timeslicing_pct",
+    ] {
+        num_or_null(&cost[k], &format!("cost.{k}"));
+    }
+}
+
+#[test]
+fn demo_run_writes_a_result_that_matches_the_schema() {
+    let dir = tmp();
+    let json = dir.path().join("out.json");
+    let csv = dir.path().join("out.csv");
+    let out = perseus(
+        &[
+            "run",
+            "sessions/demo.toml",
+            "--duration",
+            "4s",
+            "--warmup",
+            "1s",
+            "--json",
+            json.to_str().unwrap(),
+            "--csv",
+            csv.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for model in ["resnet50", "mobilenet_v2", "inception_v3"] {
+        assert!(stdout.contains(model), "summary names {model}:\n{stdout}");
+    }
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    check_schema(&r);
+    assert_eq!(r["target"]["kind"], "emulated");
+    // Every GPU figure of an emulated run comes from the emulator, and NVML says why it is absent.
+    assert_eq!(r["gpu"]["source"], "emulator", "{}", r["gpu"]);
+    assert!(r["gpu"]["util_mean"].is_number());
+    for t in r["tenants"].as_array().unwrap() {
+        let target = num(&t["target_rate"], "target_rate");
+        let achieved = num(&t["achieved_rate"], "achieved_rate");
+        assert!(
+            achieved > 0.8 * target,
+            "{} achieved {achieved} of {target}",
+            t["model"]
+        );
+        assert!(t["server_ms"].is_object(), "server-side figures: {t}");
+    }
+    let rows = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(rows.lines().count(), 1 + 3, "header and one row per tenant:\n{rows}");
+}
+
+#[test]
+fn every_shipped_session_runs_briefly() {
+    let dir = tmp();
+    let sessions = Path::new(env!("CARGO_MANIFEST_DIR")).join("sessions");
+    let mut ran = 0;
+    for entry in std::fs::read_dir(&sessions).unwrap() {
+        let path: PathBuf = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let json = dir.path().join(format!("{name}.json"));
+        let mut args = vec![
+            "run",
+            path.to_str().unwrap(),
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+            "--json",
+            json.to_str().unwrap(),
+        ];
+        // The real-Triton example is pointed at an emulator of our own.
+        let emu;
+        if name == "triton-local.toml" {
+            emu = Emulator::spawn();
+            args.extend(["--triton", emu.grpc.as_str()]);
+        }
+        let out = perseus(&args, dir.path());
+        assert!(out.status.success(), "{name}: {}", text(&out));
+        let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        check_schema(&r);
+        ran += 1;
+    }
+    assert!(ran >= 6, "ran {ran} sessions");
+}
+
+/// A standalone `perseus emulate` on free ports, killed on drop.
+struct Emulator {
+    child: std::process::Child,
+    grpc: String,
+}
+
+impl Emulator {
+    fn spawn() -> Emulator {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_perseus"))
+            .args([
+                "emulate",
+                "--gpu",
+                "t4",
+                "--models",
+                "resnet50,mobilenet_v2,simple",
+                "--listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("emulator starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut grpc = None;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            if let Some(i) = line.find("127.0.0.1:")
+                && line.to_lowercase().contains("grpc")
+            {
+                let addr: String = line[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                    .collect();
+                grpc = Some(addr);
+                break;
+            }
+        }
+        Emulator {
+            child,
+            grpc: grpc.expect("the emulator prints its gRPC address"),
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn bad_input_exits_2_and_names_the_place() {
+    let dir = tmp();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "name = \"x\"\n\n[[tenant]]\nmodel = \"resnet5\"\nrate = 10\n",
+    )
+    .unwrap();
+    let out = perseus(&["run", bad.to_str().unwrap(), "--duration", "1s"], dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:4:9") && err.contains("did you mean 'resnet50'"),
+        "{err}"
+    );
+    let out = perseus(&["run", "sessions/demo.toml", "--duration", "soon"], dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+#[test]
+fn an_unreachable_target_exits_1() {
+    let dir = tmp();
+    // A port nothing listens on: bind one, then let it go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let out = perseus(
+        &[
+            "run",
+            "sessions/demo.toml",
+            "--duration",
+            "1s",
+            "--triton",
+            &addr,
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
+#[test]
+fn a_recorded_run_replays_and_exports_with_the_run_totals() {
+    let dir = tmp();
+    let json = dir.path().join("out.json");
+    let out = perseus(
+        &[
+            "run",
+            "sessions/demo.toml",
+            "--duration",
+            "3s",
+            "--warmup",
+            "0s",
+            "--record",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let runs = dir.path().join("runs");
+    let recording = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .expect("a recording in the data dir");
+    let rec = perseus::session::read_recording(&recording).expect("the recording reads back");
+    assert!(rec.damage.is_none(), "{:?}", rec.damage);
+    assert!(rec.snapshots.len() >= 8, "{} snapshots", rec.snapshots.len());
+
+    // Replay at 4×: every snapshot comes back equal to the recorded one.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let replayed = rt.block_on(async {
+        use perseus::engine::command::ReplayCommand;
+        let first = std::sync::Arc::new(rec.snapshots[0].clone());
+        let (tx, mut rx) = tokio::sync::watch::channel(first);
+        let (ctrl_tx, ctrl_rx) = tokio::sync::mpsc::channel(4);
+        ctrl_tx.send(ReplayCommand::CycleSpeed).await.unwrap();
+        ctrl_tx.send(ReplayCommand::CycleSpeed).await.unwrap();
+        let n = rec.snapshots.len();
+        let player = tokio::spawn(perseus::session::replay(rec.clone(), tx, ctrl_rx));
+        let mut seen = Vec::new();
+        while seen.len() < n {
+            if tokio::time::timeout(std::time::Duration::from_secs(10), rx.changed())
+                .await
+                .is_err()
+            {
+                break;
+            }
+            let s = rx.borrow_and_update().clone();
+            if seen.last().is_none_or(|l: &perseus::engine::snapshot::Snapshot| l.seq != s.seq) {
+                seen.push((*s).clone());
+            }
+        }
+        player.abort();
+        seen
+    });
+    assert!(!replayed.is_empty());
+    for s in &replayed {
+        let orig = rec
+            .snapshots
+            .iter()
+            .find(|o| o.seq == s.seq)
+            .expect("replayed snapshot was recorded");
+        let mut a = s.clone();
+        let mut b = orig.clone();
+        a.replay = None;
+        b.replay = None;
+        a.history = Default::default();
+        b.history = Default::default();
+        assert_eq!(a, b, "snapshot {} differs after replay", s.seq);
+    }
+    let speeds: Vec<f64> = replayed.iter().filter_map(|s| s.replay.map(|r| r.speed)).collect();
+    assert!(speeds.contains(&4.0), "played at 4×: {speeds:?}");
+
+    // Export: the last tick's totals equal the run's JSON result.
+    let csv = dir.path().join("export.csv");
+    let out = perseus(
+        &["export", recording.to_str().unwrap(), "--csv", csv.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let csv_text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = csv_text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .unwrap_or_else(|| panic!("column {name} in {header:?}"))
+    };
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), rec.snapshots.len() * 3, "one row per tick and tenant");
+    let result: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let last_seq = rows.last().unwrap()[col("seq")];
+    for t in result["tenants"].as_array().unwrap() {
+        let model = t["model"].as_str().unwrap();
+        let row = rows
+            .iter()
+            .find(|r| r[col("seq")] == last_seq && r[col("model")] == model)
+            .unwrap_or_else(|| panic!("last row for {model}"));
+        for (column, key) in [("total_sent", "sent"), ("total_ok", "ok"), ("total_errors", "errors")] {
+            assert_eq!(
+                row[col(column)].parse::<u64>().unwrap(),
+                t[key].as_u64().unwrap(),
+                "{model} {key}"
+            );
+        }
+    }
+}
