@@ -10,7 +10,10 @@ fn perseus(args: &[&str], data_dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_perseus"))
         .args(args)
         .env("PERSEUS_DATA_DIR", data_dir)
-        .env("PERSEUS_CONFIG", Path::new(env!("CARGO_MANIFEST_DIR")).join("config.sample.toml"))
+        .env(
+            "PERSEUS_CONFIG",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("config.sample.toml"),
+        )
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("the perseus binary runs")
@@ -35,7 +38,10 @@ fn num(v: &Value, what: &str) -> f64 {
 }
 
 fn num_or_null(v: &Value, what: &str) {
-    assert!(v.is_null() || v.is_number(), "{what} must be a number or null: {v}");
+    assert!(
+        v.is_null() || v.is_number(),
+        "{what} must be a number or null: {v}"
+    );
 }
 
 /// Checks a result against the schema documented in the README (perseus.run.v1).
@@ -144,7 +150,11 @@ fn demo_run_writes_a_result_that_matches_the_schema() {
         assert!(t["server_ms"].is_object(), "server-side figures: {t}");
     }
     let rows = std::fs::read_to_string(&csv).unwrap();
-    assert_eq!(rows.lines().count(), 1 + 3, "header and one row per tenant:\n{rows}");
+    assert_eq!(
+        rows.lines().count(),
+        1 + 3,
+        "header and one row per tenant:\n{rows}"
+    );
 }
 
 #[test]
@@ -249,14 +259,20 @@ fn bad_input_exits_2_and_names_the_place() {
         "name = \"x\"\n\n[[tenant]]\nmodel = \"resnet5\"\nrate = 10\n",
     )
     .unwrap();
-    let out = perseus(&["run", bad.to_str().unwrap(), "--duration", "1s"], dir.path());
+    let out = perseus(
+        &["run", bad.to_str().unwrap(), "--duration", "1s"],
+        dir.path(),
+    );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("bad.toml:4:9") && err.contains("did you mean 'resnet50'"),
         "{err}"
     );
-    let out = perseus(&["run", "sessions/demo.toml", "--duration", "soon"], dir.path());
+    let out = perseus(
+        &["run", "sessions/demo.toml", "--duration", "soon"],
+        dir.path(),
+    );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
 
@@ -311,7 +327,11 @@ fn a_recorded_run_replays_and_exports_with_the_run_totals() {
         .expect("a recording in the data dir");
     let rec = perseus::session::read_recording(&recording).expect("the recording reads back");
     assert!(rec.damage.is_none(), "{:?}", rec.damage);
-    assert!(rec.snapshots.len() >= 8, "{} snapshots", rec.snapshots.len());
+    assert!(
+        rec.snapshots.len() >= 8,
+        "{} snapshots",
+        rec.snapshots.len()
+    );
 
     // Replay at 4×: every snapshot comes back equal to the recorded one.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -336,7 +356,10 @@ fn a_recorded_run_replays_and_exports_with_the_run_totals() {
                 break;
             }
             let s = rx.borrow_and_update().clone();
-            if seen.last().is_none_or(|l: &perseus::engine::snapshot::Snapshot| l.seq != s.seq) {
+            if seen
+                .last()
+                .is_none_or(|l: &perseus::engine::snapshot::Snapshot| l.seq != s.seq)
+            {
                 seen.push((*s).clone());
             }
         }
@@ -358,13 +381,21 @@ fn a_recorded_run_replays_and_exports_with_the_run_totals() {
         b.history = Default::default();
         assert_eq!(a, b, "snapshot {} differs after replay", s.seq);
     }
-    let speeds: Vec<f64> = replayed.iter().filter_map(|s| s.replay.map(|r| r.speed)).collect();
+    let speeds: Vec<f64> = replayed
+        .iter()
+        .filter_map(|s| s.replay.map(|r| r.speed))
+        .collect();
     assert!(speeds.contains(&4.0), "played at 4×: {speeds:?}");
 
     // Export: the last tick's totals equal the run's JSON result.
     let csv = dir.path().join("export.csv");
     let out = perseus(
-        &["export", recording.to_str().unwrap(), "--csv", csv.to_str().unwrap()],
+        &[
+            "export",
+            recording.to_str().unwrap(),
+            "--csv",
+            csv.to_str().unwrap(),
+        ],
         dir.path(),
     );
     assert!(out.status.success(), "{}", text(&out));
@@ -378,7 +409,11 @@ fn a_recorded_run_replays_and_exports_with_the_run_totals() {
             .unwrap_or_else(|| panic!("column {name} in {header:?}"))
     };
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
-    assert_eq!(rows.len(), rec.snapshots.len() * 3, "one row per tick and tenant");
+    assert_eq!(
+        rows.len(),
+        rec.snapshots.len() * 3,
+        "one row per tick and tenant"
+    );
     let result: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let last_seq = rows.last().unwrap()[col("seq")];
     for t in result["tenants"].as_array().unwrap() {
@@ -387,7 +422,11 @@ fn a_recorded_run_replays_and_exports_with_the_run_totals() {
             .iter()
             .find(|r| r[col("seq")] == last_seq && r[col("model")] == model)
             .unwrap_or_else(|| panic!("last row for {model}"));
-        for (column, key) in [("total_sent", "sent"), ("total_ok", "ok"), ("total_errors", "errors")] {
+        for (column, key) in [
+            ("total_sent", "sent"),
+            ("total_ok", "ok"),
+            ("total_errors", "errors"),
+        ] {
             assert_eq!(
                 row[col(column)].parse::<u64>().unwrap(),
                 t[key].as_u64().unwrap(),
