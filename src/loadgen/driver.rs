@@ -281,7 +281,7 @@ async fn send_and_record(shared: &TenantShared, intended: Instant) {
 enum ClockMsg {
     Add {
         shared: Arc<TenantShared>,
-        process: ArrivalProcess,
+        process: Box<ArrivalProcess>,
     },
     Remove(TenantId),
     SetRate(TenantId, f64),
@@ -310,7 +310,10 @@ impl Clock {
     }
 
     pub fn add(&self, shared: Arc<TenantShared>, process: ArrivalProcess) {
-        let _ = self.tx.send(ClockMsg::Add { shared, process });
+        let _ = self.tx.send(ClockMsg::Add {
+            shared,
+            process: Box::new(process),
+        });
     }
 
     pub fn remove(&self, id: TenantId) {
@@ -422,7 +425,7 @@ fn apply(tenants: &mut HashMap<TenantId, Scheduled>, msg: ClockMsg) -> bool {
                 shared.id,
                 Scheduled {
                     shared,
-                    process,
+                    process: *process,
                     next,
                 },
             );
