@@ -100,7 +100,7 @@ pub async fn resolve(
                 info: TargetInfo {
                     kind: TargetKind::Emulated,
                     address: address.clone(),
-                    gpu: Some(format!("emulated {}", gpu_spec.display)),
+                    gpu: Some(gpu_spec.display.clone()),
                     server_version: None,
                     model_control: true,
                 },
