@@ -223,7 +223,8 @@ impl Emulator {
             .expect("emulator starts");
         let stdout = child.stdout.take().unwrap();
         let mut grpc = None;
-        for line in std::io::BufReader::new(stdout).lines() {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        for line in lines.by_ref() {
             let line = line.unwrap();
             if let Some(i) = line.find("127.0.0.1:")
                 && line.to_lowercase().contains("grpc")
@@ -236,6 +237,8 @@ impl Emulator {
                 break;
             }
         }
+        // Keep reading: a closed pipe would kill the emulator at its next line of output.
+        std::thread::spawn(move || lines.for_each(drop));
         Emulator {
             child,
             grpc: grpc.expect("the emulator prints its gRPC address"),

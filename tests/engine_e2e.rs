@@ -14,14 +14,26 @@ use perseus::session::spec::{
 };
 use perseus::triton::ConnectOptions;
 
+/// These tests measure rates and latencies on a small machine: one at a time, so that they do not
+/// load each other's client and server.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
+}
+
 fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
 async fn emulator(gpu: &str, models: &[&str]) -> RunningEmulator {
+    emulator_with(gpu, None, models).await
+}
+
+async fn emulator_with(gpu: &str, profile: Option<&str>, models: &[&str]) -> RunningEmulator {
     Emulator::start(EmulatorConfig {
         gpu: gpu.into(),
-        profile: None,
+        profile: profile.map(str::to_string),
         models: models.iter().map(|s| s.to_string()).collect(),
         grpc: loopback(),
         http: loopback(),
@@ -116,11 +128,12 @@ async fn wait_for(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn achieved_rates_match_targets_for_three_tenants() {
+    let _one_at_a_time = serial().await;
     let emu = emulator("h100", &["simple", "mobilenet_v2", "resnet50"]).await;
     let s = spec(
         vec![
             tenant("simple", rate(2000.0, Arrival::Constant)),
-            tenant("mobilenet_v2", rate(300.0, Arrival::Poisson)),
+            tenant("mobilenet_v2", rate(100.0, Arrival::Poisson)),
             tenant("resnet50", rate(10.0, Arrival::Constant)),
         ],
         Duration::from_secs(10),
@@ -128,7 +141,8 @@ async fn achieved_rates_match_targets_for_three_tenants() {
     let h = start(s, emu.grpc_addr.to_string(), true);
     let fin = h.done.await.unwrap();
     assert_eq!(fin.phase, Phase::Finished);
-    for (t, target, tol) in [(0, 2000.0, 0.02), (1, 300.0, 0.06), (2, 10.0, 0.02)] {
+    // Poisson counts over 10 s vary by about 1/sqrt(1000): the tolerance allows 3 σ.
+    for (t, target, tol) in [(0, 2000.0, 0.02), (1, 100.0, 0.10), (2, 10.0, 0.02)] {
         let tv = &fin.tenants[t];
         let achieved = tv.totals.achieved_per_s;
         assert!(
@@ -150,6 +164,7 @@ async fn achieved_rates_match_targets_for_three_tenants() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_change_shows_in_the_next_ticks_without_a_burst() {
+    let _one_at_a_time = serial().await;
     let emu = emulator("t4", &["simple"]).await;
     let s = spec(
         vec![tenant("simple", rate(100.0, Arrival::Constant))],
@@ -185,10 +200,11 @@ async fn a_rate_change_shows_in_the_next_ticks_without_a_burst() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saturation_shows_queueing_from_intended_time_and_drops_at_the_bound() {
-    // ResNet-50 on a T4 at 4× what one instance without batching can serve.
-    let emu = emulator("t4", &["resnet50"]).await;
-    let mut t = tenant("resnet50", rate(2000.0, Arrival::Constant));
-    t.max_in_flight = 64;
+    let _one_at_a_time = serial().await;
+    // ResNet-50 as PERSEUS ran it on a P4 (≈204 req/s at most) asked for twice that.
+    let emu = emulator_with("p4", Some("perseus2019"), &["resnet50"]).await;
+    let mut t = tenant("resnet50", rate(400.0, Arrival::Constant));
+    t.max_in_flight = 16;
     t.deadline = Duration::from_secs(30);
     let s = spec(vec![t], Duration::from_secs(4));
     let h = start(s, emu.grpc_addr.to_string(), true);
@@ -196,7 +212,7 @@ async fn saturation_shows_queueing_from_intended_time_and_drops_at_the_bound() {
     let tv = &fin.tenants[0];
     assert!(tv.totals.dropped > 0, "drops counted: {:?}", tv.totals);
     assert!(
-        tv.window.in_flight <= 64,
+        tv.window.in_flight <= 16,
         "in-flight bound holds: {}",
         tv.window.in_flight
     );
@@ -211,6 +227,7 @@ async fn saturation_shows_queueing_from_intended_time_and_drops_at_the_bound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_server_is_reported_and_recovered_from() {
+    let _one_at_a_time = serial().await;
     let emu = emulator("t4", &["simple"]).await;
     let addr = emu.grpc_addr;
     let s = spec(

@@ -169,9 +169,18 @@ async fn probe_one(
             PeakStep::Done(outcome) => break outcome,
             PeakStep::Measure { per_s } => {
                 if per_s != current {
+                    if per_s < current {
+                        // An overloaded rate leaves a queue behind; measuring the lower rate on top of
+                        // it would judge the backlog, not the rate. Drain it first.
+                        drain(&mut handle).await?;
+                    }
                     handle
                         .commands
                         .send(Command::SetRate { tenant: 0, per_s })
+                        .await?;
+                    handle
+                        .commands
+                        .send(Command::Resume { tenant: None })
                         .await?;
                     current = per_s;
                 }
@@ -193,8 +202,46 @@ async fn probe_one(
     };
     let _ = handle.commands.send(Command::Stop).await;
     let _ = handle.done.await;
+    println!(
+        "  {:>10} {:>10} {:>12} {:>8} {:>7}",
+        "rate/s", "achieved", "latency ms", "windows", "verdict"
+    );
+    for step in &outcome.steps {
+        println!(
+            "  {:>10.1} {:>10.1} {:>12.1} {:>8} {:>7}",
+            step.rate_per_s,
+            step.achieved_per_s,
+            step.latency_ms,
+            step.windows,
+            if step.passed { "pass" } else { "fail" }
+        );
+    }
     let summary = format!("{:?} after {} rates", outcome.reason, outcome.steps.len());
     Ok((outcome.peak_per_s, summary))
+}
+
+/// Pauses the tenant until nothing of it is in flight (the caller resumes it).
+async fn drain(handle: &mut crate::engine::EngineHandle) -> anyhow::Result<()> {
+    handle
+        .commands
+        .send(Command::Pause { tenant: None })
+        .await?;
+    let started = tokio::time::Instant::now();
+    loop {
+        let idle = handle
+            .snapshots
+            .borrow_and_update()
+            .tenants
+            .first()
+            .is_none_or(|t| t.window.in_flight == 0);
+        if idle {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            return Err(anyhow!("requests still in flight after 120 s of pause"));
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(500), handle.snapshots.changed()).await;
+    }
 }
 
 fn probe_window(snap: &Snapshot, percentile: f64) -> Option<ProbeWindow> {

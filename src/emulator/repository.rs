@@ -120,7 +120,16 @@ impl Repository {
                 max_batch: entry.max_batch,
                 profile: entry.profile.clone(),
             };
-            let settings = Entry::default_settings(&spec.name, &perf);
+            let mut settings = Entry::default_settings(&spec.name, &perf);
+            // A calibration profile that states its Triton configuration (PERSEUS's [4, 8] batcher)
+            // is served with it, so the server and the model's own solo peaks describe one setup.
+            if let Some(b) = &entry.dynamic_batching {
+                settings.instances = entry.instances.max(1);
+                settings.dynamic_batching = Some(BatcherSettings {
+                    max_queue_delay_us: b.max_queue_delay_us,
+                    preferred_batch_sizes: b.preferred_batch_sizes.clone(),
+                });
+            }
             models.insert(
                 spec.name.clone(),
                 Entry {

@@ -1,0 +1,129 @@
+//! `perseus probe` against a standalone emulator treated as a real server (no shortcut through the
+//! catalog): its measured solo peak agrees with the emulator model's virtual-time peak, and a second
+//! run answers from the cache.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use perseus::catalog::Catalog;
+use perseus::emulator::sim;
+
+struct Emulator {
+    child: Child,
+    grpc: String,
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn emulator() -> Emulator {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_perseus"))
+        .args([
+            "emulate",
+            "--gpu",
+            "t4",
+            "--profile",
+            "perseus2019",
+            "--models",
+            "resnet50",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("perseus emulate starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let grpc = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("gRPC"))
+        .and_then(|l| l.split_whitespace().last().map(str::to_string))
+        .expect("the emulator prints its gRPC address");
+    // Keep reading: a closed pipe would kill the emulator at its next line of output.
+    std::thread::spawn(move || lines.for_each(drop));
+    Emulator { child, grpc }
+}
+
+fn probe(session: &Path, grpc: &str, data: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_perseus"))
+        .args([
+            "probe",
+            session.to_str().unwrap(),
+            "--triton",
+            grpc,
+            "--window",
+            "1s",
+            "--start",
+            "150",
+        ])
+        .env("PERSEUS_DATA_DIR", data)
+        .env(
+            "PERSEUS_CONFIG",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("config.sample.toml"),
+        )
+        .output()
+        .expect("perseus probe runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "probe failed:\n{text}");
+    text
+}
+
+fn peak_in(output: &str, model: &str) -> f64 {
+    output
+        .lines()
+        .find(|l| l.starts_with(model))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no peak for {model} in:\n{output}"))
+}
+
+#[test]
+fn probe_measures_the_virtual_time_peak_and_caches_it() {
+    let emu = emulator();
+    let data = tempfile::tempdir().unwrap();
+    let session = data.path().join("probe.toml");
+    std::fs::write(
+        &session,
+        "name = \"probe\"\n[target]\ntriton = \"127.0.0.1:1\"\n[cost]\nusd_per_hour = 0.6\n\
+         [[tenant]]\nmodel = \"resnet50\"\nrate = 10\nsla = { latency_ms = 750, percentile = 95 }\n",
+    )
+    .unwrap();
+
+    let first = probe(&session, &emu.grpc, data.path());
+    assert!(first.contains("measured"), "{first}");
+    let measured = peak_in(&first, "resnet50");
+
+    // What the emulator's model says in virtual time for the server's configuration.
+    let catalog = Catalog::embedded().unwrap();
+    let gpu = catalog.gpu("t4").unwrap().setup();
+    let model = catalog
+        .model_setup("resnet50", "t4", Some("perseus2019"))
+        .unwrap();
+    let computed = sim::solo_peak(&gpu, &model, 1, 750.0, 95.0).unwrap();
+    assert!(
+        (measured - computed).abs() / computed <= 0.10,
+        "probe measured {measured:.1}/s, virtual time says {computed:.1}/s:\n{first}"
+    );
+
+    let second = probe(&session, &emu.grpc, data.path());
+    assert!(
+        second.contains("cached"),
+        "second run uses the cache:\n{second}"
+    );
+    assert_eq!(peak_in(&second, "resnet50"), measured);
+}
