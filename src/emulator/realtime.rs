@@ -20,7 +20,7 @@ use crate::emulator::sim::{Completion, GpuSetup, ModelId, ModelSetup, Nanos, Sim
 
 /// How long before an event the driver stops sleeping and starts spinning: an OS sleep overshoots by
 /// tens of microseconds (more on a busy machine), and the target is p99 lateness ≤ 200 µs.
-const SPIN_WINDOW_NS: u64 = 150_000;
+const SPIN_WINDOW_NS: u64 = 60_000;
 /// With nothing scheduled, the driver still wakes this often to notice a shutdown.
 const IDLE_PARK: Duration = Duration::from_millis(20);
 

@@ -28,7 +28,7 @@ pub const LATE_THRESHOLD: Duration = Duration::from_millis(1);
 
 /// How long before an arrival the clock thread stops sleeping and starts spinning. Sleeps overshoot
 /// by the kernel's timer slack (≈50 µs) plus scheduling; this margin absorbs both.
-const SPIN_MARGIN: Duration = Duration::from_micros(250);
+const SPIN_MARGIN: Duration = Duration::from_micros(80);
 
 /// Everything the send path of one tenant needs, shared by the clock thread and the request tasks.
 pub struct TenantShared {
