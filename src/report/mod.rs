@@ -47,37 +47,16 @@ pub struct TenantBlock {
     pub errors_by_code: std::collections::BTreeMap<String, u64>,
     pub dropped: u64,
     pub late: u64,
-    pub latency_ms: LatencyBlock,
-    pub service_latency_ms: LatencyBlock,
+    /// From the intended send time.
+    pub latency_ms: Percentiles,
+    /// From the actual send time.
+    pub service_latency_ms: Percentiles,
     pub server_ms: Option<ServerBlock>,
     pub avg_batch: Option<f64>,
     pub sla: SlaBlock,
     pub goodput: f64,
     pub solo_peak: Option<f64>,
     pub solo_peak_kind: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct LatencyBlock {
-    pub mean: f64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p95: f64,
-    pub p99: f64,
-    pub max: f64,
-}
-
-impl From<Percentiles> for LatencyBlock {
-    fn from(p: Percentiles) -> Self {
-        LatencyBlock {
-            mean: p.mean,
-            p50: p.p50,
-            p90: p.p90,
-            p95: p.p95,
-            p99: p.p99,
-            max: p.max,
-        }
-    }
 }
 
 /// Mean server-side time per request, in milliseconds.
@@ -215,8 +194,8 @@ fn tenant_block(t: &crate::engine::snapshot::TenantView) -> TenantBlock {
         errors_by_code: tot.errors_by_code.clone(),
         dropped: tot.dropped,
         late: tot.late,
-        latency_ms: tot.latency_ms.into(),
-        service_latency_ms: tot.service_latency_ms.into(),
+        latency_ms: tot.latency_ms,
+        service_latency_ms: tot.service_latency_ms,
         server_ms: tot.server.map(|s| ServerBlock {
             queue: s.queue_us / 1000.0,
             compute_input: s.compute_input_us / 1000.0,
