@@ -157,6 +157,13 @@ pub fn run_result(
             monthly_usd: v.monthly_usd,
         }
     });
+    // The emulator's metrics carry no device name; the target knows which GPU it plays.
+    let gpu = gpu.map(|mut g| {
+        if g.name.is_none() {
+            g.name = snap.target.gpu.clone();
+        }
+        g
+    });
     RunResult {
         schema: SCHEMA.to_string(),
         session: snap.session.clone(),
