@@ -6,6 +6,15 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+/// Each test runs servers and load on a small machine: one at a time, so they do not slow each other.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn perseus(args: &[&str], data_dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_perseus"))
         .args(args)
@@ -110,6 +119,7 @@ fn check_schema(r: &Value) {
 
 #[test]
 fn demo_run_writes_a_result_that_matches_the_schema() {
+    let _one_at_a_time = serial();
     let dir = tmp();
     let json = dir.path().join("out.json");
     let csv = dir.path().join("out.csv");
@@ -159,6 +169,7 @@ fn demo_run_writes_a_result_that_matches_the_schema() {
 
 #[test]
 fn every_shipped_session_runs_briefly() {
+    let _one_at_a_time = serial();
     let dir = tmp();
     let sessions = Path::new(env!("CARGO_MANIFEST_DIR")).join("sessions");
     let mut ran = 0;
@@ -173,9 +184,9 @@ fn every_shipped_session_runs_briefly() {
             "run",
             path.to_str().unwrap(),
             "--duration",
-            "1s",
+            "2s",
             "--warmup",
-            "0s",
+            "1s",
             "--json",
             json.to_str().unwrap(),
         ];
@@ -255,6 +266,7 @@ impl Drop for Emulator {
 
 #[test]
 fn bad_input_exits_2_and_names_the_place() {
+    let _one_at_a_time = serial();
     let dir = tmp();
     let bad = dir.path().join("bad.toml");
     std::fs::write(
@@ -281,6 +293,7 @@ fn bad_input_exits_2_and_names_the_place() {
 
 #[test]
 fn an_unreachable_target_exits_1() {
+    let _one_at_a_time = serial();
     let dir = tmp();
     // A port nothing listens on: bind one, then let it go.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -305,6 +318,7 @@ fn an_unreachable_target_exits_1() {
 
 #[test]
 fn a_recorded_run_replays_and_exports_with_the_run_totals() {
+    let _one_at_a_time = serial();
     let dir = tmp();
     let json = dir.path().join("out.json");
     let out = perseus(
