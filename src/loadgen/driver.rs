@@ -8,7 +8,7 @@
 //! in flight.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
@@ -49,8 +49,6 @@ pub struct TenantShared {
     /// after it starts reconnecting.
     connection_lost: AtomicBool,
     last_connection_error: Mutex<Option<String>>,
-    /// Send-time error (actual − intended) of the most recent request.
-    send_error_ns: AtomicU64,
     /// Every send-time error, in µs, for the schedule-accuracy benchmark.
     send_errors_us: Mutex<hdrhistogram::Histogram<u64>>,
 }
@@ -81,7 +79,6 @@ impl TenantShared {
             paused: AtomicBool::new(false),
             connection_lost: AtomicBool::new(false),
             last_connection_error: Mutex::new(None),
-            send_error_ns: AtomicU64::new(0),
             send_errors_us: Mutex::new(
                 hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
                     .expect("static histogram bounds are valid"),
@@ -158,10 +155,6 @@ impl TenantShared {
         } else {
             None
         }
-    }
-
-    pub fn last_send_error(&self) -> Duration {
-        Duration::from_nanos(self.send_error_ns.load(Ordering::Relaxed))
     }
 
     /// Send-time error quantiles (µs) since the last reset, and the number of sends.
@@ -250,9 +243,6 @@ async fn send_and_record(shared: &TenantShared, intended: Instant) {
     };
     let sent = Instant::now();
     let send_error = sent.saturating_duration_since(intended);
-    shared
-        .send_error_ns
-        .store(send_error.as_nanos() as u64, Ordering::Relaxed);
     if let Ok(mut h) = shared.send_errors_us.lock() {
         h.saturating_record(send_error.as_micros() as u64);
     }

@@ -354,8 +354,8 @@ pub fn csv(r: &RunResult) -> String {
         let _ = writeln!(
             out,
             "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
-            csv_field(&r.session),
-            csv_field(&t.model),
+            crate::session::csv_field(&r.session),
+            crate::session::csv_field(&t.model),
             t.arrival,
             f(t.target_rate),
             t.concurrency.map(|c| c.to_string()).unwrap_or_default(),
@@ -385,13 +385,4 @@ pub fn csv(r: &RunResult) -> String {
         );
     }
     out
-}
-
-/// Quotes a CSV field when it holds a comma, quote or newline.
-pub fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
 }

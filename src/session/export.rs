@@ -58,7 +58,7 @@ pub const CSV_COLUMNS: &[&str] = &[
 ];
 
 /// A CSV field, quoted when it holds a separator, quote or line break.
-fn field(s: &str) -> String {
+pub fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
@@ -96,7 +96,7 @@ fn row(snap: &Snapshot, t: &TenantView) -> Vec<String> {
         snap.measured_s.to_string(),
         phase(snap.phase).to_string(),
         t.id.to_string(),
-        field(&t.model),
+        csv_field(&t.model),
         t.paused.to_string(),
         load.to_string(),
         target,
@@ -157,8 +157,8 @@ mod tests {
 
     #[test]
     fn fields_with_separators_are_quoted() {
-        assert_eq!(field("resnet50"), "resnet50");
-        assert_eq!(field("a,b"), "\"a,b\"");
-        assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("resnet50"), "resnet50");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
     }
 }

@@ -22,7 +22,7 @@ pub use config::{
     sessions_dir,
 };
 pub use doc::SessionError;
-pub use export::{CSV_COLUMNS, export_csv};
+pub use export::{CSV_COLUMNS, csv_field, export_csv};
 pub use parse::{AnyModel, ModelLookup, StaticModels, load_session, parse_session};
 pub use recording::{
     Damage, RECORDING_SCHEMA, Recorder, Recording, RecordingError, RecordingHeader,
