@@ -6,7 +6,14 @@
 //! 2. Real-time scheduling error of completions (delivered − the model's finish time), p50 / p99, under
 //!    that saturating load and under a paced open-loop load on resnet50. Target p99 ≤ 200 µs.
 //!
+//! Next to the scheduling error it prints the floor measured in the same run: the error an ideal
+//! clock thread would see on this machine (see `support/floor.rs`), and the CPU time the hypervisor
+//! stole during each measurement.
+//!
 //! `cargo bench --bench emulator` (env `EMU_BENCH_SECS` sets the seconds per round, default 3).
+
+#[path = "support/floor.rs"]
+mod floor;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -197,9 +204,13 @@ fn main() {
         let emulator = Emulator::start(config).await.expect("emulator starts");
 
         let (mut echo_rates, mut emu_rates) = (Vec::new(), Vec::new());
+        let mut saturated_steal = Some(0);
         for _ in 0..ROUNDS {
             echo_rates.push(closed_loop(echo, seconds).await);
+            let steal0 = floor::steal_ms();
             emu_rates.push(closed_loop(emulator.grpc_addr, seconds).await);
+            let stolen = floor::steal_ms().zip(steal0).map(|(b, a)| b - a);
+            saturated_steal = saturated_steal.zip(stolen).map(|(a, b)| a + b);
         }
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         let (echo_rate, emu_rate) = (mean(&echo_rates), mean(&emu_rates));
@@ -210,7 +221,15 @@ fn main() {
         let mut config = EmulatorConfig::embedded("t4");
         config.models = vec!["resnet50".into()];
         let paced = Emulator::start(config).await.expect("emulator starts");
+        let span = Duration::from_secs_f64(seconds);
+        let steal0 = floor::steal_ms();
+        let gaps = tokio::task::spawn_blocking(move || floor::ClockGaps::measure(span))
+            .await
+            .expect("floor");
+        let floor_steal = floor::steal_ms().zip(steal0).map(|(b, a)| b - a);
+        let steal0 = floor::steal_ms();
         paced_resnet(&paced, 200.0, seconds).await;
+        let paced_steal = floor::steal_ms().zip(steal0).map(|(b, a)| b - a);
         let paced_error = paced.scheduling_error();
         paced.shutdown().await;
 
@@ -224,7 +243,22 @@ fn main() {
         println!();
         println!("completion scheduling error (delivered - modelled finish), microseconds; target p99 <= 200");
         println!("{:<44} {:>10} {:>10} {:>10} {:>10}", "load", "n", "p50", "p99", "max");
+        let steal = |ms: Option<u64>| ms.map_or("n/a".to_string(), |ms| format!("{ms} ms"));
+        let floor_row = |label: &str, rate: f64| {
+            let q = gaps.ideal_error_us(rate, &[0.5, 0.99, 1.0]);
+            println!("{label:<44} {:>10} {:>10} {:>10} {:>10}", "", q[0], q[1], q[2]);
+        };
         row("simple, saturating closed loop", &saturated);
+        floor_row("  floor: ideal clock at that rate", emu_rate);
         row("resnet50, open loop 200 req/s", &paced_error);
+        floor_row("  floor: ideal clock at 200/s", 200.0);
+        println!();
+        println!(
+            "ideal clock off-CPU {:.1}% (steal {}); hypervisor steal during the saturated runs {}, the paced run {}",
+            gaps.lost_fraction() * 100.0,
+            steal(floor_steal),
+            steal(saturated_steal),
+            steal(paced_steal)
+        );
     });
 }

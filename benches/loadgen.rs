@@ -4,7 +4,13 @@
 //! loopback and reports the send-time error (actual send − intended send) at 1,000 and 5,000 req/s,
 //! plus the achieved rate. Target (DESIGN §8): p99 ≤ 200 µs at 5,000 req/s on 2 cores.
 //!
+//! Next to each rate it prints the floor measured in the same run: the error an ideal clock thread
+//! would see on this machine (see `support/floor.rs`), and the CPU time the hypervisor stole.
+//!
 //! `cargo bench --bench loadgen` (add `-- --seconds 10` for longer runs).
+
+#[path = "support/floor.rs"]
+mod floor;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,6 +57,7 @@ fn main() {
             "{:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}",
             "rate/s", "achieved/s", "err p50 µs", "err p90 µs", "err p99 µs", "err max µs", "late"
         );
+        let quantiles = [0.5, 0.9, 0.99, 1.0];
         for (i, rate) in [1000.0, 5000.0].into_iter().enumerate() {
             let mut meter = TenantMeter::new(
                 Sla {
@@ -71,6 +78,14 @@ fn main() {
                 Duration::from_secs(10),
                 meter.recorder(),
             ));
+            // The floor first, on an otherwise idle process, for as long as the measurement.
+            let span = Duration::from_secs(seconds);
+            let steal0 = floor::steal_ms();
+            let gaps = tokio::task::spawn_blocking(move || floor::ClockGaps::measure(span))
+                .await
+                .expect("floor");
+            let floor_steal = floor::steal_ms().zip(steal0).map(|(b, a)| b - a);
+            let ideal = gaps.ideal_error_us(rate, &quantiles);
             let clock = Clock::start(tokio::runtime::Handle::current()).expect("clock");
             // Warm up for a second, then measure.
             clock.add(Arc::clone(&shared), ArrivalProcess::new(&Arrival::Constant, rate, 1));
@@ -79,11 +94,13 @@ fn main() {
             meter.tick(Instant::now());
             meter.reset_totals();
             let t0 = Instant::now();
+            let steal0 = floor::steal_ms();
             tokio::time::sleep(Duration::from_secs(seconds)).await;
+            let run_steal = floor::steal_ms().zip(steal0).map(|(b, a)| b - a);
             meter.tick(Instant::now());
             let elapsed = t0.elapsed().as_secs_f64();
             let totals = meter.totals(elapsed);
-            let (q, n) = shared.send_error_quantiles_us(&[0.5, 0.9, 0.99, 1.0]);
+            let (q, n) = shared.send_error_quantiles_us(&quantiles);
             drop(clock);
             let late = totals.late;
             println!(
@@ -95,6 +112,20 @@ fn main() {
                 q[2],
                 q[3],
                 late
+            );
+            let steal = |ms: Option<u64>| ms.map_or("n/a".to_string(), |ms| format!("{ms} ms"));
+            println!(
+                "{:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}   (ideal clock on this machine: off-CPU {:.1}%, steal {} / run steal {})",
+                "floor",
+                "",
+                ideal[0],
+                ideal[1],
+                ideal[2],
+                ideal[3],
+                "",
+                gaps.lost_fraction() * 100.0,
+                steal(floor_steal),
+                steal(run_steal)
             );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }

@@ -20,5 +20,6 @@ pub mod measure;
 pub mod report;
 pub mod session;
 pub mod telemetry;
+mod timing;
 pub mod triton;
 pub mod tui;
