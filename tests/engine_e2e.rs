@@ -14,6 +14,10 @@ use perseus::session::spec::{
 };
 use perseus::triton::ConnectOptions;
 
+#[path = "support/standalone.rs"]
+mod standalone;
+use standalone::Standalone;
+
 /// These tests measure rates and latencies on a small machine: one at a time, so that they do not
 /// load each other's client and server.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -279,4 +283,99 @@ async fn losing_the_server_is_reported_and_recovered_from() {
     h.commands.send(Command::Stop).await.unwrap();
     h.done.await.unwrap();
     back.shutdown().await;
+}
+
+/// The issue's own scenario: a standalone `perseus emulate` process killed outright (SIGKILL, so no
+/// clean shutdown and every connection reset) in the middle of a run, then started again on the same
+/// port. The run survives with errors counted by code, says `Disconnected` with the error, holds no
+/// more than its in-flight bound while the server is gone, and recovers when it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_and_restarting_a_standalone_emulator_mid_run() {
+    let _one_at_a_time = serial().await;
+    let args = |grpc: &str| {
+        [
+            "--gpu",
+            "t4",
+            "--models",
+            "simple",
+            "--listen",
+            grpc,
+            "--http-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ]
+        .map(str::to_string)
+    };
+    let spawn = |grpc: String| {
+        tokio::task::spawn_blocking(move || {
+            let args = args(&grpc);
+            Standalone::try_spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+    };
+    let mut first = spawn("127.0.0.1:0".into())
+        .await
+        .unwrap()
+        .expect("perseus emulate starts");
+    let addr = first.grpc.clone();
+    let mut t = tenant("simple", rate(200.0, Arrival::Constant));
+    t.max_in_flight = 32;
+    let mut h = start(spec(vec![t], Duration::from_secs(120)), addr.clone(), false);
+    wait_for(&mut h, Duration::from_secs(10), |s| {
+        s.tenants[0].window.achieved_per_s > 150.0
+    })
+    .await;
+
+    first.kill();
+    let down = wait_for(&mut h, Duration::from_secs(10), |s| {
+        s.connection.state == ConnState::Disconnected
+    })
+    .await;
+    assert!(
+        down.connection.last_error.is_some(),
+        "{:?}",
+        down.connection
+    );
+    // While the server is gone the arrivals keep coming and fail; nothing piles up in the client.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let snap = Arc::clone(&h.snapshots.borrow());
+        assert!(
+            snap.tenants[0].window.in_flight <= 32,
+            "in flight {} above the bound",
+            snap.tenants[0].window.in_flight
+        );
+    }
+
+    // Back on the same port (retry while the old socket is released).
+    let mut second = None;
+    for _ in 0..25 {
+        if let Some(e) = spawn(addr.clone()).await.unwrap() {
+            second = Some(e);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let second = second.expect("the emulator restarts on the same port");
+    assert_eq!(second.grpc, addr);
+    let up = wait_for(&mut h, Duration::from_secs(20), |s| {
+        s.connection.state == ConnState::Connected && s.tenants[0].window.achieved_per_s > 150.0
+    })
+    .await;
+    let totals = &up.tenants[0].totals;
+    assert!(
+        totals.errors > 0,
+        "the outage's requests count as errors: {totals:?}"
+    );
+    assert_eq!(
+        totals.errors_by_code.values().sum::<u64>(),
+        totals.errors,
+        "every error has its status code: {totals:?}"
+    );
+    assert!(
+        totals.errors_by_code.contains_key("UNAVAILABLE"),
+        "a dead server is UNAVAILABLE: {totals:?}"
+    );
+    h.commands.send(Command::Stop).await.unwrap();
+    h.done.await.expect("the run ends without a panic");
 }

@@ -2,57 +2,31 @@
 //! catalog): its measured solo peak agrees with the emulator model's virtual-time peak, and a second
 //! run answers from the cache.
 
-use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+
+#[path = "support/standalone.rs"]
+mod standalone;
+use standalone::Standalone;
 
 use perseus::catalog::Catalog;
 use perseus::emulator::sim;
 
-struct Emulator {
-    child: Child,
-    grpc: String,
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn emulator() -> Emulator {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_perseus"))
-        .args([
-            "emulate",
-            "--gpu",
-            "t4",
-            "--profile",
-            "perseus2019",
-            "--models",
-            "resnet50",
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("perseus emulate starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = std::io::BufReader::new(stdout).lines();
-    let grpc = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find(|l| l.contains("gRPC"))
-        .and_then(|l| l.split_whitespace().last().map(str::to_string))
-        .expect("the emulator prints its gRPC address");
-    // Keep reading: a closed pipe would kill the emulator at its next line of output.
-    std::thread::spawn(move || lines.for_each(drop));
-    Emulator { child, grpc }
+fn emulator() -> Standalone {
+    Standalone::spawn(&[
+        "--gpu",
+        "t4",
+        "--profile",
+        "perseus2019",
+        "--models",
+        "resnet50",
+        "--listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ])
 }
 
 fn probe(session: &Path, grpc: &str, data: &Path) -> String {

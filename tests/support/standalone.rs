@@ -1,0 +1,58 @@
+//! A `perseus emulate` child process: the emulator as a user runs it, a real server in its own
+//! process that a test can kill outright (SIGKILL, no clean shutdown) and start again.
+// Each test file that includes this uses its own part of it.
+#![allow(dead_code)]
+
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+
+pub struct Standalone {
+    child: Child,
+    /// The gRPC address it printed (`127.0.0.1:PORT`).
+    pub grpc: String,
+}
+
+impl Standalone {
+    /// Starts `perseus emulate ARGS…` and waits for it to print its gRPC address; `None` when it
+    /// exits first (a port still taken, say).
+    pub fn try_spawn(args: &[&str]) -> Option<Standalone> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_perseus"))
+            .arg("emulate")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("perseus emulate starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let grpc = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find(|l| l.contains("gRPC"))
+            .and_then(|l| l.split_whitespace().last().map(str::to_string));
+        let Some(grpc) = grpc else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        };
+        // Keep reading: a closed pipe would kill the emulator at its next line of output.
+        std::thread::spawn(move || lines.for_each(drop));
+        Some(Standalone { child, grpc })
+    }
+
+    pub fn spawn(args: &[&str]) -> Standalone {
+        Standalone::try_spawn(args).expect("the emulator prints its gRPC address")
+    }
+
+    /// Kills the process outright (SIGKILL on Unix) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
