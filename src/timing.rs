@@ -1,5 +1,6 @@
-//! Waiting for an instant more precisely than an OS sleep allows. Both clock threads use it: the load
-//! generator's (arrivals) and the emulator's (completions), each with its own wait loop.
+//! Waiting for an instant more precisely than an OS sleep allows: the load generator's clock thread
+//! (arrivals) uses all of it, the emulator's (completions) the timer slack alone — its spin yields,
+//! for the reason given there.
 //!
 //! Two things make a plain sleep miss by far more than the 200 µs budget on a small Linux machine:
 //! - *Timer slack*: the kernel may fire a sleeping thread's timer up to 50 µs late (the default) to
