@@ -202,6 +202,7 @@ impl Core {
             code: Code::Unavailable,
             message: "the emulator is shutting down".into(),
         })?;
+        self.clock.catch_up();
         if !completion.ok {
             return Err(ServeError {
                 code: Code::Unavailable,
