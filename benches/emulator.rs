@@ -215,7 +215,7 @@ fn main() {
             echo_rates.push(closed_loop(echo, seconds).await);
             let steal0 = floor::steal_ms();
             emu_rates.push(closed_loop(emulator.grpc_addr, seconds).await);
-            let stolen = floor::steal_ms().zip(steal0).map(|(b, a)| b - a);
+            let stolen = floor::steal_since(steal0);
             saturated_steal = saturated_steal.zip(stolen).map(|(a, b)| a + b);
         }
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
@@ -239,14 +239,10 @@ fn main() {
         config.models = vec!["resnet50".into()];
         let paced = Emulator::start(config).await.expect("emulator starts");
         let span = Duration::from_secs_f64(seconds);
-        let steal0 = floor::steal_ms();
-        let gaps = tokio::task::spawn_blocking(move || floor::ClockGaps::measure(span))
-            .await
-            .expect("floor");
-        let floor_steal = floor::steal_ms().zip(steal0).map(|(b, a)| b - a);
+        let (gaps, floor_steal) = floor::measure_floor(span).await;
         let steal0 = floor::steal_ms();
         paced_resnet(&paced, 200.0, seconds).await;
-        let paced_steal = floor::steal_ms().zip(steal0).map(|(b, a)| b - a);
+        let paced_steal = floor::steal_since(steal0);
         let paced_error = paced.scheduling_error();
         paced.shutdown().await;
 

@@ -80,11 +80,7 @@ fn main() {
             ));
             // The floor first, on an otherwise idle process, for as long as the measurement.
             let span = Duration::from_secs(seconds);
-            let steal0 = floor::steal_ms();
-            let gaps = tokio::task::spawn_blocking(move || floor::ClockGaps::measure(span))
-                .await
-                .expect("floor");
-            let floor_steal = floor::steal_ms().zip(steal0).map(|(b, a)| b - a);
+            let (gaps, floor_steal) = floor::measure_floor(span).await;
             let ideal = gaps.ideal_error_us(rate, &quantiles);
             let clock = Clock::start(tokio::runtime::Handle::current()).expect("clock");
             // Warm up for a second, then measure.
@@ -96,7 +92,7 @@ fn main() {
             let t0 = Instant::now();
             let steal0 = floor::steal_ms();
             tokio::time::sleep(Duration::from_secs(seconds)).await;
-            let run_steal = floor::steal_ms().zip(steal0).map(|(b, a)| b - a);
+            let run_steal = floor::steal_since(steal0);
             meter.tick(Instant::now());
             let elapsed = t0.elapsed().as_secs_f64();
             let totals = meter.totals(elapsed);

@@ -6,6 +6,10 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+#[path = "support/standalone.rs"]
+mod standalone;
+use standalone::Standalone;
+
 /// Each test runs servers and load on a small machine: one at a time, so they do not slow each other.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -193,30 +197,7 @@ fn every_shipped_session_runs_briefly() {
         // The real-Triton example is pointed at an emulator of our own.
         let emu;
         if name == "triton-local.toml" {
-            emu = Emulator::spawn();
-            args.extend(["--triton", emu.grpc.as_str()]);
-        }
-        let out = perseus(&args, dir.path());
-        assert!(out.status.success(), "{name}: {}", text(&out));
-        let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-        check_schema(&r);
-        ran += 1;
-    }
-    assert!(ran >= 6, "ran {ran} sessions");
-}
-
-/// A standalone `perseus emulate` on free ports, killed on drop.
-struct Emulator {
-    child: std::process::Child,
-    grpc: String,
-}
-
-impl Emulator {
-    fn spawn() -> Emulator {
-        use std::io::BufRead;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_perseus"))
-            .args([
-                "emulate",
+            emu = Standalone::spawn(&[
                 "--gpu",
                 "t4",
                 "--models",
@@ -227,41 +208,16 @@ impl Emulator {
                 "127.0.0.1:0",
                 "--metrics-listen",
                 "127.0.0.1:0",
-            ])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("emulator starts");
-        let stdout = child.stdout.take().unwrap();
-        let mut grpc = None;
-        let mut lines = std::io::BufReader::new(stdout).lines();
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            if let Some(i) = line.find("127.0.0.1:")
-                && line.to_lowercase().contains("grpc")
-            {
-                let addr: String = line[i..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-                    .collect();
-                grpc = Some(addr);
-                break;
-            }
+            ]);
+            args.extend(["--triton", emu.grpc.as_str()]);
         }
-        // Keep reading: a closed pipe would kill the emulator at its next line of output.
-        std::thread::spawn(move || lines.for_each(drop));
-        Emulator {
-            child,
-            grpc: grpc.expect("the emulator prints its gRPC address"),
-        }
+        let out = perseus(&args, dir.path());
+        assert!(out.status.success(), "{name}: {}", text(&out));
+        let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        check_schema(&r);
+        ran += 1;
     }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    assert!(ran >= 6, "ran {ran} sessions");
 }
 
 #[test]

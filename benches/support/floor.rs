@@ -81,3 +81,19 @@ pub fn steal_ms() -> Option<u64> {
     // USER_HZ is 100 on every Linux configuration that matters here.
     Some(ticks * 10)
 }
+
+/// Steal since an earlier [`steal_ms`] reading.
+pub fn steal_since(start: Option<u64>) -> Option<u64> {
+    steal_ms()
+        .zip(start)
+        .map(|(now, then)| now.saturating_sub(then))
+}
+
+/// [`ClockGaps::measure`] on a blocking thread, with the steal during it.
+pub async fn measure_floor(span: Duration) -> (ClockGaps, Option<u64>) {
+    let start = steal_ms();
+    let gaps = tokio::task::spawn_blocking(move || ClockGaps::measure(span))
+        .await
+        .expect("the floor measurement does not panic");
+    (gaps, steal_since(start))
+}
