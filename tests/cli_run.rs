@@ -197,18 +197,7 @@ fn every_shipped_session_runs_briefly() {
         // The real-Triton example is pointed at an emulator of our own.
         let emu;
         if name == "triton-local.toml" {
-            emu = Standalone::spawn(&[
-                "--gpu",
-                "t4",
-                "--models",
-                "resnet50,mobilenet_v2,simple",
-                "--listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ]);
+            emu = Standalone::spawn(&["--gpu", "t4", "--models", "resnet50,mobilenet_v2,simple"]);
             args.extend(["--triton", emu.grpc.as_str()]);
         }
         let out = perseus(&args, dir.path());

@@ -292,25 +292,9 @@ async fn losing_the_server_is_reported_and_recovered_from() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_and_restarting_a_standalone_emulator_mid_run() {
     let _one_at_a_time = serial().await;
-    let args = |grpc: &str| {
-        [
-            "--gpu",
-            "t4",
-            "--models",
-            "simple",
-            "--listen",
-            grpc,
-            "--http-listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ]
-        .map(str::to_string)
-    };
     let spawn = |grpc: String| {
         tokio::task::spawn_blocking(move || {
-            let args = args(&grpc);
-            Standalone::try_spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            Standalone::try_spawn(&grpc, &["--gpu", "t4", "--models", "simple"])
         })
     };
     let mut first = spawn("127.0.0.1:0".into())

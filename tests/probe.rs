@@ -20,12 +20,6 @@ fn emulator() -> Standalone {
         "perseus2019",
         "--models",
         "resnet50",
-        "--listen",
-        "127.0.0.1:0",
-        "--http-listen",
-        "127.0.0.1:0",
-        "--metrics-listen",
-        "127.0.0.1:0",
     ])
 }
 

@@ -13,12 +13,20 @@ pub struct Standalone {
 }
 
 impl Standalone {
-    /// Starts `perseus emulate ARGS…` and waits for it to print its gRPC address; `None` when it
-    /// exits first (a port still taken, say).
-    pub fn try_spawn(args: &[&str]) -> Option<Standalone> {
+    /// Starts `perseus emulate ARGS…` with gRPC on `grpc` (port 0: any free port) and HTTP and
+    /// metrics on free ports, and waits for it to print its gRPC address; `None` when it exits first
+    /// (a port still taken, say).
+    pub fn try_spawn(grpc: &str, args: &[&str]) -> Option<Standalone> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_perseus"))
             .arg("emulate")
             .args(args)
+            .args(["--listen", grpc])
+            .args([
+                "--http-listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -40,8 +48,9 @@ impl Standalone {
         Some(Standalone { child, grpc })
     }
 
+    /// [`Standalone::try_spawn`] on free ports, which cannot be taken.
     pub fn spawn(args: &[&str]) -> Standalone {
-        Standalone::try_spawn(args).expect("the emulator prints its gRPC address")
+        Standalone::try_spawn("127.0.0.1:0", args).expect("the emulator prints its gRPC address")
     }
 
     /// Kills the process outright (SIGKILL on Unix) and reaps it.
