@@ -40,6 +40,8 @@ struct State {
     next_token: u64,
     waiting: HashMap<u64, oneshot::Sender<Completion>>,
     out: Vec<Completion>,
+    /// Kept with the sim so that delivering does not take a second lock.
+    lateness_ns: Histogram<u64>,
 }
 
 struct Shared {
@@ -52,7 +54,6 @@ struct Shared {
     next_due: AtomicU64,
     stop: AtomicBool,
     driver: OnceLock<Thread>,
-    lateness_ns: Mutex<Histogram<u64>>,
 }
 
 /// The sim behind a lock, advanced in real time by its driver thread. Dropping it stops the driver.
@@ -73,12 +74,12 @@ impl RealTime {
                 next_token: 0,
                 waiting: HashMap::new(),
                 out: Vec::new(),
+                lateness_ns: lateness,
             }),
             generation: AtomicU64::new(0),
             next_due: AtomicU64::new(u64::MAX),
             stop: AtomicBool::new(false),
             driver: OnceLock::new(),
-            lateness_ns: Mutex::new(lateness),
         });
         let for_driver = Arc::clone(&shared);
         let handle = thread::Builder::new()
@@ -96,7 +97,11 @@ impl RealTime {
     pub(crate) fn with_sim<R>(&self, f: impl FnOnce(&mut Sim, Nanos) -> R) -> R {
         let mut state = self.shared.lock();
         let now = self.shared.advance(&mut state);
-        f(&mut state.sim, now)
+        let result = f(&mut state.sim, now);
+        // `f` may have changed what comes next (a load or unload changes interference).
+        self.shared.publish_next_due(&state);
+        self.shared.wake_driver();
+        result
     }
 
     pub(crate) fn load(&self, setup: ModelSetup) -> Result<ModelId, SimError> {
@@ -110,6 +115,8 @@ impl RealTime {
         let state = &mut *state;
         let result = state.sim.unload(id, now, &mut state.out);
         self.shared.deliver(state);
+        self.shared.publish_next_due(state);
+        self.shared.wake_driver();
         result
     }
 
@@ -121,18 +128,21 @@ impl RealTime {
         batch: u32,
     ) -> Result<oneshot::Receiver<Completion>, SimError> {
         let (tx, rx) = oneshot::channel();
-        {
+        let earlier = {
             let mut state = self.shared.lock();
             let now = self.shared.advance(&mut state);
+            // What the driver is waiting for: advancing just published it.
+            let planned = self.shared.next_due.load(Ordering::Acquire);
             let token = state.next_token;
             state.next_token += 1;
             state.sim.submit(now, id, batch, token)?;
             state.waiting.insert(token, tx);
-            self.shared.publish_next_due(&state);
-        }
-        self.shared.generation.fetch_add(1, Ordering::Release);
-        if let Some(driver) = self.shared.driver.get() {
-            driver.unpark();
+            self.shared.publish_next_due(&state) < planned
+        };
+        // Under load most submissions join a batcher or a queue whose next event is already
+        // planned; waking the driver for those only costs a futex call and a context switch.
+        if earlier {
+            self.shared.wake_driver();
         }
         Ok(rx)
     }
@@ -159,11 +169,8 @@ impl RealTime {
     }
 
     pub(crate) fn scheduling_error(&self) -> SchedulingError {
-        let hist = self
-            .shared
-            .lateness_ns
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let state = self.shared.lock();
+        let hist = &state.lateness_ns;
         let us = |ns: u64| ns as f64 / 1_000.0;
         SchedulingError {
             count: hist.len(),
@@ -193,6 +200,14 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Makes the driver re-read the next event time, whether it sleeps or spins.
+    fn wake_driver(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
+        if let Some(driver) = self.driver.get() {
+            driver.unpark();
+        }
+    }
+
     fn now(&self) -> Nanos {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
@@ -208,9 +223,11 @@ impl Shared {
         now
     }
 
-    fn publish_next_due(&self, state: &State) {
+    /// Returns what it published.
+    fn publish_next_due(&self, state: &State) -> Nanos {
         let next = state.sim.next_event().unwrap_or(u64::MAX);
         self.next_due.store(next, Ordering::Release);
+        next
     }
 
     fn deliver(&self, state: &mut State) {
@@ -218,14 +235,12 @@ impl Shared {
             return;
         }
         let delivered = self.now();
-        let mut lateness = self
-            .lateness_ns
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for completion in state.out.drain(..) {
             // Failures at unload are not scheduled events; only real finishes measure the clock.
             if completion.ok {
-                let _ = lateness.record(delivered.saturating_sub(completion.finished_at).max(1));
+                let _ = state
+                    .lateness_ns
+                    .record(delivered.saturating_sub(completion.finished_at).max(1));
             }
             if let Some(tx) = state.waiting.remove(&completion.token) {
                 // The requester may have gone (client cancelled); nothing to do then.
@@ -241,10 +256,15 @@ fn drive(shared: &Shared) {
     crate::timing::tighten_timer_slack();
     while !shared.stop.load(Ordering::Acquire) {
         let generation = shared.generation.load(Ordering::Acquire);
-        let next = {
+        // Under load the handlers deliver most completions themselves (`catch_up`, `submit`), so the
+        // driver takes the lock only when something is due, rather than queueing behind them.
+        if shared.now() >= shared.next_due.load(Ordering::Acquire) {
             let mut state = shared.lock();
             shared.advance(&mut state);
-            state.sim.next_event()
+        }
+        let next = match shared.next_due.load(Ordering::Acquire) {
+            u64::MAX => None,
+            due => Some(due),
         };
         let Some(next) = next else {
             thread::park_timeout(IDLE_PARK);
@@ -278,10 +298,83 @@ fn drive(shared: &Shared) {
 mod tests {
     use super::*;
     use crate::catalog::Catalog;
+    use crate::emulator::sim::Batching;
 
     fn t4() -> RealTime {
         let catalog = Catalog::embedded().expect("embedded catalog");
         RealTime::start(catalog.gpu("t4").expect("t4").setup()).expect("driver starts")
+    }
+
+    /// A slow model, one instance: a second request queues behind the first.
+    fn slow_model(dynamic_batching: Option<Batching>) -> ModelSetup {
+        ModelSetup {
+            name: "slow".into(),
+            alpha_ms: 5_000.0,
+            beta_ms: 1.0,
+            max_batch: 8,
+            instances: 1,
+            dynamic_batching,
+            memory_bytes: 0,
+            input_bytes_per_image: 0,
+            output_bytes_per_image: 0,
+        }
+    }
+
+    fn next_due(clock: &RealTime) -> Nanos {
+        clock.shared.next_due.load(Ordering::Acquire)
+    }
+
+    #[test]
+    fn the_driver_is_woken_only_for_an_earlier_event() {
+        let clock = t4();
+        let id = clock.load(slow_model(None)).expect("fits");
+        let generation = || clock.shared.generation.load(Ordering::Acquire);
+
+        let before = generation();
+        let _first = clock.submit(id, 1).expect("submits");
+        assert!(
+            generation() > before,
+            "an idle driver must hear of the first event"
+        );
+        // The driver starts the batch; its finish, 5 s out, becomes the next event.
+        let started = Instant::now();
+        while next_due(&clock) < 1_000_000_000 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the driver never advanced the sim"
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+        let finish = next_due(&clock);
+
+        // Queued behind the first, the second changes nothing before that finish: the driver's
+        // plan stands and waking it would be wasted.
+        let before = generation();
+        let _second = clock.submit(id, 1).expect("submits");
+        assert_eq!(generation(), before);
+        assert_eq!(next_due(&clock), finish);
+    }
+
+    #[test]
+    fn unloading_publishes_what_now_comes_next() {
+        // A request held by the batcher waiting for a fuller batch: its timeout is the next event.
+        let batching = Batching {
+            max_queue_delay_us: 60_000_000,
+            preferred_batch_sizes: vec![8],
+        };
+        let clock = t4();
+        let id = clock.load(slow_model(Some(batching))).expect("fits");
+        let rx = clock.submit(id, 1).expect("submits");
+        assert_ne!(next_due(&clock), u64::MAX);
+        clock.unload(id).expect("unloads");
+        // The driver reads only this figure before sleeping: a stale one would have it wake for
+        // an event that no longer exists.
+        assert_eq!(next_due(&clock), u64::MAX);
+        let completion = rx.blocking_recv().expect("the request is answered");
+        assert!(
+            !completion.ok,
+            "a request queued on an unloaded model fails"
+        );
     }
 
     #[test]
