@@ -154,7 +154,7 @@ impl Core {
 
     /// Whether a model (and version) is ready; unknown models are simply not ready, as in Triton.
     pub(crate) fn is_ready(&self, name: &str, version: &str) -> bool {
-        self.ready_entry(name, version).is_ok()
+        self.with_ready(name, version, |_, _| ()).is_ok()
     }
 
     /// A loaded model's entry, or Triton's error for an unknown / unloaded one.
@@ -163,6 +163,17 @@ impl Core {
         name: &str,
         version: &str,
     ) -> Result<(ModelId, Entry), ServeError> {
+        self.with_ready(name, version, |id, entry| (id, entry.clone()))
+    }
+
+    /// Runs `f` on a loaded model's entry under the repository lock, so the inference path takes
+    /// only what it needs rather than a copy of the whole entry.
+    fn with_ready<R>(
+        &self,
+        name: &str,
+        version: &str,
+        f: impl FnOnce(ModelId, &Entry) -> R,
+    ) -> Result<R, ServeError> {
         let repo = self.repo();
         let entry = repo
             .get(name)
@@ -178,22 +189,18 @@ impl Core {
                 ),
             });
         }
-        Ok((id, entry.clone()))
+        Ok(f(id, entry))
     }
 
     /// Validates, queues on the modelled GPU, and answers when the model says the batch finished.
     pub(crate) async fn infer(&self, call: InferCall) -> Result<InferReply, ServeError> {
-        let (id, entry) = self.ready_entry(&call.model, &call.version)?;
-        let sig: &Signature = &entry.signature;
+        let (id, sig, max_batch) = self.with_ready(&call.model, &call.version, |id, entry| {
+            (id, Arc::clone(&entry.signature), entry.settings.max_batch)
+        })?;
+        let sig: &Signature = &sig;
         tensors::validate_outputs(sig, &call.outputs)?;
-        let batch = tensors::validate_inputs(sig, entry.settings.max_batch, &call.inputs)?;
-        let outputs = tensors::compute_outputs(
-            sig,
-            entry.settings.max_batch,
-            batch,
-            &call.inputs,
-            &call.outputs,
-        );
+        let batch = tensors::validate_inputs(sig, max_batch, &call.inputs)?;
+        let outputs = tensors::compute_outputs(sig, max_batch, batch, &call.inputs, &call.outputs);
         let done = self
             .clock
             .submit(id, batch)
