@@ -97,10 +97,12 @@ impl RealTime {
     pub(crate) fn with_sim<R>(&self, f: impl FnOnce(&mut Sim, Nanos) -> R) -> R {
         let mut state = self.shared.lock();
         let now = self.shared.advance(&mut state);
+        let planned = self.shared.next_due.load(Ordering::Acquire);
         let result = f(&mut state.sim, now);
-        // `f` may have changed what comes next (a load or unload changes interference).
-        self.shared.publish_next_due(&state);
-        self.shared.wake_driver();
+        // `f` may have changed what comes next (a load changes interference).
+        let earlier = self.shared.replan(&state, planned);
+        drop(state);
+        self.shared.wake_driver_if(earlier);
         result
     }
 
@@ -112,11 +114,15 @@ impl RealTime {
     pub(crate) fn unload(&self, id: ModelId) -> Result<(), SimError> {
         let mut state = self.shared.lock();
         let now = self.shared.advance(&mut state);
-        let state = &mut *state;
-        let result = state.sim.unload(id, now, &mut state.out);
-        self.shared.deliver(state);
-        self.shared.publish_next_due(state);
-        self.shared.wake_driver();
+        let planned = self.shared.next_due.load(Ordering::Acquire);
+        let result = {
+            let state = &mut *state;
+            state.sim.unload(id, now, &mut state.out)
+        };
+        self.shared.deliver(&mut state);
+        let earlier = self.shared.replan(&state, planned);
+        drop(state);
+        self.shared.wake_driver_if(earlier);
         result
     }
 
@@ -128,22 +134,16 @@ impl RealTime {
         batch: u32,
     ) -> Result<oneshot::Receiver<Completion>, SimError> {
         let (tx, rx) = oneshot::channel();
-        let earlier = {
-            let mut state = self.shared.lock();
-            let now = self.shared.advance(&mut state);
-            // What the driver is waiting for: advancing just published it.
-            let planned = self.shared.next_due.load(Ordering::Acquire);
-            let token = state.next_token;
-            state.next_token += 1;
-            state.sim.submit(now, id, batch, token)?;
-            state.waiting.insert(token, tx);
-            self.shared.publish_next_due(&state) < planned
-        };
-        // Under load most submissions join a batcher or a queue whose next event is already
-        // planned; waking the driver for those only costs a futex call and a context switch.
-        if earlier {
-            self.shared.wake_driver();
-        }
+        let mut state = self.shared.lock();
+        let now = self.shared.advance(&mut state);
+        let planned = self.shared.next_due.load(Ordering::Acquire);
+        let token = state.next_token;
+        state.next_token += 1;
+        state.sim.submit(now, id, batch, token)?;
+        state.waiting.insert(token, tx);
+        let earlier = self.shared.replan(&state, planned);
+        drop(state);
+        self.shared.wake_driver_if(earlier);
         Ok(rx)
     }
 
@@ -200,11 +200,23 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Makes the driver re-read the next event time, whether it sleeps or spins.
-    fn wake_driver(&self) {
-        self.generation.fetch_add(1, Ordering::Release);
-        if let Some(driver) = self.driver.get() {
-            driver.unpark();
+    /// Publishes the sim's next event after a change; true if it comes before `planned`, the
+    /// event the driver is waiting for (advancing published it). Only then does the driver need
+    /// waking: under load most submissions join a batcher or a queue whose next event is already
+    /// planned, and waking it for those would only cost a futex call and a context switch.
+    fn replan(&self, state: &State, planned: Nanos) -> bool {
+        let next = state.sim.next_event().unwrap_or(u64::MAX);
+        self.next_due.store(next, Ordering::Release);
+        next < planned
+    }
+
+    /// Called after the lock is released, so the woken driver does not find it held.
+    fn wake_driver_if(&self, earlier: bool) {
+        if earlier {
+            self.generation.fetch_add(1, Ordering::Release);
+            if let Some(driver) = self.driver.get() {
+                driver.unpark();
+            }
         }
     }
 
@@ -223,11 +235,9 @@ impl Shared {
         now
     }
 
-    /// Returns what it published.
-    fn publish_next_due(&self, state: &State) -> Nanos {
+    fn publish_next_due(&self, state: &State) {
         let next = state.sim.next_event().unwrap_or(u64::MAX);
         self.next_due.store(next, Ordering::Release);
-        next
     }
 
     fn deliver(&self, state: &mut State) {
