@@ -95,15 +95,8 @@ impl RealTime {
     /// Runs `f` on the sim after advancing it to now (and delivering what became due), so whatever
     /// `f` reads — counters, memory, utilization — is current.
     pub(crate) fn with_sim<R>(&self, f: impl FnOnce(&mut Sim, Nanos) -> R) -> R {
-        let mut state = self.shared.lock();
-        let now = self.shared.advance(&mut state);
-        let planned = self.shared.next_due.load(Ordering::Acquire);
-        let result = f(&mut state.sim, now);
-        // `f` may have changed what comes next (a load changes interference).
-        let earlier = self.shared.replan(&state, planned);
-        drop(state);
-        self.shared.wake_driver_if(earlier);
-        result
+        // `f` may change what comes next (a load changes interference).
+        self.shared.change(|state, now| f(&mut state.sim, now))
     }
 
     pub(crate) fn load(&self, setup: ModelSetup) -> Result<ModelId, SimError> {
@@ -112,18 +105,8 @@ impl RealTime {
 
     /// Unloads a model; its queued requests complete as failures, as Triton fails them.
     pub(crate) fn unload(&self, id: ModelId) -> Result<(), SimError> {
-        let mut state = self.shared.lock();
-        let now = self.shared.advance(&mut state);
-        let planned = self.shared.next_due.load(Ordering::Acquire);
-        let result = {
-            let state = &mut *state;
-            state.sim.unload(id, now, &mut state.out)
-        };
-        self.shared.deliver(&mut state);
-        let earlier = self.shared.replan(&state, planned);
-        drop(state);
-        self.shared.wake_driver_if(earlier);
-        result
+        self.shared
+            .change(|state, now| state.sim.unload(id, now, &mut state.out))
     }
 
     /// Queues `batch` images for model `id` at the current instant; the receiver resolves when the
@@ -134,17 +117,13 @@ impl RealTime {
         batch: u32,
     ) -> Result<oneshot::Receiver<Completion>, SimError> {
         let (tx, rx) = oneshot::channel();
-        let mut state = self.shared.lock();
-        let now = self.shared.advance(&mut state);
-        let planned = self.shared.next_due.load(Ordering::Acquire);
-        let token = state.next_token;
-        state.next_token += 1;
-        state.sim.submit(now, id, batch, token)?;
-        state.waiting.insert(token, tx);
-        let earlier = self.shared.replan(&state, planned);
-        drop(state);
-        self.shared.wake_driver_if(earlier);
-        Ok(rx)
+        self.shared.change(|state, now| {
+            let token = state.next_token;
+            state.next_token += 1;
+            state.sim.submit(now, id, batch, token)?;
+            state.waiting.insert(token, tx);
+            Ok(rx)
+        })
     }
 
     /// Delivers whatever has come due, unless someone holds the lock (and is delivering anyway).
@@ -200,24 +179,27 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Publishes the sim's next event after a change; true if it comes before `planned`, the
-    /// event the driver is waiting for (advancing published it). Only then does the driver need
-    /// waking: under load most submissions join a batcher or a queue whose next event is already
-    /// planned, and waking it for those would only cost a futex call and a context switch.
-    fn replan(&self, state: &State, planned: Nanos) -> bool {
-        let next = state.sim.next_event().unwrap_or(u64::MAX);
-        self.next_due.store(next, Ordering::Release);
-        next < planned
-    }
-
-    /// Called after the lock is released, so the woken driver does not find it held.
-    fn wake_driver_if(&self, earlier: bool) {
+    /// Runs a change to the sim at the current instant: advances to now, applies `f`, delivers what
+    /// it completed, and publishes the next event. The driver is woken only if that event comes
+    /// before the one it is waiting for (advancing published it): under load most submissions join
+    /// a batcher or a queue whose next event is already planned, and waking it for those would only
+    /// cost a futex call and a context switch. The wake comes after the lock is released, so the
+    /// woken driver does not find it held.
+    fn change<R>(&self, f: impl FnOnce(&mut State, Nanos) -> R) -> R {
+        let mut state = self.lock();
+        let now = self.advance(&mut state);
+        let planned = self.next_due.load(Ordering::Acquire);
+        let result = f(&mut state, now);
+        self.deliver(&mut state);
+        let earlier = self.publish_next_due(&state) < planned;
+        drop(state);
         if earlier {
             self.generation.fetch_add(1, Ordering::Release);
             if let Some(driver) = self.driver.get() {
                 driver.unpark();
             }
         }
+        result
     }
 
     fn now(&self) -> Nanos {
@@ -235,9 +217,11 @@ impl Shared {
         now
     }
 
-    fn publish_next_due(&self, state: &State) {
+    /// Returns what it published.
+    fn publish_next_due(&self, state: &State) -> Nanos {
         let next = state.sim.next_event().unwrap_or(u64::MAX);
         self.next_due.store(next, Ordering::Release);
+        next
     }
 
     fn deliver(&self, state: &mut State) {
