@@ -1,8 +1,9 @@
 //! A Triton-compatible server whose GPU is a calibrated performance model, so that the dashboard, its
 //! tests and its demos run anywhere, and NVIDIA's own clients (tritonclient, perf_analyzer) accept it.
 //!
-//! `sim` is the pure event-driven GPU model; `realtime` drives it with the wall clock; `service` is
-//! the protocol-independent behaviour that the gRPC, HTTP and metrics front ends share.
+//! `sim` is the pure event-driven GPU model; `realtime` drives it with the wall clock (helped by the
+//! served connections, `ticking`); `service` is the protocol-independent behaviour that the gRPC,
+//! HTTP and metrics front ends share.
 
 pub mod sim;
 
@@ -15,6 +16,7 @@ mod server;
 mod service;
 mod status;
 mod tensors;
+mod ticking;
 
 pub use grpc::SERVER_NAME;
 pub use realtime::SchedulingError;

@@ -14,6 +14,7 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::emulator::grpc::GrpcFront;
 use crate::emulator::realtime::SchedulingError;
 use crate::emulator::service::Core;
+use crate::emulator::ticking::{self, TickingListener};
 use crate::emulator::{http, metrics};
 use crate::proto::grpc_inference_service_server::GrpcInferenceServiceServer;
 
@@ -220,8 +221,7 @@ impl Emulator {
         let service = GrpcInferenceServiceServer::new(GrpcFront { core: core.clone() })
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+        let incoming = ticking::incoming(grpc_listener, core.clock.ticker());
         let stop = cancel.clone();
         let grpc_task = tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
@@ -234,10 +234,11 @@ impl Emulator {
         });
         let http_task = spawn_axum(
             "HTTP",
-            http_listener,
+            TickingListener::new(http_listener, core.clock.ticker()),
             http::router(core.clone()),
             cancel.clone(),
         );
+        // Metrics reads advance the sim themselves; a scrape every few seconds adds nothing.
         let metrics_task = spawn_axum(
             "metrics",
             metrics_listener,
@@ -257,12 +258,16 @@ impl Emulator {
     }
 }
 
-fn spawn_axum(
+fn spawn_axum<L>(
     what: &'static str,
-    listener: TcpListener,
+    listener: L,
     router: axum::Router,
     cancel: CancellationToken,
-) -> JoinHandle<()> {
+) -> JoinHandle<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     tokio::spawn(async move {
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(cancel.cancelled_owned())
