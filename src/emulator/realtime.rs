@@ -23,7 +23,9 @@ use crate::timing::WakeMargin;
 /// Bounds on how long before an event the driver stops sleeping and starts spinning. Within them
 /// the window follows this machine's wake-up latency ([`WakeMargin`]): a fixed 60 µs window let half
 /// the paced benchmark's wake-ups on a virtual machine (median 66 µs late) miss their event, and
-/// their p99 lateness stay near 200 µs; a learned one brought it to 14–21 µs in quiet runs.
+/// their p99 lateness stay near 200 µs; with a learned one it was 40–121 µs in the runs with at
+/// most 20 ms of hypervisor steal (a fixed 250 µs window: 14 and 21 µs in two quiet runs, 211 µs in a
+/// third, at the price of always spinning that long).
 const SPIN_WINDOW_MIN: Duration = Duration::from_micros(20);
 const SPIN_WINDOW_MAX: Duration = Duration::from_micros(500);
 /// With nothing scheduled, the driver still wakes this often to notice a shutdown.
