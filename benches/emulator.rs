@@ -4,15 +4,23 @@
 //!    returns its inputs), both driven by the same closed-loop client load in the same run, alternating
 //!    so machine noise hits both alike. Target ≥ 0.8. The headline is the median of the per-round
 //!    ratios: a burst of hypervisor steal during one measurement skews a ratio of means, not the median.
+//!
+//!    The emulator is measured twice. As Triton ships `simple` (one instance), the modelled T4 runs
+//!    one 20 µs batch at a time, so it cannot serve more than about 48,000 req/s whatever the server
+//!    costs: that is the model doing its job, and on a machine whose echo server reaches that rate the
+//!    ratio measures the modelled GPU, not the serving. The headline therefore loads `simple` with
+//!    enough instances (through the load request's configuration, as a Triton user would) that the
+//!    modelled capacity is far above anything loopback reaches, and the as-shipped figure is printed
+//!    beside it with its modelled ceiling.
 //! 2. Real-time scheduling error of completions (delivered − the model's finish time), p50 / p99, under
-//!    that saturating load and under a paced open-loop load on resnet50. Target p99 ≤ 200 µs.
+//!    those saturating loads and under a paced open-loop load on resnet50. Target p99 ≤ 200 µs.
 //!
 //! Next to the scheduling error it prints the floor measured in the same run: the error an ideal
 //! clock thread would see on this machine (see `support/floor.rs`), and the CPU time the hypervisor
 //! stole during each measurement.
 //!
 //! `cargo bench --bench emulator` (env `EMU_BENCH_SECS` sets the seconds per round, default 3;
-//! `EMU_BENCH_ROUNDS` the echo/emulator pairs, default 4).
+//! `EMU_BENCH_ROUNDS` the rounds of echo and both emulators, default 4).
 
 #[path = "support/floor.rs"]
 mod floor;
@@ -188,6 +196,72 @@ fn row(label: &str, e: &SchedulingError) {
     );
 }
 
+/// Instances of `simple` for the overhead measurement: at one instance per 20 µs batch, eight put the
+/// modelled capacity near 390,000 req/s (less the little interference eight tiny kernels cause).
+const OVERHEAD_INSTANCES: u32 = 8;
+
+/// An emulator serving only `simple`, reloaded with `instances` through RepositoryModelLoad's
+/// `config` parameter, the way a Triton user changes a model's instance group.
+async fn simple_emulator(instances: u32) -> RunningEmulator {
+    let mut config = EmulatorConfig::embedded("t4");
+    config.models = vec!["simple".into()];
+    let emulator = Emulator::start(config).await.expect("emulator starts");
+    if instances != 1 {
+        let mut client = GrpcInferenceServiceClient::connect(emulator.grpc_url())
+            .await
+            .expect("connect");
+        let mut request = proto::RepositoryModelLoadRequest {
+            model_name: "simple".into(),
+            ..Default::default()
+        };
+        let json = format!(r#"{{"instance_group": [{{"count": {instances}}}]}}"#);
+        request.parameters.insert(
+            "config".into(),
+            proto::ModelRepositoryParameter {
+                parameter_choice: Some(
+                    proto::model_repository_parameter::ParameterChoice::StringParam(json),
+                ),
+            },
+        );
+        client
+            .repository_model_load(request)
+            .await
+            .expect("simple reloads with more instances");
+    }
+    emulator
+}
+
+/// The most `simple` requests per second the modelled T4 can finish with `instances` instances,
+/// ignoring interference (an upper bound).
+fn modelled_capacity(instances: u32) -> f64 {
+    let catalog = perseus::catalog::Catalog::embedded().expect("embedded catalog");
+    let mut setup = catalog
+        .model_setup("simple", "t4", None)
+        .expect("simple on t4 in the catalog");
+    setup.instances = instances;
+    setup.capacity_images_per_s(1)
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+/// Per-round ratios, their median and the rounds as text.
+fn ratios(emulator: &[f64], echo: &[f64]) -> (f64, String) {
+    let each: Vec<f64> = emulator.iter().zip(echo).map(|(a, b)| a / b).collect();
+    let mut shown = each.clone();
+    shown.sort_by(f64::total_cmp);
+    let text: Vec<String> = shown.iter().map(|r| format!("{r:.2}")).collect();
+    (median(&each), text.join(" "))
+}
+
 fn main() {
     let seconds: f64 = std::env::var("EMU_BENCH_SECS")
         .ok()
@@ -205,34 +279,28 @@ fn main() {
     runtime.block_on(async {
         let cancel = CancellationToken::new();
         let echo = start_echo(cancel.clone()).await;
-        let mut config = EmulatorConfig::embedded("t4");
-        config.models = vec!["simple".into()];
-        let emulator = Emulator::start(config).await.expect("emulator starts");
+        let overhead = simple_emulator(OVERHEAD_INSTANCES).await;
+        let shipped = simple_emulator(1).await;
 
-        let (mut echo_rates, mut emu_rates) = (Vec::new(), Vec::new());
+        let (mut echo_rates, mut overhead_rates, mut shipped_rates) =
+            (Vec::new(), Vec::new(), Vec::new());
         let mut saturated_steal = Some(0);
         for _ in 0..rounds {
+            // The headline's emulator runs right after the echo it is compared with.
             echo_rates.push(closed_loop(echo, seconds).await);
             let steal0 = floor::steal_ms();
-            emu_rates.push(closed_loop(emulator.grpc_addr, seconds).await);
+            overhead_rates.push(closed_loop(overhead.grpc_addr, seconds).await);
+            shipped_rates.push(closed_loop(shipped.grpc_addr, seconds).await);
             let stolen = floor::steal_since(steal0);
             saturated_steal = saturated_steal.zip(stolen).map(|(a, b)| a + b);
         }
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-        let (echo_rate, emu_rate) = (mean(&echo_rates), mean(&emu_rates));
-        let mut ratios: Vec<f64> = emu_rates
-            .iter()
-            .zip(&echo_rates)
-            .map(|(emu, echo)| emu / echo)
-            .collect();
-        ratios.sort_by(f64::total_cmp);
-        let median_ratio = if ratios.len() % 2 == 1 {
-            ratios[ratios.len() / 2]
-        } else {
-            (ratios[ratios.len() / 2 - 1] + ratios[ratios.len() / 2]) / 2.0
-        };
-        let saturated = emulator.scheduling_error();
-        emulator.shutdown().await;
+        let (overhead_ratio, overhead_rounds) = ratios(&overhead_rates, &echo_rates);
+        let (shipped_ratio, shipped_rounds) = ratios(&shipped_rates, &echo_rates);
+        let overhead_error = overhead.scheduling_error();
+        let shipped_error = shipped.scheduling_error();
+        overhead.shutdown().await;
+        shipped.shutdown().await;
         cancel.cancel();
 
         let mut config = EmulatorConfig::embedded("t4");
@@ -249,15 +317,32 @@ fn main() {
         let load = CONNECTIONS * IN_FLIGHT_PER_CONNECTION;
         println!();
         println!("simple over loopback gRPC, {load} requests in flight on {CONNECTIONS} connections, {rounds}×{seconds} s each");
-        println!("{:<44} {:>12}", "server", "req/s");
-        println!("{:<44} {:>12.0}", "bare tonic echo", echo_rate);
-        println!("{:<44} {:>12.0}", "perseus emulator (simple, T4)", emu_rate);
-        let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        println!("{:<44} {:>12} {:>18}", "server", "req/s", "modelled ceiling");
+        println!("{:<44} {:>12.0}", "bare tonic echo", mean(&echo_rates));
         println!(
-            "{:<44} {:>12.3}   (target >= 0.8; rounds: {})",
-            "ratio emulator / echo, median of rounds",
-            median_ratio,
-            each.join(" ")
+            "{:<44} {:>12.0} {:>18.0}",
+            format!("perseus emulator, simple ×{OVERHEAD_INSTANCES} instances"),
+            mean(&overhead_rates),
+            modelled_capacity(OVERHEAD_INSTANCES)
+        );
+        println!(
+            "{:<44} {:>12.0} {:>18.0}",
+            "perseus emulator, simple as shipped (×1)",
+            mean(&shipped_rates),
+            modelled_capacity(1)
+        );
+        println!(
+            "{:<44} {:>12.3}   (target >= 0.8; rounds: {overhead_rounds})",
+            "serving ratio emulator ×8 / echo, median", overhead_ratio
+        );
+        println!(
+            "{:<44} {:>12.3}   (bounded by the modelled GPU; rounds: {shipped_rounds})",
+            "as-shipped ratio emulator ×1 / echo, median", shipped_ratio
+        );
+        println!(
+            "{:<44} {:>12.3}",
+            "as-shipped emulator ×1 / its modelled ceiling",
+            mean(&shipped_rates) / modelled_capacity(1)
         );
         println!();
         println!("completion scheduling error (delivered - modelled finish), microseconds; target p99 <= 200");
@@ -267,8 +352,13 @@ fn main() {
             let q = gaps.ideal_error_us(rate, &[0.5, 0.99, 1.0]);
             println!("{label:<44} {:>10} {:>10} {:>10} {:>10}", "", q[0], q[1], q[2]);
         };
-        row("simple, saturating closed loop", &saturated);
-        floor_row("  floor: ideal clock at that rate", emu_rate);
+        row(
+            &format!("simple ×{OVERHEAD_INSTANCES}, saturating closed loop"),
+            &overhead_error,
+        );
+        floor_row("  floor: ideal clock at that rate", mean(&overhead_rates));
+        row("simple ×1, saturating closed loop", &shipped_error);
+        floor_row("  floor: ideal clock at that rate", mean(&shipped_rates));
         row("resnet50, open loop 200 req/s", &paced_error);
         floor_row("  floor: ideal clock at 200/s", 200.0);
         println!();
