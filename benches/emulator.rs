@@ -6,9 +6,10 @@
 //!    ratios: a burst of hypervisor steal during one measurement skews a ratio of means, not the median.
 //!
 //!    The emulator is measured twice. As Triton ships `simple` (one instance), the modelled T4 runs
-//!    one 20 µs batch at a time, so it cannot serve more than about 48,000 req/s whatever the server
-//!    costs: that is the model doing its job, and on a machine whose echo server reaches that rate the
-//!    ratio measures the modelled GPU, not the serving. The headline therefore loads `simple` with
+//!    one batch at a time, 20.5 µs plus its input and output copies, so it cannot finish more than
+//!    about 40,800 req/s whatever the server costs: that is the model doing its job, and once an echo
+//!    server passes about 51,000 req/s (40,800 / 0.8) the ratio measures the modelled GPU, not the
+//!    serving. The headline therefore loads `simple` with
 //!    enough instances (through the load request's configuration, as a Triton user would) that the
 //!    modelled capacity is far above anything loopback reaches, and the as-shipped figure is printed
 //!    beside it with its modelled ceiling.
@@ -196,8 +197,9 @@ fn row(label: &str, e: &SchedulingError) {
     );
 }
 
-/// Instances of `simple` for the overhead measurement: at one instance per 20 µs batch, eight put the
-/// modelled capacity near 390,000 req/s (less the little interference eight tiny kernels cause).
+/// Instances of `simple` for the overhead measurement: eight put the modelled capacity near 326,000
+/// req/s (8 × 40,780, less the little interference eight tiny kernels cause): six times the most the
+/// echo server reached on the 2-core machine the README's figures come from.
 const OVERHEAD_INSTANCES: u32 = 8;
 
 /// An emulator serving only `simple`, reloaded with `instances` through RepositoryModelLoad's
