@@ -324,13 +324,14 @@ fn drive(shared: &Shared) {
         // Unlike the load generator's clock, this spin yields. Under load a yielding spin can lose
         // its core for a scheduler slice (see `crate::timing`), and a spin that never yields measured
         // a better saturated p99 (≈210 µs against ≈360 µs), but it cost a fifth of the serving
-        // throughput (0.65 against 0.80 of a bare echo server): in a closed loop the driver competes
-        // with the very handlers whose next requests it is waiting to time. Sleeping to each event
-        // instead (no spin at all) halved the saturated p99 (≈100 µs) but cost as much throughput:
-        // on a virtual machine every timed wake-up is a timer exit and two context switches, and a
-        // driver that delivers half the completions wakes tasks across threads. Lowering the
-        // driver's priority or giving it a short EEVDF slice changed nothing measurable. A
-        // submission may create an earlier event, so the spin also stops when one arrives.
+        // throughput (0.65 against 0.80 of a bare echo server, one-instance `simple`): in a closed
+        // loop the driver competes with the very handlers whose next requests it is waiting to
+        // time. Sleeping to each event instead (no spin at all) halved the saturated p99 (≈100 µs)
+        // but cost as much throughput: on a virtual machine every timed wake-up is a timer exit and
+        // two context switches, and a driver that delivers half the completions wakes tasks across
+        // threads. Lowering the driver's priority or giving it a short EEVDF slice changed nothing
+        // measurable. A submission may create an earlier event, so the spin also stops when one
+        // arrives.
         while shared.now() < next
             && shared.generation.load(Ordering::Acquire) == generation
             && !shared.stop.load(Ordering::Acquire)
