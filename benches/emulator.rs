@@ -9,10 +9,9 @@
 //!    one batch at a time, 20.5 µs plus its input and output copies, so it cannot finish more than
 //!    about 40,800 req/s whatever the server costs: that is the model doing its job, and once an echo
 //!    server passes about 51,000 req/s (40,800 / 0.8) the ratio measures the modelled GPU, not the
-//!    serving. The headline therefore loads `simple` with
-//!    enough instances (through the load request's configuration, as a Triton user would) that the
-//!    modelled capacity is far above anything loopback reaches, and the as-shipped figure is printed
-//!    beside it with its modelled ceiling.
+//!    serving. The headline therefore loads `simple` with enough instances (through the load
+//!    request's configuration, as a Triton user would) that the modelled capacity is far above what
+//!    loopback reached here, and prints the as-shipped figure beside it with its modelled ceiling.
 //! 2. Real-time scheduling error of completions (delivered − the model's finish time), p50 / p99, under
 //!    those saturating loads and under a paced open-loop load on resnet50. Target p99 ≤ 200 µs.
 //!
@@ -244,24 +243,18 @@ fn modelled_capacity(instances: u32) -> f64 {
     setup.capacity_images_per_s(1)
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let n = sorted.len();
-    if n % 2 == 1 {
-        sorted[n / 2]
-    } else {
-        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
-    }
-}
-
-/// Per-round ratios, their median and the rounds as text.
+/// The median of the per-round ratios, and the rounds' ratios in order as text.
 fn ratios(emulator: &[f64], echo: &[f64]) -> (f64, String) {
-    let each: Vec<f64> = emulator.iter().zip(echo).map(|(a, b)| a / b).collect();
-    let mut shown = each.clone();
-    shown.sort_by(f64::total_cmp);
-    let text: Vec<String> = shown.iter().map(|r| format!("{r:.2}")).collect();
-    (median(&each), text.join(" "))
+    let mut each: Vec<f64> = emulator.iter().zip(echo).map(|(a, b)| a / b).collect();
+    each.sort_by(f64::total_cmp);
+    let n = each.len();
+    let median = if n % 2 == 1 {
+        each[n / 2]
+    } else {
+        (each[n / 2 - 1] + each[n / 2]) / 2.0
+    };
+    let text: Vec<String> = each.iter().map(|r| format!("{r:.2}")).collect();
+    (median, text.join(" "))
 }
 
 fn main() {
@@ -335,7 +328,8 @@ fn main() {
         );
         println!(
             "{:<44} {:>12.3}   (target >= 0.8; rounds: {overhead_rounds})",
-            "serving ratio emulator ×8 / echo, median", overhead_ratio
+            format!("serving ratio emulator ×{OVERHEAD_INSTANCES} / echo, median"),
+            overhead_ratio
         );
         println!(
             "{:<44} {:>12.3}   (bounded by the modelled GPU; rounds: {shipped_rounds})",
