@@ -32,7 +32,7 @@ pub mod tui;
 /// the emulator (one-instance `simple`, as the benchmark then measured it) served 0.84–0.88 of the
 /// echo server's rate against 0.78–0.82 with glibc (six interleaved runs of `cargo bench --bench
 /// emulator`); built without transparent huge pages (`no_thp`, see Cargo.toml), as it now is,
-/// 0.77–0.88 with a median of 0.82 over six runs, where glibc gave 0.76–0.81. jemalloc, also tried, sped the echo server up more than the emulator
-/// (ratio 0.74–0.75, though both ran faster).
+/// 0.77–0.88 with a median of 0.82 over six runs, where glibc gave 0.76–0.81. jemalloc, also
+/// tried, sped the echo server up more than the emulator (ratio 0.74–0.75, though both ran faster).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
