@@ -236,8 +236,7 @@ async fn simple_emulator(instances: u32) -> RunningEmulator {
 /// ignoring interference (an upper bound).
 fn modelled_capacity(instances: u32) -> f64 {
     let catalog = perseus::catalog::Catalog::embedded().expect("embedded catalog");
-    let mut setup = catalog
-        .model_setup("simple", "t4", None)
+    let mut setup = perseus::emulator::sim::model_setup(&catalog, "simple", "t4", None)
         .expect("simple on t4 in the catalog");
     setup.instances = instances;
     setup.capacity_images_per_s(1)

@@ -20,8 +20,8 @@ use perseus::emulator::{Emulator, EmulatorConfig};
 use perseus::loadgen::tensors::build_request;
 use perseus::loadgen::{ArrivalProcess, Clock, TenantShared};
 use perseus::measure::TenantMeter;
-use perseus::session::spec::{Arrival, InputData, Sla};
 use perseus::triton::{ConnectOptions, TritonClient};
+use perseus::vocab::spec::{Arrival, InputData, Sla};
 
 fn main() {
     let seconds: u64 = std::env::args()

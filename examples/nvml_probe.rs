@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use perseus::engine::snapshot::Reading;
 use perseus::telemetry::{DeviceSelector, NvmlChoice, Telemetry, TelemetryConfig};
+use perseus::vocab::snapshot::Reading;
 
 fn arg<T: std::str::FromStr>(n: usize, default: T) -> Result<T, String> {
     match std::env::args().nth(n) {

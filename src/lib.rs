@@ -9,9 +9,9 @@ pub mod proto {
     tonic::include_proto!("inference");
 }
 
-pub mod app;
 pub mod catalog;
 pub mod cli;
+pub mod commands;
 pub mod cost;
 pub mod emulator;
 pub mod engine;
@@ -23,6 +23,7 @@ pub mod telemetry;
 mod timing;
 pub mod triton;
 pub mod tui;
+pub mod vocab;
 
 /// The allocator for every binary built on this crate (the CLI, tests and benchmarks alike, so a
 /// benchmark measures what the CLI runs). A request's buffers are often freed on another worker

@@ -301,7 +301,7 @@ fn a_recorded_run_replays_and_exports_with_the_run_totals() {
         .build()
         .unwrap();
     let replayed = rt.block_on(async {
-        use perseus::engine::command::ReplayCommand;
+        use perseus::vocab::command::ReplayCommand;
         let first = std::sync::Arc::new(rec.snapshots[0].clone());
         let (tx, mut rx) = tokio::sync::watch::channel(first);
         let (ctrl_tx, ctrl_rx) = tokio::sync::mpsc::channel(4);
@@ -320,7 +320,7 @@ fn a_recorded_run_replays_and_exports_with_the_run_totals() {
             let s = rx.borrow_and_update().clone();
             if seen
                 .last()
-                .is_none_or(|l: &perseus::engine::snapshot::Snapshot| l.seq != s.seq)
+                .is_none_or(|l: &perseus::vocab::snapshot::Snapshot| l.seq != s.seq)
             {
                 seen.push((*s).clone());
             }

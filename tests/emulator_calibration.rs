@@ -21,8 +21,8 @@ fn infer_alone_ns(gpu: &GpuSetup, setup: &ModelSetup, batch: u32) -> u64 {
 
 /// Solo batch latency of a catalog entry as the simulator produces it, in ms.
 fn simulated_latency_ms(catalog: &Catalog, model: &str, gpu_name: &str, batch: u32) -> f64 {
-    let gpu = catalog.gpu(gpu_name).unwrap().setup();
-    let mut setup = catalog.model_setup(model, gpu_name, None).unwrap();
+    let gpu = perseus::emulator::sim::gpu_setup(catalog.gpu(gpu_name).unwrap());
+    let mut setup = perseus::emulator::sim::model_setup(&catalog, model, gpu_name, None).unwrap();
     setup.max_batch = setup.max_batch.max(batch);
     infer_alone_ns(&gpu, &setup, batch) as f64 / 1e6
 }
@@ -168,13 +168,21 @@ const PERSEUS_PEAKS: &[(&str, f64, f64)] = &[("t4", 256.0, 208.0), ("p4", 204.0,
 fn perseus2019_reproduces_the_dedicated_peaks_and_the_colocation_gain() {
     let catalog = Catalog::embedded().unwrap();
     for &(gpu_name, paper_r, paper_i) in PERSEUS_PEAKS {
-        let gpu = catalog.gpu(gpu_name).unwrap().setup();
-        let resnet = catalog
-            .model_setup("resnet50", gpu_name, Some("perseus2019"))
-            .unwrap();
-        let inception = catalog
-            .model_setup("inception_v3", gpu_name, Some("perseus2019"))
-            .unwrap();
+        let gpu = perseus::emulator::sim::gpu_setup(catalog.gpu(gpu_name).unwrap());
+        let resnet = perseus::emulator::sim::model_setup(
+            &catalog,
+            "resnet50",
+            gpu_name,
+            Some("perseus2019"),
+        )
+        .unwrap();
+        let inception = perseus::emulator::sim::model_setup(
+            &catalog,
+            "inception_v3",
+            gpu_name,
+            Some("perseus2019"),
+        )
+        .unwrap();
         let peak_r = solo_peak_with(&gpu, &resnet, 1, &PERSEUS_SLA, &SEARCH).unwrap();
         let peak_i = solo_peak_with(&gpu, &inception, 1, &PERSEUS_SLA, &SEARCH).unwrap();
         eprintln!(

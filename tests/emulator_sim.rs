@@ -2,8 +2,9 @@
 
 use perseus::catalog::Catalog;
 use perseus::emulator::sim::{
-    Batching, Completion, GpuSetup, ModelSetup, Sim, SimError, Workload, simulate, solo_peak,
+    Completion, GpuSetup, ModelSetup, Sim, SimError, Workload, simulate, solo_peak,
 };
+use perseus::vocab::spec::DynamicBatching;
 
 fn gpu(gamma: f64) -> GpuSetup {
     GpuSetup {
@@ -31,8 +32,8 @@ fn model(name: &str, alpha_ms: f64, beta_ms: f64) -> ModelSetup {
     }
 }
 
-fn batching(preferred: &[u32], delay_us: u64) -> Option<Batching> {
-    Some(Batching {
+fn batching(preferred: &[u32], delay_us: u64) -> Option<DynamicBatching> {
+    Some(DynamicBatching {
         max_queue_delay_us: delay_us,
         preferred_batch_sizes: preferred.to_vec(),
     })
@@ -456,13 +457,13 @@ fn solo_peaks_sit_just_below_capacity_and_grow_with_the_sla() {
 #[ignore = "a performance probe, not a check; prints its wall time"]
 fn an_hour_of_traffic_in_virtual_time() {
     let catalog = Catalog::embedded().unwrap();
-    let t4 = catalog.gpu("t4").unwrap().setup();
-    let resnet = catalog
-        .model_setup("resnet50", "t4", Some("perseus2019"))
-        .unwrap();
-    let inception = catalog
-        .model_setup("inception_v3", "t4", Some("perseus2019"))
-        .unwrap();
+    let t4 = perseus::emulator::sim::gpu_setup(catalog.gpu("t4").unwrap());
+    let resnet =
+        perseus::emulator::sim::model_setup(&catalog, "resnet50", "t4", Some("perseus2019"))
+            .unwrap();
+    let inception =
+        perseus::emulator::sim::model_setup(&catalog, "inception_v3", "t4", Some("perseus2019"))
+            .unwrap();
     let started = std::time::Instant::now();
     let report = simulate(
         &t4,

@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use perseus::emulator::{Emulator, EmulatorConfig, RunningEmulator};
-use perseus::engine::command::Command;
 use perseus::engine::hooks::{NoKnowledge, NoPersistence, NoTelemetry};
-use perseus::engine::snapshot::{ConnState, Phase, Snapshot, TargetInfo, TargetKind};
 use perseus::engine::{self, EngineConfig, EngineHandle};
-use perseus::session::spec::{
+use perseus::triton::ConnectOptions;
+use perseus::vocab::command::Command;
+use perseus::vocab::snapshot::{ConnState, Phase, Snapshot, TargetInfo, TargetKind};
+use perseus::vocab::spec::{
     Arrival, CostSpec, InputData, Load, RunSpec, Sla, TargetSpec, TenantSpec,
 };
-use perseus::triton::ConnectOptions;
 
 #[path = "support/standalone.rs"]
 mod standalone;

@@ -78,10 +78,10 @@ fn probe_measures_the_virtual_time_peak_and_caches_it() {
 
     // What the emulator's model says in virtual time for the server's configuration.
     let catalog = Catalog::embedded().unwrap();
-    let gpu = catalog.gpu("t4").unwrap().setup();
-    let model = catalog
-        .model_setup("resnet50", "t4", Some("perseus2019"))
-        .unwrap();
+    let gpu = perseus::emulator::sim::gpu_setup(catalog.gpu("t4").unwrap());
+    let model =
+        perseus::emulator::sim::model_setup(&catalog, "resnet50", "t4", Some("perseus2019"))
+            .unwrap();
     let computed = sim::solo_peak(&gpu, &model, 1, 750.0, 95.0).unwrap();
     assert!(
         (measured - computed).abs() / computed <= 0.10,

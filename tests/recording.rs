@@ -7,11 +7,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::{TICK_S, header, run};
-use perseus::engine::command::ReplayCommand;
-use perseus::engine::snapshot::{History, Snapshot};
 use perseus::session::{
     CSV_COLUMNS, Recorder, export_csv, read_recording, record_snapshots, replay,
 };
+use perseus::vocab::command::ReplayCommand;
+use perseus::vocab::snapshot::{History, Snapshot};
 use tokio::sync::{mpsc, watch};
 
 fn record(dir: &Path, snaps: &[Snapshot]) -> std::path::PathBuf {

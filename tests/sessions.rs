@@ -5,11 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use perseus::session::spec::{Arrival, CostSpec, Load, RunSpec, TargetSpec};
 use perseus::session::{
     DEMO_SESSION, StaticModels, fresh_session_path, load_session, parse_session, save_atomic,
     to_toml,
 };
+use perseus::vocab::spec::{Arrival, CostSpec, Load, RunSpec, TargetSpec};
 
 /// The emulator catalog's models, as the CLI would look them up.
 fn catalog() -> StaticModels {

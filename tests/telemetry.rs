@@ -3,12 +3,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use perseus::engine::snapshot::{GpuView, Source};
 use perseus::telemetry::http::{HttpError, HttpUrl, get_text};
 use perseus::telemetry::{
     DeviceSelector, GpuSummaryAcc, ModelKey, NvmlChoice, NvmlSource, Telemetry, TelemetryConfig,
     TelemetryError, model_rates, parse_metrics,
 };
+use perseus::vocab::snapshot::{GpuView, Source};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

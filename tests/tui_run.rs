@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use perseus::engine::command::Command;
 use perseus::tui::{Control, TuiError, TuiOptions, run};
+use perseus::vocab::command::Command;
 use tokio::sync::{mpsc, watch};
 
 async fn run_with(opts: TuiOptions) -> Result<(), TuiError> {

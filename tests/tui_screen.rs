@@ -5,11 +5,11 @@ mod tui_fixture;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use perseus::engine::snapshot::{ConnState, GpuView, ReplayInfo, Snapshot};
 use perseus::tui::app::{App, Mode};
 use perseus::tui::keymap::Keymap;
 use perseus::tui::screen::{self, View};
 use perseus::tui::theme::{self, Theme};
+use perseus::vocab::snapshot::{ConnState, GpuView, ReplayInfo, Snapshot};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;

@@ -6,14 +6,14 @@ mod tui_fixture;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use perseus::engine::command::{Command, ReplayCommand};
-use perseus::engine::snapshot::{NoticeLevel, Snapshot};
-use perseus::session::spec::{Arrival, DynamicBatching, Load, Sla, TenantSpec};
 use perseus::tui::Control;
 use perseus::tui::app::{App, CHART_WINDOWS, MAX_RATE, Mode, RATE_STEPS};
 use perseus::tui::keymap::{Action, Keymap};
 use perseus::tui::screen::ScreenLayout;
 use perseus::tui::tenants;
+use perseus::vocab::command::{Command, ReplayCommand};
+use perseus::vocab::snapshot::{NoticeLevel, Snapshot};
+use perseus::vocab::spec::{Arrival, DynamicBatching, Load, Sla, TenantSpec};
 use ratatui::crossterm::event::{
     KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
 };

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{Catalog, GpuSpec, MIB, ModelSpec, ProfileEntry, TensorSpec, datatype_size};
-use crate::emulator::sim::Batching;
+use crate::vocab::spec::DynamicBatching;
 
 const GPUS_TOML: &str = include_str!("gpus.toml");
 const MODELS_TOML: &str = include_str!("models.toml");
@@ -401,7 +401,7 @@ fn build(raw: Raw) -> Result<Catalog, CatalogError> {
         )?;
         let dynamic_batching = match (p.max_queue_delay_us, p.preferred_batch_sizes.is_some()) {
             (None, false) => None,
-            (delay, _) => Some(Batching {
+            (delay, _) => Some(DynamicBatching {
                 max_queue_delay_us: delay.unwrap_or(0),
                 preferred_batch_sizes: preferred,
             }),

@@ -10,7 +10,7 @@ mod render;
 
 use std::path::Path;
 
-use crate::emulator::sim::{Batching, GpuSetup, ModelSetup};
+use crate::vocab::spec::DynamicBatching;
 
 pub use file::CatalogError;
 
@@ -84,7 +84,7 @@ pub struct ProfileEntry {
     /// Default instance count (Triton's `instance_group.count`).
     pub instances: u32,
     /// Default dynamic batching; `None` means each request executes alone.
-    pub dynamic_batching: Option<Batching>,
+    pub dynamic_batching: Option<DynamicBatching>,
     pub source: String,
     pub derived: bool,
 }
@@ -134,42 +134,9 @@ impl Catalog {
         names
     }
 
-    /// The simulator's view of `model` on `gpu` under `profile`, with the profile's default Triton
-    /// configuration (instances, dynamic batching). `None` when any of the three is unknown.
-    pub fn model_setup(&self, model: &str, gpu: &str, profile: Option<&str>) -> Option<ModelSetup> {
-        let spec = self.model(model)?;
-        let perf = self.perf(model, gpu, profile)?;
-        Some(ModelSetup {
-            name: spec.name.clone(),
-            alpha_ms: perf.alpha_ms,
-            beta_ms: perf.beta_ms,
-            max_batch: perf.max_batch,
-            instances: perf.instances,
-            dynamic_batching: perf.dynamic_batching.clone(),
-            memory_bytes: perf.memory_bytes,
-            input_bytes_per_image: spec.input_bytes_per_image(),
-            output_bytes_per_image: spec.output_bytes_per_image(),
-        })
-    }
-
     /// What `perseus catalog` prints: GPUs, models and profiles as aligned tables.
     pub fn render_text(&self) -> String {
         render::render(self)
-    }
-}
-
-impl GpuSpec {
-    /// The simulator's view of this GPU.
-    pub fn setup(&self) -> GpuSetup {
-        GpuSetup {
-            name: self.display.clone(),
-            memory_total_bytes: self.memory_bytes,
-            context_bytes: self.context_bytes,
-            tdp_w: self.tdp_w,
-            idle_w: self.idle_w,
-            gamma: self.gamma,
-            sm_clock_mhz: self.sm_clock_mhz,
-        }
     }
 }
 
@@ -261,9 +228,7 @@ mod tests {
             assert!(catalog.gpu(g).is_some(), "{g}");
             for m in models {
                 let perf = catalog.perf(m, g, None);
-                assert!(perf.is_some(), "{m} on {g}");
-                let setup = catalog.model_setup(m, g, None).unwrap();
-                assert!(setup.memory_bytes > 0);
+                assert!(perf.is_some_and(|p| p.memory_bytes > 0), "{m} on {g}");
             }
         }
         assert!(catalog.gpu("T4").is_some(), "names are case-insensitive");

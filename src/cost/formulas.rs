@@ -7,7 +7,7 @@
 //! equivalents, co-location serves more than time-slicing could on one GPU (the PERSEUS frontier).
 
 use crate::cost::prices::ResolvedPrice;
-use crate::engine::snapshot::{CostView, FrontierView, SoloPeak, TenantId};
+use crate::vocab::snapshot::{CostView, FrontierView, SoloPeak, TenantId};
 
 /// Hours in the month DESIGN §4 bills (365 × 24 / 12).
 pub const HOURS_PER_MONTH: f64 = 730.0;
@@ -141,7 +141,7 @@ pub fn timeslicing_y(peak_x: f64, peak_y: f64, x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::snapshot::PeakKind;
+    use crate::vocab::snapshot::PeakKind;
 
     fn close(a: f64, b: f64, tol: f64) -> bool {
         (a - b).abs() <= tol

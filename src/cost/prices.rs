@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::session::spec::CostSpec;
+use crate::vocab::spec::CostSpec;
 
 const EMBEDDED: &str = include_str!("../catalog/prices.toml");
 /// File name looked up in the user's config directory.

@@ -349,15 +349,18 @@ fn drive(shared: &Shared) {
 mod tests {
     use super::*;
     use crate::catalog::Catalog;
-    use crate::emulator::sim::Batching;
+    use crate::vocab::spec::DynamicBatching;
 
     fn t4() -> RealTime {
         let catalog = Catalog::embedded().expect("embedded catalog");
-        RealTime::start(catalog.gpu("t4").expect("t4").setup()).expect("driver starts")
+        RealTime::start(crate::emulator::sim::gpu_setup(
+            catalog.gpu("t4").expect("t4"),
+        ))
+        .expect("driver starts")
     }
 
     /// A slow model, one instance: a second request queues behind the first.
-    fn slow_model(dynamic_batching: Option<Batching>) -> ModelSetup {
+    fn slow_model(dynamic_batching: Option<DynamicBatching>) -> ModelSetup {
         ModelSetup {
             name: "slow".into(),
             alpha_ms: 5_000.0,
@@ -409,7 +412,7 @@ mod tests {
     #[test]
     fn unloading_publishes_what_now_comes_next() {
         // A request held by the batcher waiting for a fuller batch: its timeout is the next event.
-        let batching = Batching {
+        let batching = DynamicBatching {
             max_queue_delay_us: 60_000_000,
             preferred_batch_sizes: vec![8],
         };

@@ -8,16 +8,10 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::catalog::{Catalog, GpuSpec};
-use crate::emulator::sim::{Batching, ModelId, ModelSetup};
+use crate::emulator::sim::{ModelId, ModelSetup};
 use crate::emulator::tensors::{Signature, TensorDesc};
 use crate::proto;
-
-/// Triton's dynamic batcher settings, kept here because the sim's type is rebuilt at every load.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct BatcherSettings {
-    pub max_queue_delay_us: u64,
-    pub preferred_batch_sizes: Vec<u32>,
-}
+use crate::vocab::spec::DynamicBatching;
 
 /// What a model configuration controls in the emulator.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +19,7 @@ pub(crate) struct ModelSettings {
     /// 0 means the model takes no batch dimension, as in Triton.
     pub max_batch: u32,
     pub instances: u32,
-    pub dynamic_batching: Option<BatcherSettings>,
+    pub dynamic_batching: Option<DynamicBatching>,
 }
 
 /// The calibrated figures of a (model, GPU, profile) triple.
@@ -64,7 +58,7 @@ impl Entry {
     /// Default configuration: the catalog's max batch, one instance, and Triton's `dynamic_batching {}`
     /// for the CNNs (the example `simple` ships without a batcher, as in Triton's repository).
     fn default_settings(name: &str, perf: &Perf) -> ModelSettings {
-        let dynamic_batching = (name != "simple" && perf.max_batch > 1).then(|| BatcherSettings {
+        let dynamic_batching = (name != "simple" && perf.max_batch > 1).then(|| DynamicBatching {
             max_queue_delay_us: 0,
             preferred_batch_sizes: Vec::new(),
         });
@@ -83,10 +77,7 @@ impl Entry {
             beta_ms: self.perf.beta_ms,
             max_batch: self.settings.max_batch.max(1),
             instances: self.settings.instances,
-            dynamic_batching: self.settings.dynamic_batching.as_ref().map(|b| Batching {
-                max_queue_delay_us: b.max_queue_delay_us,
-                preferred_batch_sizes: b.preferred_batch_sizes.clone(),
-            }),
+            dynamic_batching: self.settings.dynamic_batching.clone(),
             memory_bytes: self
                 .perf
                 .memory_bytes
@@ -125,7 +116,7 @@ impl Repository {
             // is served with it, so the server and the model's own solo peaks describe one setup.
             if let Some(b) = &entry.dynamic_batching {
                 settings.instances = entry.instances.max(1);
-                settings.dynamic_batching = Some(BatcherSettings {
+                settings.dynamic_batching = Some(DynamicBatching {
                     max_queue_delay_us: b.max_queue_delay_us,
                     preferred_batch_sizes: b.preferred_batch_sizes.clone(),
                 });
@@ -189,7 +180,7 @@ pub(crate) fn apply_config_json(base: &ModelSettings, json: &str) -> Result<Mode
                 .map(|v| as_u32(v, "dynamic_batching.preferred_batch_size"))
                 .collect::<Result<Vec<u32>, String>>()?,
         };
-        settings.dynamic_batching = Some(BatcherSettings {
+        settings.dynamic_batching = Some(DynamicBatching {
             max_queue_delay_us,
             preferred_batch_sizes,
         });
@@ -335,7 +326,7 @@ mod tests {
         assert_eq!(s.instances, 2);
         assert_eq!(
             s.dynamic_batching,
-            Some(BatcherSettings {
+            Some(DynamicBatching {
                 max_queue_delay_us: 500,
                 preferred_batch_sizes: vec![4, 8]
             })

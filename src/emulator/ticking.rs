@@ -138,8 +138,10 @@ mod tests {
         tokio::sync::oneshot::Receiver<crate::emulator::sim::Completion>,
     ) {
         let catalog = Catalog::embedded().expect("embedded catalog");
-        let clock =
-            RealTime::without_driver(catalog.gpu("t4").expect("t4").setup()).expect("clock starts");
+        let clock = RealTime::without_driver(crate::emulator::sim::gpu_setup(
+            catalog.gpu("t4").expect("t4"),
+        ))
+        .expect("clock starts");
         let id = clock
             .load(ModelSetup {
                 name: "tiny".into(),

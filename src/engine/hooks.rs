@@ -6,8 +6,8 @@
 
 use std::path::PathBuf;
 
-use crate::engine::snapshot::{GpuView, Snapshot, SoloPeak};
-use crate::session::spec::{DynamicBatching, RunSpec, TenantSpec};
+use crate::vocab::snapshot::{GpuView, Snapshot, SoloPeak};
+use crate::vocab::spec::{DynamicBatching, RunSpec, TenantSpec};
 
 /// A model's server-side configuration as read back from the server.
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -4,10 +4,8 @@
 //! cost/SLA computation. Its loop never awaits the server: every RPC runs in its own task and reports
 //! back as an [`Event`], so a slow or dead server can delay figures but never the tick.
 
-pub mod command;
 pub mod hooks;
 mod setup;
-pub mod snapshot;
 mod tenant;
 
 use std::collections::VecDeque;
@@ -19,18 +17,18 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::cost::{self, FrontierAxis, ResolvedPrice, TenantLoad};
-use crate::engine::command::Command;
 use crate::engine::hooks::{GpuTelemetry, Persistence, ServerModel, SnapshotSink, TargetKnowledge};
-use crate::engine::snapshot::{
-    ConnState, Connection, History, Notice, NoticeLevel, Phase, RepoModel, Snapshot, TargetInfo,
-    TenantId,
-};
 use crate::engine::tenant::Tenant;
 use crate::loadgen::{ArrivalProcess, Clock, ClosedLoop, TenantShared};
 use crate::measure::TenantMeter;
 use crate::proto::ModelInferRequest;
-use crate::session::spec::{Load, RunSpec};
 use crate::triton::{ConnectOptions, ModelStats, TritonClient};
+use crate::vocab::command::Command;
+use crate::vocab::snapshot::{
+    ConnState, Connection, History, Notice, NoticeLevel, Phase, RepoModel, Snapshot, TargetInfo,
+    TenantId,
+};
+use crate::vocab::spec::{Load, RunSpec};
 
 pub use setup::{load_config_json, server_model};
 
@@ -84,7 +82,7 @@ enum Event {
     },
     Peak {
         id: TenantId,
-        peak: snapshot::SoloPeak,
+        peak: crate::vocab::snapshot::SoloPeak,
     },
     Stats(Instant, Result<Vec<ModelStats>, String>),
     Repo(Vec<RepoModel>),
@@ -488,7 +486,7 @@ impl Engine {
             tokio::spawn(async move {
                 let peak = tokio::task::spawn_blocking(move || knowledge.solo_peak(&spec, &server))
                     .await
-                    .unwrap_or(snapshot::SoloPeak::UNKNOWN);
+                    .unwrap_or(crate::vocab::snapshot::SoloPeak::UNKNOWN);
                 let _ = tx.send(Event::Peak { id, peak }).await;
             });
         }
@@ -872,8 +870,11 @@ impl Engine {
 /// The cost panel and the frontier from the window's figures.
 fn live_cost(
     price: Option<&ResolvedPrice>,
-    tenants: &[snapshot::TenantView],
-) -> (Option<snapshot::CostView>, Option<snapshot::FrontierView>) {
+    tenants: &[crate::vocab::snapshot::TenantView],
+) -> (
+    Option<crate::vocab::snapshot::CostView>,
+    Option<crate::vocab::snapshot::FrontierView>,
+) {
     let loads: Vec<TenantLoad> = tenants
         .iter()
         .map(|t| TenantLoad {
@@ -890,7 +891,7 @@ fn live_cost(
     (cost, frontier)
 }
 
-fn axis(t: &snapshot::TenantView) -> FrontierAxis<'_> {
+fn axis(t: &crate::vocab::snapshot::TenantView) -> FrontierAxis<'_> {
     FrontierAxis {
         tenant: t.id,
         model: &t.model,

@@ -4,8 +4,8 @@
 use crate::engine::hooks::ServerModel;
 use crate::loadgen::tensors::build_request;
 use crate::proto::{ModelConfig, ModelInferRequest, model_config};
-use crate::session::spec::{DynamicBatching, TenantSpec};
 use crate::triton::TritonClient;
+use crate::vocab::spec::{DynamicBatching, TenantSpec};
 
 /// Reads a model's server-side configuration as Perseus uses it.
 pub fn server_model(cfg: &ModelConfig) -> ServerModel {

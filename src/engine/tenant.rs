@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::engine::hooks::ServerModel;
-use crate::engine::snapshot::{ServerWindow, SoloPeak, TenantId, TenantView, Totals, WindowStats};
 use crate::loadgen::{ClosedLoop, TenantShared};
 use crate::measure::TenantMeter;
-use crate::session::spec::TenantSpec;
 use crate::triton::{ModelStats, StatsWindow};
+use crate::vocab::snapshot::{ServerWindow, SoloPeak, TenantId, TenantView, Totals, WindowStats};
+use crate::vocab::spec::TenantSpec;
 
 pub(crate) struct Tenant {
     pub id: TenantId,

@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Exp};
 
-use crate::session::spec::Arrival;
+use crate::vocab::spec::Arrival;
 
 /// Slowest rate we schedule: below this a tenant is effectively idle (one request per ~3 hours).
 const MIN_RATE: f64 = 1e-4;

@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
-use crate::engine::snapshot::TenantId;
 use crate::loadgen::arrival::ArrivalProcess;
 use crate::measure::TenantRecorder;
 use crate::proto::ModelInferRequest;
 use crate::triton::TritonClient;
+use crate::vocab::snapshot::TenantId;
 
 /// A send later than this after its intended time counts as `late`.
 pub const LATE_THRESHOLD: Duration = Duration::from_millis(1);
@@ -84,7 +84,7 @@ impl TenantShared {
             max_in_flight: AtomicU32::new(max_in_flight.max(1)),
             backlog: Mutex::new(VecDeque::new()),
             backlog_cap: (max_in_flight.max(1) as usize)
-                .saturating_mul(crate::session::spec::TenantSpec::BACKLOG_FACTOR as usize),
+                .saturating_mul(crate::vocab::spec::TenantSpec::BACKLOG_FACTOR as usize),
             deadline,
             recorder,
             paused: AtomicBool::new(false),

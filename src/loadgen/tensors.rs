@@ -7,7 +7,7 @@ use bytes::Bytes;
 use rand::{RngExt, SeedableRng};
 
 use crate::proto::{ModelInferRequest, ModelMetadataResponse, model_infer_request};
-use crate::session::spec::InputData;
+use crate::vocab::spec::InputData;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TensorError {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hdrhistogram::{Counter, Histogram};
 
-use crate::engine::snapshot::Percentiles;
+use crate::vocab::snapshot::Percentiles;
 
 /// Lowest value the histogram discerns, in microseconds.
 pub const LOWEST_US: u64 = 1;

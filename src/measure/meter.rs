@@ -17,11 +17,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::engine::snapshot::{Totals, WindowStats};
 use crate::measure::histogram::LatencyHistogram;
 use crate::measure::peak::ProbeWindow;
 use crate::measure::window::{Interval, Window, WindowError};
-use crate::session::spec::Sla;
+use crate::vocab::snapshot::{Totals, WindowStats};
+use crate::vocab::spec::Sla;
 
 /// A meter that cannot be built from its settings.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::session::spec::{DynamicBatching, Sla};
+use crate::vocab::spec::{DynamicBatching, Sla};
 
 /// File name inside the caller's data directory.
 pub const FILE_NAME: &str = "solo-peaks.json";

@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::snapshot::{PeakKind, Percentiles, Snapshot, TargetKind};
-use crate::session::spec::Load;
+use crate::vocab::snapshot::{PeakKind, Percentiles, Snapshot, TargetKind};
+use crate::vocab::spec::Load;
 
 pub const SCHEMA: &str = "perseus.run.v1";
 
@@ -183,7 +183,7 @@ pub fn run_result(
     }
 }
 
-fn tenant_block(t: &crate::engine::snapshot::TenantView) -> TenantBlock {
+fn tenant_block(t: &crate::vocab::snapshot::TenantView) -> TenantBlock {
     let (arrival, target_rate, concurrency) = match &t.load {
         Load::Rate { per_s, arrival } => (arrival.label().to_string(), Some(*per_s), None),
         Load::Concurrency(n) => ("concurrency".to_string(), None, Some(*n)),

@@ -65,7 +65,7 @@ impl Default for Config {
         Config {
             theme: "default".to_string(),
             render_fps: 10,
-            tick: crate::session::spec::RunSpec::DEFAULT_TICK,
+            tick: crate::vocab::spec::RunSpec::DEFAULT_TICK,
             keys: BTreeMap::new(),
             catalog_dir: None,
             prices: None,
@@ -139,7 +139,7 @@ impl Config {
     /// Parses and checks a config file's text; relative paths are taken from `path`'s directory.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| {
-            let (line, column) = super::doc::line_col(text, e.span().map_or(0, |s| s.start));
+            let (line, column) = super::spanned::line_col(text, e.span().map_or(0, |s| s.start));
             ConfigError::Parse {
                 path: path.to_path_buf(),
                 line,

@@ -7,8 +7,8 @@
 use std::io::{self, Write};
 
 use super::recording::Recording;
-use crate::engine::snapshot::{Phase, Reading, Snapshot, TenantView};
-use crate::session::spec::Load;
+use crate::vocab::snapshot::{Phase, Reading, Snapshot, TenantView};
+use crate::vocab::spec::Load;
 
 /// Column names, in order.
 pub const CSV_COLUMNS: &[&str] = &[

@@ -1,6 +1,6 @@
 //! Scenarios as files, and runs that can be shown again.
 //!
-//! - [`parse_session`] turns a session file (DESIGN §3) into a validated [`spec::RunSpec`], with
+//! - [`parse_session`] turns a session file (DESIGN §3) into a validated [`RunSpec`](crate::vocab::spec::RunSpec), with
 //!   errors that point at the file, line, column and key; [`to_toml`] and [`save_atomic`] write one
 //!   back for the TUI's "save session".
 //! - [`Config`] is the user's `config.toml`; [`data_dir`] and [`runs_dir`] say where files go.
@@ -8,12 +8,11 @@
 //!   to any damage, [`replay`] plays it to the dashboard, and [`export_csv`] flattens it.
 
 mod config;
-mod doc;
 mod export;
 mod parse;
 mod recording;
 mod replay;
-pub mod spec;
+mod spanned;
 mod tenant;
 mod write;
 
@@ -21,7 +20,6 @@ pub use config::{
     CONFIG_ENV, Config, ConfigError, DATA_DIR_ENV, data_dir, default_config_path, runs_dir,
     sessions_dir,
 };
-pub use doc::SessionError;
 pub use export::{CSV_COLUMNS, csv_field, export_csv};
 pub use parse::{AnyModel, ModelLookup, StaticModels, load_session, parse_session};
 pub use recording::{
@@ -29,6 +27,7 @@ pub use recording::{
     parse_recording, read_recording, record_snapshots,
 };
 pub use replay::{REPLAY_SPEEDS, replay};
+pub use spanned::SessionError;
 pub use tenant::{
     DEFAULT_BURST_FACTOR, DEFAULT_BURST_OFF, DEFAULT_BURST_ON, DEFAULT_SLA, parse_gaps,
 };

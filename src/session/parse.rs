@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
-use super::doc::{Doc, Field, Result, SessionError, Table, did_you_mean};
-use super::spec::{CostSpec, RunSpec, TargetSpec, TlsSpec};
+use super::spanned::{Doc, Field, Result, SessionError, Table, did_you_mean};
 use super::tenant::parse_tenant;
+use crate::vocab::spec::{CostSpec, RunSpec, TargetSpec, TlsSpec};
 
 /// What the target can serve, so a session naming a model it lacks fails at load with a
 /// suggestion instead of at the first request.

@@ -15,7 +15,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::engine::snapshot::{Snapshot, TargetInfo};
+use crate::vocab::snapshot::{Snapshot, TargetInfo};
 
 /// Schema of the header line; bumped on any incompatible change to the line format.
 pub const RECORDING_SCHEMA: &str = "perseus.recording.v1";

@@ -15,8 +15,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::recording::Recording;
-use crate::engine::command::ReplayCommand;
-use crate::engine::snapshot::{History, ReplayInfo, Snapshot};
+use crate::vocab::command::ReplayCommand;
+use crate::vocab::snapshot::{History, ReplayInfo, Snapshot};
 
 /// The speeds [`ReplayCommand::CycleSpeed`] steps through.
 pub const REPLAY_SPEEDS: [f64; 3] = [1.0, 2.0, 4.0];

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use toml::de::DeValue;
 
-use super::doc::{Doc, Field, Result, SessionError, Table, did_you_mean};
 use super::parse::{absolute, choose, nonempty, opt_duration};
-use super::spec::{Arrival, DynamicBatching, InputData, Load, Sla, TenantSpec};
+use super::spanned::{Doc, Field, Result, SessionError, Table, did_you_mean};
+use crate::vocab::spec::{Arrival, DynamicBatching, InputData, Load, Sla, TenantSpec};
 
 /// The SLA a tenant gets when its session gives none.
 pub const DEFAULT_SLA: Sla = Sla {

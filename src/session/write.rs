@@ -8,7 +8,7 @@ use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::spec::{Arrival, CostSpec, InputData, Load, RunSpec, TargetSpec, TenantSpec};
+use crate::vocab::spec::{Arrival, CostSpec, InputData, Load, RunSpec, TargetSpec, TenantSpec};
 
 /// A TOML basic string with toml's own escaping.
 fn quote(s: &str) -> String {

@@ -11,7 +11,7 @@ use std::time::Instant;
 use prometheus_parse::{Scrape, Value};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::snapshot::{ServerWindow, Source};
+use crate::vocab::snapshot::{ServerWindow, Source};
 
 use super::TelemetryError;
 use super::sample::{Figure, GpuSample, SourceSample};

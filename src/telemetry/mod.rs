@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::snapshot::{GpuView, Source};
+use crate::vocab::snapshot::{GpuView, Source};
 
 pub use metrics::{ModelCounters, ModelKey, ModelMetricRates, model_rates, parse_metrics};
 pub use nvml::NvmlSource;

@@ -12,7 +12,7 @@ use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{Device, Nvml};
 
-use crate::engine::snapshot::{ProcessMemory, Source};
+use crate::vocab::snapshot::{ProcessMemory, Source};
 
 use super::sample::{Figure, GpuSample, GpuSource, SourceSample};
 use super::{DeviceSelector, TelemetryError};

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::snapshot::{ProcessMemory, Reading, Source};
+use crate::vocab::snapshot::{ProcessMemory, Reading, Source};
 
 use super::TelemetryError;
 use super::metrics::{ModelCounters, ModelKey};

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::snapshot::{GpuView, Reading, Source};
+use crate::vocab::snapshot::{GpuView, Reading, Source};
 
 const MIB: f64 = 1024.0 * 1024.0;
 /// Distinct `unavailable` lines kept; error texts can vary, and the block must stay small.

@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use crate::engine::snapshot::{GpuView, Reading};
+use crate::vocab::snapshot::{GpuView, Reading};
 
 use super::sample::{Figure, GpuSample};
 
@@ -81,7 +81,7 @@ pub fn pick_gpu<'a>(
 mod tests {
     use std::time::Duration;
 
-    use crate::engine::snapshot::Source;
+    use crate::vocab::snapshot::Source;
 
     use super::*;
 

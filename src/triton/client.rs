@@ -16,7 +16,7 @@ use crate::proto::{
     ServerLiveRequest, ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest,
     repository_index_response::ModelIndex,
 };
-use crate::session::spec::TlsSpec;
+use crate::vocab::spec::TlsSpec;
 
 /// Default cap on a response: room for a batch of large CNN outputs, far below what would hurt.
 pub const DEFAULT_MAX_DECODE_BYTES: usize = 64 * 1024 * 1024;

@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use tokio::sync::mpsc::error::TrySendError;
 
-use crate::engine::command::{Command, ReplayCommand};
-use crate::engine::snapshot::{Notice, NoticeLevel, Snapshot, TenantId, TenantView};
-use crate::session::spec::{DynamicBatching, Load, TenantSpec};
 use crate::tui::Control;
 use crate::tui::keymap::{Action, Keymap, Scope, entry_for};
+use crate::vocab::command::{Command, ReplayCommand};
+use crate::vocab::snapshot::{Notice, NoticeLevel, Snapshot, TenantId, TenantView};
+use crate::vocab::spec::{DynamicBatching, Load, TenantSpec};
 
 mod input;
 

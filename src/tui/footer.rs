@@ -6,12 +6,12 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use crate::engine::snapshot::{Notice, NoticeLevel};
-use crate::session::spec::Load;
 use crate::tui::app::Mode;
 use crate::tui::format;
 use crate::tui::keymap::{Action, Scope, TABLE};
 use crate::tui::screen::View;
+use crate::vocab::snapshot::{Notice, NoticeLevel};
+use crate::vocab::spec::Load;
 
 /// `(keys, label)` pairs for the footer in this mode: each labelled entry with the keys of the
 /// unlabelled entries that follow it (`↑/↓ select`, `space/P pause`).

@@ -10,11 +10,11 @@ use ratatui::symbols::Marker;
 use ratatui::text::Span;
 use ratatui::widgets::{Axis, Block, Chart, Dataset, GraphType, Paragraph};
 
-use crate::engine::snapshot::FrontierView;
 use crate::tui::format;
 use crate::tui::latency::nice_ceiling;
 use crate::tui::screen::View;
 use crate::tui::series;
+use crate::vocab::snapshot::FrontierView;
 
 pub fn render(frame: &mut Frame, area: Rect, view: &View) {
     match &view.snap.frontier {

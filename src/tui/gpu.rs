@@ -8,11 +8,11 @@ use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Sparkline};
 
-use crate::engine::snapshot::{Reading, Series};
 use crate::tui::format;
 use crate::tui::screen::View;
 use crate::tui::series;
 use crate::tui::theme::Theme;
+use crate::vocab::snapshot::{Reading, Series};
 
 const LABEL: usize = 7;
 

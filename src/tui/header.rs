@@ -5,9 +5,9 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use crate::engine::snapshot::{ConnState, Phase, TargetKind};
 use crate::tui::format;
 use crate::tui::screen::View;
+use crate::vocab::snapshot::{ConnState, Phase, TargetKind};
 
 pub fn render(frame: &mut Frame, area: Rect, view: &View) {
     let (snap, theme) = (view.snap, view.theme);

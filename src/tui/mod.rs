@@ -4,9 +4,9 @@
 //! when the snapshots come from a recording). Drawing runs on its own clock, independent of the
 //! engine's tick, and never waits on the engine: commands go out with `try_send`.
 //!
-//! [`Snapshot`]: crate::engine::snapshot::Snapshot
-//! [`Command`]: crate::engine::command::Command
-//! [`ReplayCommand`]: crate::engine::command::ReplayCommand
+//! [`Snapshot`]: crate::vocab::snapshot::Snapshot
+//! [`Command`]: crate::vocab::command::Command
+//! [`ReplayCommand`]: crate::vocab::command::ReplayCommand
 
 pub mod app;
 pub mod cost;
@@ -28,7 +28,7 @@ pub mod theme;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::engine::command::{Command, ReplayCommand};
+use crate::vocab::command::{Command, ReplayCommand};
 
 pub use run::run;
 

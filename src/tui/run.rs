@@ -10,13 +10,13 @@ use ratatui::layout::Rect;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::engine::command::Command;
-use crate::engine::snapshot::{NoticeLevel, Snapshot};
 use crate::tui::app::{App, Outgoing};
 use crate::tui::keymap::Keymap;
 use crate::tui::screen::{self, ScreenLayout, View};
 use crate::tui::terminal::TerminalGuard;
 use crate::tui::{Control, TuiError, TuiOptions, tenants, theme};
+use crate::vocab::command::Command;
+use crate::vocab::snapshot::{NoticeLevel, Snapshot};
 
 /// How long quitting waits for room in a full command queue to deliver `Stop`.
 const STOP_GRACE: Duration = Duration::from_secs(1);
@@ -93,7 +93,7 @@ pub async fn run(
                 Err(_) => {
                     // The engine (or replay) is gone; keep showing its last picture until quit.
                     engine_open = false;
-                    app.notice = Some(crate::engine::snapshot::Notice {
+                    app.notice = Some(crate::vocab::snapshot::Notice {
                         at_s: snap.elapsed_s,
                         level: NoticeLevel::Warn,
                         text: "the engine has stopped publishing; q quits".to_string(),

@@ -1,7 +1,7 @@
 //! Turning history series into what fits on screen: at most a few points per character cell, so
 //! a 10-minute window at a 250 ms tick (2,400 points) costs no more to draw than a 10-second one.
 
-use crate::engine::snapshot::Series;
+use crate::vocab::snapshot::Series;
 
 /// The points of `series` with `t` in `[from, to]`, reduced to at most `buckets` points by keeping
 /// each bucket's largest value (a latency spike must not vanish when zoomed out).

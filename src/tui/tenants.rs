@@ -8,12 +8,12 @@ use ratatui::style::Style;
 use ratatui::text::Span;
 use ratatui::widgets::{Block, Cell, Row, Table};
 
-use crate::engine::snapshot::{PeakKind, TenantView};
-use crate::session::spec::Load;
 use crate::tui::app::Mode;
 use crate::tui::format;
 use crate::tui::screen::View;
 use crate::tui::theme::{Theme, Verdict};
+use crate::vocab::snapshot::{PeakKind, TenantView};
+use crate::vocab::spec::Load;
 
 struct Column {
     title: &'static str,
@@ -332,7 +332,7 @@ fn errors(t: &TenantView, view: &View) -> Span<'static> {
 
 fn server(
     t: &TenantView,
-    figure: fn(&crate::engine::snapshot::ServerWindow) -> f64,
+    figure: fn(&crate::vocab::snapshot::ServerWindow) -> f64,
 ) -> Span<'static> {
     match &t.server {
         Some(s) => Span::raw(format::us(figure(s))),

@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use perseus::engine::snapshot::{
+use perseus::session::RecordingHeader;
+use perseus::vocab::snapshot::{
     ConnState, Connection, CostView, GpuView, History, Percentiles, Phase, Reading, Snapshot,
     SoloPeak, Source, TargetInfo, TargetKind, TenantView, Totals, WindowStats,
 };
-use perseus::session::RecordingHeader;
-use perseus::session::spec::{Arrival, Load, Sla};
+use perseus::vocab::spec::{Arrival, Load, Sla};
 
 pub const TICK_S: f64 = 0.25;
 

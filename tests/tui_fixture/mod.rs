@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use perseus::engine::snapshot::{
+use perseus::vocab::snapshot::{
     ConnState, Connection, CostView, FrontierView, GpuView, History, Notice, NoticeLevel, PeakKind,
     Percentiles, Phase, Reading, RepoModel, ServerWindow, Snapshot, SoloPeak, Source, TargetInfo,
     TargetKind, TenantView, Totals, WindowStats,
 };
-use perseus::session::spec::{Arrival, DynamicBatching, Load, Sla};
+use perseus::vocab::spec::{Arrival, DynamicBatching, Load, Sla};
 
 pub const TICK_S: f64 = 0.25;
 /// 3 min 12 s, as in the design sketch.

@@ -68,9 +68,9 @@ pub(crate) fn decide(setup: &ModelSetup, queue: &VecDeque<Queued>, now: Nanos) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emulator::sim::Batching;
+    use crate::vocab::spec::DynamicBatching;
 
-    fn setup(batching: Option<Batching>) -> ModelSetup {
+    fn setup(batching: Option<DynamicBatching>) -> ModelSetup {
         ModelSetup {
             name: "m".into(),
             alpha_ms: 1.0,
@@ -106,7 +106,7 @@ mod tests {
 
     #[test]
     fn preferred_sizes_start_at_once_and_cap_the_batch() {
-        let s = setup(Some(Batching {
+        let s = setup(Some(DynamicBatching {
             max_queue_delay_us: 10,
             preferred_batch_sizes: vec![4, 8],
         }));
@@ -126,7 +126,7 @@ mod tests {
 
     #[test]
     fn without_preferred_sizes_batches_grow_to_max_batch_or_the_delay() {
-        let s = setup(Some(Batching {
+        let s = setup(Some(DynamicBatching {
             max_queue_delay_us: 0,
             preferred_batch_sizes: vec![],
         }));

@@ -11,14 +11,16 @@
 //! through [`simulate`], [`solo_peak`] and [`best_colocation`].
 
 mod batcher;
+mod catalog;
 mod core;
 mod types;
 mod whatif;
 
+pub use self::catalog::{gpu_setup, model_setup};
 pub use self::core::Sim;
 pub use types::{
-    BatchCounters, Batching, COPY_SETUP_NS, Completion, GpuCounters, GpuSetup, ModelCounters,
-    ModelId, ModelSetup, Nanos, PCIE_BYTES_PER_S, SimError,
+    BatchCounters, COPY_SETUP_NS, Completion, GpuCounters, GpuSetup, ModelCounters, ModelId,
+    ModelSetup, Nanos, PCIE_BYTES_PER_S, SimError,
 };
 pub use whatif::{
     Arrivals, Colocation, ModelReport, SearchOptions, SimReport, Sla, Workload, best_colocation,

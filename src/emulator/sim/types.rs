@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::vocab::spec::DynamicBatching;
+
 /// Nanoseconds since the simulation's epoch (virtual or real, the core does not care).
 pub type Nanos = u64;
 /// Index of a loaded model; never reused, so a stale id after unload cannot hit another model.
@@ -29,14 +31,6 @@ pub struct GpuSetup {
     pub sm_clock_mhz: u32,
 }
 
-/// Triton's `dynamic_batching` block.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Batching {
-    pub max_queue_delay_us: u64,
-    /// When non-empty, batches never exceed the largest preferred size.
-    pub preferred_batch_sizes: Vec<u32>,
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelSetup {
     pub name: String,
@@ -47,7 +41,7 @@ pub struct ModelSetup {
     /// At most this many batches of the model execute at once.
     pub instances: u32,
     /// `None`: each request executes alone, as Triton does without a dynamic batcher.
-    pub dynamic_batching: Option<Batching>,
+    pub dynamic_batching: Option<DynamicBatching>,
     pub memory_bytes: u64,
     /// Bytes per image in / out, for compute_input / compute_output times.
     pub input_bytes_per_image: u64,

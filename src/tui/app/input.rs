@@ -5,10 +5,10 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, MouseEvent, MouseEventKind};
 use ratatui::layout::Rect;
 
 use super::{App, MAX_CONCURRENCY, MAX_RATE, Mode, Outgoing};
-use crate::engine::command::Command;
-use crate::engine::snapshot::{NoticeLevel, Snapshot, TenantId};
-use crate::session::spec::{Arrival, InputData, Load, Sla, TenantSpec};
 use crate::tui::keymap::Action;
+use crate::vocab::command::Command;
+use crate::vocab::snapshot::{NoticeLevel, Snapshot, TenantId};
+use crate::vocab::spec::{Arrival, InputData, Load, Sla, TenantSpec};
 
 impl App {
     pub(super) fn typing(

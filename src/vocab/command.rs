@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::engine::snapshot::TenantId;
-use crate::session::spec::{DynamicBatching, TenantSpec};
+use crate::vocab::snapshot::TenantId;
+use crate::vocab::spec::{DynamicBatching, TenantSpec};
 
 /// A request to change the run. The engine applies it within one tick and reports failures as
 /// notices in the next snapshot (it never blocks the sender waiting for the server).

@@ -6,15 +6,15 @@ use std::sync::Arc;
 use anyhow::{Context as _, anyhow};
 use tokio::sync::{mpsc, watch};
 
-use crate::app::run::load_session;
-use crate::app::target::recording_header;
-use crate::app::target::{self, Files};
-use crate::app::{BadInput, Failure, load_catalog, load_prices};
 use crate::cli::{ReplayArgs, TuiArgs};
-use crate::engine::command::Command;
+use crate::commands::run::load_session;
+use crate::commands::target::recording_header;
+use crate::commands::target::{self, Files};
+use crate::commands::{BadInput, Failure, load_catalog, load_prices};
 use crate::engine::{self, EngineConfig};
 use crate::session::{self, Config};
 use crate::tui::{Control, TuiOptions};
+use crate::vocab::command::Command;
 
 pub async fn run(args: TuiArgs, config: &Config) -> Result<(), Failure> {
     let catalog = load_catalog(config)?;

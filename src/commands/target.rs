@@ -7,18 +7,18 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow};
 
-use crate::app::{BadInput, Failure, TargetFailed};
 use crate::catalog::Catalog;
 use crate::cli::TargetArgs;
-use crate::emulator::sim::{self, Batching};
+use crate::commands::{BadInput, Failure, TargetFailed};
+use crate::emulator::sim;
 use crate::emulator::{EmulateArgs, Emulator, EmulatorConfig, EmulatorError, RunningEmulator};
 use crate::engine::hooks::{GpuTelemetry, Persistence, ServerModel, SnapshotSink, TargetKnowledge};
-use crate::engine::snapshot::{GpuView, PeakKind, Snapshot, SoloPeak, TargetInfo, TargetKind};
 use crate::measure::PeakCache;
-use crate::session::spec::{RunSpec, TargetSpec, TenantSpec, TlsSpec};
 use crate::session::{self, Config, ModelLookup, Recorder, RecordingHeader};
 use crate::telemetry::{NvmlChoice, Telemetry, TelemetryConfig};
 use crate::triton::{ConnectOptions, TlsOptions};
+use crate::vocab::snapshot::{GpuView, PeakKind, Snapshot, SoloPeak, TargetInfo, TargetKind};
+use crate::vocab::spec::{RunSpec, TargetSpec, TenantSpec, TlsSpec};
 
 /// A resolved target, keeping an embedded emulator alive for as long as it is held.
 pub struct Target {
@@ -202,18 +202,17 @@ impl TargetKnowledge for EmulatorKnowledge {
         let Some(gpu) = self.catalog.gpu(&self.gpu) else {
             return SoloPeak::UNKNOWN;
         };
-        let Some(mut ms) =
-            self.catalog
-                .model_setup(&tenant.model, &self.gpu, self.profile.as_deref())
-        else {
+        let Some(mut ms) = sim::model_setup(
+            &self.catalog,
+            &tenant.model,
+            &self.gpu,
+            self.profile.as_deref(),
+        ) else {
             return SoloPeak::UNKNOWN;
         };
-        let setup = gpu.setup();
+        let setup = sim::gpu_setup(gpu);
         ms.instances = server.instances.max(1);
-        ms.dynamic_batching = server.dynamic_batching.as_ref().map(|d| Batching {
-            max_queue_delay_us: d.max_queue_delay_us,
-            preferred_batch_sizes: d.preferred_batch_sizes.clone(),
-        });
+        ms.dynamic_batching = server.dynamic_batching.clone();
         match sim::solo_peak(
             &setup,
             &ms,
@@ -247,7 +246,7 @@ impl TargetKnowledge for ProbedKnowledge {
         let Some(cache) = &self.cache else {
             return SoloPeak::UNKNOWN;
         };
-        let (key, _) = crate::app::probe::cache_key(&self.server, tenant);
+        let (key, _) = crate::commands::probe::cache_key(&self.server, tenant);
         match cache.get(&key) {
             Some(entry) => SoloPeak {
                 kind: PeakKind::Measured,

@@ -7,17 +7,17 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::app::target::recording_header;
-use crate::app::target::{self, Files, Target};
-use crate::app::{BadInput, Failure, load_catalog, load_prices};
 use crate::catalog::Catalog;
 use crate::cli::RunArgs;
-use crate::engine::snapshot::{ConnState, Phase, Snapshot};
+use crate::commands::target::recording_header;
+use crate::commands::target::{self, Files, Target};
+use crate::commands::{BadInput, Failure, load_catalog, load_prices};
 use crate::engine::{self, EngineConfig};
 use crate::report;
-use crate::session::spec::RunSpec;
 use crate::session::{self, Config};
 use crate::telemetry::GpuSummaryAcc;
+use crate::vocab::snapshot::{ConnState, Phase, Snapshot};
+use crate::vocab::spec::RunSpec;
 
 /// How long a headless run waits for its target before giving up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -111,7 +111,7 @@ async fn measure(
             break;
         }
         if snap.phase == Phase::Connecting && started.elapsed() > CONNECT_TIMEOUT {
-            let _ = commands.send(crate::engine::command::Command::Stop).await;
+            let _ = commands.send(crate::vocab::command::Command::Stop).await;
             bar.finish_and_clear();
             let why = snap
                 .connection
@@ -190,7 +190,7 @@ fn check_outcome(snap: &Snapshot) -> Result<(), Failure> {
             .notices
             .iter()
             .rev()
-            .find(|n| n.level == crate::engine::snapshot::NoticeLevel::Error)
+            .find(|n| n.level == crate::vocab::snapshot::NoticeLevel::Error)
             .map(|n| n.text.clone())
             .unwrap_or_else(|| "no successful requests".into());
         return Err(Failure::Target(anyhow!(

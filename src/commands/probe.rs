@@ -9,19 +9,19 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 
-use crate::app::run::load_session;
-use crate::app::target::{self, Target};
-use crate::app::{BadInput, Failure, load_catalog, load_prices};
 use crate::cli::ProbeArgs;
-use crate::engine::command::Command;
+use crate::commands::run::load_session;
+use crate::commands::target::{self, Target};
+use crate::commands::{BadInput, Failure, load_catalog, load_prices};
 use crate::engine::hooks::{NoKnowledge, NoPersistence};
-use crate::engine::snapshot::{Percentiles, Phase, Snapshot, TargetKind};
 use crate::engine::{self, EngineConfig};
 use crate::measure::{
     PeakCache, PeakConfig, PeakKey, PeakSearch, PeakSearchConfig, PeakStep, ProbeWindow,
 };
-use crate::session::spec::{Arrival, Load, RunSpec, TenantSpec};
 use crate::session::{self, Config};
+use crate::vocab::command::Command;
+use crate::vocab::snapshot::{Percentiles, Phase, Snapshot, TargetKind};
+use crate::vocab::spec::{Arrival, Load, RunSpec, TenantSpec};
 
 /// The cache key of a tenant's solo peak on a server.
 pub fn cache_key(server: &str, tenant: &TenantSpec) -> (PeakKey, PeakConfig) {
@@ -38,7 +38,7 @@ pub fn cache_key(server: &str, tenant: &TenantSpec) -> (PeakKey, PeakConfig) {
 /// (whose port changes every run).
 pub fn server_id(target: &Target, spec: &RunSpec) -> String {
     match (&target.info.kind, &spec.target) {
-        (TargetKind::Emulated, crate::session::spec::TargetSpec::Emulated { gpu, profile }) => {
+        (TargetKind::Emulated, crate::vocab::spec::TargetSpec::Emulated { gpu, profile }) => {
             format!("embedded:{gpu}:{}", profile.as_deref().unwrap_or("default"))
         }
         _ => target.info.address.clone(),
@@ -189,7 +189,7 @@ async fn probe_one(
                 let snap = Arc::clone(&handle.snapshots.borrow());
                 let window = probe_window(&snap, tenant.sla.percentile)
                     .ok_or_else(|| anyhow!("the tenant vanished from the run"))?;
-                if snap.connection.state != crate::engine::snapshot::ConnState::Connected {
+                if snap.connection.state != crate::vocab::snapshot::ConnState::Connected {
                     let _ = handle.commands.send(Command::Stop).await;
                     return Err(anyhow!(
                         "lost the server: {}",

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::session::spec::{DynamicBatching, Load, Sla};
+use crate::vocab::spec::{DynamicBatching, Load, Sla};
 
 /// Identifies a tenant for the whole run (indices shift when tenants are removed; ids do not).
 pub type TenantId = u32;
