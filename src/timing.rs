@@ -2,7 +2,7 @@
 //! (arrivals) uses the timer slack and the spin budget, the emulator's (completions) the timer slack
 //! and the learned wake margin — its spin yields, for the reason given there.
 //!
-//! Two things make a plain sleep miss by far more than the 200 µs budget on a small Linux machine:
+//! Two things make a plain sleep miss by far more than the send-time budget on a small Linux machine:
 //! - *Timer slack*: the kernel may fire a sleeping thread's timer up to 50 µs late (the default) to
 //!   batch wake-ups. A clock thread asks for 1 ns instead.
 //! - *Yielding while spinning*: under EEVDF (Linux ≥ 6.6) `sched_yield` moves the caller's deadline a
@@ -16,10 +16,9 @@
 //! thousands it keeps the clock from starving the server and the client it runs next to.
 //!
 //! Even with 1 ns of slack a sleep ends late by the machine's wake-up latency, which no constant
-//! fits: on a 2-vCPU virtual machine the emulator's clock woke 40–66 µs late at the median and
-//! 130–480 µs at the 99th percentile, where bare metal takes a few microseconds. [`WakeMargin`]
-//! learns it from the thread's own sleeps, so the spin before an instant is as long as this machine
-//! needs and no longer.
+//! fits: a virtual machine wakes a sleeper far later than bare metal does. [`WakeMargin`] learns it
+//! from the thread's own sleeps, so the spin before an instant is as long as this machine needs and
+//! no longer.
 
 use std::time::{Duration, Instant};
 

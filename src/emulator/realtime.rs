@@ -21,11 +21,8 @@ use crate::emulator::sim::{Completion, GpuSetup, ModelId, ModelSetup, Nanos, Sim
 use crate::timing::WakeMargin;
 
 /// Bounds on how long before an event the driver stops sleeping and starts spinning. Within them
-/// the window follows this machine's wake-up latency ([`WakeMargin`]): a fixed 60 µs window let half
-/// the paced benchmark's wake-ups on a virtual machine (median 66 µs late) miss their event, and
-/// their p99 lateness stay near 200 µs; with a learned one it was 40–121 µs in the runs with at
-/// most 20 ms of hypervisor steal (a fixed 250 µs window: 14 and 21 µs in two quiet runs, 211 µs in a
-/// third, at the price of always spinning that long).
+/// the window follows this machine's wake-up latency ([`WakeMargin`]): a fixed window either misses
+/// events on a machine that wakes late or spins needlessly long on one that wakes on time.
 const SPIN_WINDOW_MIN: Duration = Duration::from_micros(20);
 const SPIN_WINDOW_MAX: Duration = Duration::from_micros(500);
 /// With nothing scheduled, the driver still wakes this often to notice a shutdown.
@@ -322,16 +319,11 @@ fn drive(shared: &Shared) {
             continue;
         }
         // Unlike the load generator's clock, this spin yields. Under load a yielding spin can lose
-        // its core for a scheduler slice (see `crate::timing`), and a spin that never yields measured
-        // a better saturated p99 (≈210 µs against ≈360 µs), but it cost a fifth of the serving
-        // throughput (0.65 against 0.80 of a bare echo server, one-instance `simple`): in a closed
-        // loop the driver competes with the very handlers whose next requests it is waiting to
-        // time. Sleeping to each event instead (no spin at all) halved the saturated p99 (≈100 µs)
-        // but cost as much throughput: on a virtual machine every timed wake-up is a timer exit and
-        // two context switches, and a driver that delivers half the completions wakes tasks across
-        // threads. Lowering the driver's priority or giving it a short EEVDF slice changed nothing
-        // measurable. A submission may create an earlier event, so the spin also stops when one
-        // arrives.
+        // its core for a scheduler slice (see `crate::timing`), but a spin that never yields (or no
+        // spin at all, sleeping to each event) cost serving throughput: in a closed loop the driver
+        // competes with the very handlers whose next requests it is waiting to time, and on a
+        // virtual machine every timed wake-up is a timer exit and two context switches. A
+        // submission may create an earlier event, so the spin also stops when one arrives.
         while shared.now() < next
             && shared.generation.load(Ordering::Acquire) == generation
             && !shared.stop.load(Ordering::Acquire)
