@@ -3,6 +3,8 @@
 //! This is the one place that knows both the client side and the emulator (DESIGN §1), and the only
 //! library module that uses `anyhow`: everything below it has typed errors.
 
+mod emulate;
+mod hooks;
 mod probe;
 mod run;
 mod target;
@@ -94,7 +96,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         None => tui::run(TuiArgs::default(), &config).await,
         Some(Command::Tui(args)) => tui::run(args, &config).await,
         Some(Command::Run(args)) => run::run(args, &config).await,
-        Some(Command::Emulate(args)) => target::emulate(args, &config).await,
+        Some(Command::Emulate(args)) => emulate::emulate(args, &config).await,
         Some(Command::Probe(args)) => probe::probe(args, &config).await,
         Some(Command::Replay(args)) => tui::replay(args, &config).await,
         Some(Command::Export(args)) => export(&args.recording, &args.csv),

@@ -9,8 +9,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::catalog::Catalog;
 use crate::cli::RunArgs;
-use crate::commands::target::recording_header;
-use crate::commands::target::{self, Files, Target};
+use crate::commands::hooks::{self, Files, recording_header};
+use crate::commands::target::{self, Target};
 use crate::commands::{BadInput, Failure, load_catalog, load_prices};
 use crate::engine::{self, EngineConfig};
 use crate::report;
@@ -36,7 +36,7 @@ pub async fn run(args: RunArgs, config: &Config) -> Result<(), Failure> {
     spec.tick = config.tick;
     let price = prices.resolve(&spec.cost).bad_input()?;
     let target = target::resolve(&spec, &catalog, config.catalog_dir.as_deref()).await?;
-    let result = measure(&spec, &target, config, price, args.record).await;
+    let result = measure(&spec, &target, price, args.record).await;
     target.shutdown().await;
     let (result, final_snap) = result?;
 
@@ -57,18 +57,17 @@ pub fn load_session(
     catalog: &Catalog,
     prices: &crate::cost::Prices,
 ) -> Result<RunSpec, Failure> {
-    session::load_session(path, &target::CatalogLookup { catalog, prices })
+    session::load_session(path, &hooks::CatalogLookup { catalog, prices })
         .map_err(|e| Failure::BadInput(anyhow!("{e}")))
 }
 
 async fn measure(
     spec: &RunSpec,
     target: &Target,
-    config: &Config,
     price: crate::cost::ResolvedPrice,
     record: bool,
 ) -> Result<(report::RunResult, Arc<Snapshot>), Failure> {
-    let telemetry = target::start_telemetry(target, config);
+    let telemetry = hooks::start_telemetry(target);
     let handle = engine::start(EngineConfig {
         spec: spec.clone(),
         target: target.info.clone(),

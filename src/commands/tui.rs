@@ -7,9 +7,9 @@ use anyhow::{Context as _, anyhow};
 use tokio::sync::{mpsc, watch};
 
 use crate::cli::{ReplayArgs, TuiArgs};
+use crate::commands::hooks::{self, Files, recording_header};
 use crate::commands::run::load_session;
-use crate::commands::target::recording_header;
-use crate::commands::target::{self, Files};
+use crate::commands::target;
 use crate::commands::{BadInput, Failure, load_catalog, load_prices};
 use crate::engine::{self, EngineConfig};
 use crate::session::{self, Config};
@@ -24,7 +24,7 @@ pub async fn run(args: TuiArgs, config: &Config) -> Result<(), Failure> {
         None => session::parse_session(
             session::DEMO_SESSION,
             std::path::Path::new("sessions/demo.toml"),
-            &target::CatalogLookup {
+            &hooks::CatalogLookup {
                 catalog: &catalog,
                 prices: &prices,
             },
@@ -35,7 +35,7 @@ pub async fn run(args: TuiArgs, config: &Config) -> Result<(), Failure> {
     spec.tick = config.tick;
     let price = prices.resolve(&spec.cost).bad_input()?;
     let target = target::resolve(&spec, &catalog, config.catalog_dir.as_deref()).await?;
-    let telemetry = target::start_telemetry(&target, config);
+    let telemetry = hooks::start_telemetry(&target);
     let handle = engine::start(EngineConfig {
         spec: spec.clone(),
         target: target.info.clone(),
