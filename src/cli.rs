@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::session::limits;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "perseus",
@@ -82,16 +84,16 @@ pub struct TuiArgs {
 pub struct RunArgs {
     /// Session file.
     pub session: PathBuf,
-    /// Measured duration (default: the session's, else 60s).
-    #[arg(long, value_parser = parse_duration)]
+    /// Measured duration (default: the session's, else 60s; at most 7 days).
+    #[arg(long, value_parser = parse_run_duration)]
     pub duration: Option<Duration>,
-    /// Warm-up before measuring, not counted (default 5s).
-    #[arg(long, value_parser = parse_duration)]
+    /// Warm-up before measuring, not counted (default 5s; at most 1 day).
+    #[arg(long, value_parser = parse_warmup)]
     pub warmup: Option<Duration>,
-    /// Write the result as JSON (schema perseus.run.v1).
+    /// Write the result as JSON (schema perseus.run.v1); '-' for stdout.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Write one CSV row per tenant.
+    /// Write one CSV row per tenant; '-' for stdout.
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
     /// Append snapshots to a recording in the data directory.
@@ -111,7 +113,7 @@ pub struct ProbeArgs {
     #[arg(long)]
     pub fresh: bool,
     /// Length of one measurement window.
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    #[arg(long, default_value = "3s", value_parser = parse_window)]
     pub window: Duration,
     /// First rate tried (req/s); the search doubles it until the SLA breaks, then bisects.
     #[arg(long, default_value_t = 10.0)]
@@ -141,6 +143,30 @@ pub struct CatalogArgs {}
 /// Durations as humans write them: `30s`, `1m 30s`, `500ms`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("'{s}' is not a duration ({e}); e.g. 30s, 2m"))
+}
+
+/// A duration within the same bound a session file has (`session::limits`).
+fn bounded(s: &str, max: Duration) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d > max {
+        return Err(format!(
+            "'{s}' is longer than the limit of {}",
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_run_duration(s: &str) -> Result<Duration, String> {
+    bounded(s, limits::MAX_DURATION)
+}
+
+fn parse_warmup(s: &str) -> Result<Duration, String> {
+    bounded(s, limits::MAX_WARMUP)
+}
+
+fn parse_window(s: &str) -> Result<Duration, String> {
+    bounded(s, limits::MAX_WINDOW)
 }
 
 #[cfg(test)]
@@ -173,5 +199,13 @@ mod tests {
             other => panic!("parsed as {other:?}"),
         }
         assert!(Cli::try_parse_from(["perseus", "run", "s.toml", "--duration", "ten"]).is_err());
+        for (flag, over) in [("--duration", "8days"), ("--warmup", "500000000000y")] {
+            let e = Cli::try_parse_from(["perseus", "run", "s.toml", flag, over]).unwrap_err();
+            assert!(
+                e.to_string().contains("longer than the limit"),
+                "{flag}: {e}"
+            );
+        }
+        assert!(Cli::try_parse_from(["perseus", "run", "s.toml", "--duration", "7days"]).is_ok());
     }
 }

@@ -50,7 +50,7 @@ pub struct Config {
     /// Frames per second the dashboard redraws at, independent of the engine tick.
     pub render_fps: u32,
     /// Engine tick: how often a snapshot is published.
-    #[serde(deserialize_with = "human_duration")]
+    #[serde(deserialize_with = "tick_duration")]
     pub tick: Duration,
     /// Key binding overrides: action name → key spec, handed to the TUI's keymap as is.
     pub keys: BTreeMap<String, String>,
@@ -73,13 +73,21 @@ impl Default for Config {
     }
 }
 
-fn human_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+/// Bounded here, inside deserialization, so that the error carries the value's line and column.
+fn tick_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| {
+    let tick = humantime::parse_duration(&s).map_err(|e| {
         serde::de::Error::custom(format!(
             "expected a duration such as \"250ms\", found '{s}' ({e})"
         ))
-    })
+    })?;
+    if tick > super::limits::MAX_TICK {
+        return Err(serde::de::Error::custom(format!(
+            "expected a tick of at most {}, found '{s}'",
+            humantime::format_duration(super::limits::MAX_TICK)
+        )));
+    }
+    Ok(tick)
 }
 
 fn project_dirs() -> Option<ProjectDirs> {
@@ -225,6 +233,13 @@ mod tests {
         assert!(msg.starts_with("c.toml:3:1: unknown field `them`"), "{msg}");
         let e = Config::parse("tick = \"fast\"\n", Path::new("c.toml")).unwrap_err();
         assert!(e.to_string().contains("expected a duration"), "{e}");
+        let e = Config::parse("tick = \"500000000000y\"\n", Path::new("c.toml")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("c.toml:1:8: expected a tick of at most 1m, found '500000000000y'"),
+            "{e}"
+        );
+        assert!(Config::parse("tick = \"1m\"\n", Path::new("c.toml")).is_ok());
         let e = Config::parse("render_fps = 0\n", Path::new("c.toml")).unwrap_err();
         assert_eq!(
             e.to_string(),

@@ -9,7 +9,9 @@
 
 mod config;
 mod export;
+pub mod limits;
 mod parse;
+mod printable;
 mod recording;
 mod replay;
 mod spanned;
@@ -22,6 +24,7 @@ pub use config::{
 };
 pub use export::{CSV_COLUMNS, csv_field, export_csv};
 pub use parse::{AnyModel, ModelLookup, StaticModels, load_session, parse_session};
+pub use printable::printable;
 pub use recording::{
     Damage, RECORDING_SCHEMA, Recorder, Recording, RecordingError, RecordingHeader,
     parse_recording, read_recording, record_snapshots,

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
+use super::limits;
 use super::spanned::{Doc, Field, Result, SessionError, Table, did_you_mean};
 use super::tenant::parse_tenant;
 use crate::vocab::spec::{CostSpec, RunSpec, TargetSpec, TlsSpec};
@@ -117,10 +118,14 @@ pub fn parse_session(text: &str, file: &Path, models: &dyn ModelLookup) -> Resul
             |s| s.to_string_lossy().into_owned(),
         ),
     };
-    let duration = opt_duration(&root, "duration", false)?.unwrap_or(RunSpec::DEFAULT_DURATION);
-    let warmup = opt_duration(&root, "warmup", true)?.unwrap_or(RunSpec::DEFAULT_WARMUP);
-    let window = opt_duration(&root, "window", false)?.unwrap_or(RunSpec::DEFAULT_WINDOW);
-    let tick = opt_duration(&root, "tick", false)?.unwrap_or(RunSpec::DEFAULT_TICK);
+    let duration = opt_duration(&root, "duration", false, limits::MAX_DURATION)?
+        .unwrap_or(RunSpec::DEFAULT_DURATION);
+    let warmup =
+        opt_duration(&root, "warmup", true, limits::MAX_WARMUP)?.unwrap_or(RunSpec::DEFAULT_WARMUP);
+    let window = opt_duration(&root, "window", false, limits::MAX_WINDOW)?
+        .unwrap_or(RunSpec::DEFAULT_WINDOW);
+    let tick =
+        opt_duration(&root, "tick", false, limits::MAX_TICK)?.unwrap_or(RunSpec::DEFAULT_TICK);
     if tick < MIN_TICK
         && let Some(f) = root.get("tick")
     {
@@ -156,6 +161,18 @@ pub fn parse_session(text: &str, file: &Path, models: &dyn ModelLookup) -> Resul
             return Err(f.fail("expected [[tenant]] with double brackets, one per tenant"));
         }
         let items = f.array("[[tenant]] tables")?;
+        if let Some(extra) = items.get(limits::MAX_TENANTS) {
+            let key = format!("tenant[{}]", limits::MAX_TENANTS);
+            return Err(doc.error(
+                extra.span(),
+                &key,
+                format!(
+                    "a session holds at most {} tenants; this one has {}",
+                    limits::MAX_TENANTS,
+                    items.len()
+                ),
+            ));
+        }
         for (i, item) in items.iter().enumerate() {
             let key = format!("tenant[{i}]");
             let field = Field {
@@ -183,6 +200,7 @@ pub(super) fn opt_duration(
     t: &Table<'_, '_, '_>,
     key: &str,
     allow_zero: bool,
+    max: Duration,
 ) -> Result<Option<Duration>> {
     let Some(f) = t.get(key) else {
         return Ok(None);
@@ -190,7 +208,7 @@ pub(super) fn opt_duration(
     if allow_zero && matches!(f.value.get_ref(), DeValue::String(s) if is_zero_duration(s)) {
         return Ok(Some(Duration::ZERO));
     }
-    f.duration().map(Some)
+    f.duration(max).map(Some)
 }
 
 fn is_zero_duration(s: &str) -> bool {
@@ -350,11 +368,16 @@ fn parse_tls(doc: &Doc<'_>, f: Field<'_, '_, '_>, base: &Path) -> Result<TlsSpec
         f.table("a table such as { ca = \"ca.pem\", domain = \"triton.example\" }")?,
         &["ca", "cert", "key", "domain"],
     )?;
+    // Read now, so that a wrong path is an error at its line rather than a failed connection.
     let path = |key: &str| -> Result<Option<PathBuf>> {
-        match t.get(key) {
-            Some(f) => Ok(Some(absolute(base, nonempty(&f, "a file path")?))),
-            None => Ok(None),
-        }
+        let Some(f) = t.get(key) else {
+            return Ok(None);
+        };
+        let written = nonempty(&f, "a file path")?;
+        let shown = base.join(written);
+        std::fs::File::open(&shown)
+            .map_err(|e| f.fail(format!("cannot read '{}': {e}", shown.display())))?;
+        Ok(Some(absolute(base, written)))
     };
     let tls = TlsSpec {
         ca_file: path("ca")?,

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::printable::printable;
+
 /// A session file that could not be turned into a run: where, which key, and what was expected.
 ///
 /// Displays as `file:line:column: key: message` (the key is left out for plain syntax errors, the
@@ -27,16 +29,17 @@ pub struct SessionError {
     pub message: String,
 }
 
+/// Keys, values and file names come from the user: control characters in them are shown escaped.
 impl fmt::Display for SessionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
+        write!(f, "{}", printable(&self.file.display().to_string()))?;
         if self.line > 0 {
             write!(f, ":{}:{}", self.line, self.column)?;
         }
         if !self.key.is_empty() {
-            write!(f, ": {}", self.key)?;
+            write!(f, ": {}", printable(&self.key))?;
         }
-        write!(f, ": {}", self.message)
+        write!(f, ": {}", printable(&self.message))
     }
 }
 
@@ -158,14 +161,21 @@ impl<'d, 't, 'i> Field<'d, 't, 'i> {
         u32::try_from(v).map_err(|_| self.expected(what))
     }
 
-    /// A humantime duration string such as `"60s"`, `"1m 30s"` or `"250ms"`, strictly positive.
-    pub fn duration(&self) -> Result<std::time::Duration> {
+    /// A humantime duration string such as `"60s"`, `"1m 30s"` or `"250ms"`, strictly positive
+    /// and at most `max` (see [`super::limits`]).
+    pub fn duration(&self, max: std::time::Duration) -> Result<std::time::Duration> {
         let what = "a duration such as \"30s\", \"250ms\" or \"2m\"";
         let s = self.str(what)?;
         let d = humantime::parse_duration(s)
             .map_err(|e| self.fail(format!("expected {what}, found '{s}' ({e})")))?;
         if d.is_zero() {
             return Err(self.fail(format!("expected a duration above zero, found '{s}'")));
+        }
+        if d > max {
+            return Err(self.fail(format!(
+                "expected a duration of at most {}, found '{s}'",
+                humantime::format_duration(max)
+            )));
         }
         Ok(d)
     }

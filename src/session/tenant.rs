@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use toml::de::DeValue;
 
+use super::limits;
 use super::parse::{absolute, choose, nonempty, opt_duration};
 use super::spanned::{Doc, Field, Result, SessionError, Table, did_you_mean};
 use crate::vocab::spec::{Arrival, DynamicBatching, InputData, Load, Sla, TenantSpec};
@@ -104,7 +105,7 @@ pub(super) fn parse_tenant(
         None => TenantSpec::DEFAULT_MAX_IN_FLIGHT,
     };
     let deadline = match t.get("deadline") {
-        Some(d) => d.duration()?,
+        Some(d) => d.duration(limits::MAX_DEADLINE)?,
         None => TenantSpec::DEFAULT_DEADLINE,
     };
     Ok(TenantSpec {
@@ -232,8 +233,10 @@ fn parse_burst(t: &Table<'_, '_, '_>) -> Result<Arrival> {
         f.table("a table such as { factor = 4.0, on = \"2s\", off = \"8s\" }")?,
         &["factor", "on", "off"],
     )?;
-    let mean_on = opt_duration(&b, "on", false)?.unwrap_or(DEFAULT_BURST_ON);
-    let mean_off = opt_duration(&b, "off", false)?.unwrap_or(DEFAULT_BURST_OFF);
+    let mean_on =
+        opt_duration(&b, "on", false, limits::MAX_BURST_PHASE)?.unwrap_or(DEFAULT_BURST_ON);
+    let mean_off =
+        opt_duration(&b, "off", false, limits::MAX_BURST_PHASE)?.unwrap_or(DEFAULT_BURST_OFF);
     let ceiling = (mean_on + mean_off).as_secs_f64() / mean_on.as_secs_f64();
     let burst_factor = match b.get("factor") {
         Some(x) => {
