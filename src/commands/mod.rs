@@ -5,8 +5,10 @@
 
 mod emulate;
 mod hooks;
+mod output;
 mod probe;
 mod run;
+mod signals;
 mod target;
 mod tui;
 
@@ -27,13 +29,20 @@ pub enum Failure {
     BadInput(anyhow::Error),
     /// The target failed (unreachable, refused, died): exit 1.
     Target(anyhow::Error),
+    /// Results could not be written (full disk, closed pipe): exit 1, after every other output
+    /// was written.
+    Output(anyhow::Error),
+    /// A signal stopped the run after what it measured was reported: exit 130, as shells report
+    /// a process ended by SIGINT.
+    Interrupted(&'static str),
 }
 
 impl Failure {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Failure::BadInput(_) => ExitCode::from(2),
-            Failure::Target(_) => ExitCode::from(1),
+            Failure::Target(_) | Failure::Output(_) => ExitCode::from(1),
+            Failure::Interrupted(_) => ExitCode::from(130),
         }
     }
 }
@@ -41,9 +50,32 @@ impl Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::BadInput(e) | Failure::Target(e) => write!(f, "{e:#}"),
+            Failure::BadInput(e) | Failure::Target(e) | Failure::Output(e) => {
+                f.write_str(&session::printable(&describe(e)))
+            }
+            Failure::Interrupted(signal) => write!(f, "interrupted by {signal}"),
         }
     }
+}
+
+/// An error and its causes on one line, each cause once.
+///
+/// Most error types here and in our dependencies put their source's text in their own message
+/// *and* return it as `source()`, so a plain walk of the chain says everything twice; a cause
+/// whose text is already in the line is left out.
+pub fn describe(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 pub(crate) trait BadInput<T> {
@@ -76,14 +108,17 @@ pub fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            output::stderr(&format!("error: cannot start the async runtime: {e}\n"));
             return ExitCode::from(1);
         }
     };
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("error: {failure}");
+            match &failure {
+                Failure::Interrupted(_) => output::stderr(&format!("{failure}\n")),
+                _ => output::stderr(&format!("error: {failure}\n")),
+            }
             failure.exit_code()
         }
     }
@@ -103,10 +138,11 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Some(Command::Catalog(_)) => {
             let catalog = load_catalog(&config)?;
             let prices = load_prices(&config)?;
-            print!("{}", catalog.render_text());
-            println!();
-            print!("{}", prices.render_text());
-            Ok(())
+            output::print(&format!(
+                "{}\n{}",
+                catalog.render_text(),
+                prices.render_text()
+            ))
         }
     }
 }
@@ -124,36 +160,43 @@ pub(crate) fn load_prices(config: &Config) -> Result<crate::cost::Prices, Failur
 }
 
 fn export(recording: &Path, csv: &Path) -> Result<(), Failure> {
+    let sink = output::Sink::from_arg(csv);
+    sink.check("--csv")?;
     let rec = session::read_recording(recording)
-        .with_context(|| format!("reading {}", recording.display()))
+        .context("reading the recording")
         .bad_input()?;
     if let Some(damage) = &rec.damage {
-        eprintln!(
-            "warning: {} is damaged at line {}: {}; exporting the {} snapshots before it",
+        output::stderr(&format!(
+            "warning: {} is damaged at line {}: {}; exporting the {} snapshots before it\n",
             recording.display(),
             damage.line,
-            damage.message,
+            session::printable(&damage.message),
             rec.snapshots.len()
-        );
+        ));
     }
-    if csv == Path::new("-") {
-        let stdout = std::io::stdout();
-        session::export_csv(&rec, &mut stdout.lock())
-            .context("writing CSV to stdout")
-            .bad_input()?;
-    } else {
-        let mut out = std::io::BufWriter::new(
-            std::fs::File::create(csv)
-                .with_context(|| format!("creating {}", csv.display()))
-                .bad_input()?,
-        );
-        session::export_csv(&rec, &mut out)
-            .with_context(|| format!("writing {}", csv.display()))
-            .bad_input()?;
-        std::io::Write::flush(&mut out)
-            .with_context(|| format!("writing {}", csv.display()))
-            .bad_input()?;
-        eprintln!("wrote {} ({} ticks)", csv.display(), rec.snapshots.len());
+    match &sink {
+        output::Sink::Stdout => {
+            let mut out = std::io::stdout().lock();
+            session::export_csv(&rec, &mut out)
+                .and_then(|_| std::io::Write::flush(&mut out))
+                .context("cannot write CSV to stdout")
+                .map_err(Failure::Output)?;
+        }
+        output::Sink::File(path) => {
+            let written = std::fs::File::create(path).and_then(|file| {
+                let mut out = std::io::BufWriter::new(file);
+                session::export_csv(&rec, &mut out)?;
+                out.into_inner().map_err(|e| e.into_error())?.sync_all()
+            });
+            written
+                .with_context(|| format!("cannot write {}", path.display()))
+                .map_err(Failure::Output)?;
+            output::stderr(&format!(
+                "wrote {} ({} ticks)\n",
+                path.display(),
+                rec.snapshots.len()
+            ));
+        }
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 
 use crate::cli::ProbeArgs;
+use crate::commands::output;
 use crate::commands::run::load_session;
 use crate::commands::target::{self, Target};
 use crate::commands::{BadInput, Failure, load_catalog, load_prices};
@@ -49,7 +50,7 @@ pub async fn probe(args: ProbeArgs, config: &Config) -> Result<(), Failure> {
     let catalog = load_catalog(config)?;
     let prices = load_prices(config)?;
     let mut spec = load_session(&args.session, &catalog, &prices)?;
-    target::apply_target_args(&mut spec, &args.target);
+    target::apply_target_args(&mut spec, &args.target)?;
     if args.window < Duration::from_millis(500) {
         return Err(Failure::BadInput(anyhow!(
             "--window must be at least 500ms, got {:?}",
@@ -60,50 +61,49 @@ pub async fn probe(args: ProbeArgs, config: &Config) -> Result<(), Failure> {
     let mut cache = PeakCache::open(&dir).bad_input()?;
     let target = target::resolve(&spec, &catalog, config.catalog_dir.as_deref()).await?;
     let server = server_id(&target, &spec);
-    println!(
-        "probing {} tenant(s) on {} ({} windows)",
+    output::print(&format!(
+        "probing {} tenant(s) on {} ({} windows)\n",
         spec.tenants.len(),
         server,
         humantime::format_duration(args.window)
-    );
+    ))?;
     let mut failure = None;
     for tenant in &spec.tenants {
         let (key, peak_config) = cache_key(&server, tenant);
         if !args.fresh
             && let Some(entry) = cache.get(&key)
         {
-            println!(
-                "{:<16} {:>10} req/s   (cached, {})",
+            output::print(&format!(
+                "{:<16} {:>10} req/s   (cached, {})\n",
                 tenant.model,
                 entry
                     .peak_per_s
                     .map(|p| format!("{p:.1}"))
                     .unwrap_or_else(|| "none".into()),
                 peak_config.canonical()
-            );
+            ))?;
             continue;
         }
         match probe_one(&target, &spec, tenant, &args).await {
             Ok((peak, summary)) => {
-                println!(
-                    "{:<16} {:>10} req/s   (measured: {summary})",
+                output::print(&format!(
+                    "{:<16} {:>10} req/s   (measured: {summary})\n",
                     tenant.model,
                     peak.map(|p| format!("{p:.1}"))
                         .unwrap_or_else(|| "none".into())
-                );
+                ))?;
                 if let Err(e) = cache.insert(key, &peak_config, peak) {
-                    eprintln!("warning: could not cache the result: {e}");
+                    output::stderr(&format!("warning: could not cache the result: {e}\n"));
                 }
             }
             Err(e) => {
-                eprintln!("{}: {e:#}", tenant.model);
-                failure = Some(e);
+                failure = Some(e.context(format!("probing {}", tenant.model)));
                 break;
             }
         }
     }
     target.shutdown().await;
-    println!("cache: {}", cache.path().display());
+    output::print(&format!("cache: {}\n", cache.path().display()))?;
     match failure {
         Some(e) => Err(Failure::Target(e)),
         None => Ok(()),
@@ -202,20 +202,21 @@ async fn probe_one(
     };
     let _ = handle.commands.send(Command::Stop).await;
     let _ = handle.done.await;
-    println!(
-        "  {:>10} {:>10} {:>12} {:>8} {:>7}",
+    let mut table = format!(
+        "  {:>10} {:>10} {:>12} {:>8} {:>7}\n",
         "rate/s", "achieved", "latency ms", "windows", "verdict"
     );
     for step in &outcome.steps {
-        println!(
-            "  {:>10.1} {:>10.1} {:>12.1} {:>8} {:>7}",
+        table.push_str(&format!(
+            "  {:>10.1} {:>10.1} {:>12.1} {:>8} {:>7}\n",
             step.rate_per_s,
             step.achieved_per_s,
             step.latency_ms,
             step.windows,
             if step.passed { "pass" } else { "fail" }
-        );
+        ));
     }
+    output::stdout(&table)?;
     let summary = format!("{:?} after {} rates", outcome.reason, outcome.steps.len());
     Ok((outcome.peak_per_s, summary))
 }

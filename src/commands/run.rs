@@ -4,18 +4,21 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow};
+use anyhow::anyhow;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::catalog::Catalog;
 use crate::cli::RunArgs;
 use crate::commands::hooks::{self, Files, recording_header};
+use crate::commands::output::{self, Sink};
+use crate::commands::signals::StopSignals;
 use crate::commands::target::{self, Target};
-use crate::commands::{BadInput, Failure, load_catalog, load_prices};
+use crate::commands::{BadInput, Failure, describe, load_catalog, load_prices};
 use crate::engine::{self, EngineConfig};
 use crate::report;
 use crate::session::{self, Config};
 use crate::telemetry::GpuSummaryAcc;
+use crate::vocab::command::Command;
 use crate::vocab::snapshot::{ConnState, Phase, Snapshot};
 use crate::vocab::spec::RunSpec;
 
@@ -23,10 +26,19 @@ use crate::vocab::spec::RunSpec;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub async fn run(args: RunArgs, config: &Config) -> Result<(), Failure> {
+    // First, so that a signal from here on stops the run instead of killing it unreported.
+    let mut signals = StopSignals::install()?;
+    let outputs = Outputs::from_args(&args)?;
     let catalog = load_catalog(config)?;
     let prices = load_prices(config)?;
     let mut spec = load_session(&args.session, &catalog, &prices)?;
-    target::apply_target_args(&mut spec, &args.target);
+    if spec.tenants.is_empty() {
+        return Err(Failure::BadInput(anyhow!(
+            "{}: no tenants: a headless run needs at least one [[tenant]]",
+            session::printable(&args.session.display().to_string())
+        )));
+    }
+    target::apply_target_args(&mut spec, &args.target)?;
     if let Some(d) = args.duration {
         spec.duration = d;
     }
@@ -36,19 +48,72 @@ pub async fn run(args: RunArgs, config: &Config) -> Result<(), Failure> {
     spec.tick = config.tick;
     let price = prices.resolve(&spec.cost).bad_input()?;
     let target = target::resolve(&spec, &catalog, config.catalog_dir.as_deref()).await?;
-    let result = measure(&spec, &target, price, args.record).await;
+    let result = measure(&spec, &target, price, args.record, &mut signals).await;
     target.shutdown().await;
-    let (result, final_snap) = result?;
+    let measured = result?;
+    outputs.write(&measured.result)?;
+    match measured.interrupted {
+        Some(signal) => Err(Failure::Interrupted(signal)),
+        None => check_outcome(&measured.last),
+    }
+}
 
-    print!("{}", report::table(&result));
-    if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&result).map_err(|e| Failure::Target(e.into()))?;
-        write_file(path, &json)?;
+/// The `--json` and `--csv` destinations, checked before the run.
+struct Outputs {
+    json: Option<Sink>,
+    csv: Option<Sink>,
+}
+
+impl Outputs {
+    fn from_args(args: &RunArgs) -> Result<Outputs, Failure> {
+        let json = args.json.as_deref().map(Sink::from_arg);
+        let csv = args.csv.as_deref().map(Sink::from_arg);
+        if json.as_ref().is_some_and(Sink::is_stdout) && csv.as_ref().is_some_and(Sink::is_stdout) {
+            return Err(Failure::BadInput(anyhow!(
+                "--json - and --csv - would both go to stdout; send one of them to a file"
+            )));
+        }
+        for (flag, sink) in [("--json", &json), ("--csv", &csv)] {
+            if let Some(sink) = sink {
+                sink.check(flag)?;
+            }
+        }
+        Ok(Outputs { json, csv })
     }
-    if let Some(path) = &args.csv {
-        write_file(path, &report::csv(&result))?;
+
+    /// Files first, then stdout, each attempted whatever happened to the others; the summary
+    /// goes to stderr when stdout carries a result.
+    fn write(&self, result: &report::RunResult) -> Result<(), Failure> {
+        let json = serde_json::to_string_pretty(result)
+            .map(|j| j + "\n")
+            .map_err(|e| Failure::Output(e.into()))?;
+        let csv = report::csv(result);
+        let sinks: Vec<(&Sink, &str)> = [(&self.json, json.as_str()), (&self.csv, csv.as_str())]
+            .into_iter()
+            .filter_map(|(sink, text)| sink.as_ref().map(|s| (s, text)))
+            .collect();
+        let mut failed = Vec::new();
+        for (sink, text) in sinks.iter().filter(|(s, _)| !s.is_stdout()) {
+            if let Err(e) = sink.write(text) {
+                failed.push(describe(&e));
+            }
+        }
+        let table = report::table(result);
+        if sinks.iter().any(|(s, _)| s.is_stdout()) {
+            output::stderr(&table);
+        } else if let Err(e) = output::stdout(&table) {
+            failed.push(describe(&e));
+        }
+        for (sink, text) in sinks.iter().filter(|(s, _)| s.is_stdout()) {
+            if let Err(e) = sink.write(text) {
+                failed.push(describe(&e));
+            }
+        }
+        match failed.is_empty() {
+            true => Ok(()),
+            false => Err(Failure::Output(anyhow!(failed.join("; ")))),
+        }
     }
-    check_outcome(&final_snap)
 }
 
 /// Loads and validates a session file against the catalog's models.
@@ -61,12 +126,20 @@ pub fn load_session(
         .map_err(|e| Failure::BadInput(anyhow!("{e}")))
 }
 
+/// What a run measured, and the signal that cut it short, if one did.
+struct Measured {
+    result: report::RunResult,
+    last: Arc<Snapshot>,
+    interrupted: Option<&'static str>,
+}
+
 async fn measure(
     spec: &RunSpec,
     target: &Target,
     price: crate::cost::ResolvedPrice,
     record: bool,
-) -> Result<(report::RunResult, Arc<Snapshot>), Failure> {
+    signals: &mut StopSignals,
+) -> Result<Measured, Failure> {
     let telemetry = hooks::start_telemetry(target);
     let handle = engine::start(EngineConfig {
         spec: spec.clone(),
@@ -84,22 +157,29 @@ async fn measure(
     })
     .map_err(|e| Failure::Target(e.into()))?;
 
-    let total = spec.warmup + spec.duration;
-    let bar = ProgressBar::with_draw_target(
-        Some(total.as_millis() as u64),
-        ProgressDrawTarget::stderr_with_hz(4),
-    );
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{bar:30}] {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+    let bar = progress_bar(spec);
     let mut snapshots = handle.snapshots.clone();
     let mut gpu = GpuSummaryAcc::default();
     let started = tokio::time::Instant::now();
     let commands = handle.commands.clone();
+    let mut interrupted = None;
     loop {
-        let changed = tokio::time::timeout(Duration::from_secs(1), snapshots.changed()).await;
+        let changed = tokio::select! {
+            changed = tokio::time::timeout(Duration::from_secs(1), snapshots.changed()) => changed,
+            signal = signals.next() => {
+                if interrupted.is_some() {
+                    bar.finish_and_clear();
+                    output::stderr(&format!("{signal} again: quitting without results\n"));
+                    std::process::exit(130);
+                }
+                bar.suspend(|| output::stderr(&format!(
+                    "{signal}: stopping; the results so far follow ({signal} again to quit at once)\n"
+                )));
+                interrupted = Some(signal);
+                let _ = commands.send(Command::Stop).await;
+                continue;
+            }
+        };
         let snap = Arc::clone(&snapshots.borrow_and_update());
         if snap.phase == Phase::Measuring {
             gpu.push(&snap.gpu);
@@ -109,8 +189,11 @@ async fn measure(
         if snap.phase == Phase::Finished || matches!(changed, Ok(Err(_))) {
             break;
         }
-        if snap.phase == Phase::Connecting && started.elapsed() > CONNECT_TIMEOUT {
-            let _ = commands.send(crate::vocab::command::Command::Stop).await;
+        if interrupted.is_none()
+            && snap.phase == Phase::Connecting
+            && started.elapsed() > CONNECT_TIMEOUT
+        {
+            let _ = commands.send(Command::Stop).await;
             bar.finish_and_clear();
             let why = snap
                 .connection
@@ -126,12 +209,30 @@ async fn measure(
         }
     }
     bar.finish_and_clear();
-    let final_snap = handle
+    let last = handle
         .done
         .await
         .map_err(|e| Failure::Target(anyhow!("the engine stopped unexpectedly: {e}")))?;
-    let result = report::run_result(&final_snap, Some(gpu.finish().into()), Some(&price));
-    Ok((result, final_snap))
+    let result = report::run_result(&last, Some(gpu.finish().into()), Some(&price));
+    Ok(Measured {
+        result,
+        last,
+        interrupted,
+    })
+}
+
+fn progress_bar(spec: &RunSpec) -> ProgressBar {
+    let total = spec.warmup + spec.duration;
+    let bar = ProgressBar::with_draw_target(
+        Some(total.as_millis() as u64),
+        ProgressDrawTarget::stderr_with_hz(4),
+    );
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
 }
 
 fn progress_ms(snap: &Snapshot, spec: &RunSpec) -> u64 {
@@ -168,12 +269,6 @@ fn progress_message(snap: &Snapshot) -> String {
         })
         .collect();
     format!("{phase}{conn} · {}", rates.join(" · "))
-}
-
-fn write_file(path: &Path, content: &str) -> Result<(), Failure> {
-    std::fs::write(path, content)
-        .with_context(|| format!("writing {}", path.display()))
-        .bad_input()
 }
 
 /// A run whose tenants got nothing through failed on the target's side.

@@ -37,30 +37,100 @@ impl Target {
     }
 }
 
-/// Applies `--triton` and friends over the session's `[target]`.
-pub fn apply_target_args(spec: &mut RunSpec, args: &TargetArgs) {
+/// Applies `--triton` and friends over the session's `[target]`: the one place where the command
+/// line's target flags meet the session's.
+///
+/// A flag overrides the session's value; the TLS flags override or complete the session's `tls`
+/// field by field (a new `--triton` address keeps the session's TLS: a connection is never
+/// downgraded to plaintext by a flag). TLS flags for the embedded emulator, which speaks
+/// plaintext on loopback, are refused rather than ignored, and every TLS file is read here so
+/// that a wrong path is a bad flag, not a failed connection.
+pub fn apply_target_args(spec: &mut RunSpec, args: &TargetArgs) -> Result<(), Failure> {
+    let flags = tls_flags(args);
+    if let Some((flag, _)) = flags.first()
+        && args.triton.is_none()
+        && matches!(spec.target, TargetSpec::Emulated { .. })
+    {
+        return Err(Failure::BadInput(anyhow!(
+            "{flag} applies to a real Triton (--triton, or triton in the session's [target]); \
+             the embedded emulator speaks plaintext on loopback"
+        )));
+    }
+    for (flag, path) in flags.iter().filter_map(|(f, p)| p.map(|p| (f, p))) {
+        std::fs::File::open(path)
+            .with_context(|| format!("{flag} {}", path.display()))
+            .bad_input()?;
+    }
+    let session_tls = match &spec.target {
+        TargetSpec::Triton { tls, .. } => tls.clone(),
+        TargetSpec::Emulated { .. } => None,
+    };
     if let Some(address) = &args.triton {
-        let tls = (args.tls_ca.is_some() || args.tls_cert.is_some() || args.tls_domain.is_some())
-            .then(|| TlsSpec {
-                ca_file: args.tls_ca.clone(),
-                cert_file: args.tls_cert.clone(),
-                key_file: args.tls_key.clone(),
-                domain: args.tls_domain.clone(),
-            });
         spec.target = TargetSpec::Triton {
             address: address.clone(),
             metrics: args.metrics.clone(),
             gpu: args.gpu.clone(),
-            tls,
+            tls: None,
         };
-    } else if let TargetSpec::Triton { metrics, gpu, .. } = &mut spec.target {
+    }
+    if let TargetSpec::Triton {
+        metrics, gpu, tls, ..
+    } = &mut spec.target
+    {
         if args.metrics.is_some() {
-            *metrics = args.metrics.clone();
+            metrics.clone_from(&args.metrics);
         }
         if args.gpu.is_some() {
-            *gpu = args.gpu.clone();
+            gpu.clone_from(&args.gpu);
+        }
+        *tls = merge_tls(session_tls, args);
+        if let (Some(tls), Some((flag, _))) = (tls.as_ref(), flags.first())
+            && tls.ca_file.is_none()
+        {
+            return Err(Failure::BadInput(anyhow!(
+                "{flag} needs the server's CA certificate too: --tls-ca FILE, or tls.ca in the \
+                 session"
+            )));
         }
     }
+    Ok(())
+}
+
+/// The TLS flags given, with the file each names (`--tls-domain` names none).
+fn tls_flags(args: &TargetArgs) -> Vec<(&'static str, Option<&Path>)> {
+    let mut given = Vec::new();
+    for (flag, path) in [
+        ("--tls-ca", &args.tls_ca),
+        ("--tls-cert", &args.tls_cert),
+        ("--tls-key", &args.tls_key),
+    ] {
+        if let Some(p) = path {
+            given.push((flag, Some(p.as_path())));
+        }
+    }
+    if args.tls_domain.is_some() {
+        given.push(("--tls-domain", None));
+    }
+    given
+}
+
+fn merge_tls(session: Option<TlsSpec>, args: &TargetArgs) -> Option<TlsSpec> {
+    if tls_flags(args).is_empty() {
+        return session;
+    }
+    let mut tls = session.unwrap_or_default();
+    if args.tls_ca.is_some() {
+        tls.ca_file.clone_from(&args.tls_ca);
+    }
+    // clap makes --tls-cert and --tls-key come together: they replace the pair.
+    if args.tls_cert.is_some() {
+        tls.cert_file.clone_from(&args.tls_cert);
+        tls.key_file.clone_from(&args.tls_key);
+    }
+    if args.tls_domain.is_some() {
+        tls.domain.clone_from(&args.tls_domain);
+    }
+    Some(tls)
 }
 
 /// Starts the embedded emulator or prepares the connection to a real Triton.
@@ -167,4 +237,108 @@ fn default_metrics_url(grpc: &str) -> Option<String> {
         .map(|(h, _)| h)
         .unwrap_or(grpc);
     (!host.is_empty()).then(|| format!("http://{host}:8002/metrics"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{AnyModel, parse_session};
+
+    fn spec(target: &str) -> RunSpec {
+        let text = format!("{target}\n[[tenant]]\nmodel = \"simple\"\nrate = 1\n");
+        parse_session(&text, Path::new("s.toml"), &AnyModel).unwrap()
+    }
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tls")
+            .join(name)
+    }
+
+    fn tls_of(spec: &RunSpec) -> Option<TlsSpec> {
+        match &spec.target {
+            TargetSpec::Triton { tls, .. } => tls.clone(),
+            TargetSpec::Emulated { .. } => None,
+        }
+    }
+
+    #[test]
+    fn tls_flags_apply_to_a_triton_named_in_the_session() {
+        let mut s = spec("[target]\ntriton = \"example.com:8001\"");
+        let args = TargetArgs {
+            tls_ca: Some(fixture("ca.pem")),
+            tls_domain: Some("triton.example".into()),
+            ..TargetArgs::default()
+        };
+        apply_target_args(&mut s, &args).unwrap();
+        let tls = tls_of(&s).expect("TLS is on");
+        assert_eq!(tls.ca_file, Some(fixture("ca.pem")));
+        assert_eq!(tls.domain.as_deref(), Some("triton.example"));
+    }
+
+    #[test]
+    fn flags_complete_the_sessions_tls_and_a_new_address_keeps_it() {
+        let ca = fixture("ca.pem");
+        let mut s = spec(&format!(
+            "[target]\ntriton = \"example.com:8001\"\ntls = {{ ca = \"{}\", domain = \"a\" }}",
+            ca.display()
+        ));
+        let args = TargetArgs {
+            triton: Some("other.example:8001".into()),
+            tls_cert: Some(fixture("client.pem")),
+            tls_key: Some(fixture("client.key")),
+            ..TargetArgs::default()
+        };
+        apply_target_args(&mut s, &args).unwrap();
+        let tls = tls_of(&s).expect("TLS kept");
+        assert_eq!(tls.ca_file, Some(ca));
+        assert_eq!(tls.domain.as_deref(), Some("a"));
+        assert_eq!(tls.cert_file, Some(fixture("client.pem")));
+        assert_eq!(tls.key_file, Some(fixture("client.key")));
+        assert!(
+            matches!(&s.target, TargetSpec::Triton { address, .. } if address == "other.example:8001")
+        );
+    }
+
+    #[test]
+    fn tls_flags_for_the_emulator_a_missing_file_or_no_ca_are_bad_input() {
+        let args = TargetArgs {
+            tls_ca: Some(fixture("ca.pem")),
+            ..TargetArgs::default()
+        };
+        let e = apply_target_args(&mut spec(""), &args).unwrap_err();
+        assert!(matches!(e, Failure::BadInput(_)), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("--tls-ca applies to a real Triton"),
+            "{e}"
+        );
+
+        let mut s = spec("[target]\ntriton = \"example.com:8001\"");
+        let missing = TargetArgs {
+            tls_ca: Some(fixture("no-such-ca.pem")),
+            ..TargetArgs::default()
+        };
+        let e = apply_target_args(&mut s, &missing).unwrap_err();
+        assert!(matches!(e, Failure::BadInput(_)));
+        assert!(
+            e.to_string().contains("--tls-ca") && e.to_string().contains("no-such-ca.pem"),
+            "{e}"
+        );
+
+        let domain_only = TargetArgs {
+            tls_domain: Some("x".into()),
+            ..TargetArgs::default()
+        };
+        let e = apply_target_args(&mut s, &domain_only).unwrap_err();
+        assert!(e.to_string().contains("needs the server's CA"), "{e}");
+    }
+
+    #[test]
+    fn without_tls_flags_the_session_is_left_as_it_is() {
+        let mut s = spec("[target]\ntriton = \"example.com:8001\"");
+        let before = s.clone();
+        apply_target_args(&mut s, &TargetArgs::default()).unwrap();
+        assert_eq!(s, before);
+    }
 }

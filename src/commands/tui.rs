@@ -31,7 +31,7 @@ pub async fn run(args: TuiArgs, config: &Config) -> Result<(), Failure> {
         )
         .map_err(|e| Failure::BadInput(anyhow!("the built-in demo session: {e}")))?,
     };
-    target::apply_target_args(&mut spec, &args.target);
+    target::apply_target_args(&mut spec, &args.target)?;
     spec.tick = config.tick;
     let price = prices.resolve(&spec.cost).bad_input()?;
     let target = target::resolve(&spec, &catalog, config.catalog_dir.as_deref()).await?;
@@ -66,7 +66,7 @@ pub async fn run(args: TuiArgs, config: &Config) -> Result<(), Failure> {
 
 pub async fn replay(args: ReplayArgs, config: &Config) -> Result<(), Failure> {
     let rec = session::read_recording(&args.recording)
-        .with_context(|| format!("reading {}", args.recording.display()))
+        .context("reading the recording")
         .bad_input()?;
     if rec.snapshots.is_empty() {
         return Err(Failure::BadInput(anyhow!(
