@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::session::limits;
 
@@ -38,6 +38,8 @@ pub enum Command {
     Export(ExportArgs),
     /// GPUs, models and prices the emulator and the cost panel know.
     Catalog(CatalogArgs),
+    /// Shell completions, or the man page (`man`), on stdout.
+    Completions(CompletionsArgs),
 }
 
 /// Where the run's target is, overriding the session's `[target]`.
@@ -139,6 +141,29 @@ pub struct ExportArgs {
 
 #[derive(Debug, Args)]
 pub struct CatalogArgs {}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Install, e.g.: perseus completions bash > ~/.local/share/bash-completion/completions/perseus\n\
+                        perseus completions man > ~/.local/share/man/man1/perseus.1"
+)]
+pub struct CompletionsArgs {
+    /// The shell to complete for, or `man` for a roff man page.
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
+}
+
+/// What `perseus completions` can write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+    Elvish,
+    Powershell,
+    /// The man page, perseus(1), in roff.
+    Man,
+}
 
 /// Durations as humans write them: `30s`, `1m 30s`, `500ms`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

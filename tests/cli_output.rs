@@ -343,7 +343,6 @@ fn errors_give_each_cause_once() {
 #[test]
 fn control_characters_from_a_session_reach_the_terminal_escaped() {
     let dir = tmp();
-    let session = light_session(dir.path());
     let session = dir.path().join("evil.toml");
     std::fs::write(
         &session,

@@ -3,6 +3,7 @@
 //! This is the one place that knows both the client side and the emulator (DESIGN §1), and the only
 //! library module that uses `anyhow`: everything below it has typed errors.
 
+mod completions;
 mod emulate;
 mod hooks;
 mod output;
@@ -125,6 +126,10 @@ pub fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> Result<(), Failure> {
+    // Needs neither the config nor logs: it must work while setting up a broken install.
+    if let Some(Command::Completions(args)) = &cli.command {
+        return completions::completions(args.shell);
+    }
     let (config, _) = Config::load().bad_input()?;
     let _log = init_logging();
     match cli.command {
@@ -135,6 +140,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Some(Command::Probe(args)) => probe::probe(args, &config).await,
         Some(Command::Replay(args)) => tui::replay(args, &config).await,
         Some(Command::Export(args)) => export(&args.recording, &args.csv),
+        Some(Command::Completions(args)) => completions::completions(args.shell),
         Some(Command::Catalog(_)) => {
             let catalog = load_catalog(&config)?;
             let prices = load_prices(&config)?;
@@ -201,11 +207,14 @@ fn export(recording: &Path, csv: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
+/// How many daily log files are kept: two weeks of history, and a bound on the disk they take.
+pub const MAX_LOG_FILES: usize = 14;
+
 /// Logs go to a file in the data directory: the TUI owns the terminal.
 fn init_logging() -> Option<tracing_appender::non_blocking::WorkerGuard> {
     let dir: PathBuf = session::data_dir().ok()?.join("logs");
     std::fs::create_dir_all(&dir).ok()?;
-    let appender = tracing_appender::rolling::daily(dir, "perseus.log");
+    let appender = log_appender(&dir).ok()?;
     let (writer, guard) = tracing_appender::non_blocking(appender);
     let filter = tracing_subscriber::EnvFilter::try_from_env("PERSEUS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -216,4 +225,53 @@ fn init_logging() -> Option<tracing_appender::non_blocking::WorkerGuard> {
         .try_init()
         .ok()?;
     Some(guard)
+}
+
+/// `perseus.log.YYYY-MM-DD`, a new file each day; the oldest beyond [`MAX_LOG_FILES`] are
+/// deleted when the appender starts and at each rotation.
+fn log_appender(
+    dir: &Path,
+) -> Result<tracing_appender::rolling::RollingFileAppender, tracing_appender::rolling::InitError> {
+    tracing_appender::rolling::RollingFileAppender::builder()
+        .rotation(tracing_appender::rolling::Rotation::DAILY)
+        .filename_prefix("perseus.log")
+        .max_log_files(MAX_LOG_FILES)
+        .build(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_logs_beyond_the_limit_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        for day in 1..=(MAX_LOG_FILES + 6) {
+            std::fs::write(
+                dir.path().join(format!("perseus.log.2020-01-{day:02}")),
+                "x",
+            )
+            .unwrap();
+        }
+        std::fs::write(dir.path().join("notes.txt"), "not a log").unwrap();
+        let appender = log_appender(dir.path()).unwrap();
+        drop(appender);
+        let mut logs: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("perseus.log"))
+            .collect();
+        logs.sort();
+        assert_eq!(logs.len(), MAX_LOG_FILES, "{logs:?}");
+        // The library orders by creation time, which files written within one clock tick
+        // share; what is certain is the count and that today's file is among those kept.
+        assert!(
+            logs.iter().any(|n| !n.starts_with("perseus.log.2020-")),
+            "today's file is kept: {logs:?}"
+        );
+        assert!(
+            dir.path().join("notes.txt").exists(),
+            "other files are left alone"
+        );
+    }
 }
