@@ -22,7 +22,7 @@ fn infer_alone_ns(gpu: &GpuSetup, setup: &ModelSetup, batch: u32) -> u64 {
 /// Solo batch latency of a catalog entry as the simulator produces it, in ms.
 fn simulated_latency_ms(catalog: &Catalog, model: &str, gpu_name: &str, batch: u32) -> f64 {
     let gpu = perseus::emulator::sim::gpu_setup(catalog.gpu(gpu_name).unwrap());
-    let mut setup = perseus::emulator::sim::model_setup(&catalog, model, gpu_name, None).unwrap();
+    let mut setup = perseus::emulator::sim::model_setup(catalog, model, gpu_name, None).unwrap();
     setup.max_batch = setup.max_batch.max(batch);
     infer_alone_ns(&gpu, &setup, batch) as f64 / 1e6
 }
