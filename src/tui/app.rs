@@ -13,8 +13,9 @@ use crate::tui::Control;
 use crate::tui::keymap::{Action, Keymap, Scope, entry_for};
 use crate::vocab::command::{Command, ReplayCommand};
 use crate::vocab::snapshot::{Notice, NoticeLevel, Snapshot, TenantId, TenantView};
-use crate::vocab::spec::{DynamicBatching, Load, TenantSpec};
+use crate::vocab::spec::{Load, TenantSpec};
 
+mod edit;
 mod input;
 
 pub use input::default_tenant;
@@ -27,6 +28,7 @@ pub const CHART_WINDOWS: [f64; 3] = [10.0, 60.0, 600.0];
 pub const MAX_RATE: f64 = 1_000_000.0;
 /// Concurrency is bounded like a tenant's in-flight limit.
 pub const MAX_CONCURRENCY: u32 = TenantSpec::DEFAULT_MAX_IN_FLIGHT;
+/// Instances per model the dashboard will ask for: a held key should not ask a server for hundreds.
 pub const MAX_INSTANCES: u32 = 64;
 /// How far replay seeks per key press, seconds.
 pub const SEEK_S: f64 = 10.0;
@@ -240,50 +242,10 @@ impl App {
             return None;
         }
         match action {
-            Action::SelectUp | Action::SelectDown => {
-                let i = self.selected_index(snap)?;
-                let j = if action == Action::SelectUp {
-                    i.saturating_sub(1)
-                } else {
-                    (i + 1).min(snap.tenants.len() - 1)
-                };
-                self.selected = Some(snap.tenants[j].id);
-                None
-            }
-            Action::RateUp | Action::RateDown => {
-                let t = self.selected_tenant(snap)?;
-                let up = action == Action::RateUp;
-                let load = match self.effective_load(t) {
-                    Load::Rate { per_s, arrival } => {
-                        let step = self.step();
-                        let next = if up {
-                            (per_s + step).min(MAX_RATE)
-                        } else {
-                            (per_s - step).max(1.0_f64.min(per_s))
-                        };
-                        if next == per_s {
-                            return None;
-                        }
-                        Load::Rate {
-                            per_s: next,
-                            arrival,
-                        }
-                    }
-                    Load::Concurrency(n) => {
-                        let next = if up {
-                            (n + 1).min(MAX_CONCURRENCY)
-                        } else {
-                            n.saturating_sub(1).max(1)
-                        };
-                        if next == n {
-                            return None;
-                        }
-                        Load::Concurrency(next)
-                    }
-                };
-                let id = t.id;
-                self.set_load(snap, id, load)
-            }
+            Action::SelectUp => self.select_by(snap, -1),
+            Action::SelectDown => self.select_by(snap, 1),
+            Action::RateUp => self.nudge_load(snap, true),
+            Action::RateDown => self.nudge_load(snap, false),
             Action::StepDown => {
                 self.step_index = self.step_index.saturating_sub(1);
                 None
@@ -292,127 +254,15 @@ impl App {
                 self.step_index = (self.step_index + 1).min(RATE_STEPS.len() - 1);
                 None
             }
-            Action::TypeRate => {
-                let t = self.selected_tenant(snap)?;
-                self.mode = Mode::TypingRate {
-                    tenant: t.id,
-                    buffer: String::new(),
-                    error: None,
-                };
-                None
-            }
-            Action::Pause => {
-                if self.replay {
-                    return Some(Outgoing::Replay(ReplayCommand::TogglePause));
-                }
-                let t = self.selected_tenant(snap)?;
-                let id = t.id;
-                let paused = self.effective_paused(t);
-                self.remember(snap, id, None, Some(!paused));
-                Some(Outgoing::Live(if paused {
-                    Command::Resume { tenant: Some(id) }
-                } else {
-                    Command::Pause { tenant: Some(id) }
-                }))
-            }
-            Action::PauseAll => {
-                // "All paused" as the user sees it, pending edits included.
-                let all = !snap.tenants.is_empty()
-                    && snap.tenants.iter().all(|t| self.effective_paused(t));
-                let ids: Vec<_> = snap.tenants.iter().map(|t| t.id).collect();
-                for id in ids {
-                    self.remember(snap, id, None, Some(!all));
-                }
-                Some(Outgoing::Live(if all {
-                    Command::Resume { tenant: None }
-                } else {
-                    Command::Pause { tenant: None }
-                }))
-            }
-            Action::AddTenant => {
-                if snap.repository.is_empty() {
-                    self.say(
-                        snap,
-                        NoticeLevel::Warn,
-                        "the target's model repository is empty or not listed yet",
-                    );
-                } else {
-                    self.mode = Mode::Picker { index: 0 };
-                }
-                None
-            }
-            Action::RemoveTenant => {
-                let t = self.selected_tenant(snap)?;
-                self.mode = Mode::ConfirmRemove {
-                    tenant: t.id,
-                    model: t.model.clone(),
-                };
-                None
-            }
-            Action::InstancesUp | Action::InstancesDown => {
-                let t = self.selected_tenant(snap)?;
-                let id = t.id;
-                let current = t.instances;
-                if !snap.target.model_control {
-                    self.say(
-                        snap,
-                        NoticeLevel::Warn,
-                        "the server does not allow model control; instances are fixed",
-                    );
-                    return None;
-                }
-                let Some(n) = current else {
-                    self.say(
-                        snap,
-                        NoticeLevel::Warn,
-                        "instance count unknown: the server has not reported this model's config",
-                    );
-                    return None;
-                };
-                let next = if action == Action::InstancesUp {
-                    (n + 1).min(MAX_INSTANCES)
-                } else {
-                    n.saturating_sub(1).max(1)
-                };
-                if next == n {
-                    return None;
-                }
-                Some(Outgoing::Live(Command::Reconfigure {
-                    tenant: id,
-                    instances: Some(next),
-                    dynamic_batching: None,
-                }))
-            }
-            Action::ToggleBatching => {
-                let t = self.selected_tenant(snap)?;
-                let (id, on, max_batch) = (t.id, t.dynamic_batching.is_some(), t.max_batch);
-                if !snap.target.model_control {
-                    self.say(
-                        snap,
-                        NoticeLevel::Warn,
-                        "the server does not allow model control; batching is fixed",
-                    );
-                    return None;
-                }
-                if !on && max_batch == Some(0) {
-                    self.say(
-                        snap,
-                        NoticeLevel::Warn,
-                        "this model has max_batch_size 0: it cannot batch",
-                    );
-                    return None;
-                }
-                let batching = if on {
-                    None
-                } else {
-                    Some(DynamicBatching::default())
-                };
-                Some(Outgoing::Live(Command::Reconfigure {
-                    tenant: id,
-                    instances: None,
-                    dynamic_batching: Some(batching),
-                }))
-            }
+            Action::TypeRate => self.open_rate_prompt(snap),
+            Action::Pause if self.replay => Some(Outgoing::Replay(ReplayCommand::TogglePause)),
+            Action::Pause => self.toggle_pause(snap),
+            Action::PauseAll => self.toggle_pause_all(snap),
+            Action::AddTenant => self.open_picker(snap),
+            Action::RemoveTenant => self.confirm_remove(snap),
+            Action::InstancesUp => self.step_instances(snap, true),
+            Action::InstancesDown => self.step_instances(snap, false),
+            Action::ToggleBatching => self.toggle_batching(snap),
             Action::CycleWindow => {
                 self.window_index = (self.window_index + 1) % CHART_WINDOWS.len();
                 None
@@ -447,16 +297,12 @@ impl App {
         }
     }
 
-    fn set_load(&mut self, snap: &Snapshot, id: TenantId, load: Load) -> Option<Outgoing> {
-        let command = match &load {
-            Load::Rate { per_s, .. } => Command::SetRate {
-                tenant: id,
-                per_s: *per_s,
-            },
-            Load::Concurrency(n) => Command::SetConcurrency { tenant: id, n: *n },
-        };
-        self.remember(snap, id, Some(load), None);
-        Some(Outgoing::Live(command))
+    /// Moves the selection `by` rows, stopping at either end of the table.
+    fn select_by(&mut self, snap: &Snapshot, by: isize) -> Option<Outgoing> {
+        let i = self.selected_index(snap)?;
+        let j = i.saturating_add_signed(by).min(snap.tenants.len() - 1);
+        self.selected = Some(snap.tenants[j].id);
+        None
     }
 
     /// Hands a message to the engine or replay without waiting; a full or closed channel becomes a

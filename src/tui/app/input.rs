@@ -1,5 +1,5 @@
-//! Keys while a dialog is open (rate prompt, model picker) and the mouse: the parts of input that
-//! do not go through the keymap.
+//! Dialogs (rate prompt, model picker, remove confirmation): opening them, and the keys while one is
+//! open; and the mouse: the parts of input that do not go through the keymap.
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, MouseEvent, MouseEventKind};
 use ratatui::layout::Rect;
@@ -11,6 +11,40 @@ use crate::vocab::snapshot::{NoticeLevel, Snapshot, TenantId};
 use crate::vocab::spec::{Arrival, InputData, Load, Sla, TenantSpec};
 
 impl App {
+    pub(super) fn open_rate_prompt(&mut self, snap: &Snapshot) -> Option<Outgoing> {
+        let t = self.selected_tenant(snap)?;
+        self.mode = Mode::TypingRate {
+            tenant: t.id,
+            buffer: String::new(),
+            error: None,
+        };
+        None
+    }
+
+    /// The picker lists the target's repository, so without one there is nothing to pick from.
+    pub(super) fn open_picker(&mut self, snap: &Snapshot) -> Option<Outgoing> {
+        if snap.repository.is_empty() {
+            self.say(
+                snap,
+                NoticeLevel::Warn,
+                "the target's model repository is empty or not listed yet",
+            );
+        } else {
+            self.mode = Mode::Picker { index: 0 };
+        }
+        None
+    }
+
+    /// Removing a tenant unloads its model, so it is asked for twice.
+    pub(super) fn confirm_remove(&mut self, snap: &Snapshot) -> Option<Outgoing> {
+        let t = self.selected_tenant(snap)?;
+        self.mode = Mode::ConfirmRemove {
+            tenant: t.id,
+            model: t.model.clone(),
+        };
+        None
+    }
+
     pub(super) fn typing(
         &mut self,
         event: &KeyEvent,
