@@ -9,7 +9,7 @@ use perseus::tui::app::{App, Mode};
 use perseus::tui::keymap::Keymap;
 use perseus::tui::screen::{self, View};
 use perseus::tui::theme::{self, Theme};
-use perseus::vocab::snapshot::{ConnState, GpuView, ReplayInfo, Snapshot};
+use perseus::vocab::snapshot::{ConnState, GpuView, ProcessMemory, ReplayInfo, Snapshot};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
@@ -177,6 +177,86 @@ fn missing_figures_say_no_data() {
     let s = text(&t);
     assert!(s.matches("no data").count() >= 6, "{s}");
     assert!(s.contains("disconnected (retry 3): transport error: connection refused"));
+}
+
+const MIB: u64 = 1024 * 1024;
+
+#[test]
+fn gpu_panel_lists_processes_largest_first() {
+    let mut snap = tui_fixture::snapshot(3);
+    // Without processes (NVML unavailable, as in the fixture) the panel has no process list.
+    assert!(!text(&draw(&snap, &live_app(), 160, 48)).contains("GPU mem"));
+
+    snap.gpu.unavailable.clear();
+    snap.gpu.processes = vec![
+        ProcessMemory {
+            pid: 4242,
+            name: Some("python3".into()),
+            used_bytes: 512 * MIB,
+        },
+        ProcessMemory {
+            pid: 1187,
+            name: Some("tritonserver".into()),
+            used_bytes: 2458 * MIB,
+        },
+        ProcessMemory {
+            pid: 90311,
+            name: None,
+            used_bytes: 180 * MIB,
+        },
+    ];
+    let t = draw(&snap, &live_app(), 160, 48);
+    insta::assert_snapshot!("gpu_processes_160x48", t.backend());
+    let s = text(&t);
+    // Each process's row, by its pid: its index on screen and its cells.
+    let row = |pid: &str| {
+        s.lines()
+            .enumerate()
+            .find_map(|(i, l)| {
+                let cells: Vec<&str> = l.split(['"', '│', ' ']).filter(|c| !c.is_empty()).collect();
+                (cells.first() == Some(&pid)).then(|| (i, cells[1..4].join(" ")))
+            })
+            .unwrap_or_else(|| panic!("no row for pid {pid}:\n{s}"))
+    };
+    let (triton, python, unnamed) = (row("1187"), row("4242"), row("90311"));
+    assert_eq!(triton.1, "2.4 GiB tritonserver");
+    assert_eq!(python.1, "512 MiB python3");
+    assert_eq!(unnamed.1, "180 MiB ?");
+    assert!(
+        triton.0 < python.0 && python.0 < unnamed.0,
+        "largest first:\n{s}"
+    );
+    assert!(!s.contains("more processes"), "all three fit:\n{s}");
+}
+
+#[test]
+fn gpu_process_list_sums_up_what_does_not_fit() {
+    let mut snap = tui_fixture::snapshot(3);
+    snap.gpu.processes = (0..30u32)
+        .map(|i| ProcessMemory {
+            pid: 70_000 + i,
+            name: Some(format!("worker-{i}")),
+            used_bytes: u64::from(i + 1) * 10 * MIB,
+        })
+        .collect();
+    let s = text(&draw(&snap, &live_app(), 160, 48));
+    let shown: Vec<u32> = (0..30u32)
+        .filter(|i| s.contains(&format!(" {} ", 70_000 + i)))
+        .collect();
+    assert!(!shown.is_empty(), "some processes fit:\n{s}");
+    // The largest are the ones shown, and the last line accounts for all the others.
+    let hidden = 30 - shown.len() as u32;
+    assert_eq!(shown, (hidden..30).collect::<Vec<_>>(), "{s}");
+    let hidden_mib: u64 = (1..=u64::from(hidden)).map(|k| k * 10).sum();
+    let rest = if hidden_mib >= 1024 {
+        format!("{:.1} GiB", hidden_mib as f64 / 1024.0)
+    } else {
+        format!("{hidden_mib} MiB")
+    };
+    assert!(
+        s.contains(&format!("{rest}  in {hidden} more processes")),
+        "{rest} in {hidden} more:\n{s}"
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The GPU panel: utilization and SM activity with their recent history, memory with each model's
-//! share, power against its limit, clock and temperature, each with the source it came from. A
-//! figure no source provides says "no data" rather than showing a zero.
+//! share, power against its limit, clock and temperature, each with the source it came from, and
+//! below them the GPU's processes by memory when NVML lists them (nvitop's main view: who else holds
+//! the GPU). A figure no source provides says "no data" rather than showing a zero.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -12,7 +13,7 @@ use crate::tui::format;
 use crate::tui::screen::View;
 use crate::tui::series;
 use crate::tui::theme::Theme;
-use crate::vocab::snapshot::{Reading, Series};
+use crate::vocab::snapshot::{ProcessMemory, Reading, Series};
 
 const LABEL: usize = 7;
 
@@ -55,6 +56,13 @@ pub fn render(frame: &mut Frame, area: Rect, view: &View) {
             theme.dim,
         ));
     }
+    let rows_left = usize::from(inner.height).saturating_sub(lines.len());
+    lines.extend(process_lines(
+        &gpu.processes,
+        rows_left,
+        usize::from(inner.width),
+        theme,
+    ));
     frame.render_widget(Paragraph::new(lines), inner);
 
     let history = &snap.history;
@@ -180,6 +188,73 @@ fn shares_lines(view: &View, width: usize) -> Vec<Line<'static>> {
     }
     if spans.len() > 1 {
         lines.push(Line::from(spans));
+    }
+    lines
+}
+
+/// Width of the pid column: Linux pids reach 4,194,304 (seven digits).
+const PID: usize = 7;
+/// Width of the memory column ("12.3 GiB", "512 MiB").
+const MEM: usize = 8;
+
+/// A header and one row per process, largest first, in at most `rows` lines; when they do not all
+/// fit, the last line counts the rest and their memory so the total is never hidden. Nothing at all
+/// when the list is empty (NVML unavailable, or nothing running) or there is no room for a row.
+fn process_lines(
+    processes: &[ProcessMemory],
+    rows: usize,
+    width: usize,
+    theme: &Theme,
+) -> Vec<Line<'static>> {
+    if processes.is_empty() || rows < 2 {
+        return Vec::new();
+    }
+    let mut sorted: Vec<&ProcessMemory> = processes.iter().collect();
+    sorted.sort_by(|a, b| b.used_bytes.cmp(&a.used_bytes).then(a.pid.cmp(&b.pid)));
+    let shown = if sorted.len() < rows {
+        sorted.len()
+    } else {
+        rows - 2
+    };
+    let name_width = width.saturating_sub(LABEL + PID + MEM + 4);
+    let mut lines = vec![Line::styled(
+        format!(
+            "{:<LABEL$}{:>PID$}  {:>MEM$}  name",
+            "process", "pid", "GPU mem"
+        ),
+        theme.dim,
+    )];
+    for p in &sorted[..shown] {
+        let name = match &p.name {
+            Some(n) => Span::styled(format::truncate(n, name_width), theme.text),
+            None => Span::styled("?", theme.dim),
+        };
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!(
+                    "{:<LABEL$}{:>PID$}  {:>MEM$}  ",
+                    "",
+                    p.pid,
+                    format::bytes(p.used_bytes)
+                ),
+                theme.text,
+            ),
+            name,
+        ]));
+    }
+    let rest = &sorted[shown..];
+    if !rest.is_empty() {
+        let bytes: u64 = rest.iter().map(|p| p.used_bytes).sum();
+        lines.push(Line::styled(
+            format!(
+                "{:<LABEL$}{:>PID$}  {:>MEM$}  in {} more processes",
+                "",
+                "…",
+                format::bytes(bytes),
+                rest.len()
+            ),
+            theme.dim,
+        ));
     }
     lines
 }
