@@ -24,6 +24,8 @@
 
 #[path = "support/floor.rs"]
 mod floor;
+#[path = "../tests/common/triton.rs"]
+mod triton;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -40,6 +42,7 @@ use perseus::proto::{self, model_infer_response::InferOutputTensor};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
+use triton::simple_request;
 
 const CONNECTIONS: usize = 4;
 const IN_FLIGHT_PER_CONNECTION: usize = 16;
@@ -90,24 +93,8 @@ async fn start_echo(cancel: CancellationToken) -> SocketAddr {
     addr
 }
 
-fn simple_request() -> proto::ModelInferRequest {
-    let tensor = |name: &str| InferInputTensor {
-        name: name.into(),
-        datatype: "INT32".into(),
-        shape: vec![1, 16],
-        ..Default::default()
-    };
-    let raw: bytes::Bytes = (0..16i32)
-        .flat_map(|v| v.to_le_bytes())
-        .collect::<Vec<u8>>()
-        .into();
-    proto::ModelInferRequest {
-        model_name: "simple".into(),
-        inputs: vec![tensor("INPUT0"), tensor("INPUT1")],
-        raw_input_contents: vec![raw.clone(), raw],
-        ..Default::default()
-    }
-}
+/// The `simple` model's operands in every benchmark request.
+const OPERAND: [i32; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 
 /// Closed-loop load: every task sends the next request when the previous answers. Returns req/s.
 async fn closed_loop(addr: SocketAddr, seconds: f64) -> f64 {
@@ -124,7 +111,7 @@ async fn closed_loop(addr: SocketAddr, seconds: f64) -> f64 {
             let mut client = GrpcInferenceServiceClient::new(channel.clone());
             let (done, stop) = (done.clone(), stop.clone());
             tasks.push(tokio::spawn(async move {
-                let request = simple_request();
+                let request = simple_request(&OPERAND, &OPERAND);
                 while !stop.load(Ordering::Relaxed) {
                     if client.model_infer(request.clone()).await.is_ok() {
                         done.fetch_add(1, Ordering::Relaxed);

@@ -1,6 +1,9 @@
 //! The running emulator over real loopback gRPC, driven with the generated client (not Perseus's own
 //! Triton client), for every RPC it serves and every error it must give as Triton does.
 
+mod common;
+
+use common::triton::{int_tensor, le_bytes, simple_request};
 use perseus::emulator::{Emulator, EmulatorConfig, RunningEmulator};
 use perseus::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 use perseus::proto::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
@@ -25,40 +28,10 @@ async fn start(models: &[&str]) -> (RunningEmulator, Client) {
     (emulator, client)
 }
 
-fn int_tensor(name: &str, shape: Vec<i64>) -> InferInputTensor {
-    InferInputTensor {
-        name: name.into(),
-        datatype: "INT32".into(),
-        shape,
-        ..Default::default()
-    }
-}
-
-fn le_bytes(values: &[i32]) -> bytes::Bytes {
-    values
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect::<Vec<u8>>()
-        .into()
-}
-
 fn ints(raw: &[u8]) -> Vec<i32> {
     raw.chunks_exact(4)
         .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
-}
-
-/// A `simple` request with raw contents, batch 1.
-fn simple_request(a: &[i32], b: &[i32]) -> proto::ModelInferRequest {
-    proto::ModelInferRequest {
-        model_name: "simple".into(),
-        inputs: vec![
-            int_tensor("INPUT0", vec![1, 16]),
-            int_tensor("INPUT1", vec![1, 16]),
-        ],
-        raw_input_contents: vec![le_bytes(a), le_bytes(b)],
-        ..Default::default()
-    }
 }
 
 fn operands() -> (Vec<i32>, Vec<i32>) {

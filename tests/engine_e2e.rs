@@ -1,6 +1,7 @@
 //! The load generator and engine against the real emulator over loopback gRPC.
 
-use std::net::SocketAddr;
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use perseus::vocab::spec::{
 
 #[path = "support/standalone.rs"]
 mod standalone;
+use common::triton::loopback;
 use standalone::Standalone;
 
 /// These tests measure rates and latencies on a small machine: one at a time, so that they do not
@@ -24,10 +26,6 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     SERIAL.lock().await
-}
-
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
 async fn emulator(gpu: &str, models: &[&str]) -> RunningEmulator {

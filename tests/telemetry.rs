@@ -1,5 +1,7 @@
 //! Telemetry against Triton's metrics text, a live (in-test) HTTP endpoint, and this machine's NVML.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -408,10 +410,9 @@ async fn http_get_refuses_errors_oversized_bodies_and_silence() {
 
 mod embedded_emulator {
     use super::*;
+    use crate::common::triton::simple_request;
     use perseus::emulator::{Emulator, EmulatorConfig, RunningEmulator};
     use perseus::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
-    use perseus::proto::model_infer_request::InferInputTensor;
-    use perseus::proto::{self};
     use perseus::telemetry::{GpuSource, MetricsSource, SourceSample};
 
     async fn start_simple() -> RunningEmulator {
@@ -420,24 +421,7 @@ mod embedded_emulator {
         Emulator::start(config).await.expect("emulator starts")
     }
 
-    fn simple_request() -> proto::ModelInferRequest {
-        let tensor = |name: &str| InferInputTensor {
-            name: name.into(),
-            datatype: "INT32".into(),
-            shape: vec![1, 16],
-            ..Default::default()
-        };
-        let raw: bytes::Bytes = (0..16i32)
-            .flat_map(|v| v.to_le_bytes())
-            .collect::<Vec<u8>>()
-            .into();
-        proto::ModelInferRequest {
-            model_name: "simple".into(),
-            inputs: vec![tensor("INPUT0"), tensor("INPUT1")],
-            raw_input_contents: vec![raw.clone(), raw],
-            ..Default::default()
-        }
-    }
+    const OPERAND: [i32; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 
     async fn scrape(source: &mut MetricsSource) -> SourceSample {
         source.poll().await.unwrap()
@@ -469,7 +453,10 @@ mod embedded_emulator {
             .await;
             let mut client = client.clone();
             replies.push(tokio::spawn(async move {
-                client.model_infer(simple_request()).await.is_ok()
+                client
+                    .model_infer(simple_request(&OPERAND, &OPERAND))
+                    .await
+                    .is_ok()
             }));
         }
         let mut ok = 0u32;

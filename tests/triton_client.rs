@@ -4,13 +4,15 @@
 //! records what it received, so the tests can check what the client sends and how it treats what
 //! comes back (statuses, oversized messages, deadlines, lost connections, TLS).
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use common::triton::{loopback, simple_request};
 use perseus::proto::grpc_inference_service_server::{
     GrpcInferenceService, GrpcInferenceServiceServer,
 };
@@ -269,10 +271,6 @@ async fn serve<S: GrpcInferenceService>(
     }
 }
 
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
 async fn start(service: TestTriton) -> Running {
     serve(service, None, loopback()).await
 }
@@ -281,21 +279,6 @@ fn options(address: SocketAddr) -> ConnectOptions {
     ConnectOptions {
         connect_timeout: Duration::from_secs(5),
         ..ConnectOptions::new(address.to_string())
-    }
-}
-
-fn simple_request(payload: Bytes) -> proto::ModelInferRequest {
-    proto::ModelInferRequest {
-        model_name: MODEL.into(),
-        id: "42".into(),
-        inputs: vec![proto::model_infer_request::InferInputTensor {
-            name: "INPUT0".into(),
-            datatype: "INT32".into(),
-            shape: vec![1, payload.len() as i64 / 4],
-            ..Default::default()
-        }],
-        raw_input_contents: vec![payload],
-        ..Default::default()
     }
 }
 
@@ -416,7 +399,7 @@ async fn an_oversized_request_fails_before_reaching_the_server() {
     .await
     .unwrap();
     let err = client
-        .infer(simple_request(Bytes::from(vec![0; 128 * 1024])))
+        .infer(simple_request(&[0; 16 * 1024], &[0; 16 * 1024]))
         .await
         .unwrap_err();
     assert!(
@@ -438,11 +421,16 @@ async fn infer_carries_raw_tensors_both_ways() {
     let client = TritonClient::connect(&options(server.address))
         .await
         .unwrap();
-    let payload: Bytes = (0..64u8).collect::<Vec<_>>().into();
-    let response = client.infer(simple_request(payload.clone())).await.unwrap();
+    let a: Vec<i32> = (0..16).collect();
+    let b: Vec<i32> = (100..116).collect();
+    let request = proto::ModelInferRequest {
+        id: "42".into(),
+        ..simple_request(&a, &b)
+    };
+    let response = client.infer(request.clone()).await.unwrap();
     assert_eq!(response.id, "42");
     assert_eq!(response.outputs[0].name, "OUTPUT0");
-    assert_eq!(response.raw_output_contents, vec![payload]);
+    assert_eq!(response.raw_output_contents, request.raw_input_contents);
 }
 
 #[tokio::test]
@@ -457,7 +445,7 @@ async fn an_expired_deadline_is_deadline_exceeded() {
         .unwrap();
     let deadline = Duration::from_millis(100);
     let err = client
-        .infer_within(simple_request(Bytes::from_static(&[0; 64])), deadline)
+        .infer_within(simple_request(&[0; 16], &[0; 16]), deadline)
         .await
         .unwrap_err();
     assert!(

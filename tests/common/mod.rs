@@ -1,5 +1,8 @@
-//! Synthetic runs for the recording tests: plausible snapshots without an engine.
+//! Helpers shared by the integration tests: synthetic runs for the recording tests (plausible
+//! snapshots without an engine, here) and gRPC requests and addresses ([`triton`]).
 #![allow(dead_code)]
+
+pub mod triton;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
