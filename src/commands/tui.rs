@@ -61,7 +61,7 @@ pub async fn run(args: TuiArgs, config: &Config) -> Result<(), Failure> {
     let _ = commands.send(Command::Stop).await;
     let _ = handle.done.await;
     target.shutdown().await;
-    shown.map_err(|e| Failure::Target(anyhow!("the dashboard failed: {e}")))
+    shown.map_err(|e| Failure::Target(anyhow::Error::new(e).context("the dashboard failed")))
 }
 
 pub async fn replay(args: ReplayArgs, config: &Config) -> Result<(), Failure> {
@@ -89,7 +89,7 @@ pub async fn replay(args: ReplayArgs, config: &Config) -> Result<(), Failure> {
     )
     .await;
     player.abort();
-    shown.map_err(|e| Failure::Target(anyhow!("the dashboard failed: {e}")))
+    shown.map_err(|e| Failure::Target(anyhow::Error::new(e).context("the dashboard failed")))
 }
 
 fn tui_options(theme: Option<String>, config: &Config) -> TuiOptions {

@@ -72,7 +72,7 @@ pub enum Control {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TuiError {
-    #[error("terminal: {0}")]
+    #[error("terminal")]
     Terminal(#[from] std::io::Error),
     #[error(transparent)]
     Keymap(#[from] keymap::KeymapError),

@@ -27,7 +27,8 @@ pub const MONOCHROME: &str = "monochrome";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ThemeError {
-    #[error("theme {origin}: {source}")]
+    // Causes are not repeated in the message: whoever prints the error prints its chain.
+    #[error("theme {origin}")]
     Parse {
         origin: String,
         #[source]
@@ -43,7 +44,7 @@ pub enum ThemeError {
     },
     #[error("theme {origin}: `series` needs at least one colour")]
     NoSeries { origin: String },
-    #[error("reading theme directory {path}: {source}")]
+    #[error("reading themes from {path}")]
     Dir {
         path: PathBuf,
         #[source]
@@ -302,6 +303,31 @@ pub fn find(themes: &[Theme], name: &str) -> Result<usize, ThemeError> {
 mod tests {
     use super::*;
 
+    /// The error and its causes as `{:#}` prints them, each once.
+    fn chain(e: &dyn std::error::Error) -> Vec<String> {
+        let mut out = vec![e.to_string()];
+        let mut next = e.source();
+        while let Some(cause) = next {
+            out.push(cause.to_string());
+            next = cause.source();
+        }
+        out
+    }
+
+    #[test]
+    fn a_bad_theme_file_names_the_file_and_its_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("mine.toml"), "text = [").unwrap();
+        let err = load_all(&[dir.path().to_path_buf()], false).unwrap_err();
+        let chain = chain(&err);
+        assert!(chain[0].contains("mine.toml"), "{chain:?}");
+        assert_eq!(chain.len(), 2, "{chain:?}");
+        assert!(
+            !chain[0].contains(&chain[1]),
+            "the cause is printed by the chain, not repeated in the message: {chain:?}"
+        );
+    }
+
     #[test]
     fn every_built_in_file_sets_every_key() {
         for (name, text) in BUILT_IN {
@@ -373,7 +399,8 @@ mod tests {
     #[test]
     fn unknown_keys_are_rejected() {
         let err = ThemeFile::parse("okay = \"red\"", "mine.toml").unwrap_err();
-        assert!(err.to_string().contains("okay"), "{err}");
+        let chain = chain(&err);
+        assert!(chain.join(": ").contains("okay"), "{chain:?}");
     }
 
     #[test]
