@@ -199,7 +199,7 @@ const MEM: usize = 8;
 
 /// A header and one row per process, largest first, in at most `rows` lines; when they do not all
 /// fit, the last line counts the rest and their memory so the total is never hidden. Nothing at all
-/// when the list is empty (NVML unavailable, or nothing running) or there is no room for a row.
+/// when the list is empty (NVML unavailable, or nothing running) or fewer than two lines are left.
 fn process_lines(
     processes: &[ProcessMemory],
     rows: usize,
