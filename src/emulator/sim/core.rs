@@ -14,6 +14,8 @@ use super::types::{
 #[derive(Debug)]
 struct Slot {
     setup: ModelSetup,
+    /// Bumped each time the slot takes a new model, so ids of its earlier tenants no longer match.
+    generation: u64,
     loaded: bool,
     queue: VecDeque<Queued>,
     running: u32,
@@ -106,15 +108,39 @@ impl Sim {
             });
         }
         self.counters.memory_used_bytes = used + setup.memory_bytes;
-        self.slots.push(Slot {
+        let fresh = |generation| Slot {
             setup,
+            generation,
             loaded: true,
             queue: VecDeque::new(),
             running: 0,
             counters: ModelCounters::default(),
             wake_at: None,
-        });
-        Ok(self.slots.len() - 1)
+        };
+        // A slot is free once its model is unloaded and its last batch has finished (a batch still
+        // executing reports back to its slot).
+        let free = self.slots.iter().position(|s| !s.loaded && s.running == 0);
+        let slot = match free {
+            Some(slot) => {
+                let generation = self.slots[slot].generation.wrapping_add(1);
+                self.slots[slot] = fresh(generation);
+                slot
+            }
+            None => {
+                self.slots.push(fresh(0));
+                self.slots.len() - 1
+            }
+        };
+        Ok(ModelId {
+            slot,
+            generation: self.slots[slot].generation,
+        })
+    }
+
+    /// How many slots the model table holds: the models resident plus unloaded ones whose last batch
+    /// is still executing. Reloading must not grow it.
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
     }
 
     /// Unloads a model: queued requests fail now, batches already executing finish normally.
@@ -128,7 +154,7 @@ impl Sim {
         self.catch_up(now);
         out.append(&mut self.stash);
         let now = self.now;
-        let slot = &mut self.slots[id];
+        let slot = &mut self.slots[id.slot];
         slot.loaded = false;
         slot.wake_at = None;
         for request in slot.queue.drain(..) {
@@ -159,17 +185,26 @@ impl Sim {
         self.slots
             .iter()
             .position(|s| s.loaded && s.setup.name == name)
+            .map(|slot| self.id_of(slot))
     }
 
     pub fn setup(&self, id: ModelId) -> Option<&ModelSetup> {
-        self.slots.get(id).filter(|s| s.loaded).map(|s| &s.setup)
+        self.live(id).ok().map(|s| &s.setup)
     }
 
-    /// Ids of the models loaded now, in load order.
+    /// Ids of the models loaded now, in slot order.
     pub fn loaded(&self) -> Vec<ModelId> {
         (0..self.slots.len())
             .filter(|&i| self.slots[i].loaded)
+            .map(|i| self.id_of(i))
             .collect()
+    }
+
+    fn id_of(&self, slot: usize) -> ModelId {
+        ModelId {
+            slot,
+            generation: self.slots[slot].generation,
+        }
     }
 
     /// Queues a request of `batch` images at `now` (clamped to the sim's time, which never runs backwards).
@@ -189,7 +224,7 @@ impl Sim {
             });
         }
         self.catch_up(now);
-        let slot = &mut self.slots[id];
+        let slot = &mut self.slots[id.slot];
         slot.queue.push_back(Queued {
             token,
             batch,
@@ -219,7 +254,7 @@ impl Sim {
     }
 
     pub fn counters(&self, id: ModelId) -> Option<&ModelCounters> {
-        self.slots.get(id).filter(|s| s.loaded).map(|s| &s.counters)
+        self.live(id).ok().map(|s| &s.counters)
     }
 
     /// Cumulative to the last `advance` (or `submit`).
@@ -235,8 +270,8 @@ impl Sim {
 
     fn live(&self, id: ModelId) -> Result<&Slot, SimError> {
         self.slots
-            .get(id)
-            .filter(|s| s.loaded)
+            .get(id.slot)
+            .filter(|s| s.loaded && s.generation == id.generation)
             .ok_or(SimError::UnknownModel(id))
     }
 
@@ -353,9 +388,10 @@ impl Sim {
     /// Starts every batch the batchers allow on free instances.
     fn dispatch(&mut self) {
         let now = self.now;
-        for id in 0..self.slots.len() {
+        for index in 0..self.slots.len() {
+            let id = self.id_of(index);
             loop {
-                let slot = &mut self.slots[id];
+                let slot = &mut self.slots[index];
                 if !slot.loaded || slot.running >= slot.setup.instances {
                     break;
                 }
@@ -400,7 +436,7 @@ impl Sim {
 
     fn finish(&mut self, e: Exec, out: &mut Vec<Completion>) {
         let now = self.now;
-        let slot = &mut self.slots[e.model];
+        let slot = &mut self.slots[e.model.slot];
         slot.running = slot.running.saturating_sub(1);
         let c = &mut slot.counters;
         c.execution_count += 1;

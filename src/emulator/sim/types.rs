@@ -6,8 +6,20 @@ use crate::vocab::spec::DynamicBatching;
 
 /// Nanoseconds since the simulation's epoch (virtual or real, the core does not care).
 pub type Nanos = u64;
-/// Index of a loaded model; never reused, so a stale id after unload cannot hit another model.
-pub type ModelId = usize;
+/// A loaded model: its slot in the GPU model and that slot's generation. Slots are reused after an
+/// unload, so the table (which every event walks) stays as small as the set of resident models, and
+/// the generation makes a stale id after unload miss rather than hit the slot's next tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ModelId {
+    pub(crate) slot: usize,
+    pub(crate) generation: u64,
+}
+
+impl std::fmt::Display for ModelId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}#{}", self.slot, self.generation)
+    }
+}
 
 pub(crate) const MIB: u64 = 1024 * 1024;
 
