@@ -134,6 +134,16 @@ pub(crate) fn validate_inputs(
                 input.name, input.datatype, desc.datatype
             )));
         }
+        // A negative dimension matches the model's variable (−1) ones, so the generic shape message
+        // would print two identical shapes: name the real fault instead.
+        if let Some((index, &dim)) = input.shape.iter().enumerate().find(|(_, d)| **d < 0) {
+            return Err(ServeError::invalid(format!(
+                "unexpected shape for input '{}' for model '{model}': dimension {index} is {dim} in \
+                 {}; a request's dimensions must not be negative",
+                input.name,
+                shape_text(&input.shape)
+            )));
+        }
         let (expected_full, dims) = if max_batch > 0 {
             let mut full = vec![-1];
             full.extend_from_slice(&desc.shape);
@@ -146,8 +156,7 @@ pub(crate) fn validate_inputs(
                 .iter()
                 .zip(&desc.shape)
                 .all(|(&got, &want)| want < 0 || got == want)
-            && input.shape.len() == expected_full.len()
-            && input.shape.iter().all(|&d| d >= 0);
+            && input.shape.len() == expected_full.len();
         if !dims_match || (max_batch > 0 && input.shape.first().is_none_or(|&b| b < 1)) {
             return Err(ServeError::invalid(format!(
                 "unexpected shape for input '{}' for model '{model}'. Expected {}, got {}",
@@ -172,8 +181,13 @@ pub(crate) fn validate_inputs(
             batch = Some(b);
         }
         if let Some(size) = element_size(&input.datatype) {
-            let expected = input.shape.iter().map(|&d| d as u64).product::<u64>() * size as u64;
-            if input.data.len() as u64 != expected {
+            // Checked: variable dimensions let a request claim a shape whose size overflows.
+            let expected = input
+                .shape
+                .iter()
+                .try_fold(size as u64, |acc, &d| acc.checked_mul(d as u64));
+            if expected != Some(input.data.len() as u64) {
+                let expected = expected.map_or_else(|| "more than 2^64".into(), |e| e.to_string());
                 return Err(ServeError::invalid(format!(
                     "input byte size mismatch for input '{}' for model '{model}'. Expected {expected}, got {}",
                     input.name,
@@ -374,6 +388,14 @@ mod tests {
             (
                 int_input("INPUT0", &[0; 16 * 9], vec![9, 16]),
                 "batch-size must be <= 8",
+            ),
+            (
+                int_input("INPUT0", &[0; 16], vec![-1, 16]),
+                "dimension 0 is -1 in [-1,16]; a request's dimensions must not be negative",
+            ),
+            (
+                int_input("INPUT0", &[0; 16], vec![1, -16]),
+                "dimension 1 is -16",
             ),
         ];
         for (bad, expected) in cases {
