@@ -13,6 +13,16 @@ use crate::emulator::tensors::{Signature, TensorDesc};
 use crate::proto;
 use crate::vocab::spec::DynamicBatching;
 
+/// Most instances one model may have. Triton sets no limit, but no GPU runs more batches of one
+/// model at once than it has SMs (132 on an H100), and a count near `u32::MAX` is a typo or an attack.
+pub(crate) const MAX_INSTANCES: u32 = 1024;
+/// Longest dynamic-batcher queue delay the emulator accepts (one minute, 6e7 µs). Triton multiplies
+/// the delay by 1,000 in 64 bits without a check, so a huge value wraps there; here a request held
+/// that long has outlived any client's deadline, and the modelled batcher would hold every request.
+pub(crate) const MAX_QUEUE_DELAY_US: u64 = 60_000_000;
+/// Largest `max_batch_size` accepted: it bounds the batch sums in the batcher.
+pub(crate) const MAX_BATCH_SIZE: u32 = 1 << 16;
+
 /// What a model configuration controls in the emulator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ModelSettings {
@@ -20,6 +30,9 @@ pub(crate) struct ModelSettings {
     pub max_batch: u32,
     pub instances: u32,
     pub dynamic_batching: Option<DynamicBatching>,
+    /// Triton's `dynamic_batching.default_queue_policy.max_queue_size`: requests that find this many
+    /// already queued are refused with UNAVAILABLE. 0 means unbounded, as in Triton.
+    pub max_queue_size: u32,
 }
 
 /// The calibrated figures of a (model, GPU, profile) triple.
@@ -43,6 +56,9 @@ pub(crate) enum ModelState {
 pub(crate) struct Entry {
     pub signature: Arc<Signature>,
     pub perf: Perf,
+    /// The configuration in the repository (Triton's `config.pbtxt`): every load starts from it.
+    pub defaults: ModelSettings,
+    /// The configuration of the current (or last) load.
     pub settings: ModelSettings,
     pub state: ModelState,
 }
@@ -66,6 +82,7 @@ impl Entry {
             max_batch: perf.max_batch,
             instances: 1,
             dynamic_batching,
+            max_queue_size: 0,
         }
     }
 
@@ -126,6 +143,7 @@ impl Repository {
                 Entry {
                     signature: Arc::new(Signature::from_spec(spec)),
                     perf,
+                    defaults: settings.clone(),
                     settings,
                     state: ModelState::Unavailable("unloaded".into()),
                 },
@@ -144,24 +162,44 @@ impl Repository {
 }
 
 /// Applies the JSON model configuration of a load request (Triton's `config` parameter) on top of
-/// `base`. Only the fields the emulator models are read; the rest of a real config is accepted and ignored.
-pub(crate) fn apply_config_json(base: &ModelSettings, json: &str) -> Result<ModelSettings, String> {
+/// `defaults`, the model's repository configuration: a load never inherits an earlier load's override,
+/// as Triton reads the configuration afresh on each load. Only the fields the emulator models are
+/// read; the rest of a real config is accepted and ignored.
+pub(crate) fn apply_config_json(
+    defaults: &ModelSettings,
+    json: &str,
+) -> Result<ModelSettings, String> {
     let value: Value = serde_json::from_str(json)
         .map_err(|e| format!("failed to parse the model configuration: {e}"))?;
-    let mut settings = base.clone();
+    let mut settings = defaults.clone();
     if let Some(v) = value.get("max_batch_size") {
         settings.max_batch = as_u32(v, "max_batch_size")?;
+        if settings.max_batch > MAX_BATCH_SIZE {
+            return Err(format!(
+                "'max_batch_size' is {}; the emulator accepts at most {MAX_BATCH_SIZE}",
+                settings.max_batch
+            ));
+        }
     }
     if let Some(groups) = value.get("instance_group") {
-        let count = groups
+        let mut count = 0u32;
+        for group in groups
             .as_array()
             .ok_or("'instance_group' must be a list")?
-            .iter()
-            .map(|g| {
-                g.get("count")
-                    .map_or(Ok(1), |c| as_u32(c, "instance_group.count"))
-            })
-            .sum::<Result<u32, String>>()?;
+        {
+            let n = group
+                .get("count")
+                .map_or(Ok(1), |c| as_u32(c, "instance_group.count"))?;
+            count = count
+                .checked_add(n)
+                .filter(|&total| total <= MAX_INSTANCES)
+                .ok_or_else(|| {
+                    format!(
+                        "'instance_group' counts add up to more than {MAX_INSTANCES} instances, \
+                         the most the emulator runs for one model"
+                    )
+                })?;
+        }
         if count == 0 {
             return Err("'instance_group' must have a count of at least 1".into());
         }
@@ -171,6 +209,19 @@ pub(crate) fn apply_config_json(base: &ModelSettings, json: &str) -> Result<Mode
         let max_queue_delay_us = db.get("max_queue_delay_microseconds").map_or(Ok(0), |v| {
             as_u64(v, "dynamic_batching.max_queue_delay_microseconds")
         })?;
+        if max_queue_delay_us > MAX_QUEUE_DELAY_US {
+            return Err(format!(
+                "'dynamic_batching.max_queue_delay_microseconds' is {max_queue_delay_us}; the \
+                 emulator accepts at most {MAX_QUEUE_DELAY_US} (one minute)"
+            ));
+        }
+        settings.max_queue_size = match db.get("default_queue_policy") {
+            None => 0,
+            Some(policy) if policy.is_object() => policy.get("max_queue_size").map_or(Ok(0), |v| {
+                as_u32(v, "dynamic_batching.default_queue_policy.max_queue_size")
+            })?,
+            Some(_) => return Err("'dynamic_batching.default_queue_policy' must be an object".into()),
+        };
         let preferred_batch_sizes = match db.get("preferred_batch_size") {
             None => Vec::new(),
             Some(list) => list
@@ -267,6 +318,10 @@ pub(crate) fn model_config(entry: &Entry) -> proto::ModelConfig {
                     .map(|&p| i32::try_from(p).unwrap_or(i32::MAX))
                     .collect(),
                 max_queue_delay_microseconds: b.max_queue_delay_us,
+                default_queue_policy: (s.max_queue_size > 0).then(|| proto::ModelQueuePolicy {
+                    max_queue_size: s.max_queue_size,
+                    ..Default::default()
+                }),
                 ..Default::default()
             })
         }),
@@ -293,13 +348,17 @@ pub(crate) fn model_config_json(entry: &Entry) -> Value {
         "instance_group": [{ "name": entry.signature.name, "kind": "KIND_GPU", "count": s.instances, "gpus": [0] }],
     });
     if let (Some(b), Some(obj)) = (&s.dynamic_batching, config.as_object_mut()) {
-        obj.insert(
-            "dynamic_batching".into(),
-            serde_json::json!({
-                "preferred_batch_size": b.preferred_batch_sizes,
-                "max_queue_delay_microseconds": b.max_queue_delay_us,
-            }),
-        );
+        let mut batching = serde_json::json!({
+            "preferred_batch_size": b.preferred_batch_sizes,
+            "max_queue_delay_microseconds": b.max_queue_delay_us,
+        });
+        if let (true, Some(batching)) = (s.max_queue_size > 0, batching.as_object_mut()) {
+            batching.insert(
+                "default_queue_policy".into(),
+                serde_json::json!({ "max_queue_size": s.max_queue_size }),
+            );
+        }
+        obj.insert("dynamic_batching".into(), batching);
     }
     config
 }
@@ -313,6 +372,7 @@ mod tests {
             max_batch: 32,
             instances: 1,
             dynamic_batching: None,
+            max_queue_size: 0,
         }
     }
 
@@ -334,6 +394,20 @@ mod tests {
     }
 
     #[test]
+    fn the_queue_policy_is_read_and_reported() {
+        let json = r#"{"max_batch_size": 8, "dynamic_batching": {"default_queue_policy": {"max_queue_size": 3}}}"#;
+        let s = apply_config_json(&base(), json).unwrap();
+        assert_eq!(s.max_queue_size, 3);
+        assert_eq!(
+            apply_config_json(&base(), r#"{"dynamic_batching": {}}"#)
+                .unwrap()
+                .max_queue_size,
+            0,
+            "no policy means an unbounded queue, as in Triton"
+        );
+    }
+
+    #[test]
     fn fields_left_out_keep_their_values() {
         assert_eq!(apply_config_json(&base(), "{}").unwrap(), base());
     }
@@ -348,6 +422,24 @@ mod tests {
                 r#"{"dynamic_batching": {"preferred_batch_size": [64]}}"#,
                 "preferred size",
             ),
+            // Counts that wrap a u32 when added must not load with one instance.
+            (
+                r#"{"instance_group": [{"count": 4294967295}, {"count": 2}]}"#,
+                "more than 1024 instances",
+            ),
+            (
+                r#"{"instance_group": [{"count": 1025}]}"#,
+                "more than 1024 instances",
+            ),
+            (
+                r#"{"dynamic_batching": {"max_queue_delay_microseconds": "18446744073709551615"}}"#,
+                "max_queue_delay_microseconds' is 18446744073709551615",
+            ),
+            (
+                r#"{"dynamic_batching": {"default_queue_policy": {"max_queue_size": -1}}}"#,
+                "default_queue_policy.max_queue_size",
+            ),
+            (r#"{"max_batch_size": 4000000000}"#, "at most 65536"),
         ] {
             let err = apply_config_json(&base(), json).unwrap_err();
             assert!(err.contains(field), "{json}: {err}");

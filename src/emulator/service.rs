@@ -116,9 +116,9 @@ impl Core {
             ),
         })?;
         let settings = match config_json {
-            Some(json) => repository::apply_config_json(&entry.settings, json)
+            Some(json) => repository::apply_config_json(&entry.defaults, json)
                 .map_err(|e| ServeError::invalid(format!("failed to load '{name}': {e}")))?,
-            None => entry.settings.clone(),
+            None => entry.defaults.clone(),
         };
         if let Some(id) = entry.ready_id() {
             self.clock.unload(id).map_err(|e| sim_error(name, e))?;
