@@ -43,6 +43,7 @@ fn main() {
             http: loopback,
             metrics: loopback,
             catalog_dir: None,
+            limits: Default::default(),
         })
         .await
         .expect("emulator");

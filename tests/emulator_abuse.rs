@@ -87,3 +87,67 @@ fn a_slot_whose_batch_still_executes_is_not_reused() {
     sim.load(model("d")).unwrap();
     assert_eq!(sim.slot_count(), 2);
 }
+
+/// Median latency of `n` sequential `simple` requests, in microseconds.
+async fn simple_median_us(
+    client: &mut perseus::proto::grpc_inference_service_client::GrpcInferenceServiceClient<
+        tonic::transport::Channel,
+    >,
+    n: usize,
+) -> f64 {
+    use perseus::proto::{self, model_infer_request::InferInputTensor};
+    let tensor = |name: &str| InferInputTensor {
+        name: name.into(),
+        datatype: "INT32".into(),
+        shape: vec![1, 16],
+        ..Default::default()
+    };
+    let request = proto::ModelInferRequest {
+        model_name: "simple".into(),
+        inputs: vec![tensor("INPUT0"), tensor("INPUT1")],
+        raw_input_contents: vec![vec![0u8; 64].into(), vec![0u8; 64].into()],
+        ..Default::default()
+    };
+    let mut latencies = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = std::time::Instant::now();
+        client.model_infer(request.clone()).await.unwrap();
+        latencies.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    latencies.sort_by(f64::total_cmp);
+    latencies[n / 2]
+}
+
+/// The reload attack as a measurement, not a check (timings are not asserted on a shared machine):
+/// `simple`'s median latency before and after 60,000 reloads of another model.
+/// Run: `cargo test --release --test emulator_abuse -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: 60,000 reloads over gRPC; run by hand (see the doc comment)"]
+async fn sixty_thousand_reloads_leave_inference_latency_alone() {
+    use perseus::emulator::{Emulator, EmulatorConfig};
+    use perseus::proto::{self, grpc_inference_service_client::GrpcInferenceServiceClient};
+    let mut config = EmulatorConfig::embedded("t4");
+    config.models = vec!["simple".into(), "mobilenet_v2".into()];
+    let emulator = Emulator::start(config).await.unwrap();
+    let mut client = GrpcInferenceServiceClient::connect(emulator.grpc_url())
+        .await
+        .unwrap();
+    let before = simple_median_us(&mut client, 5_000).await;
+    let reloads = 60_000;
+    for _ in 0..reloads {
+        client
+            .repository_model_load(proto::RepositoryModelLoadRequest {
+                model_name: "mobilenet_v2".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let after = simple_median_us(&mut client, 5_000).await;
+    println!(
+        "simple median latency: {before:.0} µs before, {after:.0} µs after {reloads} reloads \
+         ({:+.1}%)",
+        (after / before - 1.0) * 100.0
+    );
+    emulator.shutdown().await;
+}

@@ -556,3 +556,279 @@ async fn http_health_and_prometheus_metrics_with_triton_names() {
     assert!((0.0..=1.0).contains(&utilization));
     emulator.shutdown().await;
 }
+
+/// One ResNet-50 image of zeros.
+fn resnet_request(id: &str) -> proto::ModelInferRequest {
+    proto::ModelInferRequest {
+        model_name: "resnet50".into(),
+        id: id.into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 3, 224, 224],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![vec![0u8; 3 * 224 * 224 * 4].into()],
+        ..Default::default()
+    }
+}
+
+/// A batcher that holds a lone request for 50 s waiting for a batch of 8: it stays queued.
+const HOLDING_BATCHER: &str = r#""dynamic_batching": {"max_queue_delay_microseconds": 50000000,
+    "preferred_batch_size": [8], "default_queue_policy": {"max_queue_size": QUEUE}}"#;
+
+/// Sends two held requests at once and returns the status of whichever is answered first: the
+/// one refused at admission (the other waits in the queue until the model is unloaded).
+async fn first_of_two_held(client: &Client) -> tonic::Status {
+    let mut one = client.clone();
+    let mut two = client.clone();
+    let mut a = tokio::spawn(async move { one.model_infer(resnet_request("a")).await });
+    let mut b = tokio::spawn(async move { two.model_infer(resnet_request("b")).await });
+    // Without a bound both would wait in the queue for 50 s: the timeout only keeps that failure
+    // from hanging the test.
+    let first = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        tokio::select! {
+            first = &mut a => (first, b),
+            first = &mut b => (first, a),
+        }
+    })
+    .await;
+    let Ok((first, other)) = first else {
+        panic!("neither request was refused: both were queued");
+    };
+    let mut client = client.clone();
+    client
+        .repository_model_unload(proto::RepositoryModelUnloadRequest {
+            model_name: "resnet50".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let other = other.await.unwrap().unwrap_err();
+    assert_eq!(other.code(), Code::Unavailable, "{}", other.message());
+    assert!(other.message().contains("unloaded"), "{}", other.message());
+    first.unwrap().unwrap_err()
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_with_unavailable_in_tritons_words() {
+    let (emulator, mut client) = start(&[]).await;
+    let json = format!(
+        r#"{{"max_batch_size": 8, {}}}"#,
+        HOLDING_BATCHER.replace("QUEUE", "1")
+    );
+    client
+        .repository_model_load(load_with_config("resnet50", &json))
+        .await
+        .unwrap();
+    let config = client
+        .model_config(proto::ModelConfigRequest {
+            name: "resnet50".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .config
+        .unwrap();
+    let Some(proto::model_config::SchedulingChoice::DynamicBatching(batcher)) =
+        config.scheduling_choice
+    else {
+        panic!("dynamic batching was configured");
+    };
+    assert_eq!(
+        batcher.default_queue_policy.map(|p| p.max_queue_size),
+        Some(1)
+    );
+
+    let refused = first_of_two_held(&client).await;
+    assert_eq!(refused.code(), Code::Unavailable, "{}", refused.message());
+    let message = refused.message();
+    assert!(
+        message == "[request id: a] Exceeds maximum queue size"
+            || message == "[request id: b] Exceeds maximum queue size",
+        "{message}"
+    );
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_memory_bound_refuses_what_it_cannot_hold() {
+    let mut config = EmulatorConfig::embedded("t4");
+    // Room for one ResNet-50 image (588 KiB in, 4 KB out, plus the per-request charge), not two.
+    config.limits.max_queued_bytes = 1 << 20;
+    let emulator = Emulator::start(config).await.unwrap();
+    let mut client = GrpcInferenceServiceClient::connect(emulator.grpc_url())
+        .await
+        .unwrap();
+    // No queue policy: only the emulator's own bound stands between the flood and its memory.
+    let json = format!(
+        r#"{{"max_batch_size": 8, {}}}"#,
+        HOLDING_BATCHER.replace("QUEUE", "0")
+    );
+    client
+        .repository_model_load(load_with_config("resnet50", &json))
+        .await
+        .unwrap();
+    let refused = first_of_two_held(&client).await;
+    assert_eq!(refused.code(), Code::Unavailable, "{}", refused.message());
+    assert!(
+        refused
+            .message()
+            .contains("Exceeds the emulator's memory bound for queued requests"),
+        "{}",
+        refused.message()
+    );
+    // What the refused and the unloaded requests held is returned: a later request is admitted.
+    client
+        .repository_model_load(load_with_config("resnet50", r#"{"max_batch_size": 8}"#))
+        .await
+        .unwrap();
+    assert!(client.model_infer(resnet_request("c")).await.is_ok());
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn each_load_starts_from_the_default_configuration() {
+    let (emulator, mut client) = start(&[]).await;
+    let batcher_of = |config: proto::ModelConfig| match config.scheduling_choice {
+        Some(proto::model_config::SchedulingChoice::DynamicBatching(b)) => b,
+        other => panic!("resnet50 has a dynamic batcher by default, got {other:?}"),
+    };
+    let config_now = {
+        let client = client.clone();
+        move || {
+            let mut client = client.clone();
+            async move {
+                client
+                    .model_config(proto::ModelConfigRequest {
+                        name: "resnet50".into(),
+                        version: String::new(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .config
+                    .unwrap()
+            }
+        }
+    };
+    let json = r#"{"instance_group": [{"count": 2}], "dynamic_batching":
+        {"max_queue_delay_microseconds": 30000000, "preferred_batch_size": [8],
+         "default_queue_policy": {"max_queue_size": 4}}}"#;
+    client
+        .repository_model_load(load_with_config("resnet50", json))
+        .await
+        .unwrap();
+    assert_eq!(
+        batcher_of(config_now().await).max_queue_delay_microseconds,
+        30_000_000
+    );
+    // A reload that overrides only the batch size keeps nothing of the previous override.
+    client
+        .repository_model_load(load_with_config("resnet50", r#"{"max_batch_size": 4}"#))
+        .await
+        .unwrap();
+    let config = config_now().await;
+    assert_eq!(config.max_batch_size, 4);
+    assert_eq!(config.instance_group[0].count, 1);
+    let batcher = batcher_of(config);
+    assert_eq!(batcher.max_queue_delay_microseconds, 0);
+    assert!(batcher.preferred_batch_size.is_empty());
+    assert!(batcher.default_queue_policy.is_none());
+    // With the 30 s delay gone a lone request runs at once (the guard only stops a hung test).
+    let served = tokio::time::timeout(
+        std::time::Duration::from_secs(25),
+        client.model_infer(resnet_request("after-reload")),
+    )
+    .await;
+    assert!(matches!(served, Ok(Ok(_))), "{served:?}");
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn absurd_configurations_are_refused_naming_the_field() {
+    let (emulator, mut client) = start(&[]).await;
+    for (json, expected) in [
+        (
+            r#"{"instance_group": [{"count": 4294967295}, {"count": 2}]}"#,
+            "'instance_group' counts add up to more than 1024 instances",
+        ),
+        (
+            r#"{"dynamic_batching": {"max_queue_delay_microseconds": 18446744073709551615}}"#,
+            "'dynamic_batching.max_queue_delay_microseconds' is 18446744073709551615",
+        ),
+    ] {
+        let status = client
+            .repository_model_load(load_with_config("resnet50", json))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+        assert!(status.message().contains(expected), "{}", status.message());
+    }
+    emulator.shutdown().await;
+}
+
+/// Sends `head` a byte every 100 ms and reports whether the server closed the connection before
+/// the whole of it was sent (a generous 30 s at most).
+async fn closed_while_dribbling(addr: std::net::SocketAddr, head: &[u8]) -> bool {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 1024];
+    for &byte in head.iter().cycle().take(300) {
+        if stream.write_all(&[byte]).await.is_err() {
+            return true;
+        }
+        match tokio::time::timeout(std::time::Duration::from_millis(100), stream.read(&mut buf))
+            .await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) | Err(_) => {}
+        }
+    }
+    false
+}
+
+#[tokio::test]
+async fn slow_request_heads_are_cut_off_on_every_port() {
+    let mut config = EmulatorConfig::embedded("t4");
+    config.models = vec!["simple".into()];
+    config.limits.head_timeout = std::time::Duration::from_millis(500);
+    let emulator = Emulator::start(config).await.unwrap();
+    // A header line that never ends the head, repeated.
+    let http_head = b"GET /v2/health/live HTTP/1.1\r\nX-Slow: abcdefghijklmnopqrstuvwxyz\r\n";
+    // An HTTP/2 preface that never completes its first frame.
+    let h2_head = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x40\x00\x04";
+    assert!(
+        closed_while_dribbling(emulator.http_addr, http_head).await,
+        "HTTP"
+    );
+    assert!(
+        closed_while_dribbling(emulator.metrics_addr, http_head).await,
+        "metrics"
+    );
+    assert!(
+        closed_while_dribbling(emulator.grpc_addr, h2_head).await,
+        "gRPC"
+    );
+
+    // Well-behaved clients that go quiet past the deadline are left alone.
+    let mut client = GrpcInferenceServiceClient::connect(emulator.grpc_url())
+        .await
+        .unwrap();
+    let (a, b) = operands();
+    assert!(client.model_infer(simple_request(&a, &b)).await.is_ok());
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(client.model_infer(simple_request(&a, &b)).await.is_ok());
+    let mut keep_alive = tokio::net::TcpStream::connect(emulator.http_addr)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let request = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n";
+        keep_alive.write_all(request).await.unwrap();
+        let mut buf = [0u8; 1024];
+        let n = keep_alive.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    }
+    emulator.shutdown().await;
+}

@@ -41,6 +41,7 @@ async fn emulator_with(gpu: &str, profile: Option<&str>, models: &[&str]) -> Run
         http: loopback(),
         metrics: loopback(),
         catalog_dir: None,
+        limits: Default::default(),
     })
     .await
     .expect("emulator starts")
@@ -258,6 +259,7 @@ async fn losing_the_server_is_reported_and_recovered_from() {
             http: loopback(),
             metrics: loopback(),
             catalog_dir: None,
+            limits: Default::default(),
         })
         .await
         {

@@ -160,6 +160,7 @@ pub async fn resolve(
                 http: loopback(),
                 metrics: loopback(),
                 catalog_dir: catalog_dir.map(Path::to_path_buf),
+                limits: Default::default(),
             })
             .await
             .context("starting the embedded emulator")

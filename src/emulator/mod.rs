@@ -8,6 +8,7 @@
 pub mod sim;
 
 mod grpc;
+mod guard;
 mod http;
 mod metrics;
 mod realtime;
@@ -22,5 +23,5 @@ pub use grpc::SERVER_NAME;
 pub use realtime::SchedulingError;
 pub use server::{
     DEFAULT_MODELS, EmulateArgs, Emulator, EmulatorConfig, EmulatorError, RunningEmulator,
-    run_standalone,
+    ServeLimits, run_standalone,
 };

@@ -28,6 +28,15 @@ const SPIN_WINDOW_MAX: Duration = Duration::from_micros(500);
 /// With nothing scheduled, the driver still wakes this often to notice a shutdown.
 const IDLE_PARK: Duration = Duration::from_millis(20);
 
+/// Why a request was not queued.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum SubmitError {
+    #[error(transparent)]
+    Sim(#[from] SimError),
+    #[error("the model's queue is at its max_queue_size")]
+    QueueFull,
+}
+
 /// Percentiles of completion lateness since the emulator started, in microseconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SchedulingError {
@@ -107,14 +116,23 @@ impl RealTime {
     }
 
     /// Queues `batch` images for model `id` at the current instant; the receiver resolves when the
-    /// modelled GPU finishes them.
+    /// modelled GPU finishes them. With `max_queued` > 0 a request that finds that many already
+    /// waiting is refused, as Triton's queue policy refuses it; the check and the submission happen
+    /// under one lock, so concurrent requests cannot overshoot the bound.
     pub(crate) fn submit(
         &self,
         id: ModelId,
         batch: u32,
-    ) -> Result<oneshot::Receiver<Completion>, SimError> {
+        max_queued: u32,
+    ) -> Result<oneshot::Receiver<Completion>, SubmitError> {
         let (tx, rx) = oneshot::channel();
         self.shared.change(|state, now| {
+            if max_queued > 0 {
+                let queued = state.sim.queued(id).ok_or(SimError::UnknownModel(id))?;
+                if queued >= max_queued as usize {
+                    return Err(SubmitError::QueueFull);
+                }
+            }
             let token = state.next_token;
             state.next_token += 1;
             state.sim.submit(now, id, batch, token)?;
@@ -377,7 +395,7 @@ mod tests {
         let generation = || clock.shared.generation.load(Ordering::Acquire);
 
         let before = generation();
-        let _first = clock.submit(id, 1).expect("submits");
+        let _first = clock.submit(id, 1, 0).expect("submits");
         assert!(
             generation() > before,
             "an idle driver must hear of the first event"
@@ -396,7 +414,7 @@ mod tests {
         // Queued behind the first, the second changes nothing before that finish: the driver's
         // plan stands and waking it would be wasted.
         let before = generation();
-        let _second = clock.submit(id, 1).expect("submits");
+        let _second = clock.submit(id, 1, 0).expect("submits");
         assert_eq!(generation(), before);
         assert_eq!(next_due(&clock), finish);
     }
@@ -410,7 +428,7 @@ mod tests {
         };
         let clock = t4();
         let id = clock.load(slow_model(Some(batching))).expect("fits");
-        let rx = clock.submit(id, 1).expect("submits");
+        let rx = clock.submit(id, 1, 0).expect("submits");
         assert_ne!(next_due(&clock), u64::MAX);
         clock.unload(id).expect("unloads");
         // The driver reads only this figure before sleeping: a stale one would have it wake for

@@ -183,10 +183,7 @@ pub(crate) fn apply_config_json(
     }
     if let Some(groups) = value.get("instance_group") {
         let mut count = 0u32;
-        for group in groups
-            .as_array()
-            .ok_or("'instance_group' must be a list")?
-        {
+        for group in groups.as_array().ok_or("'instance_group' must be a list")? {
             let n = group
                 .get("count")
                 .map_or(Ok(1), |c| as_u32(c, "instance_group.count"))?;
@@ -217,10 +214,14 @@ pub(crate) fn apply_config_json(
         }
         settings.max_queue_size = match db.get("default_queue_policy") {
             None => 0,
-            Some(policy) if policy.is_object() => policy.get("max_queue_size").map_or(Ok(0), |v| {
-                as_u32(v, "dynamic_batching.default_queue_policy.max_queue_size")
-            })?,
-            Some(_) => return Err("'dynamic_batching.default_queue_policy' must be an object".into()),
+            Some(policy) if policy.is_object() => {
+                policy.get("max_queue_size").map_or(Ok(0), |v| {
+                    as_u32(v, "dynamic_batching.default_queue_policy.max_queue_size")
+                })?
+            }
+            Some(_) => {
+                return Err("'dynamic_batching.default_queue_policy' must be an object".into());
+            }
         };
         let preferred_batch_sizes = match db.get("preferred_batch_size") {
             None => Vec::new(),

@@ -25,6 +25,29 @@ const MAX_MESSAGE_BYTES: usize = 1 << 30;
 /// How long shutdown waits for open connections (e.g. a client's stream) before dropping them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// Bounds that keep an emulator under overload or abuse from growing without limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// What admitted, unanswered inference requests may hold in all (tensors plus a fixed charge per
+    /// request); beyond it requests are refused with UNAVAILABLE.
+    pub max_queued_bytes: u64,
+    /// How long a connection may take to send a request head (HTTP/1) or its HTTP/2 preface and
+    /// first frame (gRPC) before it is closed.
+    pub head_timeout: Duration,
+}
+
+impl Default for ServeLimits {
+    /// 256 MiB keeps an overloaded emulator's memory in the hundreds of MB while holding over a
+    /// second of any catalog model's peak throughput; 10 s is far beyond what any client on a
+    /// working network takes to send a head.
+    fn default() -> ServeLimits {
+        ServeLimits {
+            max_queued_bytes: 256 << 20,
+            head_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// What to emulate and where to serve it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmulatorConfig {
@@ -39,6 +62,7 @@ pub struct EmulatorConfig {
     pub metrics: SocketAddr,
     /// User catalog overrides (`None`: the embedded catalog only).
     pub catalog_dir: Option<PathBuf>,
+    pub limits: ServeLimits,
 }
 
 impl EmulatorConfig {
@@ -63,6 +87,7 @@ impl EmulatorConfig {
             http: any,
             metrics: any,
             catalog_dir: None,
+            limits: ServeLimits::default(),
         }
     }
 }
@@ -103,6 +128,7 @@ impl From<EmulateArgs> for EmulatorConfig {
             http: args.http_listen,
             metrics: args.metrics_listen,
             catalog_dir: args.catalog_dir,
+            limits: ServeLimits::default(),
         }
     }
 }
@@ -181,7 +207,13 @@ impl Emulator {
             }
         }
         let core = Arc::new(
-            Core::new(&catalog, gpu, config.profile.as_deref()).map_err(EmulatorError::Clock)?,
+            Core::new(
+                &catalog,
+                gpu,
+                config.profile.as_deref(),
+                config.limits.max_queued_bytes,
+            )
+            .map_err(EmulatorError::Clock)?,
         );
 
         let available = core.available();
@@ -221,7 +253,8 @@ impl Emulator {
         let service = GrpcInferenceServiceServer::new(GrpcFront { core: core.clone() })
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let incoming = ticking::incoming(grpc_listener, core.clock.ticker());
+        let head_timeout = config.limits.head_timeout;
+        let incoming = ticking::incoming(grpc_listener, core.clock.ticker(), head_timeout);
         let stop = cancel.clone();
         let grpc_task = tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
@@ -234,14 +267,15 @@ impl Emulator {
         });
         let http_task = spawn_axum(
             "HTTP",
-            TickingListener::new(http_listener, core.clock.ticker()),
+            TickingListener::new(http_listener, core.clock.ticker(), head_timeout),
             http::router(core.clone()),
             cancel.clone(),
         );
-        // Metrics reads advance the sim themselves; a scrape every few seconds adds nothing.
+        // Metrics reads advance the sim themselves, so ticking adds nothing there; the head deadline
+        // is what this listener needs.
         let metrics_task = spawn_axum(
             "metrics",
-            metrics_listener,
+            TickingListener::new(metrics_listener, core.clock.ticker(), head_timeout),
             metrics::router(core.clone()),
             cancel.clone(),
         );

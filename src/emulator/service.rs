@@ -1,11 +1,12 @@
 //! What the emulator does, independent of protocol: the gRPC and HTTP front ends translate their
 //! messages into these calls, so both behave identically (same checks, same errors, same statistics).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::catalog::{Catalog, GpuSpec};
-use crate::emulator::realtime::RealTime;
+use crate::emulator::realtime::{RealTime, SubmitError};
 use crate::emulator::repository::{self, Entry, ModelState, Repository};
 use crate::emulator::sim::{GpuSetup, ModelCounters, ModelId, SimError};
 use crate::emulator::status::{Code, ServeError};
@@ -43,19 +44,71 @@ pub(crate) struct InferReply {
     pub outputs: Vec<OutputTensor>,
 }
 
+/// What one request is charged beyond its tensors while it waits: the decoded message, its HTTP/2
+/// stream, the handler's task and its completion channel. An estimate, deliberately on the high side,
+/// so that a flood of tiny requests (`simple`'s are 128 bytes) is bounded too.
+pub(crate) const REQUEST_OVERHEAD_BYTES: u64 = 16 * 1024;
+
+/// The emulator's own bound on what admitted, unanswered requests hold, so an overloaded emulator
+/// refuses work instead of growing without limit (Triton bounds only queues that have a policy).
+#[derive(Debug)]
+struct Admission {
+    held: AtomicU64,
+    limit: u64,
+}
+
+/// Bytes charged to one admitted request, returned when it is answered (or dropped).
+struct Held<'a> {
+    admission: &'a Admission,
+    bytes: u64,
+}
+
+impl Admission {
+    fn admit(&self, bytes: u64) -> Result<Held<'_>, u64> {
+        let mut held = self.held.load(Ordering::Relaxed);
+        loop {
+            let after = held.saturating_add(bytes);
+            if after > self.limit {
+                return Err(held);
+            }
+            match self
+                .held
+                .compare_exchange_weak(held, after, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    return Ok(Held {
+                        admission: self,
+                        bytes,
+                    });
+                }
+                Err(now) => held = now,
+            }
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.admission.held.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
 pub(crate) struct Core {
     pub clock: RealTime,
     pub gpu: GpuInfo,
     repo: Mutex<Repository>,
     /// Unix time of the sim's epoch, in ns, for `last_inference`.
     unix_epoch_ns: u64,
+    admission: Admission,
 }
 
 impl Core {
+    /// `max_queued_bytes` bounds what admitted, unanswered requests hold (see [`Admission`]).
     pub(crate) fn new(
         catalog: &Catalog,
         gpu: &GpuSpec,
         profile: Option<&str>,
+        max_queued_bytes: u64,
     ) -> std::io::Result<Core> {
         let clock = RealTime::start(GpuSetup {
             name: gpu.name.clone(),
@@ -80,6 +133,10 @@ impl Core {
             },
             repo: Mutex::new(Repository::new(catalog, gpu, profile)),
             unix_epoch_ns,
+            admission: Admission {
+                held: AtomicU64::new(0),
+                limit: max_queued_bytes,
+            },
         })
     }
 
@@ -194,17 +251,47 @@ impl Core {
 
     /// Validates, queues on the modelled GPU, and answers when the model says the batch finished.
     pub(crate) async fn infer(&self, call: InferCall) -> Result<InferReply, ServeError> {
-        let (id, sig, max_batch) = self.with_ready(&call.model, &call.version, |id, entry| {
-            (id, Arc::clone(&entry.signature), entry.settings.max_batch)
-        })?;
+        let (id, sig, max_batch, max_queue_size) =
+            self.with_ready(&call.model, &call.version, |id, entry| {
+                (
+                    id,
+                    Arc::clone(&entry.signature),
+                    entry.settings.max_batch,
+                    entry.settings.max_queue_size,
+                )
+            })?;
         let sig: &Signature = &sig;
         tensors::validate_outputs(sig, &call.outputs)?;
         let batch = tensors::validate_inputs(sig, max_batch, &call.inputs)?;
+        // Charged before the outputs are allocated, so a refused request costs nothing more.
+        let input_bytes: u64 = call.inputs.iter().map(|t| t.data.len() as u64).sum();
+        let output_bytes =
+            Signature::bytes_per_image(&sig.outputs).saturating_mul(u64::from(batch));
+        let charge = input_bytes
+            .saturating_add(output_bytes)
+            .saturating_add(REQUEST_OVERHEAD_BYTES);
+        let _held = self.admission.admit(charge).map_err(|held| ServeError {
+            code: Code::Unavailable,
+            message: format!(
+                "{}Exceeds the emulator's memory bound for queued requests: {} MiB held, {} MiB \
+                 allowed",
+                log_request(&call.id),
+                held / (1 << 20),
+                self.admission.limit / (1 << 20)
+            ),
+        })?;
         let outputs = tensors::compute_outputs(sig, max_batch, batch, &call.inputs, &call.outputs);
         let done = self
             .clock
-            .submit(id, batch)
-            .map_err(|e| sim_error(&call.model, e))?;
+            .submit(id, batch, max_queue_size)
+            .map_err(|e| match e {
+                SubmitError::Sim(e) => sim_error(&call.model, e),
+                // Triton's wording (`PriorityQueue::PolicyQueue::Enqueue`).
+                SubmitError::QueueFull => ServeError {
+                    code: Code::Unavailable,
+                    message: format!("{}Exceeds maximum queue size", log_request(&call.id)),
+                },
+            })?;
         let completion = done.await.map_err(|_| ServeError {
             code: Code::Unavailable,
             message: "the emulator is shutting down".into(),
@@ -294,6 +381,12 @@ impl Core {
                 .collect()
         })
     }
+}
+
+/// Triton's prefix for messages about one request (`InferenceRequest::LogRequest`).
+fn log_request(id: &str) -> String {
+    let id = if id.is_empty() { "<id_unknown>" } else { id };
+    format!("[request id: {id}] ")
 }
 
 /// The sim's refusals in Triton's codes and wording.

@@ -11,12 +11,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
+use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use crate::emulator::guard::{self, Framing, HeadDeadline};
 use crate::emulator::realtime::Ticker;
 
 /// A connection whose I/O ticks the clock.
@@ -31,36 +33,50 @@ impl<T> Ticking<T> {
     }
 }
 
-/// Accepted gRPC connections (Nagle off, as a request-response protocol wants), ticking.
+/// A served TCP connection: ticking, with a deadline for its request heads.
+pub(crate) type Served = Ticking<HeadDeadline<TcpStream>>;
+
+/// Accepted gRPC connections, ticking (see [`guard::accept_http2`] for the rest).
 pub(crate) fn incoming(
     listener: TcpListener,
     ticker: Ticker,
-) -> impl Stream<Item = io::Result<Ticking<TcpStream>>> {
-    TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
+    head_timeout: Duration,
+) -> impl Stream<Item = io::Result<Served>> {
+    guard::accept_http2(listener, head_timeout)
         .map(move |accepted| accepted.map(|io| Ticking::new(io, ticker.clone())))
 }
 
-/// A listener for `axum::serve` whose connections tick.
+/// A listener for `axum::serve` (HTTP/1) whose connections tick and must send each request's head
+/// within `head_timeout`.
 pub(crate) struct TickingListener {
     listener: TcpListener,
     ticker: Ticker,
+    head_timeout: Duration,
 }
 
 impl TickingListener {
-    pub(crate) fn new(listener: TcpListener, ticker: Ticker) -> TickingListener {
-        TickingListener { listener, ticker }
+    pub(crate) fn new(
+        listener: TcpListener,
+        ticker: Ticker,
+        head_timeout: Duration,
+    ) -> TickingListener {
+        TickingListener {
+            listener,
+            ticker,
+            head_timeout,
+        }
     }
 }
 
 impl axum::serve::Listener for TickingListener {
-    type Io = Ticking<TcpStream>;
+    type Io = Served;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         // axum's own accept loop: it retries and backs off on errors such as running out of fds.
         let (io, addr) = axum::serve::Listener::accept(&mut self.listener).await;
-        (Ticking::new(io, self.ticker.clone()), addr)
+        let guarded = HeadDeadline::new(io, Framing::Http1, self.head_timeout);
+        (Ticking::new(guarded, self.ticker.clone()), addr)
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
@@ -68,11 +84,11 @@ impl axum::serve::Listener for TickingListener {
     }
 }
 
-impl Connected for Ticking<TcpStream> {
+impl Connected for Served {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.connect_info()
+        self.io.get_ref().connect_info()
     }
 }
 
@@ -155,7 +171,7 @@ mod tests {
                 output_bytes_per_image: 0,
             })
             .expect("fits");
-        let mut done = clock.submit(id, 1).expect("submits");
+        let mut done = clock.submit(id, 1, 0).expect("submits");
         // Eleven microseconds of modelled work, ninety times over.
         std::thread::sleep(Duration::from_millis(1));
         assert!(matches!(done.try_recv(), Err(TryRecvError::Empty)));

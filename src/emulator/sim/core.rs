@@ -253,6 +253,11 @@ impl Sim {
         }
     }
 
+    /// Requests waiting in the model's queue (not yet executing): what Triton's `max_queue_size` bounds.
+    pub fn queued(&self, id: ModelId) -> Option<usize> {
+        self.live(id).ok().map(|s| s.queue.len())
+    }
+
     pub fn counters(&self, id: ModelId) -> Option<&ModelCounters> {
         self.live(id).ok().map(|s| &s.counters)
     }
