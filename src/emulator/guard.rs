@@ -83,7 +83,8 @@ impl<T> HeadDeadline<T> {
 
     /// Follows the bytes read through the head, arming and disarming the deadline.
     fn observe(&mut self, bytes: &[u8]) {
-        if bytes.is_empty() {
+        // The common case, once the heads are in: nothing to follow.
+        if bytes.is_empty() || matches!(self.head, Head::Done | Head::Http1Body) {
             return;
         }
         if matches!(self.head, Head::Http1Between) {
@@ -162,8 +163,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for HeadDeadline<T> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.io).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
-            let fresh = buf.filled()[before..].to_vec();
-            this.observe(&fresh);
+            this.observe(&buf.filled()[before..]);
         }
         polled
     }

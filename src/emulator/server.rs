@@ -31,6 +31,11 @@ pub struct ServeLimits {
     /// What admitted, unanswered inference requests may hold in all (tensors plus a fixed charge per
     /// request); beyond it requests are refused with UNAVAILABLE.
     pub max_queued_bytes: u64,
+    /// Requests one gRPC connection may have open at once (HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS).
+    /// A client flooding faster than the server's CPU can answer otherwise piles up streams and
+    /// their buffers in front of the handlers, where no admission check sees them; past the limit
+    /// the client's HTTP/2 layer waits instead.
+    pub max_streams_per_connection: u32,
     /// How long a connection may take to send a request head (HTTP/1) or its HTTP/2 preface and
     /// first frame (gRPC) before it is closed.
     pub head_timeout: Duration,
@@ -38,11 +43,13 @@ pub struct ServeLimits {
 
 impl Default for ServeLimits {
     /// 256 MiB keeps an overloaded emulator's memory in the hundreds of MB while holding over a
-    /// second of any catalog model's peak throughput; 10 s is far beyond what any client on a
-    /// working network takes to send a head.
+    /// second of any catalog model's peak throughput; 4,096 streams are four tenants at the load
+    /// generator's default in-flight bound; 10 s is far beyond what any client on a working network
+    /// takes to send a head.
     fn default() -> ServeLimits {
         ServeLimits {
             max_queued_bytes: 256 << 20,
+            max_streams_per_connection: 4096,
             head_timeout: Duration::from_secs(10),
         }
     }
@@ -256,8 +263,10 @@ impl Emulator {
         let head_timeout = config.limits.head_timeout;
         let incoming = ticking::incoming(grpc_listener, core.clock.ticker(), head_timeout);
         let stop = cancel.clone();
+        let max_streams = config.limits.max_streams_per_connection;
         let grpc_task = tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
+                .max_concurrent_streams(Some(max_streams))
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                 .await;
