@@ -345,10 +345,11 @@ mod tests {
             .write_all(b"POST /x HTTP/1.1\r\nA: \r")
             .await
             .unwrap();
-        let mut buf = [0u8; 64];
-        guarded.read(&mut buf).await.unwrap();
+        let mut buf = [0u8; 22];
+        guarded.read_exact(&mut buf).await.unwrap();
         client.write_all(b"b\r\n\r\nbody").await.unwrap();
-        guarded.read(&mut buf).await.unwrap();
+        let mut buf = [0u8; 9];
+        guarded.read_exact(&mut buf).await.unwrap();
         // The body and an idle keep-alive connection after the response have no deadline.
         tokio::time::sleep(Duration::from_secs(60)).await;
         guarded.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
