@@ -9,6 +9,7 @@ import json
 import subprocess
 import threading
 import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -28,6 +29,18 @@ def rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def wait_for_pending(metrics_url: str, model: str, count: int, within_s: float = 60) -> None:
+    """Waits until the emulator reports `count` requests pending for `model`."""
+    line = f'nv_inference_pending_request_count{{model="{model}",version="1"}} {count}\n'
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(metrics_url) as response:
+            if line in response.read().decode():
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"{model} never had {count} pending request(s)")
 
 
 @pytest.fixture()
@@ -55,7 +68,7 @@ def test_a_queue_policy_loaded_over_http_refuses_the_excess(emulator):
     image = httpclient.InferInput("input", [1, 3, 224, 224], "FP32")
     image.set_data_from_numpy(np.zeros((1, 3, 224, 224), dtype=np.float32))
     held = client.async_infer("resnet50", [image], request_id="held")
-    time.sleep(1)
+    wait_for_pending(emulator.metrics_url, "resnet50", 1)
     with pytest.raises(InferenceServerException) as refused:
         client.infer("resnet50", [image], request_id="excess")
     assert refused.value.status() == "503", refused.value
