@@ -832,3 +832,32 @@ async fn slow_request_heads_are_cut_off_on_every_port() {
     }
     emulator.shutdown().await;
 }
+
+#[tokio::test]
+async fn grpc_connections_advertise_a_bound_on_open_streams() {
+    let mut config = EmulatorConfig::embedded("t4");
+    config.models = vec!["simple".into()];
+    config.limits.max_streams_per_connection = 77;
+    let emulator = Emulator::start(config).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(emulator.grpc_addr)
+        .await
+        .unwrap();
+    // The client preface and an empty SETTINGS frame; the server answers with its own SETTINGS.
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    stream.write_all(&hello).await.unwrap();
+    let mut header = [0u8; 9];
+    stream.read_exact(&mut header).await.unwrap();
+    assert_eq!(header[3], 4, "the server's first frame is SETTINGS");
+    let len =
+        (usize::from(header[0]) << 16) | (usize::from(header[1]) << 8) | usize::from(header[2]);
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).await.unwrap();
+    let max_streams = payload.chunks_exact(6).find_map(|s| {
+        // SETTINGS_MAX_CONCURRENT_STREAMS is identifier 3.
+        (u16::from_be_bytes([s[0], s[1]]) == 3)
+            .then(|| u32::from_be_bytes([s[2], s[3], s[4], s[5]]))
+    });
+    assert_eq!(max_streams, Some(77));
+    emulator.shutdown().await;
+}

@@ -42,13 +42,14 @@ pub struct ServeLimits {
 }
 
 impl Default for ServeLimits {
-    /// 256 MiB keeps an overloaded emulator's memory in the hundreds of MB while holding over a
-    /// second of any catalog model's peak throughput; 4,096 streams are four tenants at the load
+    /// 1 GiB holds the load generator's default in-flight bound (1,024 requests) of ResNet-50-sized
+    /// images (0.6 MB each) with room, so a saturating probe queues rather than fails, while a
+    /// flood of larger tensors still stops at a fixed size; 4,096 streams are four tenants at the load
     /// generator's default in-flight bound; 10 s is far beyond what any client on a working network
     /// takes to send a head.
     fn default() -> ServeLimits {
         ServeLimits {
-            max_queued_bytes: 256 << 20,
+            max_queued_bytes: 1 << 30,
             max_streams_per_connection: 4096,
             head_timeout: Duration::from_secs(10),
         }
