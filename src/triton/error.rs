@@ -53,6 +53,12 @@ pub enum TritonError {
     /// `UNKNOWN: transport error`, gRPC's C++ client as `UNAVAILABLE`, which is what they count as.
     #[error("connection failed: {message}")]
     Transport { message: String },
+    /// The server closed the HTTP/2 connection (GOAWAY, e.g. its rapid-reset guard after a stall)
+    /// and the requests on it were never served. h2 reports a GOAWAY by its reason code,
+    /// which tonic maps as if the server had refused one request (`ENHANCE_YOUR_CALM` becomes
+    /// `RESOURCE_EXHAUSTED`), naming overload where the cause is a lost connection.
+    #[error("connection closed by the server: {message}")]
+    ConnectionClosed { message: String },
     /// Connecting took longer than the connect timeout.
     #[error("connecting to {address} timed out after {}", humantime::format_duration(*after))]
     ConnectTimeout { address: String, after: Duration },
@@ -88,9 +94,10 @@ impl TritonError {
             Self::InvalidAddress { .. } | Self::Tls(_) | Self::TlsFile { .. } => {
                 Code::InvalidArgument
             }
-            Self::Connect { .. } | Self::ConnectTimeout { .. } | Self::Transport { .. } => {
-                Code::Unavailable
-            }
+            Self::Connect { .. }
+            | Self::ConnectTimeout { .. }
+            | Self::Transport { .. }
+            | Self::ConnectionClosed { .. } => Code::Unavailable,
             Self::Timeout { .. } => Code::DeadlineExceeded,
             Self::MessageTooLarge { .. } => Code::ResourceExhausted,
             Self::Protocol { .. } => Code::Internal,
@@ -146,6 +153,13 @@ impl TritonError {
         }
         // Statuses from the server never carry a source; one built by tonic from a local transport
         // failure does, and the reason is only in that source.
+        if let Some(source) = std::error::Error::source(&status)
+            && let Some(closed) = closed_by_server(source)
+        {
+            return Self::ConnectionClosed {
+                message: format!("{closed}; its requests were not served"),
+            };
+        }
         if status.code() == Code::Unknown
             && let Some(source) = std::error::Error::source(&status)
         {
@@ -162,6 +176,21 @@ impl TritonError {
             message: message.to_owned(),
         }
     }
+}
+
+/// What a local failure's chain says when the server ended the HTTP/2 connection with a GOAWAY.
+fn closed_by_server(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            if h2.is_go_away() && h2.is_remote() {
+                let reason = h2.reason().map(|r| format!(" ({r:?})")).unwrap_or_default();
+                return Some(format!("GOAWAY{reason}"));
+            }
+        }
+        source = e.source();
+    }
+    None
 }
 
 /// The message size limits a client was built with, kept to report them in errors.
@@ -361,6 +390,55 @@ mod tests {
             "{err:?}"
         );
         assert!(!err.is_connection_error());
+    }
+
+    /// The error a client's request gets when the server answers with GOAWAY, from a real h2
+    /// exchange (the error's kind cannot be built otherwise).
+    async fn goaway_error() -> h2::Error {
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            let mut conn = h2::server::handshake(server_io).await.unwrap();
+            conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+            while let Some(accepted) = conn.accept().await {
+                if accepted.is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut send, conn) = h2::client::handshake(client_io).await.unwrap();
+        tokio::spawn(conn);
+        let request = tonic::codegen::http::Request::post("/inference.GRPCInferenceService/ModelInfer")
+            .body(())
+            .unwrap();
+        let err = match send.send_request(request, true) {
+            Ok((response, _)) => response.await.unwrap_err(),
+            Err(e) => e,
+        };
+        server.abort();
+        err
+    }
+
+    #[tokio::test]
+    async fn a_goaway_is_unavailable_and_says_the_server_closed_the_connection() {
+        let h2_err = goaway_error().await;
+        assert!(h2_err.is_go_away() && h2_err.is_remote(), "{h2_err:?}");
+        let status = tonic::Status::from_error(Box::new(h2_err));
+        // tonic by itself names the GOAWAY's reason code as if the server were overloaded.
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let err = TritonError::from_status(status, None, LIMITS);
+        assert!(matches!(err, TritonError::ConnectionClosed { .. }), "{err:?}");
+        assert_eq!(err.code_name(), "UNAVAILABLE");
+        assert!(err.is_connection_error());
+        let text = err.to_string();
+        assert!(text.contains("connection closed by the server"), "{text}");
+        assert!(text.contains("GOAWAY (ENHANCE_YOUR_CALM)"), "{text}");
+
+        // The server's own RESOURCE_EXHAUSTED (a model that does not fit) keeps its code.
+        let fits = tonic::Status::resource_exhausted("model does not fit: 900 MiB needed");
+        assert_eq!(
+            TritonError::from_status(fits, None, LIMITS).code_name(),
+            "RESOURCE_EXHAUSTED"
+        );
     }
 
     #[test]
