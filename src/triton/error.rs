@@ -407,9 +407,10 @@ mod tests {
         });
         let (mut send, conn) = h2::client::handshake(client_io).await.unwrap();
         tokio::spawn(conn);
-        let request = tonic::codegen::http::Request::post("/inference.GRPCInferenceService/ModelInfer")
-            .body(())
-            .unwrap();
+        let request =
+            tonic::codegen::http::Request::post("/inference.GRPCInferenceService/ModelInfer")
+                .body(())
+                .unwrap();
         let err = match send.send_request(request, true) {
             Ok((response, _)) => response.await.unwrap_err(),
             Err(e) => e,
@@ -426,7 +427,10 @@ mod tests {
         // tonic by itself names the GOAWAY's reason code as if the server were overloaded.
         assert_eq!(status.code(), Code::ResourceExhausted);
         let err = TritonError::from_status(status, None, LIMITS);
-        assert!(matches!(err, TritonError::ConnectionClosed { .. }), "{err:?}");
+        assert!(
+            matches!(err, TritonError::ConnectionClosed { .. }),
+            "{err:?}"
+        );
         assert_eq!(err.code_name(), "UNAVAILABLE");
         assert!(err.is_connection_error());
         let text = err.to_string();

@@ -1,0 +1,94 @@
+//! Sending one arrival: take an in-flight slot or wait in the bounded backlog, send, record.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use crate::loadgen::driver::{LATE_THRESHOLD, TenantShared};
+use crate::proto::ModelInferRequest;
+
+/// Sends one request whose intended send time was `intended`, and records the outcome.
+///
+/// Returns false when the arrival was dropped (in-flight bound and backlog both full). An arrival
+/// that finds the bound reached waits in the backlog; whichever request frees a slot sends it, so
+/// the wait shows in latency from the intended time but not in service latency.
+pub async fn send_one(shared: Arc<TenantShared>, intended: Instant) -> bool {
+    if shared.try_acquire() {
+        run_slot(&shared, intended).await;
+        return true;
+    }
+    if !shared.push_backlog(intended) {
+        shared.recorder.record_drop();
+        return false;
+    }
+    // A slot may have freed while this arrival queued: then nobody else will pick it up.
+    if shared.try_acquire() {
+        match shared.pop_backlog() {
+            Some(next) => run_slot(&shared, next).await,
+            None => shared.release(),
+        }
+    }
+    true
+}
+
+/// Holds one in-flight slot: sends, then keeps sending from the backlog until it is empty.
+async fn run_slot(shared: &Arc<TenantShared>, mut intended: Instant) {
+    loop {
+        send_and_record(shared, intended).await;
+        if let Some(next) = shared.pop_backlog() {
+            intended = next;
+            continue;
+        }
+        shared.release();
+        // An arrival may have queued between the pop and the release.
+        if shared.backlog() > 0 && shared.try_acquire() {
+            match shared.pop_backlog() {
+                Some(next) => {
+                    intended = next;
+                    continue;
+                }
+                None => shared.release(),
+            }
+        }
+        break;
+    }
+}
+
+async fn send_and_record(shared: &TenantShared, intended: Instant) {
+    let request = match shared.template.read() {
+        Ok(t) => ModelInferRequest::clone(&t),
+        Err(_) => return,
+    };
+    shared.recorder.record_sent();
+    let Some(client) = shared.pick_client() else {
+        shared.recorder.record_error("UNAVAILABLE");
+        return;
+    };
+    let sent = Instant::now();
+    let send_error = sent.saturating_duration_since(intended);
+    if let Ok(mut guard) = shared.send_errors_us.lock()
+        && let Some(h) = guard.as_mut()
+    {
+        h.saturating_record(send_error.as_micros() as u64);
+    }
+    if send_error > LATE_THRESHOLD {
+        shared.recorder.record_late();
+    }
+    let result = client.infer_within(request, shared.deadline).await;
+    let done = Instant::now();
+    match result {
+        Ok(_) => shared.recorder.record_ok(
+            done.saturating_duration_since(intended),
+            done.saturating_duration_since(sent),
+        ),
+        Err(e) => {
+            if e.is_connection_error() {
+                if let Ok(mut last) = shared.last_connection_error.lock() {
+                    *last = Some(e.to_string());
+                }
+                shared.connection_lost.store(true, Ordering::Relaxed);
+            }
+            shared.recorder.record_error(e.code_name());
+        }
+    }
+}
