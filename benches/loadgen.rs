@@ -89,7 +89,7 @@ fn main() {
             tokio::time::sleep(Duration::from_secs(1)).await;
             shared.reset_send_errors();
             meter.tick(Instant::now());
-            meter.reset_totals();
+            meter.start_measuring(Instant::now());
             let t0 = Instant::now();
             let steal0 = floor::steal_ms();
             tokio::time::sleep(Duration::from_secs(seconds)).await;

@@ -363,3 +363,38 @@ async fn killing_and_restarting_a_standalone_emulator_mid_run() {
     h.commands.send(Command::Stop).await.unwrap();
     h.done.await.expect("the run ends without a panic");
 }
+
+/// The server stalls (SIGSTOP) across the end of the warm-up, so requests sent in the warm-up
+/// complete in the measured period: they must not count there, or `ok` exceeds `sent` and the
+/// achieved rate the target (DESIGN §4, warm-up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_stalled_across_the_warmup_end_counts_only_measured_sends() {
+    let _one_at_a_time = serial().await;
+    let emu =
+        tokio::task::spawn_blocking(|| Standalone::spawn(&["--gpu", "t4", "--models", "simple"]))
+            .await
+            .unwrap();
+    let mut s = spec(
+        vec![tenant("simple", rate(150.0, Arrival::Constant))],
+        Duration::from_secs(3),
+    );
+    s.warmup = Duration::from_secs(2);
+    let mut h = start(s, emu.grpc.clone(), true);
+    wait_for(&mut h, Duration::from_secs(15), |s| {
+        s.phase == Phase::WarmingUp
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    emu.signal("STOP");
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    emu.signal("CONT");
+    let fin = h.done.await.unwrap();
+    let t = &fin.tenants[0].totals;
+    assert!(t.ok > 0, "{t:?}");
+    assert!(t.ok + t.errors <= t.sent, "ok + errors ≤ sent: {t:?}");
+    assert!(
+        t.achieved_per_s <= 150.0 * 1.05,
+        "achieved {} against a 150/s target: {t:?}",
+        t.achieved_per_s
+    );
+}

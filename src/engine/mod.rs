@@ -510,7 +510,7 @@ impl Engine {
         for t in &mut self.tenants {
             t.mark_measure_start();
             if let Some(m) = &mut t.meter {
-                m.reset_totals();
+                m.start_measuring(now);
             }
         }
     }

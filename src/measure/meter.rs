@@ -36,8 +36,25 @@ pub enum MeterError {
 
 #[derive(Debug, Default)]
 struct Live {
+    /// Records of requests sent in the measured period (or before one began): window and totals.
     interval: Interval,
+    /// Records of requests sent before the measured period began that resolved after: they belong
+    /// in the live window but never in the run's totals (DESIGN §4, warm-up).
+    before: Interval,
     in_flight: u32,
+    /// When the measured period began; `None` while no period has begun.
+    measure_from: Option<Instant>,
+}
+
+impl Live {
+    /// The interval a record of a request sent (or, for a drop, arriving) at `at` belongs in.
+    fn bucket(&mut self, at: Instant) -> &mut Interval {
+        if self.measure_from.is_some_and(|from| at < from) {
+            &mut self.before
+        } else {
+            &mut self.interval
+        }
+    }
 }
 
 /// The recording side of a [`TenantMeter`], for load-generator tasks.
@@ -55,42 +72,50 @@ impl TenantRecorder {
         f(&mut live)
     }
 
-    /// A request went out. Every `record_ok`/`record_error` must follow one `record_sent`.
-    pub fn record_sent(&self) {
+    /// A request went out at `sent_at`. Every `record_ok`/`record_error` must follow one
+    /// `record_sent` and carry the same `sent_at`, which decides the period it counts in.
+    pub fn record_sent(&self, sent_at: Instant) {
         self.with(|l| {
-            l.interval.sent += 1;
+            l.bucket(sent_at).sent += 1;
             l.in_flight = l.in_flight.saturating_add(1);
         });
     }
 
-    /// A request went out later than its intended send time (also counted by `record_sent`).
-    pub fn record_late(&self) {
-        self.with(|l| l.interval.late += 1);
+    /// The request sent at `sent_at` went out later than its intended send time.
+    pub fn record_late(&self, sent_at: Instant) {
+        self.with(|l| l.bucket(sent_at).late += 1);
     }
 
-    /// A successful completion: latency from the intended send time and from the actual send.
-    pub fn record_ok(&self, intended_latency: Duration, service_latency: Duration) {
+    /// A successful completion of the request sent at `sent_at`: latency from the intended send
+    /// time and from the actual send.
+    pub fn record_ok(
+        &self,
+        sent_at: Instant,
+        intended_latency: Duration,
+        service_latency: Duration,
+    ) {
         let within = intended_latency <= self.sla_latency;
         self.with(|l| {
-            l.interval.latency.record(intended_latency);
-            l.interval.service.record(service_latency);
-            l.interval.ok += 1;
-            l.interval.ok_within_sla += u64::from(within);
+            let i = l.bucket(sent_at);
+            i.latency.record(intended_latency);
+            i.service.record(service_latency);
+            i.ok += 1;
+            i.ok_within_sla += u64::from(within);
             l.in_flight = l.in_flight.saturating_sub(1);
         });
     }
 
-    /// A failed request (a deadline expiry is an error too), by gRPC status name.
-    pub fn record_error(&self, code: &str) {
+    /// A failed request sent at `sent_at` (a deadline expiry is an error too), by status name.
+    pub fn record_error(&self, sent_at: Instant, code: &str) {
         self.with(|l| {
-            l.interval.count_error(code);
+            l.bucket(sent_at).count_error(code);
             l.in_flight = l.in_flight.saturating_sub(1);
         });
     }
 
-    /// An arrival that found the in-flight bound reached and was never sent.
-    pub fn record_drop(&self) {
-        self.with(|l| l.interval.dropped += 1);
+    /// An arrival at `arrived_at` that found the in-flight bound reached and was never sent.
+    pub fn record_drop(&self, arrived_at: Instant) {
+        self.with(|l| l.bucket(arrived_at).dropped += 1);
     }
 }
 
@@ -132,6 +157,7 @@ pub struct TenantMeter {
     sla: Sla,
     recorder: TenantRecorder,
     spare: Interval,
+    spare_before: Interval,
     window: Window,
     totals: Cumulative,
     in_flight: u32,
@@ -159,6 +185,7 @@ impl TenantMeter {
                 sla_latency: Duration::from_secs_f64(sla.latency_ms / 1000.0),
             },
             spare: Interval::default(),
+            spare_before: Interval::default(),
             window: Window::new(window, tick)?,
             totals: Cumulative::default(),
             in_flight: 0,
@@ -175,20 +202,26 @@ impl TenantMeter {
         self.recorder.clone()
     }
 
-    pub fn record_sent(&self) {
-        self.recorder.record_sent();
+    pub fn record_sent(&self, sent_at: Instant) {
+        self.recorder.record_sent(sent_at);
     }
-    pub fn record_late(&self) {
-        self.recorder.record_late();
+    pub fn record_late(&self, sent_at: Instant) {
+        self.recorder.record_late(sent_at);
     }
-    pub fn record_ok(&self, intended_latency: Duration, service_latency: Duration) {
-        self.recorder.record_ok(intended_latency, service_latency);
+    pub fn record_ok(
+        &self,
+        sent_at: Instant,
+        intended_latency: Duration,
+        service_latency: Duration,
+    ) {
+        self.recorder
+            .record_ok(sent_at, intended_latency, service_latency);
     }
-    pub fn record_error(&self, code: &str) {
-        self.recorder.record_error(code);
+    pub fn record_error(&self, sent_at: Instant, code: &str) {
+        self.recorder.record_error(sent_at, code);
     }
-    pub fn record_drop(&self) {
-        self.recorder.record_drop();
+    pub fn record_drop(&self, arrived_at: Instant) {
+        self.recorder.record_drop(arrived_at);
     }
 
     /// Closes the live interval at `now` and folds it into the window and the totals.
@@ -201,14 +234,19 @@ impl TenantMeter {
     /// As [`tick`](Self::tick), for a caller that measures the interval itself (virtual time).
     pub fn tick_elapsed(&mut self, span: Duration) {
         self.spare.clear();
+        self.spare_before.clear();
         self.in_flight = self.recorder.with(|live| {
             std::mem::swap(&mut live.interval, &mut self.spare);
+            std::mem::swap(&mut live.before, &mut self.spare_before);
             live.in_flight
         });
+        self.totals.absorb(&self.spare);
+        if !self.spare_before.is_empty() {
+            self.spare.absorb(&self.spare_before);
+        }
         self.spare.span = span;
         self.spare.ticks = 1;
         self.window.push(&self.spare);
-        self.totals.absorb(&self.spare);
     }
 
     /// Changes the sliding window (e.g. the TUI's window command).
@@ -216,10 +254,20 @@ impl TenantMeter {
         Ok(self.window.set_window(window)?)
     }
 
-    /// Starts the run totals afresh (end of warm-up). Call it right after a `tick` so the totals
-    /// begin on a tick boundary.
-    pub fn reset_totals(&mut self) {
+    /// Begins the measured period (end of warm-up): the run totals start afresh and count only
+    /// requests sent from now on, whenever they complete, so `ok + errors ≤ sent` always holds.
+    /// Records of earlier sends still feed the live window.
+    ///
+    /// The boundary is the later of `at` and the moment the live interval is locked: a send timed
+    /// just after `at` but recorded before the lock is then on the warm-up side with its completion.
+    pub fn start_measuring(&mut self, at: Instant) {
         self.totals = Cumulative::default();
+        self.recorder.with(|live| {
+            let from = at.max(Instant::now());
+            live.before.absorb(&live.interval);
+            live.interval.clear();
+            live.measure_from = Some(from);
+        });
     }
 
     /// Wall time the window's data covers now: its nominal length once full, less at start-up.
@@ -285,7 +333,7 @@ impl TenantMeter {
         }
     }
 
-    /// The run's figures since the last `reset_totals`, over `measured_s` seconds.
+    /// The run's figures since the measured period began (`start_measuring`), over `measured_s` seconds.
     pub fn totals(&self, measured_s: f64) -> Totals {
         let t = &self.totals;
         let verdict = sla_verdict(
@@ -394,14 +442,64 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// A send time for tests with no measured period (every record counts).
+    fn at() -> Instant {
+        Instant::now()
+    }
+
+    #[test]
+    fn only_requests_sent_in_the_measured_period_count() {
+        // The 3 s warm-up ends at `start`; the server stalls across it, so requests sent in the
+        // warm-up complete after it, beside requests sent after it.
+        let t0 = Instant::now() + Duration::from_secs(3600);
+        let start = t0 + Duration::from_secs(3);
+        let mut m = meter(1);
+        // Warm-up: 10 sent, 2 completed before the end of warm-up.
+        for i in 0..10 {
+            m.record_sent(t0 + ms(100 * i));
+        }
+        m.record_ok(t0, ms(5), ms(5));
+        m.record_ok(t0 + ms(100), ms(5), ms(5));
+        m.record_drop(t0 + ms(2900));
+        m.tick_elapsed(TICK);
+        m.start_measuring(start);
+        // The stall: a warm-up send is recorded only now (its send time is before the boundary).
+        m.record_sent(start - ms(1));
+        // After the boundary: 4 sent, the 9 warm-up requests still in flight all complete, one
+        // with an error, and 3 of the 4 new ones complete.
+        for i in 0..4 {
+            m.record_sent(start + ms(10 * i));
+        }
+        for i in 2..10 {
+            m.record_ok(t0 + ms(100 * i), ms(3500), ms(3500));
+        }
+        m.record_error(start - ms(1), "UNAVAILABLE");
+        for i in 0..3 {
+            m.record_ok(start + ms(10 * i), ms(5), ms(5));
+        }
+        m.record_late(start + ms(30));
+        m.tick_elapsed(TICK);
+        let t = m.totals(0.25);
+        assert_eq!((t.sent, t.ok, t.errors, t.dropped, t.late), (4, 3, 0, 0, 1));
+        assert!(t.ok + t.errors <= t.sent);
+        assert!((t.achieved_per_s - 12.0).abs() < 1e-9);
+        // Only measured requests in the totals' latencies: none of the 3.5 s stalls.
+        assert!(t.latency_ms.max < 10.0, "{:?}", t.latency_ms);
+        // The live window still shows what happened in it, warm-up sends included.
+        let w = m.window_stats();
+        assert_eq!(w.errors, 1);
+        assert!((w.achieved_per_s - (2.0 + 8.0 + 3.0) / 0.5).abs() < 1e-9);
+        assert_eq!(w.in_flight, 1);
+    }
+
     #[test]
     fn window_figures_from_known_inputs() {
         let m = meter(1);
         let rec = m.recorder();
         // 100 requests, latencies 1..=100 ms from intended send, service latency half that.
         for i in 1..=100 {
-            rec.record_sent();
-            rec.record_ok(ms(i), ms(i) / 2);
+            rec.record_sent(at());
+            rec.record_ok(at(), ms(i), ms(i) / 2);
         }
         let mut m = m;
         for _ in 0..4 {
@@ -425,13 +523,13 @@ mod tests {
         let mut m = meter(1);
         // 8 ok within SLA, 1 timeout, 1 drop: attainment 8 / 10
         for _ in 0..9 {
-            m.record_sent();
+            m.record_sent(at());
         }
         for _ in 0..8 {
-            m.record_ok(ms(10), ms(10));
+            m.record_ok(at(), ms(10), ms(10));
         }
-        m.record_error("DEADLINE_EXCEEDED");
-        m.record_drop();
+        m.record_error(at(), "DEADLINE_EXCEEDED");
+        m.record_drop(at());
         m.tick_elapsed(TICK);
         let w = m.window_stats();
         assert_eq!(w.attainment, Some(0.8));
@@ -451,13 +549,13 @@ mod tests {
         // p95 ≤ 50 ms needs ⌈0.95 × 20⌉ = 19 of 20 within 50 ms.
         let mut m = meter(1);
         for i in 0..20 {
-            m.record_sent();
-            m.record_ok(if i < 19 { ms(50) } else { ms(400) }, ms(1));
+            m.record_sent(at());
+            m.record_ok(at(), if i < 19 { ms(50) } else { ms(400) }, ms(1));
         }
         m.tick_elapsed(TICK);
         assert_eq!(m.window_stats().sla_met, Some(true));
-        m.record_sent();
-        m.record_ok(ms(51), ms(1)); // now 19 of 21 within; ⌈0.95 × 21⌉ = 20 needed
+        m.record_sent(at());
+        m.record_ok(at(), ms(51), ms(1)); // now 19 of 21 within; ⌈0.95 × 21⌉ = 20 needed
         m.tick_elapsed(TICK);
         assert_eq!(m.window_stats().sla_met, Some(false));
     }
@@ -475,12 +573,12 @@ mod tests {
     #[test]
     fn window_forgets_while_totals_keep() {
         let mut m = meter(1); // 4 ticks
-        m.record_sent();
-        m.record_error("UNAVAILABLE");
+        m.record_sent(at());
+        m.record_error(at(), "UNAVAILABLE");
         m.tick_elapsed(TICK);
         for _ in 0..4 {
-            m.record_sent();
-            m.record_ok(ms(5), ms(5));
+            m.record_sent(at());
+            m.record_ok(at(), ms(5), ms(5));
             m.tick_elapsed(TICK);
         }
         let w = m.window_stats();
@@ -489,7 +587,7 @@ mod tests {
         let t = m.totals(1.25);
         assert_eq!((t.sent, t.ok, t.errors), (5, 4, 1));
         assert_eq!(t.sla_met, Some(false));
-        m.reset_totals();
+        m.start_measuring(Instant::now());
         assert_eq!(m.totals(0.0).sent, 0);
         assert_eq!(m.window_stats().achieved_per_s, 4.0);
     }
@@ -498,10 +596,10 @@ mod tests {
     fn in_flight_tracks_sends_and_completions() {
         let mut m = meter(1);
         for _ in 0..5 {
-            m.record_sent();
+            m.record_sent(at());
         }
-        m.record_ok(ms(1), ms(1));
-        m.record_error("UNAVAILABLE");
+        m.record_ok(at(), ms(1), ms(1));
+        m.record_error(at(), "UNAVAILABLE");
         m.tick_elapsed(TICK);
         assert_eq!(m.window_stats().in_flight, 3);
     }
@@ -510,8 +608,8 @@ mod tests {
     fn early_window_rates_use_covered_time() {
         let mut m = meter(10);
         for _ in 0..50 {
-            m.record_sent();
-            m.record_ok(ms(1), ms(1));
+            m.record_sent(at());
+            m.record_ok(at(), ms(1), ms(1));
         }
         m.tick_elapsed(TICK);
         // 50 in the first 0.25 s is 200/s, not 5/s over the nominal 10 s window
@@ -527,8 +625,8 @@ mod tests {
                 let rec = m.recorder();
                 std::thread::spawn(move || {
                     for i in 0..1000 {
-                        rec.record_sent();
-                        rec.record_ok(ms(i % 100), ms(1));
+                        rec.record_sent(at());
+                        rec.record_ok(at(), ms(i % 100), ms(1));
                     }
                 })
             })
@@ -544,8 +642,8 @@ mod tests {
     fn probe_window_reads_the_sla_percentile_and_clears() {
         let mut m = meter(1);
         for i in 1..=100 {
-            m.record_sent();
-            m.record_ok(ms(i), ms(1));
+            m.record_sent(at());
+            m.record_ok(at(), ms(i), ms(1));
         }
         m.tick_elapsed(Duration::from_secs(1));
         let p = m.probe_window();

@@ -88,6 +88,11 @@ impl Interval {
         ok
     }
 
+    /// Nothing recorded (span and ticks aside).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.sent == 0 && self.ok == 0 && self.errors == 0 && self.dropped == 0 && self.late == 0
+    }
+
     /// Zeroes everything, keeping allocations (and error-code names).
     pub(crate) fn clear(&mut self) {
         self.latency.reset();

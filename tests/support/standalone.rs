@@ -53,6 +53,16 @@ impl Standalone {
         Standalone::try_spawn("127.0.0.1:0", args).expect("the emulator prints its gRPC address")
     }
 
+    /// Sends a signal by name (`STOP`, `CONT`) with `kill`, to stall the server and resume it.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
     /// Kills the process outright (SIGKILL on Unix) and reaps it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

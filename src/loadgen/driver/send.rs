@@ -18,7 +18,7 @@ pub async fn send_one(shared: Arc<TenantShared>, intended: Instant) -> bool {
         return true;
     }
     if !shared.push_backlog(intended) {
-        shared.recorder.record_drop();
+        shared.recorder.record_drop(intended);
         return false;
     }
     // A slot may have freed while this arrival queued: then nobody else will pick it up.
@@ -59,12 +59,13 @@ async fn send_and_record(shared: &TenantShared, intended: Instant) {
         Ok(t) => ModelInferRequest::clone(&t),
         Err(_) => return,
     };
-    shared.recorder.record_sent();
+    // The send time decides whether the request counts in the measured period (see the meter).
+    let sent = Instant::now();
+    shared.recorder.record_sent(sent);
     let Some(client) = shared.pick_client() else {
-        shared.recorder.record_error("UNAVAILABLE");
+        shared.recorder.record_error(sent, "UNAVAILABLE");
         return;
     };
-    let sent = Instant::now();
     let send_error = sent.saturating_duration_since(intended);
     if let Ok(mut guard) = shared.send_errors_us.lock()
         && let Some(h) = guard.as_mut()
@@ -72,12 +73,13 @@ async fn send_and_record(shared: &TenantShared, intended: Instant) {
         h.saturating_record(send_error.as_micros() as u64);
     }
     if send_error > LATE_THRESHOLD {
-        shared.recorder.record_late();
+        shared.recorder.record_late(sent);
     }
     let result = client.infer_within(request, shared.deadline).await;
     let done = Instant::now();
     match result {
         Ok(_) => shared.recorder.record_ok(
+            sent,
             done.saturating_duration_since(intended),
             done.saturating_duration_since(sent),
         ),
@@ -88,7 +90,7 @@ async fn send_and_record(shared: &TenantShared, intended: Instant) {
                 }
                 shared.connection_lost.store(true, Ordering::Relaxed);
             }
-            shared.recorder.record_error(e.code_name());
+            shared.recorder.record_error(sent, e.code_name());
         }
     }
 }
