@@ -11,7 +11,7 @@ use perseus::tui::app::{App, CHART_WINDOWS, MAX_RATE, Mode, RATE_STEPS};
 use perseus::tui::keymap::{Action, Keymap};
 use perseus::tui::screen::ScreenLayout;
 use perseus::tui::tenants;
-use perseus::vocab::command::{Command, ReplayCommand};
+use perseus::vocab::command::{BatchingChange, Command, ReplayCommand};
 use perseus::vocab::snapshot::{NoticeLevel, Snapshot};
 use perseus::vocab::spec::{Arrival, DynamicBatching, Load, Sla, TenantSpec};
 use ratatui::crossterm::event::{
@@ -394,7 +394,7 @@ fn instances_and_batching_reconfigure_the_model() {
         Command::Reconfigure {
             tenant: 10,
             instances: Some(2),
-            dynamic_batching: None
+            dynamic_batching: BatchingChange::Keep
         }
     );
     r.press_with(KeyCode::Char('I'), KeyModifiers::SHIFT);
@@ -405,7 +405,7 @@ fn instances_and_batching_reconfigure_the_model() {
         Command::Reconfigure {
             tenant: 10,
             instances: None,
-            dynamic_batching: Some(None)
+            dynamic_batching: BatchingChange::Off
         }
     );
     r.act(Action::SelectDown);
@@ -415,7 +415,7 @@ fn instances_and_batching_reconfigure_the_model() {
         Command::Reconfigure {
             tenant: 11,
             instances: None,
-            dynamic_batching: Some(Some(DynamicBatching::default()))
+            dynamic_batching: BatchingChange::Set(DynamicBatching::default())
         }
     );
     r.act(Action::InstancesDown);
@@ -424,7 +424,7 @@ fn instances_and_batching_reconfigure_the_model() {
         Command::Reconfigure {
             tenant: 11,
             instances: Some(1),
-            dynamic_batching: None
+            dynamic_batching: BatchingChange::Keep
         }
     );
 }

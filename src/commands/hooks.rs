@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::catalog::Catalog;
 use crate::commands::target::Target;
 use crate::emulator::sim;
+use crate::engine::PersistError;
 use crate::engine::hooks::{GpuTelemetry, Persistence, ServerModel, SnapshotSink, TargetKnowledge};
 use crate::measure::PeakCache;
 use crate::session::{self, ModelLookup, Recorder, RecordingHeader};
@@ -152,23 +153,30 @@ pub struct Files {
 }
 
 impl Persistence for Files {
-    fn save_session(&self, spec: &RunSpec, path: Option<PathBuf>) -> Result<PathBuf, String> {
+    fn save_session(&self, spec: &RunSpec, path: Option<PathBuf>) -> Result<PathBuf, PersistError> {
         let path = match path {
             Some(p) => p,
             None => {
-                let dir = session::sessions_dir().map_err(|e| e.to_string())?;
-                std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                let dir = session::sessions_dir()
+                    .map_err(|e| PersistError::NoDataDir { cause: e.into() })?;
+                std::fs::create_dir_all(&dir).map_err(|e| PersistError::Write {
+                    path: dir.clone(),
+                    cause: e.into(),
+                })?;
                 session::fresh_session_path(&dir, &spec.name)
             }
         };
-        session::save_atomic(spec, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+        session::save_atomic(spec, &path).map_err(|e| PersistError::Write {
+            path: path.clone(),
+            cause: e.into(),
+        })?;
         Ok(path)
     }
 
-    fn start_recording(&self, spec: &RunSpec) -> Result<Box<dyn SnapshotSink>, String> {
-        let dir = session::runs_dir().map_err(|e| e.to_string())?;
+    fn start_recording(&self, spec: &RunSpec) -> Result<Box<dyn SnapshotSink>, PersistError> {
+        let dir = session::runs_dir().map_err(|e| PersistError::NoDataDir { cause: e.into() })?;
         let rec = Recorder::create(&dir, &spec.name, self.header.clone())
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
+            .map_err(|e| PersistError::Recording(e.into()))?;
         Ok(Box::new(RecorderSink(rec)))
     }
 }
@@ -176,8 +184,10 @@ impl Persistence for Files {
 struct RecorderSink(Recorder);
 
 impl SnapshotSink for RecorderSink {
-    fn write(&mut self, snapshot: &Snapshot) -> Result<(), String> {
-        self.0.record(snapshot).map_err(|e| e.to_string())
+    fn write(&mut self, snapshot: &Snapshot) -> Result<(), PersistError> {
+        self.0
+            .record(snapshot)
+            .map_err(|e| PersistError::Recording(e.into()))
     }
     fn path(&self) -> String {
         self.0.path().display().to_string()

@@ -271,8 +271,12 @@ fn progress_message(snap: &Snapshot) -> String {
     format!("{phase}{conn} · {}", rates.join(" · "))
 }
 
-/// A run whose tenants got nothing through failed on the target's side.
+/// A run whose tenants got nothing through failed on the target's side; one whose recording
+/// failed is incomplete.
 fn check_outcome(snap: &Snapshot) -> Result<(), Failure> {
+    if let Some(why) = &snap.recording_error {
+        return Err(Failure::Target(anyhow!("{why}")));
+    }
     let dead: Vec<&str> = snap
         .tenants
         .iter()
@@ -297,4 +301,81 @@ fn check_outcome(snap: &Snapshot) -> Result<(), Failure> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vocab::snapshot::{
+        Connection, GpuView, History, SoloPeak, TargetInfo, TargetKind, TenantView, Totals,
+        WindowStats,
+    };
+    use crate::vocab::spec::{Load, Sla};
+
+    fn finished(ok: u64, recording_error: Option<&str>) -> Snapshot {
+        Snapshot {
+            seq: 1,
+            elapsed_s: 1.0,
+            measured_s: 1.0,
+            phase: Phase::Finished,
+            session: "s".into(),
+            target: TargetInfo {
+                kind: TargetKind::Emulated,
+                address: "127.0.0.1:1".into(),
+                gpu: None,
+                server_version: None,
+                model_control: true,
+            },
+            connection: Connection {
+                state: ConnState::Connected,
+                last_error: None,
+                retries: 0,
+            },
+            paused: false,
+            window_s: 1.0,
+            tick_s: 0.25,
+            tenants: vec![TenantView {
+                id: 0,
+                model: "simple".into(),
+                load: Load::Concurrency(1),
+                paused: false,
+                batch: 1,
+                sla: Sla {
+                    latency_ms: 10.0,
+                    percentile: 95.0,
+                },
+                instances: None,
+                dynamic_batching: None,
+                max_batch: None,
+                window: WindowStats::default(),
+                totals: Totals {
+                    sent: ok,
+                    ok,
+                    ..Totals::default()
+                },
+                server: None,
+                solo_peak: SoloPeak::UNKNOWN,
+            }],
+            gpu: GpuView::default(),
+            cost: None,
+            frontier: None,
+            notices: Vec::new(),
+            recording: None,
+            recording_error: recording_error.map(str::to_string),
+            replay: None,
+            repository: Vec::new(),
+            history: Arc::new(History::default()),
+        }
+    }
+
+    #[test]
+    fn a_failed_recording_fails_the_run_with_its_message() {
+        assert!(check_outcome(&finished(10, None)).is_ok());
+        let why = "recording stopped: run.jsonl: No space left on device (os error 28)";
+        match check_outcome(&finished(10, Some(why))) {
+            Err(Failure::Target(e)) => assert_eq!(e.to_string(), why),
+            other => panic!("expected a target failure, got {other:?}"),
+        }
+        assert!(check_outcome(&finished(0, None)).is_err());
+    }
 }

@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 
+use crate::engine::error::PersistError;
 use crate::vocab::snapshot::{GpuView, Snapshot, SoloPeak};
 use crate::vocab::spec::{DynamicBatching, RunSpec, TenantSpec};
 
@@ -52,9 +53,10 @@ impl GpuTelemetry for NoTelemetry {
     }
 }
 
-/// Where snapshots are appended while recording.
+/// Where snapshots are appended while recording. The engine calls it from a task of its own, so a
+/// slow disk delays the recording, never the tick.
 pub trait SnapshotSink: Send {
-    fn write(&mut self, snapshot: &Snapshot) -> Result<(), String>;
+    fn write(&mut self, snapshot: &Snapshot) -> Result<(), PersistError>;
     /// Where the recording goes, for the header line of the screen.
     fn path(&self) -> String;
 }
@@ -62,18 +64,18 @@ pub trait SnapshotSink: Send {
 /// Persisting sessions and recordings (file formats live in `session`).
 pub trait Persistence: Send + Sync {
     /// Writes the setup atomically and returns the path written.
-    fn save_session(&self, spec: &RunSpec, path: Option<PathBuf>) -> Result<PathBuf, String>;
-    fn start_recording(&self, spec: &RunSpec) -> Result<Box<dyn SnapshotSink>, String>;
+    fn save_session(&self, spec: &RunSpec, path: Option<PathBuf>) -> Result<PathBuf, PersistError>;
+    fn start_recording(&self, spec: &RunSpec) -> Result<Box<dyn SnapshotSink>, PersistError>;
 }
 
 /// Cannot save or record (tests, or a read-only setup).
 pub struct NoPersistence;
 
 impl Persistence for NoPersistence {
-    fn save_session(&self, _: &RunSpec, _: Option<PathBuf>) -> Result<PathBuf, String> {
-        Err("saving is not available in this mode".into())
+    fn save_session(&self, _: &RunSpec, _: Option<PathBuf>) -> Result<PathBuf, PersistError> {
+        Err(PersistError::Unavailable { what: "saving" })
     }
-    fn start_recording(&self, _: &RunSpec) -> Result<Box<dyn SnapshotSink>, String> {
-        Err("recording is not available in this mode".into())
+    fn start_recording(&self, _: &RunSpec) -> Result<Box<dyn SnapshotSink>, PersistError> {
+        Err(PersistError::Unavailable { what: "recording" })
     }
 }

@@ -1,10 +1,11 @@
 //! Preparing a tenant on the server: load (with configuration) where allowed, then read back the
 //! model's metadata and configuration and build the request the tenant will send.
 
+use crate::engine::error::SetupError;
 use crate::engine::hooks::ServerModel;
+use crate::engine::server::ServerControl;
 use crate::loadgen::tensors::build_request;
 use crate::proto::{ModelConfig, ModelInferRequest, model_config};
-use crate::triton::TritonClient;
 use crate::vocab::spec::{DynamicBatching, TenantSpec};
 
 /// Reads a model's server-side configuration as Perseus uses it.
@@ -56,18 +57,18 @@ pub fn load_config_json(
 }
 
 /// Loads the model when needed and builds the tenant's request template.
-pub async fn setup_tenant(
-    client: &TritonClient,
+pub(crate) async fn setup_tenant(
+    server: &dyn ServerControl,
     spec: &TenantSpec,
     model_control: bool,
     seed: u64,
-) -> Result<(ModelInferRequest, ServerModel), String> {
+) -> Result<(ModelInferRequest, ServerModel), SetupError> {
     let model = spec.model.as_str();
     if model_control {
-        let ready = client.model_ready(model, "").await.unwrap_or(false);
+        let ready = server.model_ready(model).await.unwrap_or(false);
         let wants_config = spec.instances.is_some() || spec.dynamic_batching.is_some();
         let differs = if ready && wants_config {
-            match client.model_config(model, "").await {
+            match server.model_config(model).await {
                 Ok(cfg) => {
                     let current = server_model(&cfg);
                     spec.instances.is_some_and(|n| n != current.instances)
@@ -84,24 +85,38 @@ pub async fn setup_tenant(
         if !ready || differs {
             let json = wants_config
                 .then(|| load_config_json(model, spec.instances, spec.dynamic_batching.as_ref()));
-            client
+            server
                 .load_model(model, json.as_deref())
                 .await
-                .map_err(|e| format!("loading '{model}': {e}"))?;
+                .map_err(|error| SetupError::Load {
+                    model: model.to_owned(),
+                    error,
+                })?;
         }
     }
-    let meta = client
-        .model_metadata(model, "")
+    let meta = server
+        .model_metadata(model)
         .await
-        .map_err(|e| format!("metadata of '{model}': {e}"))?;
-    let cfg = client
-        .model_config(model, "")
+        .map_err(|error| SetupError::Metadata {
+            model: model.to_owned(),
+            error,
+        })?;
+    let cfg = server
+        .model_config(model)
         .await
-        .map_err(|e| format!("configuration of '{model}': {e}"))?;
-    let server = server_model(&cfg);
-    let request = build_request(&meta, server.max_batch, spec.batch, spec.data, seed)
-        .map_err(|e| e.to_string())?;
-    Ok((request, server))
+        .map_err(|error| SetupError::Config {
+            model: model.to_owned(),
+            error,
+        })?;
+    let found = server_model(&cfg);
+    let request =
+        build_request(&meta, found.max_batch, spec.batch, spec.data, seed).map_err(|error| {
+            SetupError::Request {
+                model: model.to_owned(),
+                error,
+            }
+        })?;
+    Ok((request, found))
 }
 
 #[cfg(test)]

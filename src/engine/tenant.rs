@@ -54,7 +54,20 @@ impl Tenant {
 
     /// Adds a statistics poll and recomputes the server-side window figures from the oldest poll
     /// still inside the window to this one.
-    pub fn push_stats(&mut self, at: Instant, stats: ModelStats, window: Duration) {
+    ///
+    /// A poll whose totals went back (the server restarted or reloaded the model) starts the window
+    /// and the measured totals afresh from itself, rather than diffing across the reset; returns
+    /// true then.
+    pub fn push_stats(&mut self, at: Instant, stats: ModelStats, window: Duration) -> bool {
+        let restarted = self.stats.back().is_some_and(|(t, last)| {
+            StatsWindow::diff(last, &stats, at.duration_since(*t)).restarted
+        });
+        if restarted {
+            self.stats.clear();
+            if self.measure_base.is_some() {
+                self.measure_base = Some((at, stats.clone()));
+            }
+        }
         while let Some((t, _)) = self.stats.front() {
             if at.duration_since(*t) > window && self.stats.len() > 1 {
                 self.stats.pop_front();
@@ -70,6 +83,7 @@ impl Tenant {
             (Some((t0, first)), Some((t1, last))) => server_figures(first, *t0, last, *t1),
             _ => None,
         };
+        restarted
     }
 
     /// Measurement starts now: server totals count from the latest poll.

@@ -26,7 +26,7 @@ pub enum Command {
     Reconfigure {
         tenant: TenantId,
         instances: Option<u32>,
-        dynamic_batching: Option<Option<DynamicBatching>>,
+        dynamic_batching: BatchingChange,
     },
     /// New sliding window for percentiles and attainment.
     SetWindow(Duration),
@@ -37,6 +37,17 @@ pub enum Command {
     SetRecording(bool),
     /// End the run: in-flight requests are abandoned and a final snapshot is published.
     Stop,
+}
+
+/// What a reconfiguration does to a model's dynamic batcher.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BatchingChange {
+    /// Leave the batcher as the server has it now.
+    Keep,
+    /// Turn dynamic batching off (each request runs as its own batch).
+    Off,
+    /// Batch dynamically with these settings.
+    Set(DynamicBatching),
 }
 
 /// What the TUI asks of a replay (in place of an engine).

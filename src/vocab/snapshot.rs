@@ -38,6 +38,10 @@ pub struct Snapshot {
     pub notices: Vec<Notice>,
     /// Path of the recording being written, if any.
     pub recording: Option<String>,
+    /// Why the recording stopped, when a write failed (a full disk): the recording is incomplete,
+    /// and a headless run says so in its exit status.
+    #[serde(default)]
+    pub recording_error: Option<String>,
     /// Replay position, when these snapshots come from a recording rather than an engine.
     pub replay: Option<ReplayInfo>,
     /// The target's model repository (for the model picker), refreshed every few seconds.
@@ -321,42 +325,81 @@ pub struct FrontierView {
     pub point: (f64, f64),
 }
 
+/// Points per shared block of a [`Series`].
+const SERIES_BLOCK: usize = 64;
+
 /// Bounded ring of `(t_s, value)` points.
-#[derive(Debug, Clone, PartialEq, Default)]
+///
+/// The engine publishes its history with every snapshot, so a clone must be cheap: points live in
+/// shared blocks of [`SERIES_BLOCK`], every block but the newest full and immutable. A clone copies
+/// the block pointers, and a push after a clone copies at most the newest block.
+#[derive(Debug, Clone, Default)]
 pub struct Series {
-    points: std::collections::VecDeque<(f64, f64)>,
+    blocks: std::collections::VecDeque<Arc<Vec<(f64, f64)>>>,
+    /// Points of the oldest block already dropped from the ring.
+    skip: usize,
+    len: usize,
     capacity: usize,
 }
 
 impl Series {
     pub fn with_capacity(capacity: usize) -> Self {
         Series {
-            points: std::collections::VecDeque::with_capacity(capacity.min(4096)),
             capacity: capacity.max(1),
+            ..Series::default()
         }
     }
 
     pub fn push(&mut self, t_s: f64, value: f64) {
-        if self.points.len() == self.capacity {
-            self.points.pop_front();
+        if self.len == self.capacity.max(1) {
+            self.skip += 1;
+            self.len -= 1;
+            if self.blocks.front().is_some_and(|b| self.skip >= b.len()) {
+                self.blocks.pop_front();
+                self.skip = 0;
+            }
         }
-        self.points.push_back((t_s, value));
+        if self.blocks.back().is_none_or(|b| b.len() == SERIES_BLOCK) {
+            self.blocks
+                .push_back(Arc::new(Vec::with_capacity(SERIES_BLOCK)));
+        }
+        if let Some(block) = self.blocks.back_mut() {
+            Arc::make_mut(block).push((t_s, value));
+            self.len += 1;
+        }
+    }
+
+    /// The `i`-th point, oldest first. Every block before the newest is full, so the index maps
+    /// straight onto a block and an offset.
+    fn get(&self, i: usize) -> (f64, f64) {
+        let j = self.skip + i;
+        self.blocks
+            .get(j / SERIES_BLOCK)
+            .and_then(|b| b.get(j % SERIES_BLOCK))
+            .copied()
+            .unwrap_or((f64::NAN, f64::NAN))
     }
 
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (f64, f64)> + ExactSizeIterator + '_ {
-        self.points.iter().copied()
+        (0..self.len).map(|i| self.get(i))
     }
 
     pub fn last(&self) -> Option<(f64, f64)> {
-        self.points.back().copied()
+        self.len.checked_sub(1).map(|i| self.get(i))
     }
 
     pub fn len(&self) -> usize {
-        self.points.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.points.is_empty()
+        self.len == 0
+    }
+}
+
+impl PartialEq for Series {
+    fn eq(&self, other: &Self) -> bool {
+        self.capacity == other.capacity && self.len == other.len && self.iter().eq(other.iter())
     }
 }
 

@@ -134,6 +134,7 @@ pub fn run(ticks: u64, models: &[&str]) -> Vec<Snapshot> {
             frontier: None,
             notices: vec![],
             recording: None,
+            recording_error: None,
             replay: None,
             repository: vec![],
             history: Arc::new(History::default()),

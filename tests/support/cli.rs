@@ -78,6 +78,12 @@ pub fn check_schema(r: &Value) {
         for k in ["sent", "ok", "errors", "dropped", "late"] {
             assert!(t[k].is_u64(), "{k} is a count: {}", t[k]);
         }
+        // Only requests sent in the measured period count, whenever they complete.
+        let count = |k: &str| t[k].as_u64().unwrap_or(0);
+        assert!(
+            count("ok") + count("errors") <= count("sent"),
+            "ok + errors ≤ sent: {t}"
+        );
         for block in ["latency_ms", "service_latency_ms"] {
             for k in ["mean", "p50", "p90", "p95", "p99", "max"] {
                 num(&t[block][k], &format!("{block}.{k}"));

@@ -216,6 +216,7 @@ fn at(n: usize, t: f64) -> Snapshot {
             text: "loaded inception_v3 (2 instances)".to_string(),
         }],
         recording: None,
+        recording_error: None,
         replay: None,
         repository: repository(),
         history: Arc::new(History::default()),

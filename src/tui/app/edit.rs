@@ -3,7 +3,7 @@
 //! is a notice on screen rather than a command the engine would reject a tick later.
 
 use super::{App, MAX_CONCURRENCY, MAX_INSTANCES, MAX_RATE, Outgoing};
-use crate::vocab::command::Command;
+use crate::vocab::command::{BatchingChange, Command};
 use crate::vocab::snapshot::{NoticeLevel, Snapshot, TenantId};
 use crate::vocab::spec::{DynamicBatching, Load};
 
@@ -122,7 +122,7 @@ impl App {
         Some(Outgoing::Live(Command::Reconfigure {
             tenant: id,
             instances: Some(next),
-            dynamic_batching: None,
+            dynamic_batching: BatchingChange::Keep,
         }))
     }
 
@@ -147,14 +147,14 @@ impl App {
             return None;
         }
         let batching = if on {
-            None
+            BatchingChange::Off
         } else {
-            Some(DynamicBatching::default())
+            BatchingChange::Set(DynamicBatching::default())
         };
         Some(Outgoing::Live(Command::Reconfigure {
             tenant: id,
             instances: None,
-            dynamic_batching: Some(batching),
+            dynamic_batching: batching,
         }))
     }
 }

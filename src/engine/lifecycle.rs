@@ -1,0 +1,244 @@
+//! A tenant's life in the engine (set up on the server, driven, paused, removed) and the run's
+//! phases (connecting, warming up, measuring, finished).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::engine::error::SetupError;
+use crate::engine::hooks::ServerModel;
+use crate::engine::{Engine, Event, setup};
+use crate::loadgen::{ArrivalProcess, ClosedLoop, TenantShared};
+use crate::measure::TenantMeter;
+use crate::proto::ModelInferRequest;
+use crate::vocab::snapshot::{NoticeLevel, Phase, SoloPeak, TenantId};
+use crate::vocab::spec::Load;
+
+impl Engine {
+    pub(super) fn spawn_setup(&mut self, id: TenantId) {
+        let Some(link) = self.link.clone() else {
+            return;
+        };
+        let model_control = self.cfg.target.model_control;
+        let Some(t) = self.tenant_mut(id) else {
+            return;
+        };
+        if t.setting_up {
+            return;
+        }
+        t.setting_up = true;
+        let spec = t.spec.clone();
+        let tx = self.events.clone();
+        tokio::spawn(async move {
+            let control = link.control.as_ref();
+            let ev = match setup::setup_tenant(control, &spec, model_control, u64::from(id)).await {
+                Ok((request, server)) => Event::TenantReady {
+                    id,
+                    request: Box::new(request),
+                    server,
+                },
+                Err(error) => {
+                    // A server that went away mid-setup is a lost connection, not a bad tenant.
+                    let connection =
+                        error.triton().is_some() && control.server_live().await.is_err();
+                    Event::TenantFailed {
+                        id,
+                        error,
+                        connection,
+                    }
+                }
+            };
+            let _ = tx.send(ev).await;
+        });
+    }
+
+    pub(super) fn tenant_failed(&mut self, id: TenantId, error: SetupError, connection: bool) {
+        let text = error.to_string();
+        if let Some(t) = self.tenant_mut(id) {
+            t.setting_up = false;
+            t.setup_error = Some(text.clone());
+        }
+        if connection {
+            self.disconnected(text);
+        } else {
+            self.notice(NoticeLevel::Error, text);
+        }
+    }
+
+    pub(super) fn tenant_ready(
+        &mut self,
+        id: TenantId,
+        request: ModelInferRequest,
+        server: ServerModel,
+    ) {
+        let Some(clients) = self.link.as_ref().map(|l| Arc::clone(&l.requests)) else {
+            return;
+        };
+        let (window, tick) = (self.window, self.cfg.spec.tick);
+        let Some(idx) = self.tenants.iter().position(|t| t.id == id) else {
+            return;
+        };
+        let t = &mut self.tenants[idx];
+        t.setting_up = false;
+        t.setup_error = None;
+        let peak_needed = t.server.as_ref() != Some(&server) || t.peak.per_s.is_none();
+        t.server = Some(server.clone());
+        if let Some(shared) = &t.shared {
+            // Reconnected or reconfigured: same meters, fresh request and connections.
+            shared.replace_template(request);
+            shared.replace_clients(clients);
+        } else {
+            let meter = match TenantMeter::new(t.spec.sla, window, tick, Instant::now()) {
+                Ok(m) => m,
+                Err(error) => {
+                    let model = t.spec.model.clone();
+                    self.tenant_failed(id, SetupError::Meter { model, error }, false);
+                    return;
+                }
+            };
+            let shared = Arc::new(TenantShared::new(
+                id,
+                t.spec.model.clone(),
+                request,
+                clients,
+                t.spec.max_in_flight,
+                t.spec.deadline,
+                meter.recorder(),
+            ));
+            t.meter = Some(meter);
+            shared.set_paused(t.paused);
+            match &t.spec.load {
+                Load::Rate { per_s, arrival } => {
+                    let seed = 0x5eed_0000 + u64::from(id);
+                    self.clock.add(
+                        Arc::clone(&shared),
+                        ArrivalProcess::new(arrival, *per_s, seed),
+                    );
+                }
+                Load::Concurrency(n) => {
+                    t.closed = Some(ClosedLoop::start(Arc::clone(&shared), *n));
+                }
+            }
+            t.shared = Some(shared);
+        }
+        if peak_needed {
+            self.spawn_peak(idx, server);
+        }
+        if self.phase == Phase::Connecting && self.tenants.iter().all(|t| t.shared.is_some()) {
+            self.begin_measuring_or_warmup(Instant::now());
+        }
+    }
+
+    /// Computes the tenant's solo peak off the runtime (a virtual-time search may take a while).
+    fn spawn_peak(&mut self, idx: usize, server: ServerModel) {
+        let knowledge = Arc::clone(&self.cfg.knowledge);
+        let (id, spec) = (self.tenants[idx].id, self.tenants[idx].spec.clone());
+        let tx = self.events.clone();
+        tokio::spawn(async move {
+            let peak = tokio::task::spawn_blocking(move || knowledge.solo_peak(&spec, &server))
+                .await
+                .unwrap_or(SoloPeak::UNKNOWN);
+            let _ = tx.send(Event::Peak { id, peak }).await;
+        });
+    }
+
+    /// Moves the run on from connecting, warming up or measuring as time and set-up allow.
+    pub(super) fn advance_phase(&mut self, now: Instant) {
+        // A run whose tenants cannot all be set up still measures the ones that can.
+        if self.phase == Phase::Connecting
+            && self.link.is_some()
+            && !self.tenants.is_empty()
+            && self.tenants.iter().all(|t| !t.setting_up)
+            && self.tenants.iter().any(|t| t.shared.is_some())
+        {
+            self.begin_measuring_or_warmup(now);
+        }
+        if self.phase == Phase::WarmingUp && self.warmup_until.is_some_and(|w| now >= w) {
+            self.start_measuring(now);
+        }
+        if self.cfg.headless
+            && self.phase == Phase::Measuring
+            && self
+                .measuring_since
+                .is_some_and(|s| now.duration_since(s) >= self.cfg.spec.duration)
+        {
+            self.stop_all();
+            self.phase = Phase::Finished;
+        }
+    }
+
+    fn begin_measuring_or_warmup(&mut self, now: Instant) {
+        if self.cfg.headless && !self.cfg.spec.warmup.is_zero() {
+            self.phase = Phase::WarmingUp;
+            self.warmup_until = now.checked_add(self.cfg.spec.warmup);
+            if self.warmup_until.is_none() {
+                self.start_measuring(now);
+            }
+        } else {
+            self.start_measuring(now);
+        }
+    }
+
+    fn start_measuring(&mut self, now: Instant) {
+        self.phase = Phase::Measuring;
+        self.measuring_since = Some(now);
+        for t in &mut self.tenants {
+            t.mark_measure_start();
+            if let Some(m) = &mut t.meter {
+                m.start_measuring(now);
+            }
+        }
+    }
+
+    pub(super) fn stop_all(&mut self) {
+        for t in &mut self.tenants {
+            self.clock.remove(t.id);
+            t.closed = None;
+            if let Some(s) = &t.shared {
+                s.set_paused(true);
+            }
+        }
+    }
+
+    pub(super) fn set_paused(&mut self, tenant: Option<TenantId>, paused: bool) {
+        for t in &mut self.tenants {
+            if tenant.is_some_and(|id| id != t.id) {
+                continue;
+            }
+            t.paused = paused;
+            if let Some(s) = &t.shared {
+                s.set_paused(paused);
+            }
+            if !paused {
+                // The pause is not made up for: arrivals resume from now.
+                self.clock.reanchor(t.id);
+                if let Some(cl) = &t.closed {
+                    cl.wake();
+                }
+            }
+        }
+    }
+
+    pub(super) fn remove_tenant(&mut self, id: TenantId) {
+        let Some(idx) = self.tenants.iter().position(|t| t.id == id) else {
+            return;
+        };
+        let t = self.tenants.remove(idx);
+        self.clock.remove(id);
+        if let Some(s) = &t.shared {
+            s.set_paused(true);
+        }
+        let model = t.spec.model.clone();
+        self.notice(NoticeLevel::Info, format!("removed {model}"));
+        let still_used = self.tenants.iter().any(|o| o.spec.model == model);
+        if self.cfg.target.model_control
+            && !still_used
+            && let Some(control) = self.link.as_ref().map(|l| Arc::clone(&l.control))
+        {
+            let tx = self.events.clone();
+            tokio::spawn(async move {
+                let r = control.unload_model(&model).await;
+                let _ = tx.send(Event::Unloaded(model, r)).await;
+            });
+        }
+    }
+}
