@@ -16,8 +16,8 @@ use crate::loadgen::driver::{TenantShared, send_one};
 use crate::vocab::snapshot::TenantId;
 
 /// How long before an arrival the clock thread stops sleeping and starts spinning. With the timer
-/// slack tightened, a sleep overshoots by the wake-up latency alone (p50 under 10 µs here, with the
-/// load running); the margin absorbs most of the tail and costs at most this much CPU per arrival.
+/// slack tightened, a sleep overshoots by the wake-up latency alone; the margin absorbs most of its
+/// tail and costs at most this much CPU per arrival.
 const SPIN_MARGIN: Duration = Duration::from_micros(50);
 /// The share of one core the clock thread may spin (see [`crate::timing`]). Sending on time is what
 /// the load generator is for, so it gets more than the emulator's clock; past it, at thousands of
