@@ -398,3 +398,38 @@ async fn a_server_stalled_across_the_warmup_end_counts_only_measured_sends() {
         t.achieved_per_s
     );
 }
+
+/// The server stalls across the end of the measured period: the run stops sending but waits for
+/// the requests it sent, which count when they complete, so every one is resolved in the result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_at_the_end_are_drained_and_counted() {
+    let _one_at_a_time = serial().await;
+    let emu =
+        tokio::task::spawn_blocking(|| Standalone::spawn(&["--gpu", "t4", "--models", "simple"]))
+            .await
+            .unwrap();
+    let mut s = spec(
+        vec![tenant("simple", rate(100.0, Arrival::Constant))],
+        Duration::from_secs(3),
+    );
+    s.warmup = Duration::ZERO;
+    let mut h = start(s, emu.grpc.clone(), true);
+    wait_for(&mut h, Duration::from_secs(15), |s| {
+        s.phase == Phase::Measuring
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    emu.signal("STOP");
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    emu.signal("CONT");
+    let fin = h.done.await.unwrap();
+    let t = &fin.tenants[0].totals;
+    assert_eq!(t.errors, 0, "{t:?}");
+    assert_eq!(t.ok, t.sent, "every measured request resolved: {t:?}");
+    assert!(t.sent >= 250, "{t:?}");
+    assert!(
+        (fin.measured_s - 3.0).abs() < 0.5,
+        "the measured period excludes the drain: {}",
+        fin.measured_s
+    );
+}

@@ -17,7 +17,12 @@ impl Engine {
         let window_s = self.window.as_secs_f64();
         let measured_s = self
             .measuring_since
-            .map(|s| now.duration_since(s).as_secs_f64())
+            .map(|s| {
+                self.measure_end
+                    .unwrap_or(now)
+                    .duration_since(s)
+                    .as_secs_f64()
+            })
             .unwrap_or(0.0);
         let tenants: Vec<_> = self.tenants.iter().map(|t| t.view(measured_s)).collect();
         let gpu = self.cfg.telemetry.view();

@@ -2,7 +2,7 @@
 //! phases (connecting, warming up, measuring, finished).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::engine::error::SetupError;
 use crate::engine::hooks::ServerModel;
@@ -12,6 +12,9 @@ use crate::measure::TenantMeter;
 use crate::proto::ModelInferRequest;
 use crate::vocab::snapshot::{NoticeLevel, Phase, SoloPeak, TenantId};
 use crate::vocab::spec::Load;
+
+/// The longest a finished headless run waits for its in-flight requests.
+const MAX_DRAIN: Duration = Duration::from_secs(15);
 
 impl Engine {
     pub(super) fn spawn_setup(&mut self, id: TenantId) {
@@ -157,13 +160,48 @@ impl Engine {
         }
         if self.cfg.headless
             && self.phase == Phase::Measuring
+            && self.measure_end.is_none()
             && self
                 .measuring_since
                 .is_some_and(|s| now.duration_since(s) >= self.cfg.spec.duration)
         {
+            // The measured period is over: no new arrivals, but the requests it sent still count
+            // when they complete (DESIGN §4), so the run drains them before it finishes.
             self.stop_all();
+            self.measure_end = Some(now);
+            self.drain_until = Some(now + self.drain_limit());
+        }
+        if self.phase == Phase::Measuring
+            && self.measure_end.is_some()
+            && (self.drained() || self.drain_until.is_some_and(|d| now >= d))
+        {
+            // Completions recorded since this tick's interval closed belong in the totals too.
+            for t in &mut self.tenants {
+                if let Some(m) = &mut t.meter {
+                    m.tick(now);
+                }
+            }
             self.phase = Phase::Finished;
         }
+    }
+
+    /// How long a finished run waits for its last requests: their deadline (each request expires
+    /// by then), within [`MAX_DRAIN`].
+    fn drain_limit(&self) -> Duration {
+        self.tenants
+            .iter()
+            .map(|t| t.spec.deadline)
+            .max()
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_DRAIN)
+    }
+
+    /// No tenant has a request in flight or waiting for a slot.
+    fn drained(&self) -> bool {
+        self.tenants
+            .iter()
+            .filter_map(|t| t.shared.as_ref())
+            .all(|s| s.in_flight() == 0 && s.backlog() == 0)
     }
 
     fn begin_measuring_or_warmup(&mut self, now: Instant) {

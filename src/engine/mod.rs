@@ -137,6 +137,9 @@ struct Engine {
     events: mpsc::Sender<Event>,
     started: Instant,
     measuring_since: Option<Instant>,
+    /// When the measured period ended (headless): arrivals stopped, in-flight requests draining.
+    measure_end: Option<Instant>,
+    drain_until: Option<Instant>,
     warmup_until: Option<Instant>,
     phase: Phase,
     conn: Connection,
@@ -181,6 +184,8 @@ impl Engine {
             events,
             started: Instant::now(),
             measuring_since: None,
+            measure_end: None,
+            drain_until: None,
             warmup_until: None,
             phase: Phase::Connecting,
             conn: Connection {
