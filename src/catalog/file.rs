@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{Catalog, GpuSpec, MIB, ModelSpec, ProfileEntry, TensorSpec, datatype_size};
+use super::{Catalog, GpuSpec, MIB, ModelSpec, ProfileEntry, TensorSpec};
+use crate::vocab::datatype::element_size;
 use crate::vocab::spec::DynamicBatching;
 
 const GPUS_TOML: &str = include_str!("gpus.toml");
@@ -310,7 +311,7 @@ fn build(raw: Raw) -> Result<Catalog, CatalogError> {
             for t in tensors {
                 let tkey = || format!("model \"{}\".{side} \"{}\"", m.name, t.name);
                 check(
-                    t.datatype == "BYTES" || datatype_size(&t.datatype).is_some(),
+                    t.datatype == "BYTES" || element_size(&t.datatype).is_some(),
                     &file,
                     || format!("{}.datatype", tkey()),
                     "is not a Triton datatype (FP32, INT32, ...)",

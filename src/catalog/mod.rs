@@ -172,18 +172,8 @@ impl TensorSpec {
     /// Elements × datatype size; `BYTES` tensors and dynamic dimensions (-1) count as zero.
     pub fn byte_size(&self) -> u64 {
         let elements: i64 = self.shape.iter().map(|&d| d.max(0)).product();
-        datatype_size(&self.datatype).unwrap_or(0) * elements.max(0) as u64
-    }
-}
-
-/// Bytes per element of a Triton datatype; `None` for unknown names and for `BYTES` (variable length).
-pub fn datatype_size(datatype: &str) -> Option<u64> {
-    match datatype {
-        "BOOL" | "UINT8" | "INT8" => Some(1),
-        "UINT16" | "INT16" | "FP16" | "BF16" => Some(2),
-        "UINT32" | "INT32" | "FP32" => Some(4),
-        "UINT64" | "INT64" | "FP64" => Some(8),
-        _ => None,
+        crate::vocab::datatype::element_size(&self.datatype).unwrap_or(0) as u64
+            * elements.max(0) as u64
     }
 }
 

@@ -69,16 +69,8 @@ pub(crate) struct OutputTensor {
     pub data: Vec<u8>,
 }
 
-/// Size of one element of a Triton datatype; `None` for BYTES (variable length).
-pub(crate) fn element_size(datatype: &str) -> Option<usize> {
-    match datatype {
-        "BOOL" | "UINT8" | "INT8" => Some(1),
-        "UINT16" | "INT16" | "FP16" | "BF16" => Some(2),
-        "UINT32" | "INT32" | "FP32" => Some(4),
-        "UINT64" | "INT64" | "FP64" => Some(8),
-        _ => None,
-    }
-}
+/// The shared table, re-exported for the emulator's HTTP front end.
+pub(crate) use crate::vocab::datatype::element_size;
 
 /// Elements in a shape, counting a variable (−1) dimension as one.
 fn element_count(shape: &[i64]) -> u64 {

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use rand::{RngExt, SeedableRng};
 
 use crate::proto::{ModelInferRequest, ModelMetadataResponse, model_infer_request};
+use crate::vocab::datatype::element_size;
 use crate::vocab::spec::InputData;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -36,17 +37,6 @@ pub enum TensorError {
 
 /// One request payload may not exceed this: it protects the client from a metadata mistake.
 pub const MAX_REQUEST_BYTES: u64 = 256 * 1024 * 1024;
-
-/// Bytes per element of a Triton datatype (`BYTES` has no fixed size).
-pub fn element_size(datatype: &str) -> Option<usize> {
-    Some(match datatype {
-        "BOOL" | "UINT8" | "INT8" => 1,
-        "UINT16" | "INT16" | "FP16" | "BF16" => 2,
-        "UINT32" | "INT32" | "FP32" => 4,
-        "UINT64" | "INT64" | "FP64" => 8,
-        _ => return None,
-    })
-}
 
 /// Builds the request a tenant sends, from the model's metadata.
 ///

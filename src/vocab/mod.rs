@@ -1,9 +1,10 @@
-//! The vocabulary every part speaks: snapshots, tenant and run specs, commands.
+//! The vocabulary every part speaks: snapshots, tenant and run specs, commands, datatypes.
 //!
 //! It sits at the bottom of the module graph and imports nothing of ours, so producers (engine,
 //! telemetry, measure, cost) fill these types and consumers (TUI, report, recorder, replay) read
 //! them without any arrow pointing back up.
 
 pub mod command;
+pub mod datatype;
 pub mod snapshot;
 pub mod spec;
