@@ -19,6 +19,7 @@ pub mod loadgen;
 pub mod measure;
 pub mod report;
 pub mod session;
+mod suggest;
 pub mod telemetry;
 mod timing;
 pub mod triton;

@@ -172,21 +172,20 @@ impl Prices {
         }
     }
 
-    /// The closest id by edit distance, when it is close enough to be a typo.
+    /// The closest id, when it is close enough to be a typo; each id is also offered without its
+    /// provider, since people write "g4dn.xlarge" for "aws:g4dn.xlarge".
     fn suggest(&self, name: &str) -> Option<String> {
-        let name = name.to_ascii_lowercase();
-        let (best, distance) = self
+        let bare = |id: &'_ str| id.split_once(':').map_or(id, |(_, b)| b).to_string();
+        let forms: Vec<(String, &str)> = self
             .instances
             .iter()
-            .map(|p| {
-                let id = p.id.to_ascii_lowercase();
-                // "g4dn.xlarge" for "aws:g4dn.xlarge": compare without the provider as well
-                let bare = id.split_once(':').map_or(id.as_str(), |(_, b)| b);
-                let d = edit_distance(&name, &id).min(edit_distance(&name, bare));
-                (p, d)
-            })
-            .min_by_key(|(_, d)| *d)?;
-        (distance <= name.len().max(3) / 3).then(|| best.id.clone())
+            .flat_map(|p| [(p.id.clone(), p.id.as_str()), (bare(&p.id), p.id.as_str())])
+            .collect();
+        let hit = crate::suggest::did_you_mean(name, forms.iter().map(|(form, _)| form.as_str()))?;
+        forms
+            .iter()
+            .find(|(form, _)| form == hit)
+            .map(|(_, id)| (*id).to_string())
     }
 
     /// A table for `perseus catalog`.
@@ -249,22 +248,6 @@ fn parse(text: &str, file: &str) -> Result<Vec<InstancePrice>, CostError> {
         }
     }
     Ok(parsed.instance)
-}
-
-/// Levenshtein distance over bytes (ids are ASCII).
-fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, ca) in a.iter().enumerate() {
-        cur[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitute = prev[j] + usize::from(ca != cb);
-            cur[j + 1] = substitute.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]
@@ -409,12 +392,5 @@ source = "amortized purchase"
         for p in prices.instances() {
             assert!(text.contains(&p.id) && text.contains(&p.source), "{}", p.id);
         }
-    }
-
-    #[test]
-    fn edit_distance_counts_single_edits() {
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("same", "same"), 0);
     }
 }

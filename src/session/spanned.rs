@@ -259,55 +259,11 @@ pub(crate) fn join(prefix: &str, name: &str) -> String {
     }
 }
 
-/// Levenshtein distance in characters.
-pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diag = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            let next = (row[j + 1] + 1).min(row[j] + 1).min(diag + cost);
-            diag = row[j + 1];
-            row[j + 1] = next;
-        }
-    }
-    row[b.len()]
-}
-
-/// The closest candidate, if it is close enough to be a plausible typo (a third of the length).
-pub(crate) fn did_you_mean<'a>(
-    word: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
-    let limit = (word.chars().count() / 3).max(1);
-    candidates
-        .into_iter()
-        .map(|c| (edit_distance(&word.to_lowercase(), &c.to_lowercase()), c))
-        .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
+pub(crate) use crate::suggest::did_you_mean;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn edit_distance_counts_single_edits() {
-        assert_eq!(edit_distance("resnet5", "resnet50"), 1);
-        assert_eq!(edit_distance("rate", "rate"), 0);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("", "abc"), 3);
-    }
-
-    #[test]
-    fn suggestions_only_for_near_misses() {
-        let models = ["resnet50", "resnet152", "vgg16"];
-        assert_eq!(did_you_mean("resnet5", models), Some("resnet50"));
-        assert_eq!(did_you_mean("bert", models), None);
-    }
 
     #[test]
     fn positions_are_one_based_characters() {
