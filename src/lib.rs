@@ -9,6 +9,7 @@ pub mod proto {
     tonic::include_proto!("inference");
 }
 
+mod atomic;
 pub mod catalog;
 pub mod cli;
 pub mod commands;

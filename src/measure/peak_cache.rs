@@ -8,7 +8,6 @@
 //! the hash for anyone inspecting the file.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -190,27 +189,20 @@ impl PeakCache {
         self.save()
     }
 
-    /// Writes to a temporary file beside the cache and renames it over, so a crash mid-write
-    /// never leaves a truncated cache.
+    /// Replaces the file whole, so a crash mid-write never leaves a truncated cache and two probes
+    /// saving at once never clobber each other's temporary file.
     fn save(&self) -> Result<(), PeakCacheError> {
         let write_err = |source| PeakCacheError::Write {
             path: self.path.clone(),
             source,
         };
-        if let Some(dir) = self.path.parent() {
-            fs::create_dir_all(dir).map_err(write_err)?;
-        }
         let file = CacheFile {
             schema: SCHEMA.to_string(),
             entries: self.entries.clone(),
         };
         let json =
             serde_json::to_string_pretty(&file).map_err(|e| write_err(std::io::Error::other(e)))?;
-        let tmp = self.path.with_extension("json.tmp");
-        let mut f = fs::File::create(&tmp).map_err(write_err)?;
-        f.write_all(json.as_bytes()).map_err(write_err)?;
-        f.sync_all().map_err(write_err)?;
-        fs::rename(&tmp, &self.path).map_err(write_err)
+        crate::atomic::write_atomic(&self.path, json.as_bytes()).map_err(write_err)
     }
 }
 

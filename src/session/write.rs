@@ -4,7 +4,7 @@
 //! shared), and [`super::parse_session`] turns it back into an identical [`RunSpec`].
 
 use std::fmt::Write as _;
-use std::io::{self, Write as _};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -173,37 +173,10 @@ fn write_tenant(out: &mut String, t: &TenantSpec) -> std::fmt::Result {
     Ok(())
 }
 
-/// Writes `spec` as a session file so that a crash leaves either the old file or the new one,
-/// never half of either: a temporary file in the same directory, synced, then renamed over.
+/// Writes `spec` as a session file so that a crash (or a second writer) leaves either the old
+/// file or the new one, never half of either.
 pub fn save_atomic(spec: &RunSpec, path: &Path) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(to_toml(spec).as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // Make the rename itself durable where the platform allows syncing a directory.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::atomic::write_atomic(path, to_toml(spec).as_bytes())
 }
 
 /// A new file name for a saved session in `dir` (`<timestamp>-<session>.toml`), for the TUI's
