@@ -199,7 +199,8 @@ fn a_recorded_run_replays_and_exports_with_the_run_totals() {
         ctrl_tx.send(ReplayCommand::CycleSpeed).await.unwrap();
         ctrl_tx.send(ReplayCommand::CycleSpeed).await.unwrap();
         let n = rec.snapshots.len();
-        let player = tokio::spawn(perseus::session::replay(rec.clone(), tx, ctrl_rx));
+        let index = perseus::session::RecordingIndex::open(&recording).unwrap();
+        let player = tokio::spawn(perseus::session::replay(index, tx, ctrl_rx));
         let mut seen = Vec::new();
         while seen.len() < n {
             if tokio::time::timeout(std::time::Duration::from_secs(10), rx.changed())

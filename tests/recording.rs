@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use common::{TICK_S, header, run};
 use perseus::session::{
-    CSV_COLUMNS, Recorder, export_csv, read_recording, record_snapshots, replay,
+    Recorder, RecordingIndex, RecordingReader, export_csv, read_recording, record_snapshots, replay,
 };
 use perseus::vocab::command::ReplayCommand;
-use perseus::vocab::snapshot::{History, Snapshot};
+use perseus::vocab::snapshot::{History, NoticeLevel, Snapshot};
 use tokio::sync::{mpsc, watch};
 
 fn record(dir: &Path, snaps: &[Snapshot]) -> std::path::PathBuf {
@@ -69,30 +69,110 @@ fn a_recording_cut_mid_line_replays_the_prefix_and_says_where() {
     );
 }
 
-#[test]
-fn a_corrupted_middle_line_stops_the_replay_there() {
-    let dir = tempfile::tempdir().unwrap();
-    let snaps = run(30, &["resnet50"]);
-    let path = record(dir.path(), &snaps);
+/// A recording of `snaps` whose line 12 (snapshot 10) no longer parses.
+fn with_corrupt_line_12(dir: &Path, snaps: &[Snapshot]) -> std::path::PathBuf {
+    let path = record(dir, snaps);
     let text = std::fs::read_to_string(&path).unwrap();
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
-    // Line 12 holds snapshot 10; flip a brace so it no longer parses.
     lines[11] = lines[11].replacen('{', "[", 1);
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+#[test]
+fn a_corrupted_middle_line_is_skipped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let snaps = run(30, &["resnet50"]);
+    let path = with_corrupt_line_12(dir.path(), &snaps);
     let rec = read_recording(&path).unwrap();
-    assert_eq!(rec.snapshots, snaps[..10]);
+    let mut expected = snaps.clone();
+    expected.remove(10);
+    assert_eq!(rec.snapshots, expected, "every other line is read");
     let damage = rec.damage.unwrap();
-    assert_eq!(damage.line, 12);
+    assert_eq!((damage.line, damage.lines), (12, 1));
     assert!(
         damage.message.starts_with("corrupted snapshot"),
         "{}",
         damage.message
     );
-    assert!(
-        damage.message.ends_with("19 later line(s) not replayed"),
-        "{}",
-        damage.message
-    );
+}
+
+#[test]
+fn every_damaged_line_is_counted_and_the_first_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let snaps = run(30, &["resnet50"]);
+    let path = record(dir.path(), &snaps);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    for i in [5, 6, 20] {
+        lines[i] = "\u{1}garbage".to_string();
+    }
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let mut reader = RecordingReader::open(&path).unwrap();
+    assert_eq!(reader.by_ref().count(), 27);
+    let damage = reader.damage().unwrap();
+    assert_eq!((damage.line, damage.lines), (6, 3));
+    assert!(damage.to_string().contains("3 damaged lines"), "{damage}");
+}
+
+#[test]
+fn an_export_of_a_damaged_recording_has_every_other_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let snaps = run(30, &["resnet50", "vgg16"]);
+    let path = with_corrupt_line_12(dir.path(), &snaps);
+    let mut reader = RecordingReader::open(&path).unwrap();
+    let mut out = Vec::new();
+    let rows = export_csv(reader.by_ref(), &mut out).unwrap();
+    assert_eq!(rows, 29 * 2);
+    assert_eq!(reader.damage().map(|d| (d.line, d.lines)), Some((12, 1)));
+    let mut csv = csv::Reader::from_reader(out.as_slice());
+    let seqs: Vec<String> = csv
+        .records()
+        .map(|r| r.unwrap()[0].to_string())
+        .step_by(2)
+        .collect();
+    let want: Vec<String> = (0..30)
+        .filter(|s| *s != 10)
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(seqs, want);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_damaged_recording_replays_every_other_snapshot_with_a_notice() {
+    let dir = tempfile::tempdir().unwrap();
+    let snaps = run(30, &["resnet50"]);
+    let path = with_corrupt_line_12(dir.path(), &snaps);
+    let index = RecordingIndex::open(&path).unwrap();
+    assert_eq!(index.len(), 29);
+    let (tx, rx) = watch::channel(Arc::new(snaps[0].clone()));
+    let (ctrl_tx, ctrl_rx) = mpsc::channel(8);
+    let watcher = tokio::spawn(watch_all(rx));
+    drop(ctrl_tx);
+    replay(index, tx, ctrl_rx).await;
+    let published: Vec<_> = watcher
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, s)| s.replay.is_some())
+        .collect();
+    let seqs: Vec<u64> = published.iter().map(|(_, s)| s.seq).collect();
+    let want: Vec<u64> = (0..30).filter(|s| *s != 10).collect();
+    assert_eq!(seqs, want);
+    for (_, s) in &published {
+        let notice = s
+            .notices
+            .last()
+            .expect("a notice on every replayed snapshot");
+        assert_eq!(notice.level, NoticeLevel::Warn);
+        assert!(
+            notice
+                .text
+                .contains("is damaged, line 12: corrupted snapshot"),
+            "{}",
+            notice.text
+        );
+    }
 }
 
 #[test]
@@ -123,15 +203,17 @@ async fn watch_all(mut rx: watch::Receiver<Arc<Snapshot>>) -> Vec<(f64, Arc<Snap
     seen
 }
 
-fn recording_of(snaps: &[Snapshot]) -> perseus::session::Recording {
+/// An index over a recording of `snaps`, with the directory that holds it (keep it alive).
+fn recording_of(snaps: &[Snapshot]) -> (tempfile::TempDir, RecordingIndex) {
     let dir = tempfile::tempdir().unwrap();
-    read_recording(&record(dir.path(), snaps)).unwrap()
+    let index = RecordingIndex::open(&record(dir.path(), snaps)).unwrap();
+    (dir, index)
 }
 
 #[tokio::test(start_paused = true)]
 async fn replay_publishes_every_snapshot_in_order_at_the_recorded_pace() {
     let snaps = run(40, &["resnet50", "inception_v3"]);
-    let rec = recording_of(&snaps);
+    let (_dir, rec) = recording_of(&snaps);
     let (tx, rx) = watch::channel(Arc::new(snaps[0].clone()));
     let (ctrl_tx, ctrl_rx) = mpsc::channel(8);
     let watcher = tokio::spawn(watch_all(rx));
@@ -174,7 +256,7 @@ async fn replay_publishes_every_snapshot_in_order_at_the_recorded_pace() {
 #[tokio::test(start_paused = true)]
 async fn speed_pause_and_seek_steer_the_replay() {
     let snaps = run(200, &["resnet50"]); // 49.75 s of recording
-    let rec = recording_of(&snaps);
+    let (_dir, rec) = recording_of(&snaps);
     let (tx, mut rx) = watch::channel(Arc::new(snaps[0].clone()));
     let (ctrl, ctrl_rx) = mpsc::channel(8);
     let player = tokio::spawn(replay(rec, tx, ctrl_rx));
@@ -227,39 +309,80 @@ async fn speed_pause_and_seek_steer_the_replay() {
     player.await.unwrap();
 }
 
+/// The export's columns, in order, as the README documents them.
+const CSV_COLUMNS: &[&str] = &[
+    "seq",
+    "elapsed_s",
+    "measured_s",
+    "phase",
+    "tenant_id",
+    "model",
+    "paused",
+    "load",
+    "target",
+    "arrival",
+    "batch",
+    "offered_per_s",
+    "achieved_per_s",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "service_p99_ms",
+    "sla_latency_ms",
+    "sla_percentile",
+    "attainment",
+    "sla_met",
+    "goodput_per_s",
+    "errors",
+    "dropped",
+    "late",
+    "in_flight",
+    "total_sent",
+    "total_ok",
+    "total_errors",
+    "total_dropped",
+    "total_late",
+    "total_achieved_per_s",
+    "server_queue_us",
+    "server_compute_infer_us",
+    "server_avg_batch",
+    "gpu_util",
+    "gpu_sm_activity",
+    "gpu_memory_used_mb",
+    "gpu_power_w",
+    "usd_per_hour",
+    "usd_per_million",
+    "goodput_usd_per_million",
+    "dedicated_equivalents",
+];
+
 #[test]
 fn csv_has_one_row_per_tick_and_tenant() {
     let snaps = run(37, &["resnet50", "mobilenet_v2", "inception,v3"]);
-    let rec = recording_of(&snaps);
     let mut out = Vec::new();
-    let rows = export_csv(&rec, &mut out).unwrap();
+    let rows = export_csv(snaps.clone(), &mut out).unwrap();
     assert_eq!(rows, 37 * 3);
     let text = String::from_utf8(out).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 1 + 37 * 3);
-    assert_eq!(lines[0], CSV_COLUMNS.join(","));
+    assert_eq!(text.lines().next().unwrap(), CSV_COLUMNS.join(","));
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    assert_eq!(reader.headers().unwrap(), CSV_COLUMNS);
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(records.len(), 37 * 3);
+    assert!(records.iter().all(|r| r.len() == CSV_COLUMNS.len()));
     let col = |name: &str| CSV_COLUMNS.iter().position(|c| *c == name).unwrap();
     // Last row: the last tick's last tenant; its totals are the recorded ones.
     let last = snaps.last().unwrap();
     let t = &last.tenants[2];
-    let cells: Vec<&str> = lines.last().unwrap().split(',').collect();
-    // The quoted model name holds a comma, so it spans two split cells.
-    assert_eq!(cells.len(), CSV_COLUMNS.len() + 1);
-    assert_eq!(cells[col("seq")], last.seq.to_string());
-    assert_eq!(cells[col("model")], "\"inception");
-    let shifted = |name: &str| cells[col(name) + 1];
-    assert_eq!(shifted("total_sent"), t.totals.sent.to_string());
-    assert_eq!(shifted("total_errors"), t.totals.errors.to_string());
-    assert_eq!(shifted("usd_per_million"), "0.487");
+    let cells = records.last().unwrap();
+    assert_eq!(&cells[col("seq")], last.seq.to_string());
+    // The model name holds a comma: quoted on the line, whole in the cell.
+    assert!(text.lines().last().unwrap().contains(",\"inception,v3\","));
+    assert_eq!(&cells[col("model")], "inception,v3");
+    assert_eq!(&cells[col("total_sent")], t.totals.sent.to_string());
+    assert_eq!(&cells[col("total_errors")], t.totals.errors.to_string());
+    assert_eq!(&cells[col("usd_per_million")], "0.487");
     // A tenant row without server figures leaves those cells empty rather than zero.
-    assert_eq!(shifted("server_queue_us"), "");
-    for line in &lines[1..] {
-        let n = line.split(',').count();
-        assert!(
-            n == CSV_COLUMNS.len() || n == CSV_COLUMNS.len() + 1,
-            "{line}"
-        );
-    }
+    assert_eq!(&cells[col("server_queue_us")], "");
 }
 
 #[tokio::test]

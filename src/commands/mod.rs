@@ -168,22 +168,15 @@ pub(crate) fn load_prices(config: &Config) -> Result<crate::cost::Prices, Failur
 fn export(recording: &Path, csv: &Path) -> Result<(), Failure> {
     let sink = output::Sink::from_arg(csv);
     sink.check("--csv")?;
-    let rec = session::read_recording(recording)
+    let mut reader = session::RecordingReader::open(recording)
         .context("reading the recording")
         .bad_input()?;
-    if let Some(damage) = &rec.damage {
-        output::stderr(&format!(
-            "warning: {} is damaged at line {}: {}; exporting the {} snapshots before it\n",
-            recording.display(),
-            damage.line,
-            session::printable(&damage.message),
-            rec.snapshots.len()
-        ));
-    }
+    let mut ticks = 0usize;
+    let snapshots = reader.by_ref().inspect(|_| ticks += 1);
     match &sink {
         output::Sink::Stdout => {
             let mut out = std::io::stdout().lock();
-            session::export_csv(&rec, &mut out)
+            session::export_csv(snapshots, &mut out)
                 .and_then(|_| std::io::Write::flush(&mut out))
                 .context("cannot write CSV to stdout")
                 .map_err(Failure::Output)?;
@@ -191,18 +184,21 @@ fn export(recording: &Path, csv: &Path) -> Result<(), Failure> {
         output::Sink::File(path) => {
             let written = std::fs::File::create(path).and_then(|file| {
                 let mut out = std::io::BufWriter::new(file);
-                session::export_csv(&rec, &mut out)?;
+                session::export_csv(snapshots, &mut out)?;
                 out.into_inner().map_err(|e| e.into_error())?.sync_all()
             });
             written
                 .with_context(|| format!("cannot write {}", path.display()))
                 .map_err(Failure::Output)?;
-            output::stderr(&format!(
-                "wrote {} ({} ticks)\n",
-                path.display(),
-                rec.snapshots.len()
-            ));
+            output::stderr(&format!("wrote {} ({ticks} ticks)\n", path.display()));
         }
+    }
+    if let Some(damage) = reader.damage() {
+        output::stderr(&format!(
+            "warning: {} is damaged, {}; exported the {ticks} readable snapshots\n",
+            recording.display(),
+            session::printable(&damage.to_string())
+        ));
     }
     Ok(())
 }

@@ -87,7 +87,7 @@ impl Outputs {
         let json = serde_json::to_string_pretty(result)
             .map(|j| j + "\n")
             .map_err(|e| Failure::Output(e.into()))?;
-        let csv = report::csv(result);
+        let csv = report::csv(result).map_err(|e| Failure::Output(e.into()))?;
         let sinks: Vec<(&Sink, &str)> = [(&self.json, json.as_str()), (&self.csv, csv.as_str())]
             .into_iter()
             .filter_map(|(sink, text)| sink.as_ref().map(|s| (s, text)))

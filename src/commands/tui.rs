@@ -65,20 +65,19 @@ pub async fn run(args: TuiArgs, config: &Config) -> Result<(), Failure> {
 }
 
 pub async fn replay(args: ReplayArgs, config: &Config) -> Result<(), Failure> {
-    let rec = session::read_recording(&args.recording)
+    let mut rec = session::RecordingIndex::open(&args.recording)
         .context("reading the recording")
         .bad_input()?;
-    if rec.snapshots.is_empty() {
+    if rec.is_empty() {
         return Err(Failure::BadInput(anyhow!(
             "{} holds no snapshots{}",
             args.recording.display(),
-            rec.damage
-                .as_ref()
-                .map(|d| format!(" (damaged at line {}: {})", d.line, d.message))
+            rec.damage()
+                .map(|d| format!(" (damaged, {})", session::printable(&d.to_string())))
                 .unwrap_or_default()
         )));
     }
-    let first = Arc::new(rec.snapshots[0].clone());
+    let first = Arc::new(rec.load(0).context("reading the recording").bad_input()?);
     let (tx, rx) = watch::channel(first);
     let (ctrl_tx, ctrl_rx) = mpsc::channel(16);
     let player = tokio::spawn(session::replay(rec, tx, ctrl_rx));

@@ -341,48 +341,156 @@ pub fn table(r: &RunResult) -> String {
     out
 }
 
-/// One CSV row per tenant, with a header row.
-pub fn csv(r: &RunResult) -> String {
-    let mut out = String::from(
-        "session,model,arrival,target_rate,concurrency,achieved_rate,sent,ok,errors,dropped,late,\
-         mean_ms,p50_ms,p90_ms,p95_ms,p99_ms,max_ms,service_p50_ms,service_p99_ms,\
-         server_queue_ms,server_compute_infer_ms,avg_batch,sla_latency_ms,sla_percentile,\
-         attainment,sla_met,goodput,solo_peak\n",
-    );
-    let f = |v: Option<f64>| v.map(|v| format!("{v}")).unwrap_or_default();
-    for t in &r.tenants {
-        let _ = writeln!(
-            out,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
-            crate::session::csv_field(&r.session),
-            crate::session::csv_field(&t.model),
-            t.arrival,
-            f(t.target_rate),
-            t.concurrency.map(|c| c.to_string()).unwrap_or_default(),
-            t.achieved_rate,
-            t.sent,
-            t.ok,
-            t.errors,
-            t.dropped,
-            t.late,
-            t.latency_ms.mean,
-            t.latency_ms.p50,
-            t.latency_ms.p90,
-            t.latency_ms.p95,
-            t.latency_ms.p99,
-            t.latency_ms.max,
-            t.service_latency_ms.p50,
-            t.service_latency_ms.p99,
-            f(t.server_ms.map(|s| s.queue)),
-            f(t.server_ms.map(|s| s.compute_infer)),
-            f(t.avg_batch),
-            t.sla.latency_ms,
-            t.sla.percentile,
-            f(t.sla.attainment),
-            t.sla.met.map(|m| m.to_string()).unwrap_or_default(),
-            t.goodput,
-            f(t.solo_peak),
-        );
+/// One tenant of a run in the `--csv` output; field order is column order, so the header is
+/// written from the same struct as the rows and cannot drift from them.
+#[derive(Debug, Default, Serialize)]
+struct CsvRow<'a> {
+    session: &'a str,
+    model: &'a str,
+    arrival: &'a str,
+    target_rate: Option<f64>,
+    concurrency: Option<u32>,
+    achieved_rate: f64,
+    sent: u64,
+    ok: u64,
+    errors: u64,
+    dropped: u64,
+    late: u64,
+    mean_ms: f64,
+    p50_ms: f64,
+    p90_ms: f64,
+    p95_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    service_p50_ms: f64,
+    service_p99_ms: f64,
+    server_queue_ms: Option<f64>,
+    server_compute_infer_ms: Option<f64>,
+    avg_batch: Option<f64>,
+    sla_latency_ms: f64,
+    sla_percentile: f64,
+    attainment: Option<f64>,
+    sla_met: Option<bool>,
+    goodput: f64,
+    solo_peak: Option<f64>,
+}
+
+impl<'a> CsvRow<'a> {
+    fn new(session: &'a str, t: &'a TenantBlock) -> Self {
+        CsvRow {
+            session,
+            model: &t.model,
+            arrival: &t.arrival,
+            target_rate: t.target_rate,
+            concurrency: t.concurrency,
+            achieved_rate: t.achieved_rate,
+            sent: t.sent,
+            ok: t.ok,
+            errors: t.errors,
+            dropped: t.dropped,
+            late: t.late,
+            mean_ms: t.latency_ms.mean,
+            p50_ms: t.latency_ms.p50,
+            p90_ms: t.latency_ms.p90,
+            p95_ms: t.latency_ms.p95,
+            p99_ms: t.latency_ms.p99,
+            max_ms: t.latency_ms.max,
+            service_p50_ms: t.service_latency_ms.p50,
+            service_p99_ms: t.service_latency_ms.p99,
+            server_queue_ms: t.server_ms.map(|s| s.queue),
+            server_compute_infer_ms: t.server_ms.map(|s| s.compute_infer),
+            avg_batch: t.avg_batch,
+            sla_latency_ms: t.sla.latency_ms,
+            sla_percentile: t.sla.percentile,
+            attainment: t.sla.attainment,
+            sla_met: t.sla.met,
+            goodput: t.goodput,
+            solo_peak: t.solo_peak,
+        }
     }
-    out
+}
+
+/// One CSV row per tenant, with a header row (also when there are no tenants).
+pub fn csv(r: &RunResult) -> std::io::Result<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for t in &r.tenants {
+        w.serialize(CsvRow::new(&r.session, t))?;
+    }
+    let mut bytes = w.into_inner().map_err(|e| e.into_error())?;
+    if r.tenants.is_empty() {
+        bytes = crate::session::csv_header_of::<CsvRow>()?;
+    }
+    String::from_utf8(bytes).map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(model: &str) -> TenantBlock {
+        TenantBlock {
+            model: model.to_string(),
+            arrival: "poisson".to_string(),
+            target_rate: Some(150.0),
+            concurrency: None,
+            achieved_rate: 149.5,
+            sent: 1500,
+            ok: 1495,
+            errors: 0,
+            errors_by_code: Default::default(),
+            dropped: 0,
+            late: 0,
+            latency_ms: Percentiles::default(),
+            service_latency_ms: Percentiles::default(),
+            server_ms: None,
+            avg_batch: None,
+            sla: SlaBlock {
+                latency_ms: 100.0,
+                percentile: 95.0,
+                attainment: Some(0.999),
+                met: Some(true),
+            },
+            goodput: 149.0,
+            solo_peak: None,
+            solo_peak_kind: "unknown".to_string(),
+        }
+    }
+
+    fn result(tenants: Vec<TenantBlock>) -> RunResult {
+        RunResult {
+            schema: SCHEMA.to_string(),
+            session: "demo, \"quoted\"".to_string(),
+            target: TargetBlock {
+                kind: "emulated".to_string(),
+                gpu: None,
+                address: "127.0.0.1:1".to_string(),
+            },
+            duration_s: 10.0,
+            tenants,
+            gpu: None,
+            cost: None,
+        }
+    }
+
+    const COLUMNS: &str = "session,model,arrival,target_rate,concurrency,achieved_rate,sent,ok,\
+        errors,dropped,late,mean_ms,p50_ms,p90_ms,p95_ms,p99_ms,max_ms,service_p50_ms,\
+        service_p99_ms,server_queue_ms,server_compute_infer_ms,avg_batch,sla_latency_ms,\
+        sla_percentile,attainment,sla_met,goodput,solo_peak";
+
+    #[test]
+    fn the_csv_header_is_the_documented_one_and_cells_are_quoted() {
+        let text = csv(&result(vec![tenant("resnet50"), tenant("a,b")])).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0], COLUMNS);
+        assert!(
+            lines[2].starts_with("\"demo, \"\"quoted\"\"\",\"a,b\",poisson,150.0,,"),
+            "{}",
+            lines[2]
+        );
+        // Unknown figures are empty cells, never zero.
+        assert!(lines[1].ends_with(",0.999,true,149.0,"), "{}", lines[1]);
+        // No tenants: still the header.
+        assert_eq!(csv(&result(Vec::new())).unwrap(), format!("{COLUMNS}\n"));
+    }
 }

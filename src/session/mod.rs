@@ -4,8 +4,9 @@
 //!   errors that point at the file, line, column and key; [`to_toml`] and [`save_atomic`] write one
 //!   back for the TUI's "save session".
 //! - [`Config`] is the user's `config.toml`; [`data_dir`] and [`runs_dir`] say where files go.
-//! - [`Recorder`] appends snapshots to a JSON-lines recording, [`read_recording`] reads one back up
-//!   to any damage, [`replay`] plays it to the dashboard, and [`export_csv`] flattens it.
+//! - [`Recorder`] appends snapshots to a JSON-lines recording; [`RecordingReader`] streams one back,
+//!   skipping damaged lines; [`replay`] plays it to the dashboard from a [`RecordingIndex`], and
+//!   [`export_csv`] flattens it.
 
 mod config;
 mod export;
@@ -22,12 +23,12 @@ pub use config::{
     CONFIG_ENV, Config, ConfigError, DATA_DIR_ENV, data_dir, default_config_path, runs_dir,
     sessions_dir,
 };
-pub use export::{CSV_COLUMNS, csv_field, export_csv};
+pub use export::{csv_header_of, export_csv};
 pub use parse::{AnyModel, ModelLookup, StaticModels, load_session, parse_session};
 pub use printable::printable;
 pub use recording::{
-    Damage, RECORDING_SCHEMA, Recorder, Recording, RecordingError, RecordingHeader,
-    parse_recording, read_recording, record_snapshots,
+    Damage, RECORDING_SCHEMA, Recorder, Recording, RecordingError, RecordingHeader, RecordingIndex,
+    RecordingReader, parse_recording, read_recording, record_snapshots,
 };
 pub use replay::{REPLAY_SPEEDS, replay};
 pub use spanned::SessionError;

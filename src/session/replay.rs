@@ -14,36 +14,47 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::recording::Recording;
+use super::recording::RecordingIndex;
 use crate::vocab::command::ReplayCommand;
-use crate::vocab::snapshot::{History, ReplayInfo, Snapshot};
+use crate::vocab::snapshot::{History, Notice, NoticeLevel, ReplayInfo, Snapshot};
 
 /// The speeds [`ReplayCommand::CycleSpeed`] steps through.
 pub const REPLAY_SPEEDS: [f64; 3] = [1.0, 2.0, 4.0];
 
 struct Player {
-    snaps: Vec<Snapshot>,
+    rec: RecordingIndex,
+    /// Snapshots that can be shown: all of the index, or fewer once one could not be read again.
+    len: usize,
     idx: usize,
+    current: Snapshot,
     history: Arc<History>,
     speed: f64,
     paused: bool,
     start_s: f64,
     length_s: f64,
+    /// Shown with every snapshot: what the index skipped, and any later failure to read.
+    warnings: Vec<(NoticeLevel, String)>,
 }
 
 impl Player {
+    fn elapsed_s(&self, idx: usize) -> f64 {
+        self.rec.elapsed_s(idx).unwrap_or(self.start_s)
+    }
+
     fn position_s(&self, idx: usize) -> f64 {
-        (self.snaps[idx].elapsed_s - self.start_s).max(0.0)
+        (self.elapsed_s(idx) - self.start_s).max(0.0)
     }
 
     fn at_end(&self) -> bool {
-        self.idx + 1 >= self.snaps.len()
+        self.idx + 1 >= self.len
     }
 
     /// Recorded time to the next snapshot, at the current speed.
     fn gap(&self) -> Option<Duration> {
-        let next = self.snaps.get(self.idx + 1)?;
-        let dt = (next.elapsed_s - self.snaps[self.idx].elapsed_s) / self.speed;
+        if self.at_end() {
+            return None;
+        }
+        let dt = (self.elapsed_s(self.idx + 1) - self.elapsed_s(self.idx)) / self.speed;
         Some(Duration::from_secs_f64(if dt.is_finite() {
             dt.clamp(0.0, 3600.0)
         } else {
@@ -51,40 +62,58 @@ impl Player {
         }))
     }
 
-    fn fresh_history(&self) -> History {
-        History::for_tick(self.snaps[0].tick_s)
+    /// Reads snapshot `idx`; a file that changed under the replay ends it at the last good one.
+    fn load(&mut self, idx: usize) -> Option<Snapshot> {
+        match self.rec.load(idx) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.warnings.push((NoticeLevel::Error, e.to_string()));
+                self.len = self.len.min(idx);
+                None
+            }
+        }
     }
 
     fn advance(&mut self) {
-        self.idx += 1;
-        Arc::make_mut(&mut self.history).push(&self.snaps[self.idx]);
+        if let Some(next) = self.load(self.idx + 1) {
+            self.idx += 1;
+            Arc::make_mut(&mut self.history).push(&next);
+            self.current = next;
+        }
     }
 
     /// Moves to the last snapshot at or before `position_s`, rebuilding history from the start
     /// when that lies behind the current one.
     fn seek_to(&mut self, position_s: f64) {
         let target = position_s.clamp(0.0, self.length_s);
-        let idx = self
-            .snaps
-            .iter()
-            .rposition(|s| s.elapsed_s - self.start_s <= target + 1e-9)
+        let idx = (0..self.len)
+            .rev()
+            .find(|&i| self.elapsed_s(i) - self.start_s <= target + 1e-9)
             .unwrap_or(0);
         if idx < self.idx {
-            let mut history = self.fresh_history();
-            for s in &self.snaps[..=idx] {
-                history.push(s);
+            let mut history = History::for_tick(self.rec.tick_s());
+            let mut shown = None;
+            for i in 0..=idx {
+                let Some(s) = self.load(i) else {
+                    break;
+                };
+                history.push(&s);
+                shown = Some((i, s));
             }
-            self.history = Arc::new(history);
-            self.idx = idx;
+            if let Some((i, s)) = shown {
+                self.history = Arc::new(history);
+                self.idx = i;
+                self.current = s;
+            }
         } else {
-            while self.idx < idx {
+            while self.idx < idx && !self.at_end() {
                 self.advance();
             }
         }
     }
 
     fn publish(&self, tx: &watch::Sender<Arc<Snapshot>>) {
-        let mut snap = self.snaps[self.idx].clone();
+        let mut snap = self.current.clone();
         snap.history = Arc::clone(&self.history);
         snap.replay = Some(ReplayInfo {
             position_s: self.position_s(self.idx),
@@ -92,35 +121,55 @@ impl Player {
             speed: self.speed,
             paused: self.paused || self.at_end(),
         });
+        // Newest last, so the dashboard's notice line shows the damage without knowing about replay.
+        snap.notices
+            .extend(self.warnings.iter().map(|(level, text)| Notice {
+                at_s: snap.elapsed_s,
+                level: *level,
+                text: text.clone(),
+            }));
         tx.send_replace(Arc::new(snap));
     }
 }
 
-/// Plays `rec` onto `tx`, obeying `ctrl`; see the module doc for when it returns.
+/// Plays `rec` onto `tx`, obeying `ctrl`; see the module doc for when it returns. Only the
+/// snapshot on show is in memory: the rest are read from the file as the replay reaches them.
 pub async fn replay(
-    rec: Recording,
+    mut rec: RecordingIndex,
     tx: watch::Sender<Arc<Snapshot>>,
     mut ctrl: mpsc::Receiver<ReplayCommand>,
 ) {
-    let Some(first) = rec.snapshots.first() else {
+    let Some(start_s) = rec.elapsed_s(0) else {
         return;
     };
-    let start_s = first.elapsed_s;
-    let length_s = rec
-        .snapshots
-        .iter()
-        .map(|s| s.elapsed_s - start_s)
+    let Ok(first) = rec.load(0) else {
+        return;
+    };
+    let length_s = (0..rec.len())
+        .filter_map(|i| rec.elapsed_s(i))
+        .map(|e| e - start_s)
         .fold(0.0_f64, f64::max);
+    let warnings = rec
+        .damage()
+        .map(|d| {
+            let text = format!("{} is damaged, {d}", rec.path().display());
+            vec![(NoticeLevel::Warn, text)]
+        })
+        .unwrap_or_default();
+    let mut history = History::for_tick(rec.tick_s());
+    history.push(&first);
     let mut p = Player {
-        history: Arc::new(History::for_tick(first.tick_s)),
-        snaps: rec.snapshots,
+        len: rec.len(),
+        rec,
         idx: 0,
+        current: first,
+        history: Arc::new(history),
         speed: REPLAY_SPEEDS[0],
         paused: false,
         start_s,
         length_s,
+        warnings,
     };
-    Arc::make_mut(&mut p.history).push(&p.snaps[0]);
     p.publish(&tx);
 
     let mut ctrl_open = true;
