@@ -5,10 +5,13 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use perseus::telemetry::http::{HttpError, HttpUrl, get_text};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use perseus::telemetry::http::{HttpClient, HttpError, HttpUrl};
 use perseus::telemetry::{
-    DeviceSelector, GpuSummaryAcc, ModelKey, NvmlChoice, NvmlSource, Telemetry, TelemetryConfig,
-    TelemetryError, model_rates, parse_metrics,
+    DeviceSelector, GpuSummaryAcc, MetricsSource, NvmlChoice, NvmlSource, Telemetry,
+    TelemetryConfig, TelemetryError, parse_metrics,
 };
 use perseus::vocab::snapshot::{GpuView, Source};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,38 +35,16 @@ fn with_values(text: &str, changes: &[(&str, f64)]) -> String {
     out.join("\n") + "\n"
 }
 
-fn series(metric: &str, model: &str, version: &str) -> String {
-    format!("{metric}{{model=\"{model}\",version=\"{version}\"}}")
-}
-
-/// Two seconds after the fixture: resnet50 served 400 requests (3200 images in 200 batches of 16),
-/// 2 failed; `simple` served 10 on version 1 and 30 on version 2; GPU A got busier.
+/// A later scrape than the fixture, in which GPU A got busier.
 fn later_scrape() -> String {
-    let r = |m| series(m, "resnet50", "1");
-    let changes = [
-        (r("nv_inference_request_success"), 1400.0),
-        (r("nv_inference_request_failure"), 5.0),
-        (r("nv_inference_count"), 11200.0),
-        (r("nv_inference_exec_count"), 700.0),
-        (r("nv_inference_queue_duration_us"), 2_080_000.0),
-        (r("nv_inference_compute_input_duration_us"), 520_000.0),
-        (r("nv_inference_compute_infer_duration_us"), 7_072_000.0),
-        (r("nv_inference_compute_output_duration_us"), 208_000.0),
-        (r("nv_inference_pending_request_count"), 5.0),
-        (series("nv_inference_request_success", "simple", "1"), 50.0),
-        (series("nv_inference_request_success", "simple", "2"), 90.0),
-        (format!("nv_gpu_utilization{{gpu_uuid=\"{GPU_A}\"}}"), 0.91),
-    ];
-    let changes: Vec<(&str, f64)> = changes.iter().map(|(s, v)| (s.as_str(), *v)).collect();
-    with_values(FIXTURE, &changes)
-}
-
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+    with_values(
+        FIXTURE,
+        &[(&format!("nv_gpu_utilization{{gpu_uuid=\"{GPU_A}\"}}"), 0.91)],
+    )
 }
 
 #[test]
-fn the_fixture_parses_into_gpus_and_model_counters() {
+fn the_fixture_parses_into_gpus() {
     let at = Instant::now();
     let s = parse_metrics(FIXTURE, at, Source::TritonMetrics).unwrap();
     assert_eq!(s.gpus.len(), 2);
@@ -93,101 +74,6 @@ fn the_fixture_parses_into_gpus_and_model_counters() {
     );
     let tagged = a.utilization.unwrap();
     assert_eq!((tagged.source, tagged.at), (Source::TritonMetrics, at));
-
-    assert_eq!(s.models.len(), 4, "{:?}", s.models.keys());
-    let key = |m: &str, v: &str| ModelKey {
-        model: m.into(),
-        version: v.into(),
-    };
-    let r = s.models[&key("resnet50", "1")];
-    assert_eq!(
-        (r.success, r.failure, r.inferences, r.executions, r.pending),
-        (1000.0, 3.0, 8000.0, 500.0, 12.0)
-    );
-    assert_eq!(
-        (
-            r.queue_us,
-            r.compute_input_us,
-            r.compute_infer_us,
-            r.compute_output_us
-        ),
-        (2_000_000.0, 500_000.0, 6_800_000.0, 200_000.0)
-    );
-    assert_eq!(s.models[&key("simple", "2")].failure, 1.0);
-}
-
-#[test]
-fn rates_between_two_scrapes_are_per_second_and_durations_per_request() {
-    let t0 = Instant::now();
-    let earlier = parse_metrics(FIXTURE, t0, Source::TritonMetrics).unwrap();
-    let later = parse_metrics(
-        &later_scrape(),
-        t0 + Duration::from_secs(2),
-        Source::TritonMetrics,
-    )
-    .unwrap();
-    let rates = model_rates(&earlier, &later, Source::TritonMetrics);
-    let r = &rates["resnet50"];
-    assert_eq!(r.interval_s, 2.0);
-    assert!(close(r.success_per_s, 400.0 / 2.0));
-    assert!(close(r.failure_per_s, 2.0 / 2.0));
-    assert!(close(r.inferences_per_s, 3200.0 / 2.0));
-    assert!(close(r.executions_per_s, 200.0 / 2.0));
-    assert!(close(r.avg_batch.unwrap(), 3200.0 / 200.0));
-    assert!(close(r.queue_us.unwrap(), 80_000.0 / 400.0));
-    assert!(close(r.compute_input_us.unwrap(), 20_000.0 / 400.0));
-    assert!(close(r.compute_infer_us.unwrap(), 272_000.0 / 400.0));
-    assert!(close(r.compute_output_us.unwrap(), 8_000.0 / 400.0));
-    assert_eq!(r.pending, 5.0);
-    assert_eq!(r.source, Source::TritonMetrics);
-    // Versions are summed: 10 + 30 requests in 2 s.
-    let simple = &rates["simple"];
-    assert_eq!(simple.versions, ["1", "2"]);
-    assert!(close(simple.success_per_s, 40.0 / 2.0));
-    // A model that did nothing has zero rates and no mean durations.
-    let idle = &rates["densenet_onnx"];
-    assert_eq!(
-        (idle.success_per_s, idle.queue_us, idle.avg_batch),
-        (0.0, None, None)
-    );
-    let window = r.as_server_window();
-    assert!(close(window.compute_infer_us, 680.0) && close(window.avg_batch, 16.0));
-}
-
-#[test]
-fn a_counter_that_goes_down_is_a_restart_not_a_negative_rate() {
-    let t0 = Instant::now();
-    let before = parse_metrics(FIXTURE, t0, Source::TritonMetrics).unwrap();
-    let r = |m| series(m, "resnet50", "1");
-    let restarted = [
-        (r("nv_inference_request_success"), 50.0),
-        (r("nv_inference_count"), 400.0),
-        (r("nv_inference_exec_count"), 25.0),
-        (r("nv_inference_queue_duration_us"), 5_000.0),
-    ];
-    let restarted: Vec<(&str, f64)> = restarted.iter().map(|(s, v)| (s.as_str(), *v)).collect();
-    let after = parse_metrics(
-        &with_values(FIXTURE, &restarted),
-        t0 + Duration::from_secs(2),
-        Source::TritonMetrics,
-    )
-    .unwrap();
-    let rates = model_rates(&before, &after, Source::TritonMetrics);
-    let x = &rates["resnet50"];
-    // Everything counted since the restart happened within the interval.
-    assert!(close(x.success_per_s, 50.0 / 2.0));
-    assert!(close(x.inferences_per_s, 400.0 / 2.0));
-    assert!(close(x.queue_us.unwrap(), 5_000.0 / 50.0));
-    for m in rates.values() {
-        for v in [
-            m.success_per_s,
-            m.failure_per_s,
-            m.inferences_per_s,
-            m.executions_per_s,
-        ] {
-            assert!(v >= 0.0, "{m:?}");
-        }
-    }
 }
 
 #[test]
@@ -284,7 +170,7 @@ async fn wait_for(telemetry: &Telemetry, done: impl Fn(&Telemetry, &GpuView) -> 
 }
 
 #[tokio::test]
-async fn scraping_a_live_endpoint_gives_rates_and_reports_it_going_away() {
+async fn scraping_a_live_endpoint_follows_it_and_reports_it_going_away() {
     let addr = serve_once_each(vec![with_length(FIXTURE), chunked(&later_scrape())]).await;
     let url = format!("http://{addr}/metrics");
     let telemetry = Telemetry::start(TelemetryConfig {
@@ -293,18 +179,12 @@ async fn scraping_a_live_endpoint_gives_rates_and_reports_it_going_away() {
         metrics_interval: Duration::from_millis(100),
         ..TelemetryConfig::default()
     });
-    // Two good scrapes, then the port is closed: rates stay those between the two good ones.
-    let view = wait_for(&telemetry, |t, v| {
-        !v.unavailable.is_empty() && !t.model_rates().is_empty()
+    // Two good scrapes (the second chunked), then the port is closed: the figures stay the last
+    // good ones and the view says why they no longer move.
+    let view = wait_for(&telemetry, |_, v| {
+        !v.unavailable.is_empty() && v.utilization.is_some_and(|u| u.value == 0.91)
     })
     .await;
-    let rates = telemetry.model_rates();
-    let r = &rates["resnet50"];
-    assert!(r.interval_s > 0.0);
-    assert!(close(r.success_per_s * r.interval_s, 400.0), "{r:?}");
-    assert!(close(r.avg_batch.unwrap(), 16.0));
-    assert!(close(r.queue_us.unwrap(), 200.0));
-
     assert_eq!(view.unavailable.len(), 1, "{:?}", view.unavailable);
     let line = &view.unavailable[0];
     assert!(line.starts_with(&format!("metrics {url}: ")), "{line}");
@@ -383,15 +263,16 @@ async fn nvml_on_this_machine_either_samples_or_says_why_not() {
 async fn http_get_refuses_errors_oversized_bodies_and_silence() {
     let not_found = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec();
     let big = with_length(&"x".repeat(10_000));
-    let addr = serve_once_each(vec![not_found, big]).await;
+    let big_chunked = chunked(&"y".repeat(10_000));
+    let addr = serve_once_each(vec![not_found, big, big_chunked]).await;
     let url = HttpUrl::parse(&format!("http://{addr}/metrics")).unwrap();
-    let err = get_text(&url, Duration::from_secs(30), 1 << 20)
-        .await
-        .unwrap_err();
+    let mut client = HttpClient::new(url.clone(), Duration::from_secs(30), 4096);
+    let err = client.get_text().await.unwrap_err();
     assert!(matches!(err, HttpError::Status { code: 404, .. }), "{err}");
-    let err = get_text(&url, Duration::from_secs(30), 4096)
-        .await
-        .unwrap_err();
+    // Refused from its declared length, and (chunked, no length) once the cap is crossed.
+    let err = client.get_text().await.unwrap_err();
+    assert!(matches!(err, HttpError::TooLarge(4096)), "{err}");
+    let err = client.get_text().await.unwrap_err();
     assert!(matches!(err, HttpError::TooLarge(4096)), "{err}");
 
     // Accepts but never answers: the timeout ends the scrape.
@@ -401,102 +282,110 @@ async fn http_get_refuses_errors_oversized_bodies_and_silence() {
         listener.local_addr().unwrap()
     ))
     .unwrap();
-    let err = get_text(&silent, Duration::from_millis(200), 1 << 20)
-        .await
-        .unwrap_err();
+    let mut client = HttpClient::new(silent, Duration::from_millis(200), 1 << 20);
+    let err = client.get_text().await.unwrap_err();
     assert!(matches!(err, HttpError::Timeout(_)), "{err}");
     drop(listener);
+}
+
+#[tokio::test]
+async fn urls_that_could_inject_headers_are_refused_with_the_reason() {
+    for url in [
+        "http://127.0.0.1:8002/metrics\r\nX-Injected: 1",
+        "http://127.0.0.1:8002/metrics\nHost: elsewhere",
+        "http://127.0.0.1:8002/met rics",
+        "http://127.0.0.1:8002/metrics HTTP/1.0",
+        "http://127.0.0.1:8002/m\u{0}",
+    ] {
+        let err = HttpUrl::parse(url).unwrap_err();
+        assert!(matches!(err, HttpError::BadUrl { .. }), "{url:?}: {err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("spaces and control characters"),
+            "{url:?}: {text}"
+        );
+        let source = MetricsSource::new(url, Source::TritonMetrics, Duration::from_secs(1));
+        assert!(source.is_err(), "{url:?} accepted by the metrics source");
+    }
+    // And a configured one shows up in the view, naming the URL.
+    let telemetry = Telemetry::start(TelemetryConfig {
+        metrics_url: Some("http://h:8002/metrics\r\nX: y".into()),
+        nvml: NvmlChoice::Off,
+        ..TelemetryConfig::default()
+    });
+    let view = telemetry.view();
+    assert_eq!(view.unavailable.len(), 1, "{:?}", view.unavailable);
+    assert!(
+        view.unavailable[0].contains("bad URL"),
+        "{:?}",
+        view.unavailable
+    );
+}
+
+/// A keep-alive HTTP/1.1 server that answers every request on a connection with `body`, counting
+/// the connections it accepts; each connection ends after `per_connection` requests.
+async fn keep_alive_server(
+    body: &'static str,
+    per_connection: usize,
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepts = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&accepts);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                let mut buf = [0u8; 1024];
+                for _ in 0..per_connection {
+                    while !pending.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => pending.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let end = pending.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    assert!(pending.starts_with(b"GET /metrics HTTP/1.1\r\n"));
+                    pending.drain(..end);
+                    if socket.write_all(&with_length(body)).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    (addr, accepts)
+}
+
+#[tokio::test]
+async fn scrapes_reuse_one_connection_and_reconnect_when_it_closes() {
+    let (addr, accepts) = keep_alive_server(FIXTURE, 3).await;
+    let url = HttpUrl::parse(&format!("http://{addr}/metrics")).unwrap();
+    let mut client = HttpClient::new(url, Duration::from_secs(30), 1 << 20);
+    for _ in 0..3 {
+        assert_eq!(client.get_text().await.unwrap(), FIXTURE);
+    }
+    assert_eq!(
+        accepts.load(Ordering::SeqCst),
+        1,
+        "three scrapes, one connection"
+    );
+    // The server closed that connection after its third answer: the next scrape opens another.
+    assert_eq!(client.get_text().await.unwrap(), FIXTURE);
+    assert_eq!(accepts.load(Ordering::SeqCst), 2);
 }
 
 mod embedded_emulator {
     use super::*;
     use crate::common::triton::simple_request;
     use perseus::emulator::{Emulator, EmulatorConfig, RunningEmulator};
-    use perseus::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
-    use perseus::telemetry::{GpuSource, MetricsSource, SourceSample};
 
     async fn start_simple() -> RunningEmulator {
         let mut config = EmulatorConfig::embedded("t4");
         config.models = vec!["simple".into()];
         Emulator::start(config).await.expect("emulator starts")
-    }
-
-    const OPERAND: [i32; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
-
-    async fn scrape(source: &mut MetricsSource) -> SourceSample {
-        source.poll().await.unwrap()
-    }
-
-    #[tokio::test]
-    async fn per_model_rates_from_its_metrics_match_the_load_sent() {
-        const SENT: u32 = 400;
-        const PER_S: f64 = 100.0;
-        let emulator = start_simple().await;
-        let client = GrpcInferenceServiceClient::connect(emulator.grpc_url())
-            .await
-            .unwrap();
-        let mut metrics = MetricsSource::new(
-            &emulator.metrics_url(),
-            Source::Emulator,
-            Duration::from_secs(10),
-        )
-        .unwrap();
-
-        let before = scrape(&mut metrics).await;
-        // Open loop at a fixed rate: each request leaves at its intended time, whatever the replies do.
-        let first = Instant::now();
-        let mut replies = Vec::new();
-        for i in 0..SENT {
-            tokio::time::sleep_until(
-                (first + Duration::from_secs_f64(f64::from(i) / PER_S)).into(),
-            )
-            .await;
-            let mut client = client.clone();
-            replies.push(tokio::spawn(async move {
-                client
-                    .model_infer(simple_request(&OPERAND, &OPERAND))
-                    .await
-                    .is_ok()
-            }));
-        }
-        let mut ok = 0u32;
-        for reply in replies {
-            ok += u32::from(reply.await.unwrap());
-        }
-        let client_window_s = first.elapsed().as_secs_f64();
-        let after = scrape(&mut metrics).await;
-        assert_eq!(ok, SENT);
-
-        let rates = model_rates(&before, &after, Source::Emulator);
-        let r = &rates["simple"];
-        // Every request counted once, as one inference of batch 1, none failed.
-        assert!(
-            close(r.success_per_s * r.interval_s, f64::from(SENT)),
-            "{r:?}"
-        );
-        assert!(
-            close(r.inferences_per_s * r.interval_s, f64::from(SENT)),
-            "{r:?}"
-        );
-        assert_eq!(r.failure_per_s, 0.0);
-        assert_eq!(r.source, Source::Emulator);
-        // Scrapes are stamped mid-request, right before the first send and after the last reply, so
-        // the two windows differ by about one loopback round trip on a 4 s load.
-        let client_rate = f64::from(ok) / client_window_s;
-        let diff = (r.success_per_s - client_rate).abs() / client_rate;
-        println!(
-            "metrics {:.3}/s over {:.3} s, client {client_rate:.3}/s over {client_window_s:.3} s: {:.2}%",
-            r.success_per_s,
-            r.interval_s,
-            diff * 100.0
-        );
-        assert!(
-            diff < 0.02,
-            "metrics {:.2}/s vs client {client_rate:.2}/s",
-            r.success_per_s
-        );
-        assert!(r.compute_infer_us.is_some_and(|us| us > 0.0), "{r:?}");
-        emulator.shutdown().await;
     }
 
     #[tokio::test]

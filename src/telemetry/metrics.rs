@@ -1,17 +1,14 @@
-//! Triton's Prometheus metrics: the GPU gauges and the per-model counters, turned into figures and rates.
+//! Triton's Prometheus metrics: the GPU gauges, turned into figures tagged with their source.
 //!
-//! Triton exports cumulative counters; what an operator wants next to the client's figures is what
-//! happened *between two scrapes*: requests per second and mean server-side times per request. A counter
-//! that goes down means the server (or the model) restarted, and Prometheus's convention applies: the
-//! new value is the increase since the restart, never a negative rate.
+//! The per-model counters in the same text are not read here: the server's own per-window figures
+//! come from ModelStatistics (see `triton::StatsWindow`), one shape for every consumer.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use prometheus_parse::{Scrape, Value};
-use serde::{Deserialize, Serialize};
 
-use crate::vocab::snapshot::{ServerWindow, Source};
+use crate::vocab::snapshot::Source;
 
 use super::TelemetryError;
 use super::sample::{Figure, GpuSample, SourceSample};
@@ -22,66 +19,6 @@ pub const EMULATOR_SM_ACTIVITY: &str = "perseus_emulator_sm_activity";
 pub const EMULATOR_SM_CLOCK: &str = "perseus_emulator_sm_clock_mhz";
 /// An info gauge (`value 1`) whose `name` label carries the emulated GPU's name, optional.
 pub const EMULATOR_GPU_INFO: &str = "perseus_emulator_gpu_info";
-
-/// One model version, as Triton labels its series.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ModelKey {
-    pub model: String,
-    pub version: String,
-}
-
-/// Triton's cumulative per-model counters (durations in µs), plus the pending-request gauge.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct ModelCounters {
-    pub success: f64,
-    pub failure: f64,
-    pub inferences: f64,
-    pub executions: f64,
-    pub queue_us: f64,
-    pub compute_input_us: f64,
-    pub compute_infer_us: f64,
-    pub compute_output_us: f64,
-    /// Requests waiting in the scheduler now (a gauge: not diffed).
-    pub pending: f64,
-}
-
-/// One model's server-side activity between two scrapes, summed over its versions.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelMetricRates {
-    pub versions: Vec<String>,
-    pub source: Source,
-    /// Seconds between the two scrapes.
-    pub interval_s: f64,
-    pub success_per_s: f64,
-    pub failure_per_s: f64,
-    pub inferences_per_s: f64,
-    pub executions_per_s: f64,
-    /// Inferences per execution; `None` without executions.
-    pub avg_batch: Option<f64>,
-    /// Mean µs per successful request (Triton adds these durations only for successes); `None`
-    /// without successes.
-    pub queue_us: Option<f64>,
-    pub compute_input_us: Option<f64>,
-    pub compute_infer_us: Option<f64>,
-    pub compute_output_us: Option<f64>,
-    /// Pending requests at the later scrape.
-    pub pending: f64,
-}
-
-impl ModelMetricRates {
-    /// The same figures in the shape of the client-side server window, for a side-by-side check.
-    pub fn as_server_window(&self) -> ServerWindow {
-        ServerWindow {
-            queue_us: self.queue_us.unwrap_or(0.0),
-            compute_input_us: self.compute_input_us.unwrap_or(0.0),
-            compute_infer_us: self.compute_infer_us.unwrap_or(0.0),
-            compute_output_us: self.compute_output_us.unwrap_or(0.0),
-            avg_batch: self.avg_batch.unwrap_or(0.0),
-            inferences_per_s: self.inferences_per_s,
-            executions_per_s: self.executions_per_s,
-        }
-    }
-}
 
 /// Parses a `/metrics` response taken at `at`.
 ///
@@ -97,7 +34,6 @@ pub fn parse_metrics(
     let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
         .map_err(|e| TelemetryError::Parse(e.to_string()))?;
     let mut gpus: BTreeMap<Option<String>, GpuSample> = BTreeMap::new();
-    let mut models: BTreeMap<ModelKey, ModelCounters> = BTreeMap::new();
     let mut recognised = 0usize;
     for sample in &scrape.samples {
         let value = match sample.value {
@@ -108,18 +44,6 @@ pub fn parse_metrics(
             continue;
         }
         let name = sample.metric.as_str();
-        if let Some(field) = model_field(name) {
-            recognised += 1;
-            let Some(model) = sample.labels.get("model") else {
-                continue;
-            };
-            let key = ModelKey {
-                model: model.to_owned(),
-                version: sample.labels.get("version").unwrap_or_default().to_owned(),
-            };
-            *field(models.entry(key).or_default()) = value;
-            continue;
-        }
         if !(name.starts_with("nv_") || name.starts_with("perseus_")) {
             continue;
         }
@@ -148,7 +72,6 @@ pub fn parse_metrics(
     Ok(SourceSample {
         at,
         gpus: fold_unlabelled(gpus),
-        models,
     })
 }
 
@@ -202,86 +125,4 @@ fn gpu_field(name: &str) -> Option<(GpuField, bool)> {
         EMULATOR_SM_CLOCK => (|g| &mut g.sm_clock_mhz, true),
         _ => return None,
     })
-}
-
-type CounterField = fn(&mut ModelCounters) -> &mut f64;
-
-fn model_field(name: &str) -> Option<CounterField> {
-    Some(match name {
-        "nv_inference_request_success" => |c| &mut c.success,
-        "nv_inference_request_failure" => |c| &mut c.failure,
-        "nv_inference_count" => |c| &mut c.inferences,
-        "nv_inference_exec_count" => |c| &mut c.executions,
-        "nv_inference_queue_duration_us" => |c| &mut c.queue_us,
-        "nv_inference_compute_input_duration_us" => |c| &mut c.compute_input_us,
-        "nv_inference_compute_infer_duration_us" => |c| &mut c.compute_infer_us,
-        "nv_inference_compute_output_duration_us" => |c| &mut c.compute_output_us,
-        "nv_inference_pending_request_count" => |c| &mut c.pending,
-        _ => return None,
-    })
-}
-
-/// The increase of a cumulative counter; a decrease means it restarted from zero.
-fn increase(previous: f64, current: f64) -> f64 {
-    if current >= previous {
-        current - previous
-    } else {
-        current
-    }
-}
-
-/// Per-model rates between two scrapes of the same endpoint.
-///
-/// A model version absent from the earlier scrape was loaded in between, so its whole count happened
-/// within the interval; one absent from the later scrape was unloaded and contributes nothing.
-pub fn model_rates(
-    previous: &SourceSample,
-    current: &SourceSample,
-    source: Source,
-) -> BTreeMap<String, ModelMetricRates> {
-    let interval_s = current
-        .at
-        .saturating_duration_since(previous.at)
-        .as_secs_f64();
-    let mut out = BTreeMap::new();
-    if interval_s <= 0.0 {
-        return out;
-    }
-    let mut sums: BTreeMap<&str, (Vec<String>, ModelCounters)> = BTreeMap::new();
-    for (key, now) in &current.models {
-        let before = previous.models.get(key).copied().unwrap_or_default();
-        let (versions, d) = sums.entry(key.model.as_str()).or_default();
-        versions.push(key.version.clone());
-        d.success += increase(before.success, now.success);
-        d.failure += increase(before.failure, now.failure);
-        d.inferences += increase(before.inferences, now.inferences);
-        d.executions += increase(before.executions, now.executions);
-        d.queue_us += increase(before.queue_us, now.queue_us);
-        d.compute_input_us += increase(before.compute_input_us, now.compute_input_us);
-        d.compute_infer_us += increase(before.compute_infer_us, now.compute_infer_us);
-        d.compute_output_us += increase(before.compute_output_us, now.compute_output_us);
-        d.pending += now.pending;
-    }
-    for (model, (versions, d)) in sums {
-        let per_success = |total: f64| (d.success > 0.0).then(|| total / d.success);
-        out.insert(
-            model.to_owned(),
-            ModelMetricRates {
-                versions,
-                source,
-                interval_s,
-                success_per_s: d.success / interval_s,
-                failure_per_s: d.failure / interval_s,
-                inferences_per_s: d.inferences / interval_s,
-                executions_per_s: d.executions / interval_s,
-                avg_batch: (d.executions > 0.0).then(|| d.inferences / d.executions),
-                queue_us: per_success(d.queue_us),
-                compute_input_us: per_success(d.compute_input_us),
-                compute_infer_us: per_success(d.compute_infer_us),
-                compute_output_us: per_success(d.compute_output_us),
-                pending: d.pending,
-            },
-        );
-    }
-    out
 }

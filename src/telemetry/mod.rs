@@ -10,7 +10,7 @@
 //!
 //! ```text
 //!  NVML thread ──┐                      ┌─> view()        -> GpuView (per-figure source and age)
-//!                ├─> SourceState slots ─┼─> model_rates() -> per-model rates between scrapes
+//!                ├─> SourceState slots ─┤
 //!  /metrics task ┘                      └─> GpuSummaryAcc -> the JSON result's `gpu` block
 //! ```
 
@@ -21,7 +21,6 @@ pub mod sample;
 pub mod summary;
 pub mod view;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -31,12 +30,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::vocab::snapshot::{GpuView, Source};
 
-pub use metrics::{ModelCounters, ModelKey, ModelMetricRates, model_rates, parse_metrics};
+pub use metrics::parse_metrics;
 pub use nvml::NvmlSource;
 pub use sample::{Figure, GpuSample, GpuSource, SourceSample};
 pub use summary::{GpuSummary, GpuSummaryAcc};
 
-use http::{HttpError, HttpUrl};
+use http::{HttpClient, HttpError, HttpUrl};
 use sample::{SharedState, SourceState, lock, run_sampler};
 use view::{Candidate, merge, pick_gpu};
 
@@ -129,9 +128,8 @@ impl Default for TelemetryConfig {
 /// Scrapes one `/metrics` endpoint.
 pub struct MetricsSource {
     url: String,
-    parsed: HttpUrl,
+    client: HttpClient,
     gpu_source: Source,
-    timeout: Duration,
 }
 
 impl MetricsSource {
@@ -140,9 +138,8 @@ impl MetricsSource {
     pub fn new(url: &str, gpu_source: Source, timeout: Duration) -> Result<Self, TelemetryError> {
         Ok(MetricsSource {
             url: url.to_owned(),
-            parsed: HttpUrl::parse(url)?,
+            client: HttpClient::new(HttpUrl::parse(url)?, timeout, MAX_METRICS_BYTES),
             gpu_source,
-            timeout,
         })
     }
 }
@@ -156,7 +153,7 @@ impl GpuSource for MetricsSource {
     /// counters, so rates are not skewed by a slow round trip or by parsing.
     async fn poll(&mut self) -> Result<SourceSample, TelemetryError> {
         let sent = Instant::now();
-        let text = http::get_text(&self.parsed, self.timeout, MAX_METRICS_BYTES).await?;
+        let text = self.client.get_text().await?;
         let at = sent + sent.elapsed() / 2;
         parse_metrics(&text, at, self.gpu_source)
     }
@@ -290,20 +287,6 @@ impl Telemetry {
         merge(now, &candidates, unavailable)
     }
 
-    /// Per-model rates between the last two good scrapes (empty until there are two).
-    pub fn model_rates(&self) -> BTreeMap<String, ModelMetricRates> {
-        let metrics = lock(&self.metrics);
-        let source = if self.embedded {
-            Source::Emulator
-        } else {
-            Source::TritonMetrics
-        };
-        match (&metrics.previous, &metrics.last) {
-            (Some(previous), Some(last)) => model_rates(previous, last, source),
-            _ => BTreeMap::new(),
-        }
-    }
-
     /// Stops the samplers; the last figures stay readable.
     pub fn shutdown(&self) {
         self.cancel.cancel();
@@ -391,6 +374,5 @@ mod tests {
             ..TelemetryConfig::default()
         });
         assert_eq!(t.view(), GpuView::default());
-        assert!(t.model_rates().is_empty());
     }
 }

@@ -134,6 +134,5 @@ fn read(nvml: &Nvml, selector: &DeviceSelector) -> Result<SourceSample, Telemetr
     Ok(SourceSample {
         at,
         gpus: vec![gpu],
-        models: Default::default(),
     })
 }

@@ -4,7 +4,6 @@
 //! only the emulator knows SM activity) and in how they fail; they share the shape of their output so the
 //! view can merge them figure by figure and say where each figure came from.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -15,7 +14,6 @@ use tokio_util::sync::CancellationToken;
 use crate::vocab::snapshot::{ProcessMemory, Reading, Source};
 
 use super::TelemetryError;
-use super::metrics::{ModelCounters, ModelKey};
 
 /// One figure as read: its value, who read it and when, so a view built later can state its age.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -66,8 +64,6 @@ pub struct SourceSample {
     pub at: Instant,
     /// Every GPU the source reports (NVML: the chosen device; `/metrics`: one per `gpu_uuid`).
     pub gpus: Vec<GpuSample>,
-    /// Cumulative per-model counters (only `/metrics` has them).
-    pub models: BTreeMap<ModelKey, ModelCounters>,
 }
 
 /// A telemetry source that can be polled repeatedly.
@@ -86,8 +82,6 @@ pub trait GpuSource: Send + 'static {
 #[derive(Debug, Default)]
 pub struct SourceState {
     pub last: Option<SourceSample>,
-    /// The good sample before `last`, for rates between scrapes.
-    pub previous: Option<SourceSample>,
     /// The current failure (`"<label>: <reason>"`), cleared by the next good poll.
     pub failure: Option<String>,
     /// How often the source is polled, so the view can tell a fresh sample from a stale one.
@@ -98,7 +92,6 @@ impl SourceState {
     pub fn record(&mut self, result: Result<SourceSample, TelemetryError>, label: &str) {
         match result {
             Ok(sample) => {
-                self.previous = self.last.take();
                 self.last = Some(sample);
                 self.failure = None;
             }
