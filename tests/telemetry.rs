@@ -379,7 +379,6 @@ async fn scrapes_reuse_one_connection_and_reconnect_when_it_closes() {
 
 mod embedded_emulator {
     use super::*;
-    use crate::common::triton::simple_request;
     use perseus::emulator::{Emulator, EmulatorConfig, RunningEmulator};
 
     async fn start_simple() -> RunningEmulator {
