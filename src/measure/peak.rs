@@ -372,7 +372,7 @@ mod tests {
             max_windows: 6,
             ..PeakSearchConfig::default()
         };
-        let noise = |i: usize| if i % 2 == 0 { 0.7 } else { 1.3 };
+        let noise = |i: usize| if i.is_multiple_of(2) { 0.7 } else { 1.3 };
         let (out, windows) = drive(100.0, cfg, |r| mm1(256.0, r), noise);
         assert!(out.steps.iter().all(|s| !s.stable));
         assert!(out.steps.iter().all(|s| s.windows <= 6));

@@ -200,12 +200,12 @@ fn parse_load(
         (Arrival::Trace { gaps_us, .. }, None) => {
             let total_us: f64 = gaps_us.iter().map(|g| *g as f64).sum();
             let per_s = gaps_us.len() as f64 * 1e6 / total_us;
-            if per_s > MAX_RATE {
-                if let Some(a) = t.get("arrival") {
-                    return Err(a.fail(format!(
-                        "the trace's mean rate {per_s:.0}/s is above {MAX_RATE}/s"
-                    )));
-                }
+            if per_s > MAX_RATE
+                && let Some(a) = t.get("arrival")
+            {
+                return Err(a.fail(format!(
+                    "the trace's mean rate {per_s:.0}/s is above {MAX_RATE}/s"
+                )));
             }
             per_s
         }

@@ -36,7 +36,7 @@ pub fn tenant(id: u32, model: &str, seq: u64) -> TenantView {
     TenantView {
         id,
         model: model.into(),
-        load: if id % 2 == 0 {
+        load: if id.is_multiple_of(2) {
             Load::Rate {
                 per_s: 100.0 + f64::from(id),
                 arrival: Arrival::Poisson,

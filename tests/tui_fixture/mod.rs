@@ -93,7 +93,7 @@ fn tenant(i: usize, t: f64) -> TenantView {
             percentile: 95.0,
         },
         instances: Some(1 + (i % 2) as u32),
-        dynamic_batching: (i % 2 == 0).then(|| DynamicBatching {
+        dynamic_batching: i.is_multiple_of(2).then(|| DynamicBatching {
             max_queue_delay_us: 500,
             preferred_batch_sizes: vec![4, 8],
         }),
