@@ -182,11 +182,12 @@ impl TritonError {
 fn closed_by_server(err: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut source = Some(err);
     while let Some(e) = source {
-        if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            if h2.is_go_away() && h2.is_remote() {
-                let reason = h2.reason().map(|r| format!(" ({r:?})")).unwrap_or_default();
-                return Some(format!("GOAWAY{reason}"));
-            }
+        if let Some(h2) = e.downcast_ref::<h2::Error>()
+            && h2.is_go_away()
+            && h2.is_remote()
+        {
+            let reason = h2.reason().map(|r| format!(" ({r:?})")).unwrap_or_default();
+            return Some(format!("GOAWAY{reason}"));
         }
         source = e.source();
     }
