@@ -226,7 +226,8 @@ fn modelled_capacity(instances: u32) -> f64 {
     let mut setup = perseus::emulator::sim::model_setup(&catalog, "simple", "t4", None)
         .expect("simple on t4 in the catalog");
     setup.instances = instances;
-    setup.capacity_images_per_s(1)
+    let gpu = perseus::emulator::sim::gpu_setup(catalog.gpu("t4").expect("t4 in the catalog"));
+    setup.capacity_images_per_s(1, &gpu)
 }
 
 /// The median of the per-round ratios, and the rounds' ratios in order as text.

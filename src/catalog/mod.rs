@@ -39,9 +39,54 @@ pub struct GpuSpec {
     /// Memory a Triton process holds before any model is loaded.
     pub context_bytes: u64,
     pub sm_clock_mhz: u32,
-    /// Interference: how much a batch slows per unit of its neighbours' occupancy.
+    /// Interference between different models: how much a batch slows per unit of the other models'
+    /// occupancy (a model's own instances share the SMs without it).
+    pub gamma: f64,
+    /// Where `gamma` comes from: a source, "fitted to …" or "assumed".
+    pub gamma_source: String,
+    /// Per model pair interference where the research data has a figure for the pair.
+    pub pair_gamma: Vec<PairGammaSpec>,
+    /// Host link as written in the catalog ("pcie3x16", "pcie5x16").
+    pub host_link: String,
+    /// Usable host↔device bandwidth per direction, from `host_link`.
+    pub link_bytes_per_s: f64,
+    /// Batches that may compute at once (the hardware work queues CUDA uses by default).
+    pub max_resident: u32,
+    pub source: String,
+}
+
+/// γ for one pair of different models on one GPU.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairGammaSpec {
+    pub a: String,
+    pub b: String,
     pub gamma: f64,
     pub source: String,
+}
+
+/// Share of a PCIe link's raw rate that pinned host↔device copies reach (assumed: CUDA's bandwidthTest
+/// on x16 links typically reports about 80 % of the raw figure).
+pub const PCIE_EFFICIENCY: f64 = 0.8;
+
+/// Usable bandwidth per direction of a host link named `pcie<gen>x<lanes>` (PCIe 3.0–6.0), in bytes/s: the
+/// generation's transfer rate (8, 16, 32, 64 GT/s per lane, PCI-SIG) with 128b/130b encoding, times the
+/// lanes, times [`PCIE_EFFICIENCY`]. `None` for a name that is not of that form.
+pub fn link_bytes_per_s(link: &str) -> Option<f64> {
+    let rest = link.to_ascii_lowercase();
+    let rest = rest.strip_prefix("pcie")?;
+    let (generation, lanes) = rest.split_once('x')?;
+    let gts = match generation {
+        "3" => 8.0,
+        "4" => 16.0,
+        "5" => 32.0,
+        "6" => 64.0,
+        _ => return None,
+    };
+    let lanes: u32 = lanes.parse().ok()?;
+    if !matches!(lanes, 1 | 2 | 4 | 8 | 16) {
+        return None;
+    }
+    Some(gts * 1e9 * f64::from(lanes) * (128.0 / 130.0) / 8.0 * PCIE_EFFICIENCY)
 }
 
 /// A tensor as Triton's model metadata reports it.

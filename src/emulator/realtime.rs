@@ -411,10 +411,20 @@ mod tests {
         }
         let finish = next_due(&clock);
 
-        // Queued behind the first, the second changes nothing before that finish: the driver's
-        // plan stands and waking it would be wasted.
-        let before = generation();
+        // The second is staged behind the first (its inputs copy in at once); once that copy is done
+        // the next event is the first's finish again.
         let _second = clock.submit(id, 1, 0).expect("submits");
+        while next_due(&clock) != finish {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the second request's copy never ended"
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+        // Queued behind both, the third changes nothing before that finish: the driver's plan stands
+        // and waking it would be wasted.
+        let before = generation();
+        let _third = clock.submit(id, 1, 0).expect("submits");
         assert_eq!(generation(), before);
         assert_eq!(next_due(&clock), finish);
     }

@@ -43,6 +43,8 @@ pub(crate) struct Perf {
     pub memory_bytes: u64,
     pub max_batch: u32,
     pub profile: String,
+    /// What the engine copies per image in and out (its input follows the profile's precision).
+    pub copy_bytes_per_image: (u64, u64),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,8 +101,8 @@ impl Entry {
                 .perf
                 .memory_bytes
                 .saturating_mul(u64::from(self.settings.instances)),
-            input_bytes_per_image: Signature::bytes_per_image(&self.signature.inputs),
-            output_bytes_per_image: Signature::bytes_per_image(&self.signature.outputs),
+            input_bytes_per_image: self.perf.copy_bytes_per_image.0,
+            output_bytes_per_image: self.perf.copy_bytes_per_image.1,
         }
     }
 }
@@ -127,6 +129,10 @@ impl Repository {
                 memory_bytes: entry.memory_bytes,
                 max_batch: entry.max_batch,
                 profile: entry.profile.clone(),
+                copy_bytes_per_image: crate::emulator::sim::engine_bytes_per_image(
+                    spec,
+                    &entry.precision,
+                ),
             };
             let mut settings = Entry::default_settings(&spec.name, &perf);
             // A calibration profile that states its Triton configuration (PERSEUS's [4, 8] batcher)

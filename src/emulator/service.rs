@@ -112,12 +112,7 @@ impl Core {
     ) -> std::io::Result<Core> {
         let clock = RealTime::start(GpuSetup {
             name: gpu.name.clone(),
-            memory_total_bytes: gpu.memory_bytes,
-            context_bytes: gpu.context_bytes,
-            tdp_w: gpu.tdp_w,
-            idle_w: gpu.idle_w,
-            gamma: gpu.gamma,
-            sm_clock_mhz: gpu.sm_clock_mhz,
+            ..crate::emulator::sim::gpu_setup(gpu)
         })?;
         let since_epoch = clock.epoch().elapsed();
         let unix_epoch_ns = SystemTime::now()

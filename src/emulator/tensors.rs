@@ -41,14 +41,6 @@ impl Signature {
             outputs: spec.outputs.iter().map(desc).collect(),
         }
     }
-
-    /// Bytes of all inputs (or outputs) for one image; the sim charges transfer time by these.
-    pub(crate) fn bytes_per_image(tensors: &[TensorDesc]) -> u64 {
-        tensors
-            .iter()
-            .map(|t| element_count(&t.shape) * element_size(&t.datatype).unwrap_or(1) as u64)
-            .sum()
-    }
 }
 
 /// An input as received, with its contents already as little-endian bytes.

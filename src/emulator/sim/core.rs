@@ -1,8 +1,14 @@
-//! The event-driven GPU: queues, instances, batches in flight and the shared-progress rule.
+//! The event-driven GPU: queues, instances, the copy engines, batches in flight and the shared-progress rule.
 //!
 //! Time only moves when the caller says so (`advance`), so one core serves both the real-time server and
 //! virtual-time what-ifs. Between events nothing changes rate, so progress is bookkept as remaining solo
 //! work and every rate is recomputed at each event; there is no per-tick loop.
+//!
+//! A batch goes through the stages Triton's TensorRT backend gives it on its CUDA streams: it waits for the
+//! host-to-device copy engine (one per GPU, first come first served, so the link is shared by every
+//! instance and model), copies in, waits for its instance's compute and a free hardware queue, computes,
+//! then waits for the device-to-host engine and copies out. An instance takes its next batch as soon as the
+//! previous one's inputs are on the GPU, so one instance's copies overlap its own compute.
 
 use std::collections::VecDeque;
 
@@ -18,7 +24,10 @@ struct Slot {
     generation: u64,
     loaded: bool,
     queue: VecDeque<Queued>,
-    running: u32,
+    /// Batches taken from the queue whose compute has not started (at most one per instance).
+    staged: u32,
+    /// Batches computing now (at most one per instance).
+    computing: u32,
     counters: ModelCounters,
     /// When the batcher's queue delay runs out with an instance free; refreshed after every settle.
     wake_at: Option<Nanos>,
@@ -26,23 +35,43 @@ struct Slot {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// Waiting for the host-to-device copy engine.
+    AwaitInput,
     Input,
+    /// Inputs on the GPU, waiting for the instance's compute or a free hardware queue.
+    AwaitCompute,
     Infer,
+    /// Waiting for the device-to-host copy engine.
+    AwaitOutput,
     Output,
+}
+
+impl Phase {
+    /// Phases that end at a time known in advance; the others end when a resource frees up.
+    fn timed(self) -> bool {
+        matches!(self, Phase::Input | Phase::Infer | Phase::Output)
+    }
 }
 
 /// A batch on an instance.
 #[derive(Debug)]
 struct Exec {
     model: ModelId,
+    /// Dispatch order, which is also the order the copy engines and hardware queues serve batches in.
+    seq: u64,
     requests: Vec<Queued>,
     images: u32,
     phase: Phase,
     started: Nanos,
+    /// compute_input as Triton times it: from dispatch until the inputs are on the GPU.
     input_ns: u64,
     infer_started: Nanos,
     infer_ns: u64,
+    output_started: Nanos,
     output_ns: u64,
+    /// How long each copy takes once its engine is free.
+    copy_in_ns: u64,
+    copy_out_ns: u64,
     /// Occupancy u(b) while inferring.
     occupancy: f64,
     /// Inference work left, in nanoseconds of solo execution.
@@ -63,6 +92,7 @@ pub struct Sim {
     counters: GpuCounters,
     /// Completions produced while catching up inside `submit`/`unload`, handed out by the next `advance`.
     stash: Vec<Completion>,
+    next_seq: u64,
 }
 
 impl Sim {
@@ -79,6 +109,7 @@ impl Sim {
             execs: Vec::new(),
             counters,
             stash: Vec::new(),
+            next_seq: 0,
         }
     }
 
@@ -113,13 +144,16 @@ impl Sim {
             generation,
             loaded: true,
             queue: VecDeque::new(),
-            running: 0,
+            staged: 0,
+            computing: 0,
             counters: ModelCounters::default(),
             wake_at: None,
         };
-        // A slot is free once its model is unloaded and its last batch has finished (a batch still
-        // executing reports back to its slot).
-        let free = self.slots.iter().position(|s| !s.loaded && s.running == 0);
+        // A slot is free once its model is unloaded and no batch of it is still on the GPU (a batch
+        // in flight reports back to its slot).
+        let execs = &self.execs;
+        let free = (0..self.slots.len())
+            .find(|&i| !self.slots[i].loaded && !execs.iter().any(|e| e.model.slot == i));
         let slot = match free {
             Some(slot) => {
                 let generation = self.slots[slot].generation.wrapping_add(1);
@@ -131,14 +165,11 @@ impl Sim {
                 self.slots.len() - 1
             }
         };
-        Ok(ModelId {
-            slot,
-            generation: self.slots[slot].generation,
-        })
+        Ok(self.id_of(slot))
     }
 
-    /// How many slots the model table holds: the models resident plus unloaded ones whose last batch
-    /// is still executing. Reloading must not grow it.
+    /// How many slots the model table holds: the models resident plus unloaded ones with a batch
+    /// still on the GPU. Reloading must not grow it.
     pub fn slot_count(&self) -> usize {
         self.slots.len()
     }
@@ -245,7 +276,12 @@ impl Sim {
 
     /// The earliest pending event: a phase of a batch ending, or a batcher's queue delay running out.
     pub fn next_event(&self) -> Option<Nanos> {
-        let batch_end = self.execs.iter().map(|e| e.ends).min();
+        let batch_end = self
+            .execs
+            .iter()
+            .filter(|e| e.phase.timed())
+            .map(|e| e.ends)
+            .min();
         let timeout = self.slots.iter().filter_map(|s| s.wake_at).min();
         match (batch_end, timeout) {
             (Some(a), Some(b)) => Some(a.min(b).max(self.now)),
@@ -337,48 +373,20 @@ impl Sim {
         self.now = t;
     }
 
-    /// Handles everything due at `self.now`: phase changes, completions, new batches, then new rates.
+    /// Handles everything due at `self.now`: phase changes, completions, new batches, copies and computes
+    /// started on freed resources, then new rates.
     fn settle(&mut self, out: &mut Vec<Completion>) {
         loop {
-            let now = self.now;
-            let mut i = 0;
-            while i < self.execs.len() {
-                if self.execs[i].ends > now {
-                    i += 1;
-                    continue;
-                }
-                let e = &mut self.execs[i];
-                match e.phase {
-                    Phase::Input => {
-                        e.phase = Phase::Infer;
-                        e.infer_started = now;
-                        e.rate = 1.0;
-                        // The real rate (and end) is set below with every other inferring batch.
-                        e.ends = now + e.remaining.ceil() as u64;
-                        i += 1;
-                    }
-                    Phase::Infer => {
-                        e.phase = Phase::Output;
-                        e.remaining = 0.0;
-                        e.infer_ns = now - e.infer_started;
-                        e.ends = now + e.output_ns;
-                        i += 1;
-                    }
-                    Phase::Output => {
-                        let e = self.execs.swap_remove(i);
-                        self.finish(e, out);
-                    }
-                }
-            }
-            self.dispatch();
+            let ended = self.end_phases(out);
+            let started = self.dispatch() | self.start_copies() | self.start_computes();
             self.update_rates();
             // Zero-length phases end at `now` again; everything else waits for a later event.
-            if self.execs.iter().all(|e| e.ends > now) {
+            if !ended && !started {
                 break;
             }
         }
         for slot in &mut self.slots {
-            slot.wake_at = if slot.loaded && slot.running < slot.setup.instances {
+            slot.wake_at = if slot.loaded && slot.staged < slot.setup.instances {
                 match batcher::decide(&slot.setup, &slot.queue, self.now) {
                     Some(Decision::WaitUntil(t)) => Some(t),
                     Some(Decision::Start(_)) => Some(self.now),
@@ -390,14 +398,52 @@ impl Sim {
         }
     }
 
-    /// Starts every batch the batchers allow on free instances.
-    fn dispatch(&mut self) {
+    /// Moves every batch whose timed phase ended by now to its next stage; whether any did.
+    fn end_phases(&mut self, out: &mut Vec<Completion>) -> bool {
         let now = self.now;
+        let mut any = false;
+        let mut i = 0;
+        while i < self.execs.len() {
+            let e = &mut self.execs[i];
+            if !e.phase.timed() || e.ends > now {
+                i += 1;
+                continue;
+            }
+            any = true;
+            match e.phase {
+                Phase::Input => {
+                    e.phase = Phase::AwaitCompute;
+                    e.input_ns = now - e.started;
+                    i += 1;
+                }
+                Phase::Infer => {
+                    e.phase = Phase::AwaitOutput;
+                    e.remaining = 0.0;
+                    e.infer_ns = now - e.infer_started;
+                    e.output_started = now;
+                    let slot = &mut self.slots[e.model.slot];
+                    slot.computing = slot.computing.saturating_sub(1);
+                    i += 1;
+                }
+                _ => {
+                    let mut e = self.execs.swap_remove(i);
+                    e.output_ns = now - e.output_started;
+                    self.finish(e, out);
+                }
+            }
+        }
+        any
+    }
+
+    /// Takes every batch the batchers allow into free instance stages; whether any started.
+    fn dispatch(&mut self) -> bool {
+        let now = self.now;
+        let mut any = false;
         for index in 0..self.slots.len() {
             let id = self.id_of(index);
             loop {
                 let slot = &mut self.slots[index];
-                if !slot.loaded || slot.running >= slot.setup.instances {
+                if !slot.loaded || slot.staged >= slot.setup.instances {
                     break;
                 }
                 let Some(Decision::Start(n)) = batcher::decide(&slot.setup, &slot.queue, now)
@@ -406,35 +452,121 @@ impl Sim {
                 };
                 let requests: Vec<Queued> = slot.queue.drain(..n).collect();
                 let images: u32 = requests.iter().map(|r| r.batch).sum();
-                slot.running += 1;
+                slot.staged += 1;
                 let setup = &slot.setup;
-                let input_ns = setup.compute_input_ns(images);
                 self.execs.push(Exec {
                     model: id,
+                    seq: self.next_seq,
                     requests,
                     images,
-                    phase: Phase::Input,
+                    phase: Phase::AwaitInput,
                     started: now,
-                    input_ns,
+                    input_ns: 0,
                     infer_started: now,
                     infer_ns: 0,
-                    output_ns: setup.compute_output_ns(images),
+                    output_started: now,
+                    output_ns: 0,
+                    copy_in_ns: setup.compute_input_ns(images, &self.gpu),
+                    copy_out_ns: setup.compute_output_ns(images, &self.gpu),
                     occupancy: setup.occupancy(images),
                     remaining: setup.solo_latency_ns(images),
                     rate: 1.0,
-                    ends: now + input_ns,
+                    ends: now,
                 });
+                self.next_seq += 1;
+                any = true;
             }
         }
+        any
     }
 
-    /// DESIGN §5: with U = Σ uᵢ, batch i runs at 1 / (max(1, U) · (1 + γ·(U − uᵢ))) of its solo speed.
+    /// Gives each idle copy engine the longest-waiting copy in its direction; whether any started.
+    fn start_copies(&mut self) -> bool {
+        let now = self.now;
+        let mut any = false;
+        for (waiting, busy) in [
+            (Phase::AwaitInput, Phase::Input),
+            (Phase::AwaitOutput, Phase::Output),
+        ] {
+            if self.execs.iter().any(|e| e.phase == busy) {
+                continue;
+            }
+            let next = self
+                .execs
+                .iter_mut()
+                .filter(|e| e.phase == waiting)
+                .min_by_key(|e| e.seq);
+            if let Some(e) = next {
+                e.phase = busy;
+                e.ends = now
+                    + if busy == Phase::Input {
+                        e.copy_in_ns
+                    } else {
+                        e.copy_out_ns
+                    };
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// Starts computing batches whose inputs are in, in dispatch order, while their model has an idle
+    /// instance and the GPU a free hardware queue; whether any started.
+    fn start_computes(&mut self) -> bool {
+        let now = self.now;
+        let mut resident = self
+            .execs
+            .iter()
+            .filter(|e| e.phase == Phase::Infer)
+            .count() as u32;
+        let mut ready: Vec<usize> = (0..self.execs.len())
+            .filter(|&i| self.execs[i].phase == Phase::AwaitCompute)
+            .collect();
+        ready.sort_by_key(|&i| self.execs[i].seq);
+        let mut any = false;
+        for i in ready {
+            if resident >= self.gpu.max_resident.max(1) {
+                break;
+            }
+            let e = &mut self.execs[i];
+            let slot = &mut self.slots[e.model.slot];
+            if slot.computing >= slot.setup.instances {
+                continue;
+            }
+            slot.computing += 1;
+            slot.staged = slot.staged.saturating_sub(1);
+            resident += 1;
+            e.phase = Phase::Infer;
+            e.infer_started = now;
+            e.rate = 1.0;
+            // The real rate (and end) is set by `update_rates` with every other computing batch.
+            e.ends = now + e.remaining.ceil() as u64;
+            any = true;
+        }
+        any
+    }
+
+    /// DESIGN §5: with U = Σ uⱼ, batch i runs at 1 / (max(1, U) · (1 + Σⱼ γᵢⱼ·uⱼ)) of its solo speed, where
+    /// the sum runs over batches of *other* models: a model's own instances only share the SMs.
     fn update_rates(&mut self) {
         let u = self.total_occupancy();
-        let gamma = self.gpu.gamma;
         let now = self.now;
+        let computing: Vec<(ModelId, f64)> = self
+            .execs
+            .iter()
+            .filter(|e| e.phase == Phase::Infer)
+            .map(|e| (e.model, e.occupancy))
+            .collect();
+        let slots = &self.slots;
+        let gpu = &self.gpu;
         for e in self.execs.iter_mut().filter(|e| e.phase == Phase::Infer) {
-            e.rate = 1.0 / (u.max(1.0) * (1.0 + gamma * (u - e.occupancy).max(0.0)));
+            let own = &slots[e.model.slot].setup.name;
+            let others: f64 = computing
+                .iter()
+                .filter(|(m, _)| *m != e.model)
+                .map(|&(m, occ)| gpu.gamma_between(own, &slots[m.slot].setup.name) * occ)
+                .sum();
+            e.rate = 1.0 / (u.max(1.0) * (1.0 + others));
             e.ends = now + (e.remaining / e.rate).ceil() as u64;
         }
     }
@@ -442,7 +574,6 @@ impl Sim {
     fn finish(&mut self, e: Exec, out: &mut Vec<Completion>) {
         let now = self.now;
         let slot = &mut self.slots[e.model.slot];
-        slot.running = slot.running.saturating_sub(1);
         let c = &mut slot.counters;
         c.execution_count += 1;
         c.inference_count += u64::from(e.images);

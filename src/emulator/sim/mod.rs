@@ -2,10 +2,12 @@
 //!
 //! Per (model, GPU) a batch of b images alone takes L(b) = α + β·b and keeps u(b) = β·b / L(b) of the SMs
 //! busy. Batches running together share the GPU: with U = Σ uᵢ each progresses at
-//! 1 / (max(1, U) · (1 + γ·(U − uᵢ))) of its solo speed, so overlap pays off while the SMs have idle time and
-//! interference γ taxes every neighbour. Around that sit Triton's per-model FIFO queue, its instances and its
-//! dynamic batcher, the copies in and out (compute_input / compute_output at [`PCIE_BYTES_PER_S`]), memory
-//! accounting, and NVML-like utilization, SM activity and power.
+//! 1 / (max(1, U) · (1 + Σ γᵢⱼ·uⱼ)) of its solo speed, the sum over batches of *other* models, so overlap
+//! pays off while the SMs have idle time, a model's instances only share the SMs, and interference γ taxes
+//! neighbours of a different model. Around that sit Triton's per-model FIFO queue, its instances and its
+//! dynamic batcher, the copies in and out on one copy engine per direction over the GPU's host link
+//! (overlapping with compute), a cap on batches computing at once, memory accounting, and NVML-like
+//! utilization, SM activity and power.
 //!
 //! The server drives [`Sim`] with wall-clock nanoseconds; tests and what-ifs drive it in virtual time
 //! through [`simulate`], [`solo_peak`] and [`best_colocation`].
@@ -16,11 +18,11 @@ mod core;
 mod types;
 mod whatif;
 
-pub use self::catalog::{gpu_setup, model_setup};
+pub use self::catalog::{engine_bytes_per_image, gpu_setup, model_setup};
 pub use self::core::Sim;
 pub use types::{
     BatchCounters, COPY_SETUP_NS, Completion, GpuCounters, GpuSetup, ModelCounters, ModelId,
-    ModelSetup, Nanos, PCIE_BYTES_PER_S, SimError,
+    ModelSetup, Nanos, PairGamma, SimError,
 };
 pub use whatif::{
     Arrivals, Colocation, ModelReport, SearchOptions, SimReport, Sla, Workload, best_colocation,

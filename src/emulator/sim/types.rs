@@ -23,12 +23,17 @@ impl std::fmt::Display for ModelId {
 
 pub(crate) const MIB: u64 = 1024 * 1024;
 
-/// Host-to-device copy rate used for compute_input and compute_output: 12 GB/s, what pinned copies reach on a
-/// PCIe 3.0 x16 link (15.75 GB/s raw). One rate for every GPU keeps transfer costs comparable across the
-/// catalog; on every catalog GPU the copy is small next to inference at realistic batch sizes.
-pub const PCIE_BYTES_PER_S: f64 = 12e9;
 /// Fixed cost of issuing a copy (driver call and DMA setup), so even `simple` shows non-zero compute_input.
 pub const COPY_SETUP_NS: u64 = 2_000;
+
+/// Interference between batches of two different models, where the research data has a figure for the pair;
+/// other pairs of different models use the GPU's [`GpuSetup::gamma`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairGamma {
+    pub a: String,
+    pub b: String,
+    pub gamma: f64,
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct GpuSetup {
@@ -38,9 +43,41 @@ pub struct GpuSetup {
     pub context_bytes: u64,
     pub tdp_w: f64,
     pub idle_w: f64,
-    /// Interference: a running batch slows by (1 + gamma · occupancy of the others).
+    /// Interference between different models: a running batch slows by (1 + gamma · occupancy of the other
+    /// models' batches). Batches of one model (its instances) share the SMs without it.
     pub gamma: f64,
+    /// Per-pair interference that overrides `gamma` for those two models.
+    pub pair_gamma: Vec<PairGamma>,
     pub sm_clock_mhz: u32,
+    /// Host↔device bandwidth per direction. One copy engine per direction serves every instance and model
+    /// in turn, so the link is a shared resource and copies overlap with compute.
+    pub link_bytes_per_s: f64,
+    /// At most this many batches compute at once on the whole GPU (hardware work queues); further batches
+    /// wait with their inputs already on the GPU.
+    pub max_resident: u32,
+}
+
+impl GpuSetup {
+    /// γ between batches of models `a` and `b`: zero within one model, the pair's figure where there is one.
+    pub fn gamma_between(&self, a: &str, b: &str) -> f64 {
+        if a == b {
+            return 0.0;
+        }
+        self.pair_gamma
+            .iter()
+            .find(|p| (p.a == a && p.b == b) || (p.a == b && p.b == a))
+            .map_or(self.gamma, |p| p.gamma)
+    }
+
+    /// Time the copy engine is busy moving `bytes` one way.
+    pub fn copy_ns(&self, bytes: u64) -> u64 {
+        let bw = if self.link_bytes_per_s > 0.0 {
+            self.link_bytes_per_s
+        } else {
+            f64::INFINITY
+        };
+        COPY_SETUP_NS + (bytes as f64 * 1e9 / bw).round() as u64
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -55,7 +92,8 @@ pub struct ModelSetup {
     /// `None`: each request executes alone, as Triton does without a dynamic batcher.
     pub dynamic_batching: Option<DynamicBatching>,
     pub memory_bytes: u64,
-    /// Bytes per image in / out, for compute_input / compute_output times.
+    /// Bytes per image the engine takes in / gives out (its input binding follows the engine's precision),
+    /// which is what crosses the host link in compute_input / compute_output.
     pub input_bytes_per_image: u64,
     pub output_bytes_per_image: u64,
 }
@@ -76,14 +114,14 @@ impl ModelSetup {
         }
     }
 
-    /// Time to copy a batch's inputs to the GPU.
-    pub fn compute_input_ns(&self, batch: u32) -> u64 {
-        copy_ns(self.input_bytes_per_image * u64::from(batch))
+    /// Time to copy a batch's inputs to the GPU over `gpu`'s link when the copy engine is free.
+    pub fn compute_input_ns(&self, batch: u32, gpu: &GpuSetup) -> u64 {
+        gpu.copy_ns(self.input_bytes_per_image * u64::from(batch))
     }
 
-    /// Time to copy a batch's outputs back.
-    pub fn compute_output_ns(&self, batch: u32) -> u64 {
-        copy_ns(self.output_bytes_per_image * u64::from(batch))
+    /// Time to copy a batch's outputs back when the copy engine is free.
+    pub fn compute_output_ns(&self, batch: u32, gpu: &GpuSetup) -> u64 {
+        gpu.copy_ns(self.output_bytes_per_image * u64::from(batch))
     }
 
     /// The largest batch the dynamic batcher forms: the largest preferred size, else max batch.
@@ -101,17 +139,21 @@ impl ModelSetup {
             .max(1)
     }
 
-    /// Upper bound on the model's throughput in images/s on an otherwise idle GPU: every instance running
-    /// the largest batch it can form back to back.
-    pub fn capacity_images_per_s(&self, request_batch: u32) -> f64 {
+    /// Upper bound on the model's throughput in images/s on an otherwise idle `gpu`: every instance running
+    /// the largest batch it can form back to back, bounded by the SMs (1/β) and the link.
+    pub fn capacity_images_per_s(&self, request_batch: u32, gpu: &GpuSetup) -> f64 {
         let b = if self.dynamic_batching.is_some() {
             self.batch_cap().max(request_batch)
         } else {
             request_batch
         };
-        let per_batch_ns =
-            self.solo_latency_ns(b) + (self.compute_input_ns(b) + self.compute_output_ns(b)) as f64;
-        f64::from(self.instances) * f64::from(b) * 1e9 / per_batch_ns
+        let copy_in = self.compute_input_ns(b, gpu) as f64;
+        let copy_out = self.compute_output_ns(b, gpu) as f64;
+        let stage = self.solo_latency_ns(b).max(copy_in).max(copy_out);
+        let computing = f64::from(self.instances.min(gpu.max_resident.max(1)));
+        let by_instances = computing * f64::from(b) * 1e9 / stage;
+        let by_sms = 1e3 / self.beta_ms;
+        by_instances.min(by_sms)
     }
 
     pub(crate) fn validate(&self) -> Result<(), SimError> {
@@ -146,10 +188,6 @@ impl ModelSetup {
         }
         Ok(())
     }
-}
-
-fn copy_ns(bytes: u64) -> u64 {
-    COPY_SETUP_NS + (bytes as f64 * 1e9 / PCIE_BYTES_PER_S).round() as u64
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

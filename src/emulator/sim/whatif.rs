@@ -360,7 +360,7 @@ pub fn solo_peak_with(
     sla: &Sla,
     options: &SearchOptions,
 ) -> Result<f64, SimError> {
-    let capacity = model.capacity_images_per_s(batch) / f64::from(batch.max(1));
+    let capacity = model.capacity_images_per_s(batch, gpu) / f64::from(batch.max(1));
     let ok = |rate: f64| -> Result<bool, SimError> {
         let workload = Workload {
             rate_per_s: rate,
