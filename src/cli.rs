@@ -40,6 +40,21 @@ pub enum Command {
     Catalog(CatalogArgs),
     /// Shell completions, or the man page (`man`), on stdout.
     Completions(CompletionsArgs),
+    /// The session on the emulator's GPU model in virtual time: `perseus run`'s result in well under a
+    /// second.
+    Predict(PredictArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Session file (its target must be an emulated GPU).
+    pub session: PathBuf,
+    /// Measured duration of virtual time (default: the session's, else 60s).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Write the result as JSON (schema perseus.run.v1, target.kind "predicted"); `-` for stdout.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 /// Where the run's target is, overriding the session's `[target]`.

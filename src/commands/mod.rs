@@ -7,6 +7,7 @@ mod completions;
 mod emulate;
 mod hooks;
 mod output;
+mod predict;
 mod probe;
 mod run;
 mod signals;
@@ -138,6 +139,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Some(Command::Run(args)) => run::run(args, &config).await,
         Some(Command::Emulate(args)) => emulate::emulate(args, &config).await,
         Some(Command::Probe(args)) => probe::probe(args, &config).await,
+        Some(Command::Predict(args)) => predict::predict(args, &config).await,
         Some(Command::Replay(args)) => tui::replay(args, &config).await,
         Some(Command::Export(args)) => export(&args.recording, &args.csv),
         Some(Command::Completions(args)) => completions::completions(args.shell),

@@ -25,3 +25,26 @@ pub use server::{
     DEFAULT_MODELS, EmulateArgs, Emulator, EmulatorConfig, EmulatorError, RunningEmulator,
     ServeLimits, run_standalone,
 };
+
+/// The sim's view of `model` as this emulator serves it on `gpu` under `profile`: the repository's default
+/// configuration, with a tenant's instance count and dynamic batcher applied as a load request would.
+/// What-ifs over a session (`perseus predict`) use it so that they model the very setup a run is served.
+pub fn served_setup(
+    catalog: &crate::catalog::Catalog,
+    gpu: &crate::catalog::GpuSpec,
+    profile: Option<&str>,
+    model: &str,
+    instances: Option<u32>,
+    dynamic_batching: Option<&crate::vocab::spec::DynamicBatching>,
+) -> Option<sim::ModelSetup> {
+    let mut entry = repository::Repository::new(catalog, gpu, profile)
+        .get(model)?
+        .clone();
+    if let Some(n) = instances {
+        entry.settings.instances = n.max(1);
+    }
+    if let Some(db) = dynamic_batching {
+        entry.settings.dynamic_batching = Some(db.clone());
+    }
+    Some(entry.setup())
+}

@@ -25,6 +25,6 @@ pub use types::{
     ModelSetup, Nanos, PairGamma, SimError,
 };
 pub use whatif::{
-    Arrivals, Colocation, ModelReport, SearchOptions, SimReport, Sla, Workload, best_colocation,
-    colocation_point, simulate, solo_peak, solo_peak_with,
+    Arrivals, Colocation, GapSource, ModelReport, Offered, SearchOptions, SimReport, Sla, Workload,
+    best_colocation, colocation_point, simulate, simulate_offered, solo_peak, solo_peak_with,
 };

@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 use rand_distr::{Distribution, Exp};
 
 use super::core::Sim;
-use super::types::{Completion, GpuSetup, ModelSetup, Nanos, SimError};
+use super::types::{Completion, GpuSetup, ModelCounters, ModelSetup, Nanos, SimError};
 
 /// How requests arrive: Poisson (exponential gaps, what many independent clients produce) or evenly spaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +66,8 @@ pub struct ModelReport {
     pub mean_latency_ms: f64,
     /// Latency histogram in microseconds.
     pub latency_us: Histogram<u64>,
+    /// The model's server-side statistics at the end of the run, as ModelStatistics would report them.
+    pub counters: ModelCounters,
 }
 
 impl ModelReport {
@@ -87,6 +89,22 @@ pub struct SimReport {
     pub sm_activity: f64,
     pub mean_power_w: f64,
     pub energy_j: f64,
+    pub memory_used_bytes: u64,
+    pub memory_total_bytes: u64,
+}
+
+/// Gaps between one model's arrivals, in seconds, from any process: the simulator's own Poisson and
+/// constant streams, or a client's generators so that a prediction sees the very arrivals a run sends.
+pub type GapSource<'a> = Box<dyn FnMut() -> f64 + 'a>;
+
+/// One model's offered load for [`simulate_offered`].
+pub struct Offered<'a> {
+    pub setup: ModelSetup,
+    /// Images per request.
+    pub batch: u32,
+    /// The nominal rate, reported as `offered_per_s`.
+    pub rate_per_s: f64,
+    pub gaps: GapSource<'a>,
 }
 
 /// Runs `models` with their workloads on one GPU for `duration_s` of virtual time, then drains the queues so
@@ -97,31 +115,54 @@ pub fn simulate(
     duration_s: f64,
     seed: u64,
 ) -> Result<SimReport, SimError> {
+    let offered = models
+        .iter()
+        .enumerate()
+        .map(|(i, (setup, w))| Offered {
+            setup: setup.clone(),
+            batch: w.batch,
+            rate_per_s: w.rate_per_s,
+            gaps: workload_gaps(w, seed, i),
+        })
+        .collect();
+    simulate_offered(gpu, offered, 0.0, duration_s)
+}
+
+/// Runs the offered loads for `warmup_s + duration_s` of virtual time and reports on the requests that
+/// arrived after the warm-up, whenever they finish (queues are drained), as a headless run counts them.
+pub fn simulate_offered(
+    gpu: &GpuSetup,
+    models: Vec<Offered<'_>>,
+    warmup_s: f64,
+    duration_s: f64,
+) -> Result<SimReport, SimError> {
     let mut sim = Sim::new(gpu.clone());
     let mut ids = Vec::with_capacity(models.len());
-    for (setup, workload) in models {
-        let id = sim.load(setup.clone())?;
-        if workload.batch == 0 || workload.batch > setup.max_batch {
+    for m in &models {
+        let id = sim.load(m.setup.clone())?;
+        if m.batch == 0 || m.batch > m.setup.max_batch {
             return Err(SimError::BatchTooLarge {
-                model: setup.name.clone(),
-                batch: workload.batch,
-                max: setup.max_batch,
+                model: m.setup.name.clone(),
+                batch: m.batch,
+                max: m.setup.max_batch,
             });
         }
         ids.push(id);
     }
-    let end: Nanos = (duration_s.max(0.0) * 1e9) as Nanos;
-    let mut streams: Vec<Stream> = models
-        .iter()
-        .enumerate()
-        .map(|(i, (_, w))| Stream::new(w, seed, i))
-        .collect();
-    let mut stats: Vec<Tally> = models.iter().map(|_| Tally::new()).collect();
-    let mut arrived_at: Vec<Nanos> = Vec::new();
-    let mut token_model: Vec<usize> = Vec::new();
+    let start: Nanos = (warmup_s.max(0.0) * 1e9) as Nanos;
+    let end: Nanos = start + (duration_s.max(0.0) * 1e9) as Nanos;
+    let mut meta: Vec<(String, u32, f64)> = Vec::with_capacity(models.len());
+    let mut streams: Vec<Stream> = Vec::with_capacity(models.len());
+    for m in models {
+        meta.push((m.setup.name.clone(), m.batch, m.rate_per_s));
+        streams.push(Stream::new(m.gaps));
+    }
+    let mut stats: Vec<Tally> = meta.iter().map(|_| Tally::new()).collect();
+    // Per token: arrival time, model index, and whether it arrived in the measured period.
+    let mut tokens: Vec<(Nanos, usize, bool)> = Vec::new();
     let mut done: Vec<Completion> = Vec::new();
     let mut gpu_at_end = None;
-    let mut last: Nanos = 0;
+    let mut last: Nanos = start;
 
     loop {
         let next_arrival = streams
@@ -140,16 +181,19 @@ pub fn simulate(
             t = end;
         }
         // Pending counts only change at events, so they held constant since `last`.
-        let window = t.min(end).saturating_sub(last.min(end)) as f64;
+        let window = t.clamp(start, end).saturating_sub(last.clamp(start, end)) as f64;
         for (tally, &id) in stats.iter_mut().zip(&ids) {
             let pending = sim.counters(id).map_or(0, |c| c.pending);
             tally.in_system_ns += pending as f64 * window;
         }
         sim.advance(t, &mut done);
         for c in done.drain(..) {
-            let index = token_model[c.token as usize];
+            let (arrived, index, counted) = tokens[c.token as usize];
+            if !counted {
+                continue;
+            }
             let tally = &mut stats[index];
-            let latency = c.finished_at.saturating_sub(arrived_at[c.token as usize]);
+            let latency = c.finished_at.saturating_sub(arrived);
             let micros = latency.div_ceil(1_000).max(1);
             // Auto-resizing, so `record` grows to fit; saturating only guards the impossible error.
             if tally.latency_us.record(micros).is_err() {
@@ -166,11 +210,13 @@ pub fn simulate(
         }
         for (i, stream) in streams.iter_mut().enumerate() {
             while stream.next == Some(t) && t < end {
-                let token = arrived_at.len() as u64;
-                arrived_at.push(t);
-                token_model.push(i);
-                sim.submit(t, ids[i], models[i].1.batch, token)?;
-                stats[i].submitted += 1;
+                let token = tokens.len() as u64;
+                let counted = t >= start;
+                tokens.push((t, i, counted));
+                sim.submit(t, ids[i], meta[i].1, token)?;
+                if counted {
+                    stats[i].submitted += 1;
+                }
                 stream.step();
             }
         }
@@ -178,24 +224,23 @@ pub fn simulate(
     }
 
     let gpu_end = gpu_at_end.unwrap_or_else(|| sim.gpu_counters());
-    let span = end.max(1) as f64;
-    let reports = models
-        .iter()
+    let total = end.max(1) as f64;
+    let span = end.saturating_sub(start).max(1) as f64;
+    let reports = meta
+        .into_iter()
         .zip(stats)
         .zip(&ids)
-        .map(|(((setup, workload), tally), &id)| {
-            let counters = sim.counters(id);
-            let mean_batch = counters.map_or(0.0, |c| {
-                if c.execution_count == 0 {
-                    0.0
-                } else {
-                    c.inference_count as f64 / c.execution_count as f64
-                }
-            });
+        .map(|(((name, _, rate), tally), &id)| {
+            let counters = sim.counters(id).cloned().unwrap_or_default();
+            let mean_batch = if counters.execution_count == 0 {
+                0.0
+            } else {
+                counters.inference_count as f64 / counters.execution_count as f64
+            };
             ModelReport {
-                name: setup.name.clone(),
+                name,
                 duration_s,
-                offered_per_s: workload.rate_per_s,
+                offered_per_s: rate,
                 achieved_per_s: tally.completed_in_window as f64 * 1e9 / span,
                 submitted: tally.submitted,
                 completed: tally.completed,
@@ -207,18 +252,38 @@ pub fn simulate(
                     tally.latency_sum_ns / tally.completed as f64 / 1e6
                 },
                 latency_us: tally.latency_us,
+                counters,
             }
         })
         .collect();
-    let duration = duration_s.max(1e-9);
+    let seconds = (total / 1e9).max(1e-9);
     Ok(SimReport {
         duration_s,
         models: reports,
-        gpu_utilization: gpu_end.busy_ns as f64 / span,
-        sm_activity: gpu_end.sm_active_ns / span,
-        mean_power_w: gpu_end.energy_j / duration,
+        gpu_utilization: gpu_end.busy_ns as f64 / total,
+        sm_activity: gpu_end.sm_active_ns / total,
+        mean_power_w: gpu_end.energy_j / seconds,
         energy_j: gpu_end.energy_j,
+        memory_used_bytes: gpu_end.memory_used_bytes,
+        memory_total_bytes: gpu_end.memory_total_bytes,
     })
+}
+
+/// The simulator's own arrival streams, each with its own generator so that adding a model does not shift
+/// another's arrivals.
+fn workload_gaps(workload: &Workload, seed: u64, index: usize) -> GapSource<'static> {
+    let rate = workload.rate_per_s;
+    if !(rate.is_finite() && rate > 0.0) {
+        return Box::new(|| f64::INFINITY);
+    }
+    match (workload.arrivals, Exp::new(rate)) {
+        (Arrivals::Poisson, Ok(exp)) => {
+            let stream_seed = seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mut rng = StdRng::seed_from_u64(stream_seed);
+            Box::new(move || exp.sample(&mut rng))
+        }
+        _ => Box::new(move || 1.0 / rate),
+    }
 }
 
 struct Tally {
@@ -245,44 +310,29 @@ impl Tally {
     }
 }
 
-/// One model's arrival process, with its own generator so adding a model does not shift another's arrivals.
-struct Stream {
+/// One model's arrivals as absolute times.
+struct Stream<'a> {
     next: Option<Nanos>,
+    /// Time of the last arrival, in ns (fractional, so gaps do not round away).
     clock: f64,
-    gap_ns: f64,
-    exp: Option<Exp<f64>>,
-    rng: StdRng,
+    gaps: GapSource<'a>,
 }
 
-impl Stream {
-    fn new(workload: &Workload, seed: u64, index: usize) -> Stream {
-        let rate = workload.rate_per_s;
-        let usable = rate.is_finite() && rate > 0.0;
-        let exp = match workload.arrivals {
-            Arrivals::Poisson if usable => Exp::new(rate).ok(),
-            _ => None,
-        };
-        let stream_seed = seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+impl<'a> Stream<'a> {
+    fn new(gaps: GapSource<'a>) -> Stream<'a> {
         let mut stream = Stream {
             next: None,
             clock: 0.0,
-            gap_ns: if usable { 1e9 / rate } else { f64::INFINITY },
-            exp,
-            rng: StdRng::seed_from_u64(stream_seed),
+            gaps,
         };
-        if usable {
-            stream.step();
-        }
+        stream.step();
         stream
     }
 
     fn step(&mut self) {
-        let gap = match &self.exp {
-            Some(exp) => exp.sample(&mut self.rng) * 1e9,
-            None => self.gap_ns,
-        };
-        self.clock += gap;
-        self.next = if self.clock.is_finite() {
+        let gap = (self.gaps)() * 1e9;
+        self.clock += gap.max(0.0);
+        self.next = if self.clock.is_finite() && self.clock < u64::MAX as f64 {
             Some(self.clock as Nanos)
         } else {
             None

@@ -1,0 +1,269 @@
+//! `perseus predict`: a session's tenants on the emulator's GPU model in virtual time.
+//!
+//! It is `perseus run` without the wall clock: the same session, the server configuration the emulator
+//! would serve, the very arrival sequences the load generator would send (same processes, same seeds),
+//! and the same `perseus.run.v1` result, so a prediction and a run can be compared figure by figure.
+
+use std::path::Path;
+
+use anyhow::anyhow;
+
+use crate::catalog::Catalog;
+use crate::cli::PredictArgs;
+use crate::commands::run::load_session;
+use crate::commands::{BadInput, Failure, load_catalog, load_prices};
+use crate::emulator::sim::{self, ModelReport, Offered, SimReport};
+use crate::loadgen::ArrivalProcess;
+use crate::report::{self, CostBlock, GpuBlock, RunResult, ServerBlock, SlaBlock, TenantBlock};
+use crate::session::Config;
+use crate::vocab::snapshot::{PeakKind, Percentiles, SoloPeak};
+use crate::vocab::spec::{Load, RunSpec, TargetSpec, TenantSpec};
+
+/// Seed of tenant `index`'s arrivals: the engine's, so a prediction sees the arrivals a run sends.
+fn arrival_seed(index: usize) -> u64 {
+    0x5eed_0000 + index as u64
+}
+
+pub async fn predict(args: PredictArgs, config: &Config) -> Result<(), Failure> {
+    let catalog = load_catalog(config)?;
+    let prices = load_prices(config)?;
+    let mut spec = load_session(&args.session, &catalog, &prices)?;
+    if let Some(d) = args.duration {
+        spec.duration = d;
+    }
+    let price = prices.resolve(&spec.cost).bad_input()?;
+    let result = tokio::task::spawn_blocking(move || prediction(&spec, &catalog, &price))
+        .await
+        .map_err(|e| Failure::Target(anyhow!("the prediction stopped unexpectedly: {e}")))??;
+    // With the JSON on stdout, the table goes to stderr, as `perseus run` does.
+    if args.json.as_deref() == Some(Path::new("-")) {
+        eprint!("{}", report::table(&result));
+    } else {
+        print!("{}", report::table(&result));
+    }
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&result).map_err(|e| Failure::Target(e.into()))?;
+        write_json(path, &json)?;
+    }
+    Ok(())
+}
+
+/// The session on its GPU model: warm-up and measured period as `perseus run` has them.
+pub fn prediction(
+    spec: &RunSpec,
+    catalog: &Catalog,
+    price: &crate::cost::ResolvedPrice,
+) -> Result<RunResult, Failure> {
+    let TargetSpec::Emulated { gpu, profile } = &spec.target else {
+        return Err(Failure::BadInput(anyhow!(
+            "predict models the emulator's GPUs: session '{}' targets a real Triton",
+            spec.name
+        )));
+    };
+    let gpu_spec = catalog
+        .gpu(gpu)
+        .ok_or_else(|| Failure::BadInput(anyhow!("unknown GPU '{gpu}' in the catalog")))?;
+    let gpu_setup = sim::gpu_setup(gpu_spec);
+    let mut setups = Vec::with_capacity(spec.tenants.len());
+    let mut offered = Vec::with_capacity(spec.tenants.len());
+    for (index, tenant) in spec.tenants.iter().enumerate() {
+        let setup = crate::emulator::served_setup(
+            catalog,
+            gpu_spec,
+            profile.as_deref(),
+            &tenant.model,
+            tenant.instances,
+            tenant.dynamic_batching.as_ref(),
+        )
+        .ok_or_else(|| {
+            Failure::BadInput(anyhow!(
+                "model '{}' has no performance entry for GPU '{gpu}'",
+                tenant.model
+            ))
+        })?;
+        let Load::Rate { per_s, arrival } = &tenant.load else {
+            return Err(Failure::BadInput(anyhow!(
+                "tenant {} ({}): predict models open-loop rates; a closed-loop concurrency has no \
+                 arrival process to replay",
+                index + 1,
+                tenant.model
+            )));
+        };
+        let mut process = ArrivalProcess::new(arrival, *per_s, arrival_seed(index));
+        offered.push(Offered {
+            setup: setup.clone(),
+            batch: tenant.batch,
+            rate_per_s: *per_s,
+            gaps: Box::new(move || process.next_gap().as_secs_f64()),
+        });
+        setups.push(setup);
+    }
+    let report = sim::simulate_offered(
+        &gpu_setup,
+        offered,
+        spec.warmup.as_secs_f64(),
+        spec.duration.as_secs_f64(),
+    )
+    .map_err(|e| Failure::BadInput(anyhow!("{e}")))?;
+    let peaks: Vec<SoloPeak> = spec
+        .tenants
+        .iter()
+        .zip(&setups)
+        .map(|(t, s)| solo_peak(&gpu_setup, s, t))
+        .collect();
+    Ok(result(spec, gpu_spec, &report, &peaks, price))
+}
+
+/// A tenant's solo peak on the model, as the engine computes it for an emulated target.
+fn solo_peak(gpu: &sim::GpuSetup, setup: &sim::ModelSetup, tenant: &TenantSpec) -> SoloPeak {
+    match sim::solo_peak(
+        gpu,
+        setup,
+        tenant.batch,
+        tenant.sla.latency_ms,
+        tenant.sla.percentile,
+    ) {
+        Ok(per_s) if per_s > 0.0 => SoloPeak {
+            kind: PeakKind::Computed,
+            per_s: Some(per_s),
+        },
+        _ => SoloPeak::UNKNOWN,
+    }
+}
+
+fn result(
+    spec: &RunSpec,
+    gpu: &crate::catalog::GpuSpec,
+    report: &SimReport,
+    peaks: &[SoloPeak],
+    price: &crate::cost::ResolvedPrice,
+) -> RunResult {
+    let measured_s = spec.duration.as_secs_f64();
+    let tenants: Vec<TenantBlock> = spec
+        .tenants
+        .iter()
+        .zip(&report.models)
+        .zip(peaks)
+        .map(|((t, m), peak)| tenant_block(t, m, *peak, measured_s))
+        .collect();
+    let loads: Vec<crate::cost::TenantLoad> = tenants
+        .iter()
+        .zip(peaks)
+        .map(|(t, peak)| crate::cost::TenantLoad {
+            achieved_per_s: t.achieved_rate,
+            goodput_per_s: t.goodput,
+            solo_peak: *peak,
+        })
+        .collect();
+    let v = crate::cost::cost_view(price, &loads);
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    RunResult {
+        schema: report::SCHEMA.to_string(),
+        session: spec.name.clone(),
+        target: report::TargetBlock {
+            kind: "predicted".to_string(),
+            gpu: Some(gpu.display.clone()),
+            address: "virtual time".to_string(),
+        },
+        duration_s: measured_s,
+        tenants,
+        gpu: Some(GpuBlock {
+            source: Some("emulator".to_string()),
+            name: Some(gpu.display.clone()),
+            util_mean: Some(report.gpu_utilization),
+            sm_activity_mean: Some(report.sm_activity),
+            memory_used_mb: Some(mib(report.memory_used_bytes)),
+            memory_total_mb: Some(mib(report.memory_total_bytes)),
+            power_w_mean: Some(report.mean_power_w),
+            sources: ["util", "sm_activity", "memory", "power"]
+                .iter()
+                .map(|k| ((*k).to_string(), "emulator".to_string()))
+                .collect(),
+            unavailable: Vec::new(),
+        }),
+        cost: Some(CostBlock {
+            instance: v.instance,
+            usd_per_hour: v.usd_per_hour,
+            throughput_per_s: v.throughput_per_s,
+            usd_per_million: v.usd_per_million,
+            goodput_usd_per_million: v.goodput_usd_per_million,
+            dedicated_equivalents: v.dedicated_equivalents,
+            dedicated_instances: v.dedicated_instances,
+            savings_vs_dedicated_pct: v.savings_vs_dedicated_pct,
+            savings_vs_timeslicing_pct: v.savings_vs_timeslicing_pct,
+            monthly_usd: v.monthly_usd,
+        }),
+    }
+}
+
+fn tenant_block(t: &TenantSpec, m: &ModelReport, peak: SoloPeak, measured_s: f64) -> TenantBlock {
+    let (arrival, target_rate) = match &t.load {
+        Load::Rate { per_s, arrival } => (arrival.label().to_string(), Some(*per_s)),
+        Load::Concurrency(_) => ("concurrency".to_string(), None),
+    };
+    let ms = |q: f64| m.latency_us.value_at_quantile(q) as f64 / 1000.0;
+    let latency = Percentiles {
+        mean: m.mean_latency_ms,
+        p50: ms(0.50),
+        p90: ms(0.90),
+        p95: ms(0.95),
+        p99: ms(0.99),
+        max: m.latency_us.max() as f64 / 1000.0,
+    };
+    let sla_us = (t.sla.latency_ms * 1000.0) as u64;
+    let within = m.latency_us.count_between(0, sla_us);
+    let attainment = (m.submitted > 0).then(|| within as f64 / m.submitted as f64);
+    let c = &m.counters;
+    let mean = |ns: u64, count: u64| {
+        if count == 0 {
+            0.0
+        } else {
+            ns as f64 / count as f64 / 1e6
+        }
+    };
+    TenantBlock {
+        model: t.model.clone(),
+        arrival,
+        target_rate,
+        concurrency: None,
+        achieved_rate: m.completed as f64 / measured_s.max(1e-9),
+        sent: m.submitted,
+        ok: m.completed,
+        errors: m.submitted.saturating_sub(m.completed),
+        errors_by_code: std::collections::BTreeMap::new(),
+        dropped: 0,
+        late: 0,
+        latency_ms: latency,
+        service_latency_ms: latency,
+        server_ms: Some(ServerBlock {
+            queue: mean(c.queue_ns, c.queue_count),
+            compute_input: mean(c.compute_input_ns, c.compute_input_count),
+            compute_infer: mean(c.compute_infer_ns, c.compute_infer_count),
+            compute_output: mean(c.compute_output_ns, c.compute_output_count),
+        }),
+        avg_batch: Some(m.mean_batch),
+        sla: SlaBlock {
+            latency_ms: t.sla.latency_ms,
+            percentile: t.sla.percentile,
+            attainment,
+            met: Some(m.latency_ms(t.sla.percentile) <= t.sla.latency_ms),
+        },
+        goodput: within as f64 / measured_s.max(1e-9),
+        solo_peak: peak.per_s,
+        solo_peak_kind: match peak.kind {
+            PeakKind::Computed => "computed",
+            PeakKind::Measured => "measured",
+            PeakKind::Unknown => "unknown",
+        }
+        .to_string(),
+    }
+}
+
+fn write_json(path: &Path, content: &str) -> Result<(), Failure> {
+    if path == Path::new("-") {
+        println!("{content}");
+        return Ok(());
+    }
+    std::fs::write(path, content)
+        .map_err(|e| Failure::BadInput(anyhow!("writing {}: {e}", path.display())))
+}

@@ -1,0 +1,153 @@
+//! `perseus predict`: the session on the GPU model in virtual time, in `perseus run`'s JSON, and in
+//! agreement with a real-time run of the same session on the emulator.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn perseus(args: &[&str], data_dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_perseus"))
+        .args(args)
+        .env("PERSEUS_DATA_DIR", data_dir)
+        .env(
+            "PERSEUS_CONFIG",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("config.sample.toml"),
+        )
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the perseus binary runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn json_of(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("the JSON file is written"))
+        .expect("valid JSON")
+}
+
+fn num(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// The shipped sessions a prediction covers: emulated targets with open-loop tenants.
+const SESSIONS: &[&str] = &[
+    "sessions/perseus-t4.toml",
+    "sessions/perseus-p4.toml",
+    "sessions/demo.toml",
+    "sessions/bursty.toml",
+];
+
+#[test]
+fn predict_writes_the_run_schema_with_a_predicted_target() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("p.json");
+    let out = perseus(
+        &[
+            "predict",
+            "sessions/perseus-t4.toml",
+            "--duration",
+            "60s",
+            "--json",
+            json.to_str().expect("utf-8 path"),
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let v = json_of(&json);
+    assert_eq!(v["schema"], "perseus.run.v1");
+    assert_eq!(v["target"]["kind"], "predicted");
+    assert_eq!(num(&v["duration_s"]), 60.0);
+    let tenants = v["tenants"].as_array().expect("tenants");
+    assert_eq!(tenants.len(), 2);
+    for t in tenants {
+        // A shipped PERSEUS session sits below its frontier: every SLA met with margin.
+        assert_eq!(t["sla"]["met"], true, "{t}");
+        assert!(
+            num(&t["latency_ms"]["p95"]) < 0.8 * num(&t["sla"]["latency_ms"]),
+            "{t}"
+        );
+        assert!(
+            num(&t["achieved_rate"]) > 0.95 * num(&t["target_rate"]),
+            "{t}"
+        );
+        assert_eq!(t["solo_peak_kind"], "computed");
+    }
+    assert!(num(&v["cost"]["dedicated_equivalents"]) > 0.5);
+    // The table names what it is.
+    assert!(String::from_utf8_lossy(&out.stdout).contains("predicted"));
+}
+
+#[test]
+fn predict_refuses_what_it_cannot_model_with_a_reason() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = perseus(&["predict", "sessions/h100-packing.toml"], dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("closed-loop"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// The check: for each shipped session, the prediction's achieved rates are within 3 % and its
+/// p95 within 15 % of a brief real-time run on the emulator.
+#[test]
+fn predictions_agree_with_real_time_runs_of_the_shipped_sessions() {
+    for session in SESSIONS {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let predicted = dir.path().join("predicted.json");
+        let measured = dir.path().join("run.json");
+        let out = perseus(
+            &[
+                "predict",
+                session,
+                "--duration",
+                "10s",
+                "--json",
+                predicted.to_str().expect("utf-8 path"),
+            ],
+            dir.path(),
+        );
+        assert!(out.status.success(), "{session}: {}", text(&out));
+        let out = perseus(
+            &[
+                "run",
+                session,
+                "--duration",
+                "10s",
+                "--json",
+                measured.to_str().expect("utf-8 path"),
+            ],
+            dir.path(),
+        );
+        assert!(out.status.success(), "{session}: {}", text(&out));
+        let (p, r) = (json_of(&predicted), json_of(&measured));
+        let pt = p["tenants"].as_array().expect("tenants");
+        let rt = r["tenants"].as_array().expect("tenants");
+        assert_eq!(pt.len(), rt.len());
+        for (a, b) in pt.iter().zip(rt) {
+            let model = &a["model"];
+            let (pa, ra) = (num(&a["achieved_rate"]), num(&b["achieved_rate"]));
+            let (pp, rp) = (num(&a["latency_ms"]["p95"]), num(&b["latency_ms"]["p95"]));
+            eprintln!(
+                "{session} {model}: achieved {pa:.1} vs {ra:.1} req/s, p95 {pp:.2} vs {rp:.2} ms"
+            );
+            assert!(
+                (pa / ra - 1.0).abs() <= 0.03,
+                "{session} {model}: achieved {pa} predicted vs {ra} run"
+            );
+            assert!(
+                (pp / rp - 1.0).abs() <= 0.15,
+                "{session} {model}: p95 {pp} predicted vs {rp} run"
+            );
+        }
+    }
+}
