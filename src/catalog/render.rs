@@ -100,6 +100,46 @@ pub(super) fn render(catalog: &Catalog) -> String {
     }
     gpus.render(&mut out);
 
+    out.push_str("\nGPU model constants: each with its source, \"fitted to …\" or \"assumed\"\n");
+    let mut constants = Table::new(&[
+        ("gpu", false),
+        ("constant", false),
+        ("value", true),
+        ("provenance", false),
+    ]);
+    for g in &catalog.gpus {
+        constants.row(vec![
+            g.name.clone(),
+            "gamma (other models)".into(),
+            format!("{:.2}", g.gamma),
+            g.gamma_source.clone(),
+        ]);
+        for p in &g.pair_gamma {
+            constants.row(vec![
+                g.name.clone(),
+                format!("gamma {} + {}", p.a, p.b),
+                format!("{:.2}", p.gamma),
+                p.source.clone(),
+            ]);
+        }
+        constants.row(vec![
+            g.name.clone(),
+            format!("host link {}", g.host_link),
+            format!("{:.1} GB/s", g.link_bytes_per_s / 1e9),
+            format!(
+                "PCI-SIG rate × lanes × {} (the share reached is assumed)",
+                super::PCIE_EFFICIENCY
+            ),
+        ]);
+        constants.row(vec![
+            g.name.clone(),
+            "max resident batches".into(),
+            g.max_resident.to_string(),
+            "CUDA_DEVICE_MAX_CONNECTIONS default (CUDA C++ Programming Guide)".into(),
+        ]);
+    }
+    constants.render(&mut out);
+
     out.push_str("\nModels\n");
     let mut models = Table::new(&[
         ("name", false),
@@ -181,6 +221,16 @@ mod tests {
         assert!(text.contains("Profile current"));
         assert!(text.contains("Profile perseus2019"));
         assert!(text.contains("input FP32 [3,299,299]"));
+        // Every GPU model constant says where it comes from.
+        for g in &catalog.gpus {
+            assert!(text.contains(&g.gamma_source), "{}", g.name);
+            assert!(
+                text.contains(&format!("host link {}", g.host_link)),
+                "{}",
+                g.name
+            );
+        }
+        assert!(text.contains("assumed") && text.contains("fitted to"));
         // Within the GPU table the source column starts at the same offset on every row.
         let lines: Vec<&str> = text.lines().skip(1).take(catalog.gpus.len() + 2).collect();
         let col = lines[0].find("source").unwrap();
