@@ -650,3 +650,18 @@ fn at_most_max_resident_batches_compute_at_once() {
     assert_eq!(out.len(), 40);
     assert_eq!(max_concurrency(&out), 2);
 }
+
+#[test]
+fn gamma_is_zero_within_a_model_and_per_pair_where_given() {
+    let g = GpuSetup {
+        pair_gamma: vec![perseus::emulator::sim::PairGamma {
+            a: "resnet50".into(),
+            b: "vgg16".into(),
+            gamma: 0.04,
+        }],
+        ..gpu(0.3)
+    };
+    assert_eq!(g.gamma_between("resnet50", "resnet50"), 0.0);
+    assert_eq!(g.gamma_between("vgg16", "resnet50"), 0.04);
+    assert_eq!(g.gamma_between("resnet50", "inception_v3"), 0.3);
+}
