@@ -97,8 +97,46 @@ fn predict_refuses_what_it_cannot_model_with_a_reason() {
     );
 }
 
+/// How a real-time run compared with the prediction.
+enum Verdict {
+    Agrees,
+    Disagrees(String),
+    /// Over 1 % of the run's sends were late (DESIGN's client-bound mark): it measured the machine.
+    ClientBound(String),
+}
+
+/// Compares one prediction with one real-time run.
+fn agreement(session: &str, p: &Value, r: &Value) -> Verdict {
+    let pt = p["tenants"].as_array().expect("tenants");
+    let rt = r["tenants"].as_array().expect("tenants");
+    assert_eq!(pt.len(), rt.len());
+    for (a, b) in pt.iter().zip(rt) {
+        let model = &a["model"];
+        let (pa, ra) = (num(&a["achieved_rate"]), num(&b["achieved_rate"]));
+        let (pp, rp) = (num(&a["latency_ms"]["p95"]), num(&b["latency_ms"]["p95"]));
+        let late = num(&b["late"]) / num(&b["sent"]).max(1.0);
+        eprintln!(
+            "{session} {model}: achieved {pa:.1} vs {ra:.1} req/s, p95 {pp:.2} vs {rp:.2} ms, \
+             {:.1} % of the run's sends late",
+            late * 100.0
+        );
+        if late > 0.01 {
+            return Verdict::ClientBound(format!("{model}: {:.1} % of sends late", late * 100.0));
+        }
+        if (pa / ra - 1.0).abs() > 0.03 {
+            return Verdict::Disagrees(format!("{model}: achieved {pa} predicted vs {ra} run"));
+        }
+        if (pp / rp - 1.0).abs() > 0.15 {
+            return Verdict::Disagrees(format!("{model}: p95 {pp} predicted vs {rp} run"));
+        }
+    }
+    Verdict::Agrees
+}
+
 /// The issue's check: for each shipped session, the prediction's achieved rates are within 3 % and its
-/// p95 within 15 % of a brief real-time run on the emulator.
+/// p95 within 15 % of a brief real-time run on the emulator. A busy machine can starve the real-time side
+/// (its sends fall late and its queues grow): such a run measured the machine and is retried, up to five
+/// runs; any run that kept its schedule must agree, and a session never checked fails.
 #[test]
 fn predictions_agree_with_real_time_runs_of_the_shipped_sessions() {
     for session in SESSIONS {
@@ -117,37 +155,34 @@ fn predictions_agree_with_real_time_runs_of_the_shipped_sessions() {
             dir.path(),
         );
         assert!(out.status.success(), "{session}: {}", text(&out));
-        let out = perseus(
-            &[
-                "run",
-                session,
-                "--duration",
-                "10s",
-                "--json",
-                measured.to_str().expect("utf-8 path"),
-            ],
-            dir.path(),
-        );
-        assert!(out.status.success(), "{session}: {}", text(&out));
-        let (p, r) = (json_of(&predicted), json_of(&measured));
-        let pt = p["tenants"].as_array().expect("tenants");
-        let rt = r["tenants"].as_array().expect("tenants");
-        assert_eq!(pt.len(), rt.len());
-        for (a, b) in pt.iter().zip(rt) {
-            let model = &a["model"];
-            let (pa, ra) = (num(&a["achieved_rate"]), num(&b["achieved_rate"]));
-            let (pp, rp) = (num(&a["latency_ms"]["p95"]), num(&b["latency_ms"]["p95"]));
-            eprintln!(
-                "{session} {model}: achieved {pa:.1} vs {ra:.1} req/s, p95 {pp:.2} vs {rp:.2} ms"
+        let p = json_of(&predicted);
+        let mut starved = Vec::new();
+        let mut checked = false;
+        for _ in 0..5 {
+            let out = perseus(
+                &[
+                    "run",
+                    session,
+                    "--duration",
+                    "10s",
+                    "--json",
+                    measured.to_str().expect("utf-8 path"),
+                ],
+                dir.path(),
             );
-            assert!(
-                (pa / ra - 1.0).abs() <= 0.03,
-                "{session} {model}: achieved {pa} predicted vs {ra} run"
-            );
-            assert!(
-                (pp / rp - 1.0).abs() <= 0.15,
-                "{session} {model}: p95 {pp} predicted vs {rp} run"
-            );
+            assert!(out.status.success(), "{session}: {}", text(&out));
+            match agreement(session, &p, &json_of(&measured)) {
+                Verdict::Agrees => {
+                    checked = true;
+                    break;
+                }
+                Verdict::Disagrees(why) => panic!("{session}: {why}"),
+                Verdict::ClientBound(why) => starved.push(why),
+            }
         }
+        assert!(
+            checked,
+            "{session}: no run kept its schedule, so the prediction was not checked: {starved:#?}"
+        );
     }
 }
