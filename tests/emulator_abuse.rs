@@ -10,7 +10,10 @@ fn gpu() -> GpuSetup {
         tdp_w: 70.0,
         idle_w: 10.0,
         gamma: 0.1,
+        pair_gamma: Vec::new(),
         sm_clock_mhz: 1590,
+        link_bytes_per_s: 12.6e9,
+        max_resident: 8,
     }
 }
 

@@ -41,6 +41,15 @@ impl Signature {
             outputs: spec.outputs.iter().map(desc).collect(),
         }
     }
+
+    /// Bytes of all inputs (or outputs) for one image as the wire carries them; what a queued request
+    /// is charged against the emulator's memory bound.
+    pub(crate) fn bytes_per_image(tensors: &[TensorDesc]) -> u64 {
+        tensors
+            .iter()
+            .map(|t| element_count(&t.shape) * element_size(&t.datatype).unwrap_or(1) as u64)
+            .sum()
+    }
 }
 
 /// An input as received, with its contents already as little-endian bytes.

@@ -2,8 +2,8 @@
 //! of it matters, so the conversion lives here rather than in the catalog.
 
 use crate::catalog::{Catalog, GpuSpec, ModelSpec};
-use crate::vocab::datatype::element_size;
 use crate::emulator::sim::{GpuSetup, ModelSetup, PairGamma};
+use crate::vocab::datatype::element_size;
 
 /// The simulator's view of a catalog GPU, with the interference figures the catalog has for its pairs.
 pub fn gpu_setup(gpu: &GpuSpec) -> GpuSetup {

@@ -9,7 +9,7 @@ pub type Nanos = u64;
 /// A loaded model: its slot in the GPU model and that slot's generation. Slots are reused after an
 /// unload, so the table (which every event walks) stays as small as the set of resident models, and
 /// the generation makes a stale id after unload miss rather than hit the slot's next tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ModelId {
     pub(crate) slot: usize,
     pub(crate) generation: u64,
