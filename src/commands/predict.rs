@@ -181,18 +181,7 @@ fn result(
                 .collect(),
             unavailable: Vec::new(),
         }),
-        cost: Some(CostBlock {
-            instance: v.instance,
-            usd_per_hour: v.usd_per_hour,
-            throughput_per_s: v.throughput_per_s,
-            usd_per_million: v.usd_per_million,
-            goodput_usd_per_million: v.goodput_usd_per_million,
-            dedicated_equivalents: v.dedicated_equivalents,
-            dedicated_instances: v.dedicated_instances,
-            savings_vs_dedicated_pct: v.savings_vs_dedicated_pct,
-            savings_vs_timeslicing_pct: v.savings_vs_timeslicing_pct,
-            monthly_usd: v.monthly_usd,
-        }),
+        cost: Some(CostBlock::from(v)),
     }
 }
 

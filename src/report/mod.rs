@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::vocab::snapshot::{PeakKind, Percentiles, Snapshot, TargetKind};
+use crate::vocab::snapshot::{CostView, PeakKind, Percentiles, Snapshot, TargetKind};
 use crate::vocab::spec::Load;
 
 pub const SCHEMA: &str = "perseus.run.v1";
@@ -106,6 +106,23 @@ pub struct CostBlock {
     pub monthly_usd: f64,
 }
 
+impl From<CostView> for CostBlock {
+    fn from(v: CostView) -> Self {
+        CostBlock {
+            instance: v.instance,
+            usd_per_hour: v.usd_per_hour,
+            throughput_per_s: v.throughput_per_s,
+            usd_per_million: v.usd_per_million,
+            goodput_usd_per_million: v.goodput_usd_per_million,
+            dedicated_equivalents: v.dedicated_equivalents,
+            dedicated_instances: v.dedicated_instances,
+            savings_vs_dedicated_pct: v.savings_vs_dedicated_pct,
+            savings_vs_timeslicing_pct: v.savings_vs_timeslicing_pct,
+            monthly_usd: v.monthly_usd,
+        }
+    }
+}
+
 impl From<crate::telemetry::GpuSummary> for GpuBlock {
     fn from(g: crate::telemetry::GpuSummary) -> Self {
         GpuBlock {
@@ -143,19 +160,7 @@ pub fn run_result(
                 solo_peak: t.solo_peak,
             })
             .collect();
-        let v = crate::cost::cost_view(p, &inputs);
-        CostBlock {
-            instance: v.instance,
-            usd_per_hour: v.usd_per_hour,
-            throughput_per_s: v.throughput_per_s,
-            usd_per_million: v.usd_per_million,
-            goodput_usd_per_million: v.goodput_usd_per_million,
-            dedicated_equivalents: v.dedicated_equivalents,
-            dedicated_instances: v.dedicated_instances,
-            savings_vs_dedicated_pct: v.savings_vs_dedicated_pct,
-            savings_vs_timeslicing_pct: v.savings_vs_timeslicing_pct,
-            monthly_usd: v.monthly_usd,
-        }
+        CostBlock::from(crate::cost::cost_view(p, &inputs))
     });
     // The emulator's metrics carry no device name; the target knows which GPU it plays.
     let gpu = gpu.map(|mut g| {
