@@ -71,8 +71,8 @@ fn shapes(tensors: &[super::TensorSpec]) -> String {
         .join(", ")
 }
 
-pub(super) fn render(catalog: &Catalog) -> String {
-    let mut out = String::new();
+/// Every GPU with its figures and their source.
+fn gpu_table(catalog: &Catalog, out: &mut String) {
     out.push_str("GPUs\n");
     let mut gpus = Table::new(&[
         ("name", false),
@@ -98,8 +98,11 @@ pub(super) fn render(catalog: &Catalog) -> String {
             g.source.clone(),
         ]);
     }
-    gpus.render(&mut out);
+    gpus.render(out);
+}
 
+/// The GPU model's constants per GPU, each with where it comes from.
+fn constants_table(catalog: &Catalog, out: &mut String) {
     out.push_str("\nGPU model constants: each with its source, \"fitted to …\" or \"assumed\"\n");
     let mut constants = Table::new(&[
         ("gpu", false),
@@ -138,8 +141,11 @@ pub(super) fn render(catalog: &Catalog) -> String {
             "CUDA_DEVICE_MAX_CONNECTIONS default (CUDA C++ Programming Guide)".into(),
         ]);
     }
-    constants.render(&mut out);
+    constants.render(out);
+}
 
+/// Every model with its tensors.
+fn model_table(catalog: &Catalog, out: &mut String) {
     out.push_str("\nModels\n");
     let mut models = Table::new(&[
         ("name", false),
@@ -157,8 +163,14 @@ pub(super) fn render(catalog: &Catalog) -> String {
             m.description.clone(),
         ]);
     }
-    models.render(&mut out);
+    models.render(out);
+}
 
+pub(super) fn render(catalog: &Catalog) -> String {
+    let mut out = String::new();
+    gpu_table(catalog, &mut out);
+    constants_table(catalog, &mut out);
+    model_table(catalog, &mut out);
     for profile in catalog.profile_names() {
         let _ = writeln!(
             out,

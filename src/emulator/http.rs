@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::emulator::grpc::{EXTENSIONS, SERVER_NAME, metadata_shape};
 use crate::emulator::repository::model_config_json;
-use crate::emulator::service::{InferCall, MODEL_VERSION, SharedCore};
+use crate::emulator::service::{InferCall, InferReply, MODEL_VERSION, SharedCore};
 use crate::emulator::status::ServeError;
 use crate::emulator::tensors::{InputTensor, OutputTensor, element_size};
 use crate::proto;
@@ -277,8 +277,54 @@ async fn infer_inner(
     };
     let request: Value = serde_json::from_slice(&body[..header_len])
         .map_err(|e| ServeError::invalid(format!("failed to parse the request JSON: {e}")))?;
-    let mut binary = body.slice(header_len..);
 
+    let inputs = decode_inputs(&request, body.slice(header_len..))?;
+
+    let all_binary = request
+        .pointer("/parameters/binary_data_output")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let mut outputs = Vec::new();
+    let mut binary_out = Vec::new();
+    for output in request
+        .get("outputs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = output
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let wants_binary = output
+            .pointer("/parameters/binary_data")
+            .and_then(Value::as_bool)
+            .unwrap_or(all_binary);
+        binary_out.push((name.clone(), wants_binary));
+        outputs.push(name);
+    }
+    let id = request
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let reply = core
+        .infer(InferCall {
+            model,
+            version,
+            id,
+            inputs,
+            outputs,
+        })
+        .await?;
+
+    Ok(encode_reply(reply, &binary_out, all_binary))
+}
+
+/// The request's inputs: each from its JSON `data` or, with the binary-tensor extension, the next
+/// `binary_data_size` bytes after the JSON header, in input order.
+fn decode_inputs(request: &Value, mut binary: Bytes) -> Result<Vec<InputTensor>, ServeError> {
     let mut inputs = Vec::new();
     for input in request
         .get("inputs")
@@ -322,46 +368,11 @@ async fn infer_inner(
             data,
         });
     }
+    Ok(inputs)
+}
 
-    let all_binary = request
-        .pointer("/parameters/binary_data_output")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let mut outputs = Vec::new();
-    let mut binary_out = Vec::new();
-    for output in request
-        .get("outputs")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let name = output
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let wants_binary = output
-            .pointer("/parameters/binary_data")
-            .and_then(Value::as_bool)
-            .unwrap_or(all_binary);
-        binary_out.push((name.clone(), wants_binary));
-        outputs.push(name);
-    }
-    let id = request
-        .get("id")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let reply = core
-        .infer(InferCall {
-            model,
-            version,
-            id,
-            inputs,
-            outputs,
-        })
-        .await?;
-
+/// The reply as JSON, or as a JSON header followed by the outputs asked for in binary.
+fn encode_reply(reply: InferReply, binary_out: &[(String, bool)], all_binary: bool) -> Response {
     let mut blobs: Vec<u8> = Vec::new();
     let mut encoded = Vec::new();
     for o in &reply.outputs {
@@ -383,12 +394,12 @@ async fn infer_inner(
     }
     let header_bytes = header_json.to_string().into_bytes();
     if blobs.is_empty() {
-        return Ok(([(header::CONTENT_TYPE, "application/json")], header_bytes).into_response());
+        return ([(header::CONTENT_TYPE, "application/json")], header_bytes).into_response();
     }
     let header_len = header_bytes.len();
     let mut full = header_bytes;
     full.extend_from_slice(&blobs);
-    Ok((
+    (
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
             (
@@ -398,7 +409,7 @@ async fn infer_inner(
         ],
         Body::from(full),
     )
-        .into_response())
+        .into_response()
 }
 
 fn output_json(o: &OutputTensor, binary: bool, blobs: &mut Vec<u8>) -> Value {

@@ -54,6 +54,73 @@ async fn scrape(State(state): State<Arc<MetricsState>>) -> impl IntoResponse {
     )
 }
 
+/// A per-model counter: how it reads from the sim's counters.
+type Field = fn(&ModelCounters) -> f64;
+
+/// Triton's per-model metrics with their names, kinds and help texts as Triton writes them.
+const MODEL_METRICS: [(&str, &str, &str, Field); 10] = [
+    (
+        "nv_inference_request_success",
+        "counter",
+        "Number of successful inference requests, all batch sizes",
+        |c| c.success_count as f64,
+    ),
+    (
+        "nv_inference_request_failure",
+        "counter",
+        "Number of failed inference requests, all batch sizes",
+        |c| c.fail_count as f64,
+    ),
+    (
+        "nv_inference_count",
+        "counter",
+        "Number of inferences performed (does not include cached requests)",
+        |c| c.inference_count as f64,
+    ),
+    (
+        "nv_inference_exec_count",
+        "counter",
+        "Number of model executions performed (does not include cached requests)",
+        |c| c.execution_count as f64,
+    ),
+    (
+        "nv_inference_request_duration_us",
+        "counter",
+        "Cumulative inference request duration in microseconds (includes cached requests)",
+        |c| (c.success_ns + c.fail_ns) as f64 / 1e3,
+    ),
+    (
+        "nv_inference_queue_duration_us",
+        "counter",
+        "Cumulative inference queuing duration in microseconds (includes cached requests)",
+        |c| c.queue_ns as f64 / 1e3,
+    ),
+    (
+        "nv_inference_compute_input_duration_us",
+        "counter",
+        "Cumulative compute input duration in microseconds (does not include cached requests)",
+        |c| c.compute_input_ns as f64 / 1e3,
+    ),
+    (
+        "nv_inference_compute_infer_duration_us",
+        "counter",
+        "Cumulative compute inference duration in microseconds (does not include cached requests)",
+        |c| c.compute_infer_ns as f64 / 1e3,
+    ),
+    (
+        "nv_inference_compute_output_duration_us",
+        "counter",
+        "Cumulative inference compute output duration in microseconds (does not include cached requests)",
+        |c| c.compute_output_ns as f64 / 1e3,
+    ),
+    (
+        "nv_inference_pending_request_count",
+        "gauge",
+        "Instantaneous number of pending requests awaiting execution per-model.",
+        |c| c.pending as f64,
+    ),
+];
+
 fn render(state: &MetricsState) -> String {
     let core = &state.core;
     let models = core.all_counters();
@@ -71,70 +138,7 @@ fn render(state: &MetricsState) -> String {
     };
 
     let mut out = String::with_capacity(4096);
-    type Field = fn(&ModelCounters) -> f64;
-    let model_metrics: [(&str, &str, &str, Field); 10] = [
-        (
-            "nv_inference_request_success",
-            "counter",
-            "Number of successful inference requests, all batch sizes",
-            |c| c.success_count as f64,
-        ),
-        (
-            "nv_inference_request_failure",
-            "counter",
-            "Number of failed inference requests, all batch sizes",
-            |c| c.fail_count as f64,
-        ),
-        (
-            "nv_inference_count",
-            "counter",
-            "Number of inferences performed (does not include cached requests)",
-            |c| c.inference_count as f64,
-        ),
-        (
-            "nv_inference_exec_count",
-            "counter",
-            "Number of model executions performed (does not include cached requests)",
-            |c| c.execution_count as f64,
-        ),
-        (
-            "nv_inference_request_duration_us",
-            "counter",
-            "Cumulative inference request duration in microseconds (includes cached requests)",
-            |c| (c.success_ns + c.fail_ns) as f64 / 1e3,
-        ),
-        (
-            "nv_inference_queue_duration_us",
-            "counter",
-            "Cumulative inference queuing duration in microseconds (includes cached requests)",
-            |c| c.queue_ns as f64 / 1e3,
-        ),
-        (
-            "nv_inference_compute_input_duration_us",
-            "counter",
-            "Cumulative compute input duration in microseconds (does not include cached requests)",
-            |c| c.compute_input_ns as f64 / 1e3,
-        ),
-        (
-            "nv_inference_compute_infer_duration_us",
-            "counter",
-            "Cumulative compute inference duration in microseconds (does not include cached requests)",
-            |c| c.compute_infer_ns as f64 / 1e3,
-        ),
-        (
-            "nv_inference_compute_output_duration_us",
-            "counter",
-            "Cumulative inference compute output duration in microseconds (does not include cached requests)",
-            |c| c.compute_output_ns as f64 / 1e3,
-        ),
-        (
-            "nv_inference_pending_request_count",
-            "gauge",
-            "Instantaneous number of pending requests awaiting execution per-model.",
-            |c| c.pending as f64,
-        ),
-    ];
-    for (name, kind, help, field) in model_metrics {
+    for (name, kind, help, field) in MODEL_METRICS {
         header(&mut out, name, kind, help);
         for (model, counters) in &models {
             let _ = writeln!(

@@ -192,18 +192,7 @@ pub fn simulate_offered(
             if !counted {
                 continue;
             }
-            let tally = &mut stats[index];
-            let latency = c.finished_at.saturating_sub(arrived);
-            let micros = latency.div_ceil(1_000).max(1);
-            // Auto-resizing, so `record` grows to fit; saturating only guards the impossible error.
-            if tally.latency_us.record(micros).is_err() {
-                tally.latency_us.saturating_record(micros);
-            }
-            tally.latency_sum_ns += latency as f64;
-            tally.completed += 1;
-            if c.finished_at <= end {
-                tally.completed_in_window += 1;
-            }
+            stats[index].record(arrived, c.finished_at, end);
         }
         if t == end && gpu_at_end.is_none() {
             gpu_at_end = Some(sim.gpu_counters());
@@ -232,28 +221,7 @@ pub fn simulate_offered(
         .zip(&ids)
         .map(|(((name, _, rate), tally), &id)| {
             let counters = sim.counters(id).cloned().unwrap_or_default();
-            let mean_batch = if counters.execution_count == 0 {
-                0.0
-            } else {
-                counters.inference_count as f64 / counters.execution_count as f64
-            };
-            ModelReport {
-                name,
-                duration_s,
-                offered_per_s: rate,
-                achieved_per_s: tally.completed_in_window as f64 * 1e9 / span,
-                submitted: tally.submitted,
-                completed: tally.completed,
-                mean_in_system: tally.in_system_ns / span,
-                mean_batch,
-                mean_latency_ms: if tally.completed == 0 {
-                    0.0
-                } else {
-                    tally.latency_sum_ns / tally.completed as f64 / 1e6
-                },
-                latency_us: tally.latency_us,
-                counters,
-            }
+            tally.report(name, rate, duration_s, span, counters)
         })
         .collect();
     let seconds = (total / 1e9).max(1e-9);
@@ -296,6 +264,55 @@ struct Tally {
 }
 
 impl Tally {
+    /// One request that arrived at `arrived` and finished at `finished`; it counts towards the
+    /// achieved rate only if it finished by `end`.
+    fn record(&mut self, arrived: Nanos, finished: Nanos, end: Nanos) {
+        let latency = finished.saturating_sub(arrived);
+        let micros = latency.div_ceil(1_000).max(1);
+        // Auto-resizing, so `record` grows to fit; saturating only guards the impossible error.
+        if self.latency_us.record(micros).is_err() {
+            self.latency_us.saturating_record(micros);
+        }
+        self.latency_sum_ns += latency as f64;
+        self.completed += 1;
+        if finished <= end {
+            self.completed_in_window += 1;
+        }
+    }
+
+    /// The model's report over a measured span of `span_ns`.
+    fn report(
+        self,
+        name: String,
+        offered_per_s: f64,
+        duration_s: f64,
+        span_ns: f64,
+        counters: ModelCounters,
+    ) -> ModelReport {
+        let mean_batch = if counters.execution_count == 0 {
+            0.0
+        } else {
+            counters.inference_count as f64 / counters.execution_count as f64
+        };
+        ModelReport {
+            name,
+            duration_s,
+            offered_per_s,
+            achieved_per_s: self.completed_in_window as f64 * 1e9 / span_ns,
+            submitted: self.submitted,
+            completed: self.completed,
+            mean_in_system: self.in_system_ns / span_ns,
+            mean_batch,
+            mean_latency_ms: if self.completed == 0 {
+                0.0
+            } else {
+                self.latency_sum_ns / self.completed as f64 / 1e6
+            },
+            latency_us: self.latency_us,
+            counters,
+        }
+    }
+
     fn new() -> Tally {
         Tally {
             submitted: 0,
