@@ -1,6 +1,8 @@
 //! The catalog's calibration as a client sees it: the served path (copies included) against every row the
 //! catalog claims, and the perseus2019 profile against PERSEUS's dedicated peaks and its T4 frontier.
 
+mod common;
+
 use perseus::catalog::Catalog;
 use perseus::emulator::sim::{
     Completion, ModelId, SearchOptions, Sim, Sla, best_colocation, gpu_setup, model_setup,
@@ -190,27 +192,7 @@ fn served_alone(catalog: &Catalog, gpu_name: &str, batch: u32) -> Completion {
 fn served_throughput(catalog: &Catalog, gpu_name: &str, batch: u32) -> f64 {
     let (mut sim, id, batch) = served(catalog, gpu_name, batch);
     let in_flight = 4 * sim.setup(id).unwrap().instances + 2;
-    let mut token = 0;
-    for _ in 0..in_flight {
-        sim.submit(0, id, batch, token).unwrap();
-        token += 1;
-    }
-    let mut out = Vec::new();
-    let (mut done, mut mark) = (0u64, None);
-    while done < 300 {
-        let Some(t) = sim.next_event() else { break };
-        sim.advance(t, &mut out);
-        for c in out.drain(..) {
-            done += 1;
-            if done == 100 {
-                mark = Some((c.finished_at, done));
-            }
-            sim.submit(t, id, batch, token).unwrap();
-            token += 1;
-        }
-    }
-    let (t0, n0) = mark.unwrap();
-    (done - n0) as f64 * f64::from(batch) * 1e9 / (sim.now() - t0) as f64
+    common::sim::closed_loop_images_per_s(&mut sim, id, batch, in_flight, 300)
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! The emulator's GPU model in virtual time: the laws it must obey (calibration: emulator_calibration.rs).
 
+mod common;
+
 use perseus::catalog::Catalog;
 use perseus::emulator::sim::{
     Completion, GpuSetup, ModelSetup, Sim, SimError, Workload, simulate, solo_peak,
@@ -501,27 +503,8 @@ fn an_hour_of_traffic_in_virtual_time() {
 fn saturated_throughput(gpu: &GpuSetup, setup: &ModelSetup, batch: u32) -> f64 {
     let mut sim = Sim::new(gpu.clone());
     let id = sim.load(setup.clone()).unwrap();
-    let mut token = 0;
-    for _ in 0..(8 * setup.instances * setup.batch_cap().max(batch) / batch + 4) {
-        sim.submit(0, id, batch, token).unwrap();
-        token += 1;
-    }
-    let mut out = Vec::new();
-    let (mut done, mut mark) = (0u64, None);
-    while done < 1_000 {
-        let Some(t) = sim.next_event() else { break };
-        sim.advance(t, &mut out);
-        for c in out.drain(..) {
-            done += 1;
-            if done == 100 {
-                mark = Some((c.finished_at, done));
-            }
-            sim.submit(t, id, batch, token).unwrap();
-            token += 1;
-        }
-    }
-    let (t0, n0) = mark.unwrap();
-    (done - n0) as f64 * f64::from(batch) * 1e9 / (sim.now() - t0) as f64
+    let in_flight = 8 * setup.instances * setup.batch_cap().max(batch) / batch + 4;
+    common::sim::closed_loop_images_per_s(&mut sim, id, batch, in_flight, 1_000)
 }
 
 #[test]

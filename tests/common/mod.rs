@@ -2,6 +2,7 @@
 //! snapshots without an engine, here) and gRPC requests and addresses ([`triton`]).
 #![allow(dead_code)]
 
+pub mod sim;
 pub mod triton;
 
 use std::collections::BTreeMap;
