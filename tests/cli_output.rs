@@ -275,7 +275,7 @@ fn bad_destinations_and_inputs_are_refused_before_the_run() {
     let empty = dir.path().join("empty.toml");
     std::fs::write(&empty, "name = \"nothing\"\n").unwrap();
     let ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/ca.pem");
-    let cases: [(Vec<&str>, &str); 4] = [
+    let cases: [(Vec<&str>, &str); 6] = [
         (vec!["--json", missing.to_str().unwrap()], "no-such-dir"),
         (
             vec!["--csv", dir.path().to_str().unwrap()],
@@ -289,6 +289,11 @@ fn bad_destinations_and_inputs_are_refused_before_the_run() {
             vec!["--tls-ca", "no-such-ca.pem", "--triton", "localhost:1"],
             "no-such-ca.pem",
         ),
+        (
+            vec!["--metrics", "http://localhost:8002/metrics"],
+            "--metrics applies to a real Triton",
+        ),
+        (vec!["--gpu", "0"], "--gpu applies to a real Triton"),
     ];
     for (extra, says) in cases {
         let mut args = vec!["run", &session, "--duration", "1s"];
@@ -307,6 +312,32 @@ fn bad_destinations_and_inputs_are_refused_before_the_run() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         stderr_of(&out).contains("empty.toml: no tenants"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_config_tick_longer_than_the_sessions_window_is_refused_with_the_window_line() {
+    let dir = tmp();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "tick = \"20s\"\n").unwrap();
+    let session = dir.path().join("short.toml");
+    std::fs::write(
+        &session,
+        "name = \"short\"\nwindow = \"5s\"\n[[tenant]]\nmodel = \"simple\"\nrate = 5\n",
+    )
+    .unwrap();
+    let out = command(&["run", session.to_str().unwrap()], dir.path())
+        .env("PERSEUS_CONFIG", &config)
+        .output()
+        .expect("perseus runs");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        stderr_of(&out).contains(&format!(
+            "{}:2:10: window: the window (5s) must be at least the tick your config file sets (20s)",
+            session.display()
+        )),
         "{}",
         text(&out)
     );

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use perseus::session::{
-    DEMO_SESSION, StaticModels, fresh_session_path, load_session, parse_session, save_atomic,
-    to_toml,
+    DEMO_SESSION, ModelLookup, StaticModels, fresh_session_path, load_session, parse_session,
+    save_atomic, to_toml,
 };
 use perseus::vocab::spec::{Arrival, CostSpec, Load, RunSpec, TargetSpec};
 
@@ -226,5 +226,43 @@ fn fresh_session_paths_do_not_overwrite() {
     assert!(
         name.ends_with(".toml") && !name.contains(' ') && !name.contains(':'),
         "{name}"
+    );
+}
+
+/// The catalog plus a config file that sets a tick.
+struct ConfigTick(std::time::Duration);
+
+impl ModelLookup for ConfigTick {
+    fn models(&self, target: &TargetSpec) -> Option<std::collections::BTreeMap<String, u32>> {
+        catalog().models(target)
+    }
+    fn default_tick(&self) -> Option<std::time::Duration> {
+        Some(self.0)
+    }
+}
+
+#[test]
+fn the_config_tick_is_the_default_a_session_tick_overrides_and_the_window_bounds() {
+    use std::time::Duration;
+    let tenant = "[[tenant]]\nmodel = \"simple\"\nrate = 5\n";
+    let file = Path::new("s.toml");
+    let config = ConfigTick(Duration::from_secs(2));
+    let spec = parse_session(tenant, file, &config).unwrap();
+    assert_eq!(spec.tick, Duration::from_secs(2));
+    let own = format!("tick = \"100ms\"\n{tenant}");
+    assert_eq!(
+        parse_session(&own, file, &config).unwrap().tick,
+        Duration::from_millis(100)
+    );
+    assert_eq!(
+        parse_session(tenant, file, &catalog()).unwrap().tick,
+        RunSpec::DEFAULT_TICK
+    );
+    let long = ConfigTick(Duration::from_secs(20));
+    let e = parse_session(tenant, file, &long).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "s.toml:1:1: window: the default window (10s) must be at least the tick your config \
+         file sets (20s); set a longer window"
     );
 }

@@ -111,6 +111,8 @@ impl TargetKnowledge for ProbedKnowledge {
 pub struct CatalogLookup<'a> {
     pub catalog: &'a Catalog,
     pub prices: &'a crate::cost::Prices,
+    /// The config file's tick, where it sets one other than the built-in default.
+    pub tick: Option<std::time::Duration>,
 }
 
 impl ModelLookup for CatalogLookup<'_> {
@@ -129,6 +131,9 @@ impl ModelLookup for CatalogLookup<'_> {
             ),
             TargetSpec::Triton { .. } => None,
         }
+    }
+    fn default_tick(&self) -> Option<std::time::Duration> {
+        self.tick
     }
     fn gpus(&self) -> Option<Vec<String>> {
         Some(self.catalog.gpus.iter().map(|g| g.name.clone()).collect())

@@ -27,7 +27,7 @@ fn arrival_seed(index: usize) -> u64 {
 pub async fn predict(args: PredictArgs, config: &Config) -> Result<(), Failure> {
     let catalog = load_catalog(config)?;
     let prices = load_prices(config)?;
-    let mut spec = load_session(&args.session, &catalog, &prices)?;
+    let mut spec = load_session(&args.session, &catalog, &prices, config)?;
     if let Some(d) = args.duration {
         spec.duration = d;
     }

@@ -49,7 +49,7 @@ pub fn server_id(target: &Target, spec: &RunSpec) -> String {
 pub async fn probe(args: ProbeArgs, config: &Config) -> Result<(), Failure> {
     let catalog = load_catalog(config)?;
     let prices = load_prices(config)?;
-    let mut spec = load_session(&args.session, &catalog, &prices)?;
+    let mut spec = load_session(&args.session, &catalog, &prices, config)?;
     target::apply_target_args(&mut spec, &args.target)?;
     if args.window < Duration::from_millis(500) {
         return Err(Failure::BadInput(anyhow!(

@@ -31,7 +31,7 @@ pub async fn run(args: RunArgs, config: &Config) -> Result<(), Failure> {
     let outputs = Outputs::from_args(&args)?;
     let catalog = load_catalog(config)?;
     let prices = load_prices(config)?;
-    let mut spec = load_session(&args.session, &catalog, &prices)?;
+    let mut spec = load_session(&args.session, &catalog, &prices, config)?;
     if spec.tenants.is_empty() {
         return Err(Failure::BadInput(anyhow!(
             "{}: no tenants: a headless run needs at least one [[tenant]]",
@@ -45,7 +45,6 @@ pub async fn run(args: RunArgs, config: &Config) -> Result<(), Failure> {
     if let Some(w) = args.warmup {
         spec.warmup = w;
     }
-    spec.tick = config.tick;
     let price = prices.resolve(&spec.cost).bad_input()?;
     let target = target::resolve(&spec, &catalog, config.catalog_dir.as_deref()).await?;
     let result = measure(&spec, &target, price, args.record, &mut signals).await;
@@ -117,13 +116,24 @@ impl Outputs {
 }
 
 /// Loads and validates a session file against the catalog's models.
+/// The config file's tick is the default for a session that sets none.
 pub fn load_session(
     path: &Path,
     catalog: &Catalog,
     prices: &crate::cost::Prices,
+    config: &Config,
 ) -> Result<RunSpec, Failure> {
-    session::load_session(path, &hooks::CatalogLookup { catalog, prices })
-        .map_err(|e| Failure::BadInput(anyhow!("{e}")))
+    let lookup = hooks::CatalogLookup {
+        catalog,
+        prices,
+        tick: config_tick(config),
+    };
+    session::load_session(path, &lookup).map_err(|e| Failure::BadInput(anyhow!("{e}")))
+}
+
+/// The tick a config file sets, where it differs from the built-in default.
+pub fn config_tick(config: &Config) -> Option<Duration> {
+    (config.tick != RunSpec::DEFAULT_TICK).then_some(config.tick)
 }
 
 /// What a run measured, and the signal that cut it short, if one did.

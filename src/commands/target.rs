@@ -47,14 +47,23 @@ impl Target {
 /// that a wrong path is a bad flag, not a failed connection.
 pub fn apply_target_args(spec: &mut RunSpec, args: &TargetArgs) -> Result<(), Failure> {
     let flags = tls_flags(args);
-    if let Some((flag, _)) = flags.first()
-        && args.triton.is_none()
-        && matches!(spec.target, TargetSpec::Emulated { .. })
-    {
-        return Err(Failure::BadInput(anyhow!(
-            "{flag} applies to a real Triton (--triton, or triton in the session's [target]); \
-             the embedded emulator speaks plaintext on loopback"
-        )));
+    if args.triton.is_none() && matches!(spec.target, TargetSpec::Emulated { .. }) {
+        if let Some((flag, _)) = flags.first() {
+            return Err(Failure::BadInput(anyhow!(
+                "{flag} applies to a real Triton (--triton, or triton in the session's [target]); \
+                 the embedded emulator speaks plaintext on loopback"
+            )));
+        }
+        let telemetry = [
+            ("--metrics", args.metrics.is_some()),
+            ("--gpu", args.gpu.is_some()),
+        ];
+        if let Some((flag, _)) = telemetry.iter().find(|(_, given)| *given) {
+            return Err(Failure::BadInput(anyhow!(
+                "{flag} applies to a real Triton (--triton, or triton in the session's [target]); \
+                 the embedded emulator reports its own GPU"
+            )));
+        }
     }
     for (flag, path) in flags.iter().filter_map(|(f, p)| p.map(|p| (f, p))) {
         std::fs::File::open(path)
@@ -333,6 +342,36 @@ mod tests {
         };
         let e = apply_target_args(&mut s, &domain_only).unwrap_err();
         assert!(e.to_string().contains("needs the server's CA"), "{e}");
+    }
+
+    #[test]
+    fn telemetry_flags_for_the_emulator_are_bad_input_not_ignored() {
+        for (args, flag) in [
+            (
+                TargetArgs {
+                    metrics: Some("http://localhost:8002/metrics".into()),
+                    ..TargetArgs::default()
+                },
+                "--metrics",
+            ),
+            (
+                TargetArgs {
+                    gpu: Some("0".into()),
+                    ..TargetArgs::default()
+                },
+                "--gpu",
+            ),
+        ] {
+            let e = apply_target_args(&mut spec(""), &args).unwrap_err();
+            assert!(matches!(e, Failure::BadInput(_)), "{e}");
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("{flag} applies to a real Triton")),
+                "{e}"
+            );
+            let mut s = spec("[target]\ntriton = \"example.com:8001\"");
+            apply_target_args(&mut s, &args).unwrap();
+        }
     }
 
     #[test]

@@ -20,19 +20,19 @@ pub async fn run(args: TuiArgs, config: &Config) -> Result<(), Failure> {
     let catalog = load_catalog(config)?;
     let prices = load_prices(config)?;
     let mut spec = match &args.session {
-        Some(path) => load_session(path, &catalog, &prices)?,
+        Some(path) => load_session(path, &catalog, &prices, config)?,
         None => session::parse_session(
             session::DEMO_SESSION,
             std::path::Path::new("sessions/demo.toml"),
             &hooks::CatalogLookup {
                 catalog: &catalog,
                 prices: &prices,
+                tick: crate::commands::run::config_tick(config),
             },
         )
         .map_err(|e| Failure::BadInput(anyhow!("the built-in demo session: {e}")))?,
     };
     target::apply_target_args(&mut spec, &args.target)?;
-    spec.tick = config.tick;
     let price = prices.resolve(&spec.cost).bad_input()?;
     let target = target::resolve(&spec, &catalog, config.catalog_dir.as_deref()).await?;
     let telemetry = hooks::start_telemetry(&target);

@@ -44,6 +44,12 @@ pub trait ModelLookup {
     fn instances(&self) -> Option<Vec<String>> {
         None
     }
+
+    /// The tick the user's config file sets for sessions that set none; `None`: the built-in one.
+    /// Known while parsing so that a window shorter than it is an error with a line and column.
+    fn default_tick(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// A fixed model list, whatever the target: for tests and for callers that resolved it already.
@@ -124,23 +130,7 @@ pub fn parse_session(text: &str, file: &Path, models: &dyn ModelLookup) -> Resul
         opt_duration(&root, "warmup", true, limits::MAX_WARMUP)?.unwrap_or(RunSpec::DEFAULT_WARMUP);
     let window = opt_duration(&root, "window", false, limits::MAX_WINDOW)?
         .unwrap_or(RunSpec::DEFAULT_WINDOW);
-    let tick =
-        opt_duration(&root, "tick", false, limits::MAX_TICK)?.unwrap_or(RunSpec::DEFAULT_TICK);
-    if tick < MIN_TICK
-        && let Some(f) = root.get("tick")
-    {
-        return Err(f.fail("expected a tick of at least 10ms"));
-    }
-    if window < tick {
-        let f = root.get("window").or_else(|| root.get("tick"));
-        if let Some(f) = f {
-            return Err(f.fail(format!(
-                "the window ({}) must be at least one tick ({})",
-                humantime::format_duration(window),
-                humantime::format_duration(tick)
-            )));
-        }
-    }
+    let tick = parse_tick(&doc, &root, window, models)?;
 
     let target = match root.get("target") {
         Some(f) => parse_target(&doc, f, base, models)?,
@@ -193,6 +183,46 @@ pub fn parse_session(text: &str, file: &Path, models: &dyn ModelLookup) -> Resul
         target,
         cost,
         tenants,
+    })
+}
+
+/// The session's `tick`, else the config file's, else the default; checked against the window.
+fn parse_tick(
+    doc: &Doc<'_>,
+    root: &Table<'_, '_, '_>,
+    window: Duration,
+    models: &dyn ModelLookup,
+) -> Result<Duration> {
+    let own = opt_duration(root, "tick", false, limits::MAX_TICK)?;
+    if let (Some(tick), Some(f)) = (own, root.get("tick"))
+        && tick < MIN_TICK
+    {
+        return Err(f.fail("expected a tick of at least 10ms"));
+    }
+    let from_config = own.is_none().then(|| models.default_tick()).flatten();
+    let tick = own.or(from_config).unwrap_or(RunSpec::DEFAULT_TICK);
+    if window >= tick {
+        return Ok(tick);
+    }
+    let whose = if from_config.is_some() {
+        "the tick your config file sets"
+    } else {
+        "one tick"
+    };
+    let message = |which: &str| {
+        format!(
+            "{which} ({}) must be at least {whose} ({})",
+            humantime::format_duration(window),
+            humantime::format_duration(tick)
+        )
+    };
+    Err(match root.get("window").or_else(|| root.get("tick")) {
+        Some(f) => f.fail(message("the window")),
+        None => doc.error(
+            0..0,
+            "window",
+            format!("{}; set a longer window", message("the default window")),
+        ),
     })
 }
 
