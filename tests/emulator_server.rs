@@ -861,3 +861,60 @@ async fn grpc_connections_advertise_a_bound_on_open_streams() {
     assert_eq!(max_streams, Some(77));
     emulator.shutdown().await;
 }
+
+#[tokio::test]
+async fn http_errors_have_tritons_json_body() {
+    let (emulator, _client) = start(&["simple"]).await;
+    for (path, code) in [("/v2/no/such/route", 404), ("/v2/models/simple/infer", 405)] {
+        let (status, text) = http_get(emulator.http_addr, path).await;
+        assert_eq!(status, code, "{text}");
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert!(
+            json["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{body}"
+        );
+    }
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_sequence_must_open_with_start() {
+    let (emulator, mut client) = start(&["simple_sequence"]).await;
+    let request = |id: u64, start: bool, value: i32| {
+        let mut params = std::collections::HashMap::new();
+        let param = |c| proto::InferParameter {
+            parameter_choice: Some(c),
+        };
+        use proto::infer_parameter::ParameterChoice as P;
+        params.insert("sequence_id".to_string(), param(P::Int64Param(id as i64)));
+        params.insert("sequence_start".to_string(), param(P::BoolParam(start)));
+        proto::ModelInferRequest {
+            model_name: "simple_sequence".into(),
+            inputs: vec![int_tensor("INPUT", vec![1, 1])],
+            raw_input_contents: vec![le_bytes(&[value])],
+            parameters: params,
+            ..Default::default()
+        }
+    };
+    let err = client.model_infer(request(5, false, 1)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("must specify the START flag"),
+        "{}",
+        err.message()
+    );
+    let reply = client
+        .model_infer(request(5, true, 41))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ints(&reply.raw_output_contents[0]), [42]);
+    let reply = client
+        .model_infer(request(5, false, 41))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ints(&reply.raw_output_contents[0]), [41]);
+    emulator.shutdown().await;
+}

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{
-    Catalog, GpuSpec, MIB, ModelSpec, PairGammaSpec, ProfileEntry, TensorSpec, link_bytes_per_s,
+    Catalog, Compute, GpuSpec, MIB, ModelSpec, PairGammaSpec, ProfileEntry, TensorSpec,
+    link_bytes_per_s,
 };
 use crate::vocab::datatype::element_size;
 use crate::vocab::spec::DynamicBatching;
@@ -16,6 +17,8 @@ use crate::vocab::spec::DynamicBatching;
 const GPUS_TOML: &str = include_str!("gpus.toml");
 const MODELS_TOML: &str = include_str!("models.toml");
 const PROFILES_TOML: &str = include_str!("profiles.toml");
+/// Label sets a model may name with `labels = "…"`, one class per line in index order.
+const LABEL_SETS: &[(&str, &str)] = &[("imagenet", include_str!("labels/imagenet.txt"))];
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -86,6 +89,15 @@ struct RawModel {
     activation_mb_per_image: f64,
     input: Vec<TensorSpec>,
     output: Vec<TensorSpec>,
+    #[serde(default)]
+    max_batch_size: Option<u32>,
+    #[serde(default)]
+    perf_like: Option<String>,
+    #[serde(default)]
+    compute: Compute,
+    /// Name of a label set shipped with the catalog (`labels/<name>.txt`).
+    #[serde(default)]
+    labels: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -259,6 +271,7 @@ fn build(raw: Raw) -> Result<Catalog, CatalogError> {
         .into_iter()
         .map(build_model)
         .collect::<Result<Vec<_>, _>>()?;
+    check_perf_like(&models)?;
     let profiles = raw
         .perfs
         .into_iter()
@@ -269,6 +282,22 @@ fn build(raw: Raw) -> Result<Catalog, CatalogError> {
         models,
         profiles,
     })
+}
+
+/// `perf_like` names a model that has profiles of its own, so one look-up finds them.
+fn check_perf_like(models: &[ModelSpec]) -> Result<(), CatalogError> {
+    for m in models {
+        let Some(other) = &m.perf_like else { continue };
+        let target = models.iter().find(|t| t.name.eq_ignore_ascii_case(other));
+        if target.is_none_or(|t| t.perf_like.is_some()) {
+            return Err(invalid(
+                "models.toml",
+                format!("model \"{}\".perf_like", m.name),
+                format!("'{other}' is not a model with profiles of its own"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn build_gpu(Sourced { file, item: g }: Sourced<RawGpu>) -> Result<GpuSpec, CatalogError> {
@@ -414,6 +443,23 @@ fn build_model(Sourced { file, item: m }: Sourced<RawModel>) -> Result<ModelSpec
         || key("activation_mb_per_image"),
         "must be ≥ 0",
     )?;
+    let labels = match &m.labels {
+        None => None,
+        Some(set) => {
+            let text = LABEL_SETS
+                .iter()
+                .find(|(name, _)| name == set)
+                .map(|(_, text)| *text);
+            let Some(text) = text else {
+                return Err(invalid(
+                    &file,
+                    key("labels"),
+                    format!("'{set}' is not a label set the catalog ships (imagenet)"),
+                ));
+            };
+            Some(text.lines().map(str::to_string).collect())
+        }
+    };
     Ok(ModelSpec {
         name: m.name,
         platform: m.platform,
@@ -422,6 +468,10 @@ fn build_model(Sourced { file, item: m }: Sourced<RawModel>) -> Result<ModelSpec
         description: m.description,
         params_millions: m.params_millions,
         activation_mb_per_image: m.activation_mb_per_image,
+        max_batch_size: m.max_batch_size,
+        perf_like: m.perf_like,
+        compute: m.compute,
+        labels,
     })
 }
 

@@ -98,6 +98,9 @@ pub struct TensorSpec {
     pub datatype: String,
     /// Without the batch dimension.
     pub shape: Vec<i64>,
+    /// Triton's input `format` ("FORMAT_NCHW"), which image clients check before sending pixels.
+    #[serde(default)]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -112,6 +115,37 @@ pub struct ModelSpec {
     pub params_millions: f64,
     /// Activation memory per image at FP16 (upper bound, no buffer reuse), MB.
     pub activation_mb_per_image: f64,
+    /// The model configuration's `max_batch_size` where it differs from the profile's batch limit;
+    /// 0 is a model without a batch dimension, as Triton's `densenet_onnx` example is.
+    pub max_batch_size: Option<u32>,
+    /// Another model whose performance profiles this one shares: Triton's example repository holds
+    /// variants (`simple_int8`, `densenet_onnx`) of kernels the profiles already describe.
+    pub perf_like: Option<String>,
+    /// What the emulator puts in the outputs.
+    pub compute: Compute,
+    /// Class labels of the first output, one per index, for Triton's classification extension.
+    pub labels: Option<Vec<String>>,
+}
+
+/// What a model's outputs hold. The emulator models time, not numerics, so a CNN answers with a
+/// placeholder; Triton's small example models are computed exactly, so NVIDIA's example clients can
+/// check their answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compute {
+    /// A deterministic placeholder of the right shape (uniform scores for floats, zeros otherwise).
+    #[default]
+    Placeholder,
+    /// Triton's `simple` family: OUTPUT0 = INPUT0 + INPUT1 and OUTPUT1 = INPUT0 − INPUT1, element-wise,
+    /// in the tensors' datatype (numbers written as strings for BYTES).
+    AddSub,
+    /// Every output is the input of the same position, unchanged.
+    Identity,
+    /// Triton's `simple_sequence`: a sequence batcher with START and READY control inputs, and
+    /// OUTPUT = (INPUT + START) × READY.
+    Sequence,
+    /// Triton's decoupled `repeat_int32`: one response per element of IN, each after DELAY[i] ms.
+    Repeat,
 }
 
 /// How one model performs on one GPU under one profile, and how Triton loads it by default.

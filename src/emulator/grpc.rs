@@ -1,28 +1,37 @@
 //! `inference.GRPCInferenceService`: decodes messages into service calls and encodes their answers.
-//! Shared memory, tracing and log settings answer UNIMPLEMENTED (the generated default), as a Triton
-//! built without those features does.
+//! Shared memory answers UNIMPLEMENTED (the generated default), as a Triton built without it does.
 
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::emulator::sequence::{CorrelationId, SequenceFlags};
 use crate::emulator::service::{InferCall, InferReply, MODEL_VERSION, SharedCore};
 use crate::emulator::status::ServeError;
 use crate::emulator::tensors::{InputTensor, Signature, TensorDesc};
 use crate::proto::grpc_inference_service_server::GrpcInferenceService;
 use crate::proto::{
-    self, model_infer_request::InferInputTensor, model_metadata_response::TensorMetadata,
+    self, infer_parameter::ParameterChoice, model_infer_request::InferInputTensor,
+    model_metadata_response::TensorMetadata,
 };
 
-/// Name the emulator reports in ServerMetadata (Triton reports "triton").
-pub const SERVER_NAME: &str = "perseus-emulator";
+/// Name the emulator reports in ServerMetadata: Triton's own, because clients check it (NVIDIA's
+/// health examples refuse any other) and the emulator answers as Triton does; the version says
+/// that it is the emulator, for a person or a tool that needs to tell them apart.
+pub const SERVER_NAME: &str = "triton";
+/// ServerMetadata's version: the emulator and its release, in place of Triton's release number.
+pub const SERVER_VERSION: &str = concat!("perseus-emulator ", env!("CARGO_PKG_VERSION"));
 /// Extensions the emulator actually implements, in Triton's names.
 pub(crate) const EXTENSIONS: &[&str] = &[
     "model_repository",
     "model_configuration",
     "statistics",
     "binary_tensor_data",
+    "classification",
+    "sequence",
+    "logging",
+    "trace",
 ];
 
 pub(crate) struct GrpcFront {
@@ -65,7 +74,7 @@ impl GrpcInferenceService for GrpcFront {
     ) -> Reply<proto::ServerMetadataResponse> {
         Ok(Response::new(proto::ServerMetadataResponse {
             name: SERVER_NAME.into(),
-            version: env!("CARGO_PKG_VERSION").into(),
+            version: SERVER_VERSION.into(),
             extensions: EXTENSIONS.iter().map(|s| (*s).to_string()).collect(),
         }))
     }
@@ -97,12 +106,13 @@ impl GrpcInferenceService for GrpcFront {
         req: Request<proto::ModelInferRequest>,
     ) -> Reply<proto::ModelInferResponse> {
         let call = decode_infer(req.into_inner())?;
-        let reply = self.core.infer(call).await?;
-        Ok(Response::new(encode_infer(reply)))
+        let reply = self.core.infer(call, "ModelInfer RPC").await?;
+        Ok(Response::new(encode_infer(reply, None)))
     }
 
     /// Each request on the stream is answered on the stream, in completion order, with failures as
-    /// `error_message` (the stream itself stays open), as Triton's streaming endpoint does.
+    /// `error_message` (the stream itself stays open), as Triton's streaming endpoint does; a
+    /// decoupled model sends each of its responses when it is due.
     async fn model_stream_infer(
         &self,
         req: Request<Streaming<proto::ModelInferRequest>>,
@@ -113,23 +123,7 @@ impl GrpcInferenceService for GrpcFront {
         tokio::spawn(async move {
             while let Some(Ok(request)) = incoming.next().await {
                 let (core, tx) = (core.clone(), tx.clone());
-                tokio::spawn(async move {
-                    let answer = match decode_infer(request) {
-                        Ok(call) => core.infer(call).await,
-                        Err(e) => Err(e),
-                    };
-                    let message = match answer {
-                        Ok(reply) => proto::ModelStreamInferResponse {
-                            error_message: String::new(),
-                            infer_response: Some(encode_infer(reply)),
-                        },
-                        Err(e) => proto::ModelStreamInferResponse {
-                            error_message: e.message,
-                            infer_response: None,
-                        },
-                    };
-                    let _ = tx.unbounded_send(Ok(message));
-                });
+                tokio::spawn(async move { stream_one(&core, request, &tx).await });
             }
         });
         Ok(Response::new(Box::pin(rx)))
@@ -142,7 +136,7 @@ impl GrpcInferenceService for GrpcFront {
         let req = req.into_inner();
         let (_, entry) = self.core.ready_entry(&req.name, &req.version)?;
         Ok(Response::new(proto::ModelConfigResponse {
-            config: Some(crate::emulator::repository::model_config(&entry)),
+            config: Some(crate::emulator::config::model_config(&entry)),
         }))
     }
 
@@ -195,6 +189,11 @@ impl GrpcInferenceService for GrpcFront {
                 .into());
             }
         };
+        crate::emulator::config::check_file_overrides(
+            &req.model_name,
+            req.parameters.contains_key("config"),
+            req.parameters.keys().map(String::as_str),
+        )?;
         let core = self.core.clone();
         let name = req.model_name.clone();
         tokio::task::spawn_blocking(move || core.load(&name, config.as_deref()))
@@ -203,12 +202,143 @@ impl GrpcInferenceService for GrpcFront {
         Ok(Response::new(proto::RepositoryModelLoadResponse {}))
     }
 
+    async fn log_settings(
+        &self,
+        req: Request<proto::LogSettingsRequest>,
+    ) -> Reply<proto::LogSettingsResponse> {
+        use crate::emulator::settings::LogValue;
+        use proto::log_settings_request::setting_value::ParameterChoice as In;
+        use proto::log_settings_response::{SettingValue, setting_value::ParameterChoice as Out};
+        let changes: Vec<(String, LogValue)> = req
+            .into_inner()
+            .settings
+            .into_iter()
+            .filter_map(|(key, v)| {
+                let value = match v.parameter_choice? {
+                    In::BoolParam(b) => LogValue::Bool(b),
+                    In::Uint32Param(n) => LogValue::Uint(n),
+                    In::StringParam(s) => LogValue::Text(s),
+                };
+                Some((key, value))
+            })
+            .collect();
+        let settings = if changes.is_empty() {
+            self.core.settings.log()
+        } else {
+            self.core.settings.update_log(&changes)?
+        };
+        let settings = settings
+            .into_iter()
+            .map(|(k, v)| {
+                let choice = match v {
+                    LogValue::Bool(b) => Out::BoolParam(b),
+                    LogValue::Uint(n) => Out::Uint32Param(n),
+                    LogValue::Text(s) => Out::StringParam(s),
+                };
+                (
+                    k,
+                    SettingValue {
+                        parameter_choice: Some(choice),
+                    },
+                )
+            })
+            .collect();
+        Ok(Response::new(proto::LogSettingsResponse { settings }))
+    }
+
+    async fn trace_setting(
+        &self,
+        req: Request<proto::TraceSettingRequest>,
+    ) -> Reply<proto::TraceSettingResponse> {
+        let req = req.into_inner();
+        if !req.model_name.is_empty() {
+            self.core.require_ready(&req.model_name, "")?;
+        }
+        let changes: Vec<(String, Vec<String>)> = req
+            .settings
+            .into_iter()
+            .map(|(k, v)| (k, v.value))
+            .collect();
+        let settings = if changes.is_empty() {
+            self.core.settings.trace(&req.model_name)
+        } else {
+            self.core.settings.update_trace(&req.model_name, &changes)?
+        };
+        let settings = settings
+            .into_iter()
+            .map(|(k, value)| (k, proto::trace_setting_response::SettingValue { value }))
+            .collect();
+        Ok(Response::new(proto::TraceSettingResponse { settings }))
+    }
+
     async fn repository_model_unload(
         &self,
         req: Request<proto::RepositoryModelUnloadRequest>,
     ) -> Reply<proto::RepositoryModelUnloadResponse> {
         self.core.unload(&req.into_inner().model_name)?;
         Ok(Response::new(proto::RepositoryModelUnloadResponse {}))
+    }
+}
+
+type StreamSender =
+    futures::channel::mpsc::UnboundedSender<Result<proto::ModelStreamInferResponse, Status>>;
+
+/// Answers one request of a stream. With `triton_enable_empty_final_response`, every response says
+/// whether it is the last (`triton_final_response`), and a decoupled model ends with an empty one.
+async fn stream_one(core: &SharedCore, request: proto::ModelInferRequest, tx: &StreamSender) {
+    let empty_final = matches!(
+        request
+            .parameters
+            .get("triton_enable_empty_final_response")
+            .and_then(|p| p.parameter_choice.as_ref()),
+        Some(ParameterChoice::BoolParam(true))
+    );
+    let (model, id) = (request.model_name.clone(), request.id.clone());
+    let answer = match decode_infer(request) {
+        Ok(call) => core.answer(call).await,
+        Err(e) => Err(e),
+    };
+    let send = |message| tx.unbounded_send(Ok(message)).is_ok();
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(e) => {
+            send(proto::ModelStreamInferResponse {
+                error_message: e.message,
+                infer_response: None,
+            });
+            return;
+        }
+    };
+    let decoupled = answer.parts.len() != 1 || !answer.wait.is_zero();
+    let count = answer.parts.len();
+    for (i, (after, reply)) in answer.parts.into_iter().enumerate() {
+        if !after.is_zero() {
+            tokio::time::sleep(after).await;
+        }
+        let last = !decoupled && i + 1 == count;
+        let flag = empty_final.then_some(last);
+        let message = proto::ModelStreamInferResponse {
+            error_message: String::new(),
+            infer_response: Some(encode_infer(reply, flag)),
+        };
+        if !send(message) {
+            return;
+        }
+    }
+    if decoupled {
+        tokio::time::sleep(answer.wait).await;
+        if empty_final {
+            let end = InferReply {
+                model,
+                version: MODEL_VERSION.into(),
+                id,
+                outputs: Vec::new(),
+            };
+            send(proto::ModelStreamInferResponse {
+                error_message: String::new(),
+                infer_response: Some(encode_infer(end, Some(true))),
+            });
+        }
     }
 }
 
@@ -251,13 +381,52 @@ fn decode_infer(req: proto::ModelInferRequest) -> Result<InferCall, ServeError> 
             }
         })
         .collect();
+    let classes = req
+        .outputs
+        .iter()
+        .filter_map(|o| {
+            let count = match o
+                .parameters
+                .get("classification")?
+                .parameter_choice
+                .as_ref()?
+            {
+                ParameterChoice::Int64Param(n) => u32::try_from(*n).ok()?,
+                ParameterChoice::Uint64Param(n) => u32::try_from(*n).ok()?,
+                _ => return None,
+            };
+            Some((o.name.clone(), count))
+        })
+        .collect();
+    let sequence = sequence_flags(&req.parameters);
     Ok(InferCall {
         model: req.model_name,
         version: req.model_version,
         id: req.id,
         inputs,
         outputs: req.outputs.into_iter().map(|o| o.name).collect(),
+        classes,
+        sequence,
     })
+}
+
+/// The sequence batcher's request parameters, as tritonclient sends them.
+fn sequence_flags(
+    params: &std::collections::HashMap<String, proto::InferParameter>,
+) -> SequenceFlags {
+    let choice = |key: &str| params.get(key).and_then(|p| p.parameter_choice.as_ref());
+    let flag = |key: &str| matches!(choice(key), Some(ParameterChoice::BoolParam(true)));
+    let id = match choice("sequence_id") {
+        Some(ParameterChoice::Int64Param(n)) => Some(CorrelationId::Number(*n as u64)),
+        Some(ParameterChoice::Uint64Param(n)) => Some(CorrelationId::Number(*n)),
+        Some(ParameterChoice::StringParam(s)) => Some(CorrelationId::Text(s.clone())),
+        _ => None,
+    };
+    SequenceFlags {
+        id,
+        start: flag("sequence_start"),
+        end: flag("sequence_end"),
+    }
 }
 
 /// Little-endian bytes of an input's typed contents (the field matching its datatype).
@@ -288,16 +457,16 @@ fn typed_bytes(t: &InferInputTensor) -> Vec<u8> {
         "UINT64" => le(&c.uint64_contents, u64::to_le_bytes),
         "FP32" => le(&c.fp32_contents, f32::to_le_bytes),
         "FP64" => le(&c.fp64_contents, f64::to_le_bytes),
-        _ => c
-            .bytes_contents
-            .iter()
-            .flat_map(|b| b.iter().copied())
-            .collect(),
+        "BYTES" => {
+            crate::emulator::examples::join_bytes(c.bytes_contents.iter().map(|b| b.as_ref()))
+        }
+        _ => Vec::new(),
     }
 }
 
 /// Triton's gRPC endpoint always answers with raw output contents; clients decode them by datatype.
-fn encode_infer(reply: InferReply) -> proto::ModelInferResponse {
+/// `final_flag` is the `triton_final_response` parameter of a stream that asked for it.
+fn encode_infer(reply: InferReply, final_flag: Option<bool>) -> proto::ModelInferResponse {
     let mut outputs = Vec::with_capacity(reply.outputs.len());
     let mut raw = Vec::with_capacity(reply.outputs.len());
     for o in reply.outputs {
@@ -315,6 +484,13 @@ fn encode_infer(reply: InferReply) -> proto::ModelInferResponse {
         id: reply.id,
         outputs,
         raw_output_contents: raw,
-        ..Default::default()
+        parameters: final_flag
+            .map(|last| {
+                let value = proto::InferParameter {
+                    parameter_choice: Some(ParameterChoice::BoolParam(last)),
+                };
+                [("triton_final_response".to_string(), value)].into()
+            })
+            .unwrap_or_default(),
     }
 }

@@ -4,19 +4,24 @@
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use crate::emulator::grpc::{EXTENSIONS, SERVER_NAME, metadata_shape};
-use crate::emulator::repository::model_config_json;
+use crate::emulator::config::model_config_json;
+use crate::emulator::grpc::{EXTENSIONS, SERVER_NAME, SERVER_VERSION, metadata_shape};
+use crate::emulator::http_json::{self, Coding, bytes_to_json, json_to_bytes};
+use crate::emulator::sequence::{CorrelationId, SequenceFlags};
 use crate::emulator::service::{InferCall, InferReply, MODEL_VERSION, SharedCore};
 use crate::emulator::status::ServeError;
-use crate::emulator::tensors::{InputTensor, OutputTensor, element_size};
+use crate::emulator::tensors::{InputTensor, OutputTensor};
 use crate::proto;
 
 const HEADER_LENGTH: &str = "Inference-Header-Content-Length";
+/// Request bodies up to the gRPC endpoint's message limit, so a batch of images that gRPC accepts is
+/// accepted over HTTP too (the web framework's default is 2 MiB).
+const MAX_BODY_BYTES: usize = 1 << 30;
 
 pub(crate) fn router(core: SharedCore) -> Router {
     Router::new()
@@ -49,6 +54,10 @@ pub(crate) fn router(core: SharedCore) -> Router {
         .route("/v2/repository/index", post(repository_index))
         .route("/v2/repository/models/{model}/load", post(load))
         .route("/v2/repository/models/{model}/unload", post(unload))
+        .merge(crate::emulator::http_settings::routes())
+        .fallback(http_json::not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(http_json::json_errors))
         .with_state(core)
 }
 
@@ -67,7 +76,7 @@ type JsonReply = Result<axum::Json<Value>, ServeError>;
 async fn server_metadata() -> axum::Json<Value> {
     axum::Json(json!({
         "name": SERVER_NAME,
-        "version": env!("CARGO_PKG_VERSION"),
+        "version": SERVER_VERSION,
         "extensions": EXTENSIONS,
     }))
 }
@@ -215,6 +224,14 @@ async fn load(
     } else {
         let request: Value = serde_json::from_slice(&body)
             .map_err(|e| ServeError::invalid(format!("failed to parse the load request: {e}")))?;
+        let params = request.get("parameters").and_then(Value::as_object);
+        crate::emulator::config::check_file_overrides(
+            &model,
+            params.is_some_and(|p| p.contains_key("config")),
+            params
+                .into_iter()
+                .flat_map(|p| p.keys().map(String::as_str)),
+        )?;
         match request.pointer("/parameters/config") {
             None => None,
             Some(Value::String(s)) => Some(s.clone()),
@@ -266,6 +283,12 @@ async fn infer_inner(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ServeError> {
+    // The model first, so a request for an unknown model says so rather than what its body lacks.
+    core.require_ready(&model, &version)?;
+    let body = match Coding::of_request(headers)? {
+        Some(coding) => Bytes::from(coding.decode(&body, MAX_BODY_BYTES)?),
+        None => body,
+    };
     let header_len = match headers.get(HEADER_LENGTH) {
         None => body.len(),
         Some(v) => v
@@ -286,6 +309,7 @@ async fn infer_inner(
         .unwrap_or(false);
     let mut outputs = Vec::new();
     let mut binary_out = Vec::new();
+    let mut classes = Vec::new();
     for output in request
         .get("outputs")
         .and_then(Value::as_array)
@@ -301,6 +325,12 @@ async fn infer_inner(
             .pointer("/parameters/binary_data")
             .and_then(Value::as_bool)
             .unwrap_or(all_binary);
+        if let Some(count) = output
+            .pointer("/parameters/classification")
+            .and_then(Value::as_u64)
+        {
+            classes.push((name.clone(), u32::try_from(count).unwrap_or(u32::MAX)));
+        }
         binary_out.push((name.clone(), wants_binary));
         outputs.push(name);
     }
@@ -310,16 +340,42 @@ async fn infer_inner(
         .unwrap_or_default()
         .to_string();
     let reply = core
-        .infer(InferCall {
-            model,
-            version,
-            id,
-            inputs,
-            outputs,
-        })
+        .infer(
+            InferCall {
+                model,
+                version,
+                id,
+                inputs,
+                outputs,
+                classes,
+                sequence: sequence_flags(&request),
+            },
+            "HTTP end point",
+        )
         .await?;
 
-    Ok(encode_reply(reply, &binary_out, all_binary))
+    Ok(encode_reply(
+        reply,
+        &binary_out,
+        all_binary,
+        Coding::accepted(headers),
+    ))
+}
+
+/// The sequence batcher's request parameters (`sequence_id` a number or a string).
+fn sequence_flags(request: &Value) -> SequenceFlags {
+    let param = |key: &str| request.pointer(&format!("/parameters/{key}"));
+    let id = match param("sequence_id") {
+        Some(Value::String(s)) => Some(CorrelationId::Text(s.clone())),
+        Some(v) => v.as_u64().map(CorrelationId::Number),
+        None => None,
+    };
+    let flag = |key: &str| param(key).and_then(Value::as_bool).unwrap_or(false);
+    SequenceFlags {
+        id,
+        start: flag("sequence_start"),
+        end: flag("sequence_end"),
+    }
 }
 
 /// The request's inputs: each from its JSON `data` or, with the binary-tensor extension, the next
@@ -371,8 +427,14 @@ fn decode_inputs(request: &Value, mut binary: Bytes) -> Result<Vec<InputTensor>,
     Ok(inputs)
 }
 
-/// The reply as JSON, or as a JSON header followed by the outputs asked for in binary.
-fn encode_reply(reply: InferReply, binary_out: &[(String, bool)], all_binary: bool) -> Response {
+/// The reply as JSON, or as a JSON header followed by the outputs asked for in binary; compressed
+/// with `coding` where the client accepts one.
+fn encode_reply(
+    reply: InferReply,
+    binary_out: &[(String, bool)],
+    all_binary: bool,
+    coding: Option<Coding>,
+) -> Response {
     let mut blobs: Vec<u8> = Vec::new();
     let mut encoded = Vec::new();
     for o in &reply.outputs {
@@ -392,24 +454,31 @@ fn encode_reply(reply: InferReply, binary_out: &[(String, bool)], all_binary: bo
     {
         obj.insert("id".into(), Value::String(reply.id));
     }
-    let header_bytes = header_json.to_string().into_bytes();
-    if blobs.is_empty() {
-        return ([(header::CONTENT_TYPE, "application/json")], header_bytes).into_response();
+    let mut body = header_json.to_string().into_bytes();
+    let header_len = body.len();
+    let binary = !blobs.is_empty();
+    body.extend_from_slice(&blobs);
+    if let Some(c) = coding {
+        body = c.encode(&body);
     }
-    let header_len = header_bytes.len();
-    let mut full = header_bytes;
-    full.extend_from_slice(&blobs);
-    (
-        [
-            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (
-                header::HeaderName::from_static("inference-header-content-length"),
-                header_len.to_string(),
-            ),
-        ],
-        Body::from(full),
-    )
-        .into_response()
+    let content_type = if binary {
+        "application/octet-stream"
+    } else {
+        "application/json"
+    };
+    let mut response = Response::new(Body::from(body));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if binary {
+        headers.insert(
+            header::HeaderName::from_static("inference-header-content-length"),
+            HeaderValue::from(header_len),
+        );
+    }
+    if let Some(c) = coding {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(c.name()));
+    }
+    response
 }
 
 fn output_json(o: &OutputTensor, binary: bool, blobs: &mut Vec<u8>) -> Value {
@@ -420,91 +489,4 @@ fn output_json(o: &OutputTensor, binary: bool, blobs: &mut Vec<u8>) -> Value {
     } else {
         json!({"name": o.name, "datatype": o.datatype, "shape": o.shape, "data": bytes_to_json(o)})
     }
-}
-
-/// Flattens JSON tensor data (nested or flat, row-major) into little-endian bytes of `datatype`.
-fn json_to_bytes(name: &str, datatype: &str, data: Option<&Value>) -> Result<Vec<u8>, ServeError> {
-    fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
-        match v {
-            Value::Array(items) => items.iter().for_each(|i| flatten(i, out)),
-            other => out.push(other),
-        }
-    }
-    let mut flat = Vec::new();
-    if let Some(data) = data {
-        flatten(data, &mut flat);
-    }
-    let bad = |v: &Value| {
-        ServeError::invalid(format!(
-            "unable to parse '{v}' as {datatype} for input '{name}'"
-        ))
-    };
-    let mut out = Vec::with_capacity(flat.len() * element_size(datatype).unwrap_or(1));
-    for v in flat {
-        let int = || v.as_i64().ok_or_else(|| bad(v));
-        let uint = || v.as_u64().ok_or_else(|| bad(v));
-        let float = || v.as_f64().ok_or_else(|| bad(v));
-        match datatype {
-            "BOOL" => out.push(u8::from(v.as_bool().ok_or_else(|| bad(v))?)),
-            "INT8" => out.extend((int()? as i8).to_le_bytes()),
-            "INT16" => out.extend((int()? as i16).to_le_bytes()),
-            "INT32" => out.extend((int()? as i32).to_le_bytes()),
-            "INT64" => out.extend(int()?.to_le_bytes()),
-            "UINT8" => out.extend((uint()? as u8).to_le_bytes()),
-            "UINT16" => out.extend((uint()? as u16).to_le_bytes()),
-            "UINT32" => out.extend((uint()? as u32).to_le_bytes()),
-            "UINT64" => out.extend(uint()?.to_le_bytes()),
-            "FP32" => out.extend((float()? as f32).to_le_bytes()),
-            "FP64" => out.extend(float()?.to_le_bytes()),
-            other => {
-                return Err(ServeError::invalid(format!(
-                    "datatype '{other}' of input '{name}' is not supported in JSON form by the emulator"
-                )));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// An output's bytes as a flat JSON list of numbers.
-fn bytes_to_json(o: &OutputTensor) -> Value {
-    fn words<const N: usize>(data: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
-        data.chunks_exact(N).map(|c| {
-            let mut w = [0; N];
-            w.copy_from_slice(c);
-            w
-        })
-    }
-    let d = &o.data;
-    let values: Vec<Value> = match o.datatype.as_str() {
-        "BOOL" => d.iter().map(|&b| json!(b != 0)).collect(),
-        "INT8" => d.iter().map(|&b| json!(b as i8)).collect(),
-        "UINT8" => d.iter().map(|&b| json!(b)).collect(),
-        "INT16" => words::<2>(d)
-            .map(|w| json!(i16::from_le_bytes(w)))
-            .collect(),
-        "UINT16" => words::<2>(d)
-            .map(|w| json!(u16::from_le_bytes(w)))
-            .collect(),
-        "INT32" => words::<4>(d)
-            .map(|w| json!(i32::from_le_bytes(w)))
-            .collect(),
-        "UINT32" => words::<4>(d)
-            .map(|w| json!(u32::from_le_bytes(w)))
-            .collect(),
-        "FP32" => words::<4>(d)
-            .map(|w| json!(f32::from_le_bytes(w)))
-            .collect(),
-        "INT64" => words::<8>(d)
-            .map(|w| json!(i64::from_le_bytes(w)))
-            .collect(),
-        "UINT64" => words::<8>(d)
-            .map(|w| json!(u64::from_le_bytes(w)))
-            .collect(),
-        "FP64" => words::<8>(d)
-            .map(|w| json!(f64::from_le_bytes(w)))
-            .collect(),
-        _ => Vec::new(),
-    };
-    Value::Array(values)
 }

@@ -7,19 +7,27 @@
 
 pub mod sim;
 
+mod admission;
+mod config;
+mod examples;
 mod grpc;
 mod guard;
 mod http;
+mod http_json;
+mod http_settings;
 mod metrics;
 mod realtime;
 mod repository;
+mod sequence;
 mod server;
 mod service;
+mod settings;
+mod statistics;
 mod status;
 mod tensors;
 mod ticking;
 
-pub use grpc::SERVER_NAME;
+pub use grpc::{SERVER_NAME, SERVER_VERSION};
 pub use realtime::SchedulingError;
 pub use server::{
     DEFAULT_MODELS, EmulateArgs, Emulator, EmulatorConfig, EmulatorError, RunningEmulator,

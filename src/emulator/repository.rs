@@ -9,8 +9,7 @@ use serde_json::Value;
 
 use crate::catalog::{Catalog, GpuSpec};
 use crate::emulator::sim::{ModelId, ModelSetup};
-use crate::emulator::tensors::{Signature, TensorDesc};
-use crate::proto;
+use crate::emulator::tensors::Signature;
 use crate::vocab::spec::DynamicBatching;
 
 /// Most instances one model may have. Triton sets no limit, but no GPU runs more batches of one
@@ -73,15 +72,18 @@ impl Entry {
         }
     }
 
-    /// Default configuration: the catalog's max batch, one instance, and Triton's `dynamic_batching {}`
-    /// for the CNNs (the example `simple` ships without a batcher, as in Triton's repository).
-    fn default_settings(name: &str, perf: &Perf) -> ModelSettings {
-        let dynamic_batching = (name != "simple" && perf.max_batch > 1).then(|| DynamicBatching {
+    /// Default configuration: the model's max batch (the profile's unless the model's configuration
+    /// says otherwise), one instance, and Triton's `dynamic_batching {}` for the CNNs (Triton's example
+    /// models ship without a dynamic batcher).
+    fn default_settings(spec: &crate::catalog::ModelSpec, perf: &Perf) -> ModelSettings {
+        let max_batch = spec.max_batch_size.unwrap_or(perf.max_batch);
+        let placeholder = spec.compute == crate::catalog::Compute::Placeholder;
+        let dynamic_batching = (placeholder && max_batch > 1).then(|| DynamicBatching {
             max_queue_delay_us: 0,
             preferred_batch_sizes: Vec::new(),
         });
         ModelSettings {
-            max_batch: perf.max_batch,
+            max_batch,
             instances: 1,
             dynamic_batching,
             max_queue_size: 0,
@@ -119,9 +121,10 @@ impl Repository {
     pub(crate) fn new(catalog: &Catalog, gpu: &GpuSpec, profile: Option<&str>) -> Repository {
         let mut models = BTreeMap::new();
         for spec in &catalog.models {
+            let kernel = spec.perf_like.as_deref().unwrap_or(&spec.name);
             let entry = profile
-                .and_then(|p| catalog.perf(&spec.name, &gpu.name, Some(p)))
-                .or_else(|| catalog.perf(&spec.name, &gpu.name, None));
+                .and_then(|p| catalog.perf(kernel, &gpu.name, Some(p)))
+                .or_else(|| catalog.perf(kernel, &gpu.name, None));
             let Some(entry) = entry else { continue };
             let perf = Perf {
                 alpha_ms: entry.alpha_ms,
@@ -134,10 +137,11 @@ impl Repository {
                     &entry.precision,
                 ),
             };
-            let mut settings = Entry::default_settings(&spec.name, &perf);
+            let mut settings = Entry::default_settings(spec, &perf);
             // A calibration profile that states its Triton configuration (PERSEUS's [4, 8] batcher)
             // is served with it, so the server and the model's own solo peaks describe one setup.
-            if let Some(b) = &entry.dynamic_batching {
+            if let (Some(b), true) = (&entry.dynamic_batching, settings.dynamic_batching.is_some())
+            {
                 settings.instances = entry.instances.max(1);
                 settings.dynamic_batching = Some(DynamicBatching {
                     max_queue_delay_us: b.max_queue_delay_us,
@@ -266,108 +270,6 @@ fn as_u64(v: &Value, field: &str) -> Result<u64, String> {
 
 fn as_u32(v: &Value, field: &str) -> Result<u32, String> {
     u32::try_from(as_u64(v, field)?).map_err(|_| format!("'{field}' is too large: {v}"))
-}
-
-fn data_type(datatype: &str) -> proto::DataType {
-    use proto::DataType as D;
-    match datatype {
-        "BOOL" => D::TypeBool,
-        "UINT8" => D::TypeUint8,
-        "UINT16" => D::TypeUint16,
-        "UINT32" => D::TypeUint32,
-        "UINT64" => D::TypeUint64,
-        "INT8" => D::TypeInt8,
-        "INT16" => D::TypeInt16,
-        "INT32" => D::TypeInt32,
-        "INT64" => D::TypeInt64,
-        "FP16" => D::TypeFp16,
-        "FP32" => D::TypeFp32,
-        "FP64" => D::TypeFp64,
-        "BYTES" => D::TypeString,
-        "BF16" => D::TypeBf16,
-        _ => D::TypeInvalid,
-    }
-}
-
-/// The model configuration as ModelConfig reports it.
-pub(crate) fn model_config(entry: &Entry) -> proto::ModelConfig {
-    let s = &entry.settings;
-    let input = |t: &TensorDesc| proto::ModelInput {
-        name: t.name.clone(),
-        data_type: data_type(&t.datatype) as i32,
-        dims: t.shape.clone(),
-        ..Default::default()
-    };
-    let output = |t: &TensorDesc| proto::ModelOutput {
-        name: t.name.clone(),
-        data_type: data_type(&t.datatype) as i32,
-        dims: t.shape.clone(),
-        ..Default::default()
-    };
-    proto::ModelConfig {
-        name: entry.signature.name.clone(),
-        platform: entry.signature.platform.clone(),
-        max_batch_size: i32::try_from(s.max_batch).unwrap_or(i32::MAX),
-        input: entry.signature.inputs.iter().map(input).collect(),
-        output: entry.signature.outputs.iter().map(output).collect(),
-        instance_group: vec![proto::ModelInstanceGroup {
-            name: entry.signature.name.clone(),
-            kind: proto::model_instance_group::Kind::Gpu as i32,
-            count: i32::try_from(s.instances).unwrap_or(i32::MAX),
-            gpus: vec![0],
-            ..Default::default()
-        }],
-        scheduling_choice: s.dynamic_batching.as_ref().map(|b| {
-            proto::model_config::SchedulingChoice::DynamicBatching(proto::ModelDynamicBatching {
-                preferred_batch_size: b
-                    .preferred_batch_sizes
-                    .iter()
-                    .map(|&p| i32::try_from(p).unwrap_or(i32::MAX))
-                    .collect(),
-                max_queue_delay_microseconds: b.max_queue_delay_us,
-                default_queue_policy: (s.max_queue_size > 0).then(|| proto::ModelQueuePolicy {
-                    max_queue_size: s.max_queue_size,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-        }),
-        ..Default::default()
-    }
-}
-
-/// The same configuration in Triton's JSON form (`GET /v2/models/{m}/config`).
-pub(crate) fn model_config_json(entry: &Entry) -> Value {
-    let s = &entry.settings;
-    let tensor = |t: &TensorDesc, dims_key: &str| {
-        serde_json::json!({
-            "name": t.name,
-            "data_type": format!("TYPE_{}", if t.datatype == "BYTES" { "STRING" } else { &t.datatype }),
-            dims_key: t.shape,
-        })
-    };
-    let mut config = serde_json::json!({
-        "name": entry.signature.name,
-        "platform": entry.signature.platform,
-        "max_batch_size": s.max_batch,
-        "input": entry.signature.inputs.iter().map(|t| tensor(t, "dims")).collect::<Vec<_>>(),
-        "output": entry.signature.outputs.iter().map(|t| tensor(t, "dims")).collect::<Vec<_>>(),
-        "instance_group": [{ "name": entry.signature.name, "kind": "KIND_GPU", "count": s.instances, "gpus": [0] }],
-    });
-    if let (Some(b), Some(obj)) = (&s.dynamic_batching, config.as_object_mut()) {
-        let mut batching = serde_json::json!({
-            "preferred_batch_size": b.preferred_batch_sizes,
-            "max_queue_delay_microseconds": b.max_queue_delay_us,
-        });
-        if let (true, Some(batching)) = (s.max_queue_size > 0, batching.as_object_mut()) {
-            batching.insert(
-                "default_queue_policy".into(),
-                serde_json::json!({ "max_queue_size": s.max_queue_size }),
-            );
-        }
-        obj.insert("dynamic_batching".into(), batching);
-    }
-    config
 }
 
 #[cfg(test)]

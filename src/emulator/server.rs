@@ -258,9 +258,14 @@ impl Emulator {
         let metrics_addr = local("metrics", &metrics_listener, config.metrics)?;
 
         let cancel = CancellationToken::new();
+        // Compressed requests are accepted, as Triton accepts them; replies go uncompressed, as
+        // Triton's do by default (clients advertise gzip and deflate whether or not they want them).
+        use tonic::codec::CompressionEncoding::{Deflate, Gzip};
         let service = GrpcInferenceServiceServer::new(GrpcFront { core: core.clone() })
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            .accept_compressed(Gzip)
+            .accept_compressed(Deflate);
         let head_timeout = config.limits.head_timeout;
         let incoming = ticking::incoming(grpc_listener, core.clock.ticker(), head_timeout);
         let stop = cancel.clone();

@@ -1,14 +1,19 @@
 //! What the emulator does, independent of protocol: the gRPC and HTTP front ends translate their
 //! messages into these calls, so both behave identically (same checks, same errors, same statistics).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::catalog::Compute;
 use crate::catalog::{Catalog, GpuSpec};
+use crate::emulator::admission::{Admission, REQUEST_OVERHEAD_BYTES};
+use crate::emulator::examples;
 use crate::emulator::realtime::{RealTime, SubmitError};
 use crate::emulator::repository::{self, Entry, ModelState, Repository};
+use crate::emulator::sequence::{SequenceFlags, Sequences};
+use crate::emulator::settings::Settings;
 use crate::emulator::sim::{GpuSetup, ModelCounters, ModelId, SimError};
+use crate::emulator::statistics::statistics_message;
 use crate::emulator::status::{Code, ServeError};
 use crate::emulator::tensors::{self, InputTensor, OutputTensor, Signature};
 use crate::proto;
@@ -34,6 +39,9 @@ pub(crate) struct InferCall {
     pub inputs: Vec<InputTensor>,
     /// Empty: all outputs.
     pub outputs: Vec<String>,
+    /// Outputs asked for as classes (Triton's classification extension): name and class count.
+    pub classes: Vec<(String, u32)>,
+    pub sequence: SequenceFlags,
 }
 
 #[derive(Debug, Clone)]
@@ -44,53 +52,12 @@ pub(crate) struct InferReply {
     pub outputs: Vec<OutputTensor>,
 }
 
-/// What one request is charged beyond its tensors while it waits: the decoded message, its HTTP/2
-/// stream, the handler's task and its completion channel. An estimate, deliberately on the high side,
-/// so that a flood of tiny requests (`simple`'s are 128 bytes) is bounded too.
-pub(crate) const REQUEST_OVERHEAD_BYTES: u64 = 16 * 1024;
-
-/// The emulator's own bound on what admitted, unanswered requests hold, so an overloaded emulator
-/// refuses work instead of growing without limit (Triton bounds only queues that have a policy).
+/// Everything a request is answered with: one reply, or for a decoupled model one per part, each
+/// sent `after` the previous one, and then `wait` before the request completes.
 #[derive(Debug)]
-struct Admission {
-    held: AtomicU64,
-    limit: u64,
-}
-
-/// Bytes charged to one admitted request, returned when it is answered (or dropped).
-struct Held<'a> {
-    admission: &'a Admission,
-    bytes: u64,
-}
-
-impl Admission {
-    fn admit(&self, bytes: u64) -> Result<Held<'_>, u64> {
-        let mut held = self.held.load(Ordering::Relaxed);
-        loop {
-            let after = held.saturating_add(bytes);
-            if after > self.limit {
-                return Err(held);
-            }
-            match self
-                .held
-                .compare_exchange_weak(held, after, Ordering::AcqRel, Ordering::Relaxed)
-            {
-                Ok(_) => {
-                    return Ok(Held {
-                        admission: self,
-                        bytes,
-                    });
-                }
-                Err(now) => held = now,
-            }
-        }
-    }
-}
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        self.admission.held.fetch_sub(self.bytes, Ordering::AcqRel);
-    }
+pub(crate) struct Answer {
+    pub parts: Vec<(Duration, InferReply)>,
+    pub wait: Duration,
 }
 
 pub(crate) struct Core {
@@ -100,6 +67,9 @@ pub(crate) struct Core {
     /// Unix time of the sim's epoch, in ns, for `last_inference`.
     unix_epoch_ns: u64,
     admission: Admission,
+    sequences: Sequences,
+    /// Logging and trace settings, as the front ends report and change them.
+    pub settings: Settings,
 }
 
 impl Core {
@@ -128,10 +98,9 @@ impl Core {
             },
             repo: Mutex::new(Repository::new(catalog, gpu, profile)),
             unix_epoch_ns,
-            admission: Admission {
-                held: AtomicU64::new(0),
-                limit: max_queued_bytes,
-            },
+            admission: Admission::new(max_queued_bytes),
+            sequences: Sequences::default(),
+            settings: Settings::default(),
         })
     }
 
@@ -176,6 +145,7 @@ impl Core {
             self.clock.unload(id).map_err(|e| sim_error(name, e))?;
             entry.state = ModelState::Unavailable("unloaded".into());
         }
+        self.sequences.forget(name);
         entry.settings = settings;
         match self.clock.load(entry.setup()) {
             Ok(id) => {
@@ -201,12 +171,19 @@ impl Core {
             self.clock.unload(id).map_err(|e| sim_error(name, e))?;
         }
         entry.state = ModelState::Unavailable("unloaded".into());
+        self.sequences.forget(name);
         Ok(())
     }
 
     /// Whether a model (and version) is ready; unknown models are simply not ready, as in Triton.
     pub(crate) fn is_ready(&self, name: &str, version: &str) -> bool {
         self.with_ready(name, version, |_, _| ()).is_ok()
+    }
+
+    /// Triton's error for a model that is unknown or not loaded, so a front end can answer that
+    /// before it decodes a body meant for the model.
+    pub(crate) fn require_ready(&self, name: &str, version: &str) -> Result<(), ServeError> {
+        self.with_ready(name, version, |_, _| ())
     }
 
     /// A loaded model's entry, or Triton's error for an unknown / unloaded one.
@@ -244,8 +221,34 @@ impl Core {
         Ok(f(id, entry))
     }
 
+    /// A request on a one-answer endpoint (ModelInfer, HTTP): a decoupled model is refused there
+    /// with Triton's wording, as its responses need a stream.
+    pub(crate) async fn infer(
+        &self,
+        call: InferCall,
+        endpoint: &str,
+    ) -> Result<InferReply, ServeError> {
+        let decoupled = self.with_ready(&call.model, &call.version, |_, e| {
+            e.signature.compute == Compute::Repeat
+        })?;
+        if decoupled {
+            return Err(ServeError {
+                code: Code::Unsupported,
+                message: format!(
+                    "{endpoint} doesn't support models with decoupled transaction policy"
+                ),
+            });
+        }
+        let mut answer = self.answer(call).await?;
+        let (_, reply) = answer.parts.pop().ok_or_else(|| ServeError {
+            code: Code::Internal,
+            message: "the model produced no response".into(),
+        })?;
+        Ok(reply)
+    }
+
     /// Validates, queues on the modelled GPU, and answers when the model says the batch finished.
-    pub(crate) async fn infer(&self, call: InferCall) -> Result<InferReply, ServeError> {
+    pub(crate) async fn answer(&self, call: InferCall) -> Result<Answer, ServeError> {
         let (id, sig, max_batch, max_queue_size) =
             self.with_ready(&call.model, &call.version, |id, entry| {
                 (
@@ -258,6 +261,10 @@ impl Core {
         let sig: &Signature = &sig;
         tensors::validate_outputs(sig, &call.outputs)?;
         let batch = tensors::validate_inputs(sig, max_batch, &call.inputs)?;
+        let start = match sig.compute {
+            Compute::Sequence => self.sequences.admit(&call.model, batch, &call.sequence)?,
+            _ => false,
+        };
         // Charged before the outputs are allocated, so a refused request costs nothing more.
         let input_bytes: u64 = call.inputs.iter().map(|t| t.data.len() as u64).sum();
         let output_bytes =
@@ -275,7 +282,55 @@ impl Core {
                 self.admission.limit / (1 << 20)
             ),
         })?;
-        let outputs = tensors::compute_outputs(sig, max_batch, batch, &call.inputs, &call.outputs);
+        let parts = match sig.compute {
+            Compute::Repeat => {
+                let (parts, wait_ms) = examples::repeat(&call.inputs, &call.outputs)?;
+                let parts = parts
+                    .into_iter()
+                    .map(|p| (Duration::from_millis(u64::from(p.delay_ms)), p.outputs))
+                    .collect();
+                (parts, Duration::from_millis(u64::from(wait_ms)))
+            }
+            _ => {
+                let outputs = tensors::compute_outputs(
+                    sig,
+                    max_batch,
+                    batch,
+                    &call.inputs,
+                    &call.outputs,
+                    start,
+                )?;
+                let outputs = classify(sig, max_batch, outputs, &call.classes)?;
+                (vec![(Duration::ZERO, outputs)], Duration::ZERO)
+            }
+        };
+        self.execute(id, batch, max_queue_size, &call).await?;
+        let (parts, wait) = parts;
+        Ok(Answer {
+            parts: parts
+                .into_iter()
+                .map(|(after, outputs)| {
+                    let reply = InferReply {
+                        model: call.model.clone(),
+                        version: MODEL_VERSION.into(),
+                        id: call.id.clone(),
+                        outputs,
+                    };
+                    (after, reply)
+                })
+                .collect(),
+            wait,
+        })
+    }
+
+    /// Queues the request's batch on the modelled GPU and waits until the model says it finished.
+    async fn execute(
+        &self,
+        id: ModelId,
+        batch: u32,
+        max_queue_size: u32,
+        call: &InferCall,
+    ) -> Result<(), ServeError> {
         let done = self
             .clock
             .submit(id, batch, max_queue_size)
@@ -301,12 +356,7 @@ impl Core {
                 ),
             });
         }
-        Ok(InferReply {
-            model: call.model,
-            version: MODEL_VERSION.into(),
-            id: call.id,
-            outputs,
-        })
+        Ok(())
     }
 
     /// Triton's ModelStatistics for one ready model, or for every ready model when `name` is empty.
@@ -378,6 +428,25 @@ impl Core {
     }
 }
 
+/// Replaces each output asked for as classes with its top classes (the model's labels name the
+/// classes of its first output).
+fn classify(
+    sig: &Signature,
+    max_batch: u32,
+    mut outputs: Vec<OutputTensor>,
+    classes: &[(String, u32)],
+) -> Result<Vec<OutputTensor>, ServeError> {
+    for (name, count) in classes.iter().filter(|(_, count)| *count > 0) {
+        let labels = (sig.outputs.first().map(|t| &t.name) == Some(name))
+            .then_some(sig.labels.as_deref())
+            .flatten();
+        if let Some(output) = outputs.iter_mut().find(|o| &o.name == name) {
+            *output = examples::classify(output, max_batch > 0, *count, labels)?;
+        }
+    }
+    Ok(outputs)
+}
+
 /// Triton's prefix for messages about one request (`InferenceRequest::LogRequest`).
 fn log_request(id: &str) -> String {
     let id = if id.is_empty() { "<id_unknown>" } else { id };
@@ -410,57 +479,6 @@ fn sim_error(model: &str, err: SimError) -> ServeError {
             code: Code::Internal,
             message: err.to_string(),
         },
-    }
-}
-
-fn duration(count: u64, ns: u64) -> Option<proto::StatisticDuration> {
-    Some(proto::StatisticDuration { count, ns })
-}
-
-/// Triton's field semantics: cumulative since load; `last_inference` in ms since the Unix epoch.
-fn statistics_message(
-    name: &str,
-    c: &ModelCounters,
-    memory_bytes: u64,
-    unix_epoch_ns: u64,
-) -> proto::ModelStatistics {
-    let last_inference = if c.inference_count == 0 && c.fail_count == 0 {
-        0
-    } else {
-        (unix_epoch_ns + c.last_inference_ns) / 1_000_000
-    };
-    proto::ModelStatistics {
-        name: name.into(),
-        version: MODEL_VERSION.into(),
-        last_inference,
-        inference_count: c.inference_count,
-        execution_count: c.execution_count,
-        inference_stats: Some(proto::InferStatistics {
-            success: duration(c.success_count, c.success_ns),
-            fail: duration(c.fail_count, c.fail_ns),
-            queue: duration(c.queue_count, c.queue_ns),
-            compute_input: duration(c.compute_input_count, c.compute_input_ns),
-            compute_infer: duration(c.compute_infer_count, c.compute_infer_ns),
-            compute_output: duration(c.compute_output_count, c.compute_output_ns),
-            cache_hit: duration(0, 0),
-            cache_miss: duration(0, 0),
-        }),
-        batch_stats: c
-            .batch_stats
-            .iter()
-            .map(|(&size, b)| proto::InferBatchStatistics {
-                batch_size: u64::from(size),
-                compute_input: duration(b.count, b.compute_input_ns),
-                compute_infer: duration(b.count, b.compute_infer_ns),
-                compute_output: duration(b.count, b.compute_output_ns),
-            })
-            .collect(),
-        memory_usage: vec![proto::MemoryUsage {
-            r#type: "GPU".into(),
-            id: 0,
-            byte_size: memory_bytes,
-        }],
-        response_stats: Default::default(),
     }
 }
 

@@ -10,6 +10,8 @@ pub(crate) enum Code {
     Unavailable,
     ResourceExhausted,
     Internal,
+    /// Triton's UNSUPPORTED: a feature the server or model does not offer (gRPC UNIMPLEMENTED).
+    Unsupported,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +52,7 @@ impl ServeError {
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::ResourceExhausted => StatusCode::BAD_REQUEST,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Code::Unsupported => StatusCode::BAD_REQUEST,
         }
     }
 }
@@ -62,6 +65,7 @@ impl From<ServeError> for tonic::Status {
             Code::Unavailable => tonic::Code::Unavailable,
             Code::ResourceExhausted => tonic::Code::ResourceExhausted,
             Code::Internal => tonic::Code::Internal,
+            Code::Unsupported => tonic::Code::Unimplemented,
         };
         tonic::Status::new(code, err.message)
     }

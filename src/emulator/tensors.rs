@@ -1,13 +1,14 @@
 //! Tensor checking and output generation, independent of the wire format: the gRPC and HTTP front ends
 //! both turn their payloads into little-endian bytes first, so one validator gives one set of answers.
 //!
-//! Outputs: `simple` computes Triton's example exactly (OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 −
-//! INPUT1, wrapping INT32 arithmetic). Every other model returns a *deterministic placeholder* of the
-//! right shape and type: floating-point outputs hold a uniform distribution (each element 1/N for N
-//! elements per image, so a classifier's scores sum to one), integer and boolean outputs hold zeros.
-//! The emulator models time, not numerics.
+//! Outputs: Triton's example models (`simple` and its family) are computed exactly (see `examples`).
+//! Every other model returns a *deterministic placeholder* of the right shape and type: floating-point
+//! outputs hold a uniform distribution (each element 1/N for N elements per image, so a classifier's
+//! scores sum to one), integer and boolean outputs hold zeros, BYTES outputs empty strings. The
+//! emulator models time, not numerics.
 
-use crate::catalog::{ModelSpec, TensorSpec};
+use crate::catalog::{Compute, ModelSpec, TensorSpec};
+use crate::emulator::examples;
 use crate::emulator::status::ServeError;
 
 /// One tensor of a model's signature, as the catalog describes it (shape without the batch dimension).
@@ -16,6 +17,8 @@ pub(crate) struct TensorDesc {
     pub name: String,
     pub datatype: String,
     pub shape: Vec<i64>,
+    /// Triton's input `format` (e.g. "FORMAT_NCHW"), reported in the model configuration.
+    pub format: Option<String>,
 }
 
 /// A model's name, platform and tensors, shared by every request to it.
@@ -25,6 +28,9 @@ pub(crate) struct Signature {
     pub platform: String,
     pub inputs: Vec<TensorDesc>,
     pub outputs: Vec<TensorDesc>,
+    pub compute: Compute,
+    /// Class labels for the classification extension, one per index of the first output.
+    pub labels: Option<Vec<String>>,
 }
 
 impl Signature {
@@ -33,12 +39,15 @@ impl Signature {
             name: t.name.clone(),
             datatype: t.datatype.clone(),
             shape: t.shape.clone(),
+            format: t.format.clone(),
         };
         Signature {
             name: spec.name.clone(),
             platform: spec.platform.clone(),
             inputs: spec.inputs.iter().map(desc).collect(),
             outputs: spec.outputs.iter().map(desc).collect(),
+            compute: spec.compute,
+            labels: spec.labels.clone(),
         }
     }
 
@@ -173,6 +182,9 @@ pub(crate) fn validate_inputs(
             }
             batch = Some(b);
         }
+        if input.datatype == "BYTES" {
+            check_bytes(model, input)?;
+        }
         if let Some(size) = element_size(&input.datatype) {
             // Checked: variable dimensions let a request claim a shape whose size overflows.
             let expected = input
@@ -192,6 +204,28 @@ pub(crate) fn validate_inputs(
     Ok(batch.map_or(1, |b| b as u32))
 }
 
+/// A BYTES input must hold exactly one well-formed element per position of its shape.
+fn check_bytes(model: &str, input: &InputTensor) -> Result<(), ServeError> {
+    let expected = input
+        .shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+    let got = examples::split_bytes(&input.data).map(|e| e.len() as u64);
+    if got.is_none() || got != expected {
+        let got = got.map_or_else(
+            || "malformed length-prefixed elements".into(),
+            |n| format!("{n} elements"),
+        );
+        return Err(ServeError::invalid(format!(
+            "unexpected number of string elements for inference input '{}' for model '{model}': \
+             expected {}, got {got}",
+            input.name,
+            expected.map_or_else(|| "more than 2^64".into(), |e| e.to_string()),
+        )));
+    }
+    Ok(())
+}
+
 /// Checks requested output names; an empty list means all outputs.
 pub(crate) fn validate_outputs(sig: &Signature, requested: &[String]) -> Result<(), ServeError> {
     for name in requested {
@@ -205,80 +239,65 @@ pub(crate) fn validate_outputs(sig: &Signature, requested: &[String]) -> Result<
     Ok(())
 }
 
-/// Computes the requested outputs (all when `requested` is empty), in the order requested.
+/// Computes the requested outputs (all when `requested` is empty), in the order requested. `start`
+/// is the sequence batcher's START control for this request.
 pub(crate) fn compute_outputs(
     sig: &Signature,
     max_batch: u32,
     batch: u32,
     inputs: &[InputTensor],
     requested: &[String],
-) -> Vec<OutputTensor> {
-    let selected: Vec<&TensorDesc> = if requested.is_empty() {
-        sig.outputs.iter().collect()
+    start: bool,
+) -> Result<Vec<OutputTensor>, ServeError> {
+    let selected: Vec<(usize, &TensorDesc)> = if requested.is_empty() {
+        sig.outputs.iter().enumerate().collect()
     } else {
         requested
             .iter()
-            .filter_map(|name| sig.outputs.iter().find(|t| &t.name == name))
+            .filter_map(|name| {
+                sig.outputs
+                    .iter()
+                    .enumerate()
+                    .find(|(_, t)| &t.name == name)
+            })
             .collect()
     };
-    selected
-        .into_iter()
-        .map(|desc| {
+    let mut outputs = Vec::with_capacity(selected.len());
+    for (position, desc) in selected {
+        let data = examples::compute(sig.compute, desc, position, inputs, start)?;
+        // An output computed from an input takes that input's shape (variable dimensions included).
+        let shape = match (&data, sig.compute) {
+            (Some(_), Compute::Identity) => inputs.get(position).map(|t| t.shape.clone()),
+            _ => None,
+        }
+        .unwrap_or_else(|| {
             let mut shape: Vec<i64> = Vec::with_capacity(desc.shape.len() + 1);
             if max_batch > 0 {
                 shape.push(i64::from(batch));
             }
             shape.extend(desc.shape.iter().map(|&d| d.max(1)));
-            let data = if sig.name == "simple" {
-                simple_output(&desc.name, inputs)
-            } else {
-                None
-            }
-            .unwrap_or_else(|| placeholder(desc, &shape));
-            OutputTensor {
-                name: desc.name.clone(),
-                datatype: desc.datatype.clone(),
-                shape,
-                data,
-            }
-        })
-        .collect()
+            shape
+        });
+        let data = data.unwrap_or_else(|| placeholder(desc, &shape));
+        outputs.push(OutputTensor {
+            name: desc.name.clone(),
+            datatype: desc.datatype.clone(),
+            shape,
+            data,
+        });
+    }
+    Ok(outputs)
 }
 
-/// Triton's `simple` example: element-wise INT32 sum (OUTPUT0) and difference (OUTPUT1).
-fn simple_output(output: &str, inputs: &[InputTensor]) -> Option<Vec<u8>> {
-    let find = |name: &str| {
-        inputs
-            .iter()
-            .find(|t| t.name == name && t.datatype == "INT32")
-    };
-    let (a, b) = (find("INPUT0")?, find("INPUT1")?);
-    let op: fn(i32, i32) -> i32 = match output {
-        "OUTPUT0" => i32::wrapping_add,
-        "OUTPUT1" => i32::wrapping_sub,
-        _ => return None,
-    };
-    let words = |d: &[u8]| -> Vec<i32> {
-        d.chunks_exact(4)
-            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    };
-    let (a, b) = (words(&a.data), words(&b.data));
-    Some(
-        a.iter()
-            .zip(&b)
-            .flat_map(|(&x, &y)| op(x, y).to_le_bytes())
-            .collect(),
-    )
-}
-
-/// The documented placeholder: a uniform distribution for floats, zeros otherwise.
+/// The documented placeholder: a uniform distribution for floats, empty strings for BYTES (each a
+/// zero length prefix), zeros otherwise.
 fn placeholder(desc: &TensorDesc, shape: &[i64]) -> Vec<u8> {
     let total = element_count(shape) as usize;
     let per_image = element_count(&desc.shape).max(1) as f64;
     match desc.datatype.as_str() {
         "FP32" => (1.0 / per_image as f32).to_le_bytes().repeat(total),
         "FP64" => (1.0 / per_image).to_le_bytes().repeat(total),
+        "BYTES" => vec![0; total * 4],
         other => vec![0; total * element_size(other).unwrap_or(1)],
     }
 }
@@ -292,12 +311,15 @@ mod tests {
             name: name.into(),
             datatype: "INT32".into(),
             shape: vec![16],
+            format: None,
         };
         Signature {
             name: "simple".into(),
             platform: "tensorflow_graphdef".into(),
             inputs: vec![t("INPUT0"), t("INPUT1")],
             outputs: vec![t("OUTPUT0"), t("OUTPUT1")],
+            compute: Compute::AddSub,
+            labels: None,
         }
     }
 
@@ -324,7 +346,7 @@ mod tests {
         ];
         let sig = simple();
         assert_eq!(validate_inputs(&sig, 8, &inputs), Ok(1));
-        let out = compute_outputs(&sig, 8, 1, &inputs, &[]);
+        let out = compute_outputs(&sig, 8, 1, &inputs, &[], false).unwrap();
         let ints = |o: &OutputTensor| -> Vec<i32> {
             o.data
                 .chunks_exact(4)
@@ -348,7 +370,8 @@ mod tests {
             int_input("INPUT0", &[1; 16], vec![1, 16]),
             int_input("INPUT1", &[2; 16], vec![1, 16]),
         ];
-        let out = compute_outputs(&simple(), 8, 1, &inputs, &["OUTPUT1".to_string()]);
+        let out =
+            compute_outputs(&simple(), 8, 1, &inputs, &["OUTPUT1".to_string()], false).unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].name, "OUTPUT1");
         assert!(validate_outputs(&simple(), &["OUTPUT9".into()]).is_err());
@@ -413,13 +436,31 @@ mod tests {
             name: "resnet50".into(),
             platform: "onnxruntime_onnx".into(),
             inputs: vec![],
-            outputs: vec![TensorDesc {
-                name: "probs".into(),
-                datatype: "FP32".into(),
-                shape: vec![1000],
-            }],
+            outputs: vec![
+                TensorDesc {
+                    name: "probs".into(),
+                    datatype: "FP32".into(),
+                    shape: vec![1000],
+                    format: None,
+                },
+                TensorDesc {
+                    name: "names".into(),
+                    datatype: "BYTES".into(),
+                    shape: vec![16],
+                    format: None,
+                },
+            ],
+            compute: Compute::Placeholder,
+            labels: None,
         };
-        let out = compute_outputs(&sig, 32, 3, &[], &[]);
+        let out = compute_outputs(&sig, 32, 3, &[], &[], false).unwrap();
+        let names = examples::split_bytes(&out[1].data).unwrap();
+        assert_eq!(
+            names.len(),
+            3 * 16,
+            "one well-formed (empty) string per element"
+        );
+        assert!(names.iter().all(|n| n.is_empty()));
         assert_eq!(out[0].shape, vec![3, 1000]);
         let floats: Vec<f32> = out[0]
             .data

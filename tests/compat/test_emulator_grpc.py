@@ -47,7 +47,8 @@ def test_health_and_server_metadata(client):
     assert client.is_server_live()
     assert client.is_server_ready()
     meta = client.get_server_metadata()
-    assert meta.name == "perseus-emulator"
+    assert meta.name == "triton", "what clients check"
+    assert meta.version.startswith("perseus-emulator ")
     assert meta.version
     assert "model_repository" in meta.extensions
     assert client.is_model_ready("simple")

@@ -49,7 +49,8 @@ def test_health_and_server_metadata(client, emulator):
     with urllib.request.urlopen(f"http://{emulator.http}/v2/health/ready") as response:
         assert response.status == 200
     meta = client.get_server_metadata()
-    assert meta["name"] == "perseus-emulator"
+    assert meta["name"] == "triton", "what clients check"
+    assert meta["version"].startswith("perseus-emulator ")
     assert "statistics" in meta["extensions"]
     assert client.is_model_ready("simple")
     assert not client.is_model_ready("no_such_model")

@@ -68,3 +68,19 @@ def test_request_rate_server_times_match_the_model(emulator, tmp_path, model, ra
     # perf_analyzer reports whole microseconds: allow one on top of the 20% band for `simple` (≈20 µs).
     assert abs(infer_us - expected) <= 0.2 * expected + 1, f"compute infer {infer_us} µs vs L(1) {expected:.1f} µs"
     assert queue_us <= 0.2 * expected + 1, f"queue {queue_us} µs at a rate far below capacity"
+
+
+def test_http_batches_larger_than_two_mib_are_served(emulator, tmp_path):
+    """Batch 4 of ResNet-50 images is 2.4 MB of JSON-free binary body: over the web framework's default
+    limit, which once refused it with a plain-text 413."""
+    report = tmp_path / "resnet50-http-b4.csv"
+    cmd = [
+        str(perf_analyzer()), "-m", "resnet50", "-u", emulator.http, "-i", "http", "-b", "4",
+        "--concurrency-range", "1", "--measurement-interval", "1000", "--max-trials", "4",
+        "--stability-percentage", "100", "-f", str(report),
+    ]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stdout + run.stderr
+    with report.open() as f:
+        row = next(csv.DictReader(f))
+    assert float(row["Inferences/Second"]) > 0, row
