@@ -123,7 +123,26 @@ impl GrpcInferenceService for GrpcFront {
         tokio::spawn(async move {
             while let Some(Ok(request)) = incoming.next().await {
                 let (core, tx) = (core.clone(), tx.clone());
-                tokio::spawn(async move { stream_one(&core, request, &tx).await });
+                let empty_final = matches!(
+                    request
+                        .parameters
+                        .get("triton_enable_empty_final_response")
+                        .and_then(|p| p.parameter_choice.as_ref()),
+                    Some(ParameterChoice::BoolParam(true))
+                );
+                let (model, id) = (request.model_name.clone(), request.id.clone());
+                // Sequences are admitted here, in the stream's order, as Triton's scheduler sees
+                // them; the requests then run concurrently.
+                let call = decode_infer(request).and_then(|mut call| {
+                    core.admit_sequence(&mut call)?;
+                    Ok(call)
+                });
+                let head = StreamHead {
+                    model,
+                    id,
+                    empty_final,
+                };
+                tokio::spawn(async move { stream_one(&core, head, call, &tx).await });
             }
         });
         Ok(Response::new(Box::pin(rx)))
@@ -285,16 +304,25 @@ type StreamSender =
 
 /// Answers one request of a stream. With `triton_enable_empty_final_response`, every response says
 /// whether it is the last (`triton_final_response`), and a decoupled model ends with an empty one.
-async fn stream_one(core: &SharedCore, request: proto::ModelInferRequest, tx: &StreamSender) {
-    let empty_final = matches!(
-        request
-            .parameters
-            .get("triton_enable_empty_final_response")
-            .and_then(|p| p.parameter_choice.as_ref()),
-        Some(ParameterChoice::BoolParam(true))
-    );
-    let (model, id) = (request.model_name.clone(), request.id.clone());
-    let answer = match decode_infer(request) {
+/// What a stream's final empty response needs of its request.
+struct StreamHead {
+    model: String,
+    id: String,
+    empty_final: bool,
+}
+
+async fn stream_one(
+    core: &SharedCore,
+    head: StreamHead,
+    call: Result<InferCall, ServeError>,
+    tx: &StreamSender,
+) {
+    let StreamHead {
+        model,
+        id,
+        empty_final,
+    } = head;
+    let answer = match call {
         Ok(call) => core.answer(call).await,
         Err(e) => Err(e),
     };
@@ -426,6 +454,7 @@ fn sequence_flags(
         id,
         start: flag("sequence_start"),
         end: flag("sequence_end"),
+        admitted: None,
     }
 }
 

@@ -375,6 +375,7 @@ fn sequence_flags(request: &Value) -> SequenceFlags {
         id,
         start: flag("sequence_start"),
         end: flag("sequence_end"),
+        admitted: None,
     }
 }
 

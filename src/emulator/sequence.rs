@@ -30,6 +30,8 @@ pub(crate) struct SequenceFlags {
     pub id: Option<CorrelationId>,
     pub start: bool,
     pub end: bool,
+    /// The START control once the request is admitted to its sequence (admission happens once).
+    pub admitted: Option<bool>,
 }
 
 impl SequenceFlags {
@@ -106,6 +108,7 @@ mod tests {
             id: Some(CorrelationId::Number(id)),
             start,
             end,
+            admitted: None,
         }
     }
 
@@ -140,7 +143,7 @@ mod tests {
             SequenceFlags {
                 id: Some(CorrelationId::Text(String::new())),
                 start: true,
-                end: false,
+                ..SequenceFlags::default()
             },
         ] {
             let err = s.admit("m", 1, &missing).unwrap_err();
@@ -151,7 +154,7 @@ mod tests {
         let text = SequenceFlags {
             id: Some(CorrelationId::Text("abc".into())),
             start: true,
-            end: false,
+            ..SequenceFlags::default()
         };
         assert_eq!(s.admit("m", 1, &text), Ok(true));
         s.forget("m");

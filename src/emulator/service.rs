@@ -247,6 +247,20 @@ impl Core {
         Ok(reply)
     }
 
+    /// Admits a request to its sequence now, for a front end that must keep its requests' order
+    /// (a stream) while answering them concurrently; other models are left alone.
+    pub(crate) fn admit_sequence(&self, call: &mut InferCall) -> Result<(), ServeError> {
+        let (sig, max_batch) = self.with_ready(&call.model, &call.version, |_, e| {
+            (Arc::clone(&e.signature), e.settings.max_batch)
+        })?;
+        if sig.compute == Compute::Sequence {
+            let batch = tensors::validate_inputs(&sig, max_batch, &call.inputs)?;
+            let start = self.sequences.admit(&call.model, batch, &call.sequence)?;
+            call.sequence.admitted = Some(start);
+        }
+        Ok(())
+    }
+
     /// Validates, queues on the modelled GPU, and answers when the model says the batch finished.
     pub(crate) async fn answer(&self, call: InferCall) -> Result<Answer, ServeError> {
         let (id, sig, max_batch, max_queue_size) =
@@ -261,8 +275,11 @@ impl Core {
         let sig: &Signature = &sig;
         tensors::validate_outputs(sig, &call.outputs)?;
         let batch = tensors::validate_inputs(sig, max_batch, &call.inputs)?;
-        let start = match sig.compute {
-            Compute::Sequence => self.sequences.admit(&call.model, batch, &call.sequence)?,
+        let start = match (sig.compute, call.sequence.admitted) {
+            (Compute::Sequence, Some(start)) => start,
+            (Compute::Sequence, None) => {
+                self.sequences.admit(&call.model, batch, &call.sequence)?
+            }
             _ => false,
         };
         // Charged before the outputs are allocated, so a refused request costs nothing more.
