@@ -6,6 +6,7 @@ use std::pin::Pin;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::emulator::grpc_stream::{StreamHead, stream_one};
 use crate::emulator::sequence::{CorrelationId, SequenceFlags};
 use crate::emulator::service::{InferCall, InferReply, MODEL_VERSION, SharedCore};
 use crate::emulator::status::ServeError;
@@ -299,77 +300,6 @@ impl GrpcInferenceService for GrpcFront {
     }
 }
 
-type StreamSender =
-    futures::channel::mpsc::UnboundedSender<Result<proto::ModelStreamInferResponse, Status>>;
-
-/// Answers one request of a stream. With `triton_enable_empty_final_response`, every response says
-/// whether it is the last (`triton_final_response`), and a decoupled model ends with an empty one.
-/// What a stream's final empty response needs of its request.
-struct StreamHead {
-    model: String,
-    id: String,
-    empty_final: bool,
-}
-
-async fn stream_one(
-    core: &SharedCore,
-    head: StreamHead,
-    call: Result<InferCall, ServeError>,
-    tx: &StreamSender,
-) {
-    let StreamHead {
-        model,
-        id,
-        empty_final,
-    } = head;
-    let answer = match call {
-        Ok(call) => core.answer(call).await,
-        Err(e) => Err(e),
-    };
-    let send = |message| tx.unbounded_send(Ok(message)).is_ok();
-    let answer = match answer {
-        Ok(answer) => answer,
-        Err(e) => {
-            send(proto::ModelStreamInferResponse {
-                error_message: e.message,
-                infer_response: None,
-            });
-            return;
-        }
-    };
-    let decoupled = answer.parts.len() != 1 || !answer.wait.is_zero();
-    let count = answer.parts.len();
-    for (i, (after, reply)) in answer.parts.into_iter().enumerate() {
-        if !after.is_zero() {
-            tokio::time::sleep(after).await;
-        }
-        let last = !decoupled && i + 1 == count;
-        let flag = empty_final.then_some(last);
-        let message = proto::ModelStreamInferResponse {
-            error_message: String::new(),
-            infer_response: Some(encode_infer(reply, flag)),
-        };
-        if !send(message) {
-            return;
-        }
-    }
-    if decoupled {
-        tokio::time::sleep(answer.wait).await;
-        if empty_final {
-            let end = InferReply {
-                model,
-                version: MODEL_VERSION.into(),
-                id,
-                outputs: Vec::new(),
-            };
-            send(proto::ModelStreamInferResponse {
-                error_message: String::new(),
-                infer_response: Some(encode_infer(end, Some(true))),
-            });
-        }
-    }
-}
-
 /// Triton reports a batching model's shapes with a leading −1.
 pub(crate) fn metadata_shape(batched: bool, shape: &[i64]) -> Vec<i64> {
     let mut full = Vec::with_capacity(shape.len() + 1);
@@ -495,7 +425,10 @@ fn typed_bytes(t: &InferInputTensor) -> Vec<u8> {
 
 /// Triton's gRPC endpoint always answers with raw output contents; clients decode them by datatype.
 /// `final_flag` is the `triton_final_response` parameter of a stream that asked for it.
-fn encode_infer(reply: InferReply, final_flag: Option<bool>) -> proto::ModelInferResponse {
+pub(crate) fn encode_infer(
+    reply: InferReply,
+    final_flag: Option<bool>,
+) -> proto::ModelInferResponse {
     let mut outputs = Vec::with_capacity(reply.outputs.len());
     let mut raw = Vec::with_capacity(reply.outputs.len());
     for o in reply.outputs {
