@@ -229,7 +229,7 @@ pub(crate) fn check_file_overrides<'a>(
             ));
         }
         let parts: Vec<&str> = path.split('/').collect();
-        if path.is_empty() || path.starts_with('/') || parts.iter().any(|p| *p == "..") {
+        if path.is_empty() || path.starts_with('/') || parts.contains(&"..") {
             return Err(poll(
                 Code::InvalidArgument,
                 format!(

@@ -351,7 +351,7 @@ mod tests {
                 Compute::Sequence,
                 &desc("OUTPUT"),
                 0,
-                &[input.clone()],
+                std::slice::from_ref(&input),
                 start,
             )
             .unwrap()
