@@ -79,6 +79,8 @@ struct RawGpu {
     #[serde(default)]
     sm_count: Option<u32>,
     #[serde(default)]
+    mps: bool,
+    #[serde(default)]
     mig: Vec<RawMig>,
     source: String,
 }
@@ -378,6 +380,7 @@ fn build_gpu(Sourced { file, item: g }: Sourced<RawGpu>) -> Result<GpuSpec, Cata
         link_bytes_per_s: link,
         max_resident: g.max_resident,
         sm_count: g.sm_count,
+        mps: g.mps,
         mig_profiles,
         slice: None,
         source: g.source,

@@ -64,6 +64,7 @@ fn slice_gpu(parent: &GpuSpec, m: &MigProfile, sm_count: u32) -> GpuSpec {
         link_bytes_per_s: parent.link_bytes_per_s,
         max_resident: parent.max_resident,
         sm_count: Some(m.sms),
+        mps: parent.mps,
         mig_profiles: Vec::new(),
         slice: Some(SliceOf {
             parent: parent.name.clone(),

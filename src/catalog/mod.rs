@@ -55,6 +55,9 @@ pub struct GpuSpec {
     pub max_resident: u32,
     /// SMs of the whole GPU, where it has MIG slices.
     pub sm_count: Option<u32>,
+    /// Each model served as its own process under CUDA MPS (see `emulator::sim::Mps`) rather than as one
+    /// Triton process; off for every shipped GPU, on for a user's entry that sets `mps = true`.
+    pub mps: bool,
     /// The MIG slices the GPU can be split into; each is also a GPU of the catalog.
     pub mig_profiles: Vec<MigProfile>,
     /// For a MIG slice: what it is a slice of.

@@ -22,7 +22,7 @@ pub use self::catalog::{engine_bytes_per_image, gpu_setup, model_setup};
 pub use self::core::Sim;
 pub use types::{
     BatchCounters, COPY_SETUP_NS, Completion, GpuCounters, GpuSetup, ModelCounters, ModelId,
-    ModelSetup, Nanos, PairGamma, SimError,
+    ModelSetup, Mps, Nanos, PairGamma, SimError,
 };
 pub use whatif::{
     Arrivals, Colocation, GapSource, ModelReport, Offered, SearchOptions, SimReport, Sla, Workload,
