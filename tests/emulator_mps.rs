@@ -121,13 +121,22 @@ fn processes_within_their_shares_do_not_slow_each_other() {
 #[test]
 fn under_mps_the_resident_bound_is_per_process() {
     let requests: Vec<(usize, u32)> = (0..8).map(|i| (i % 2, 1)).collect();
+    // Batches computing at once: a sweep over each batch's compute interval (every request here is
+    // its own batch, as the models have no dynamic batcher).
     let most_at_once = |out: &[Completion]| {
-        // Every batch computes for exactly its (equal) time when it starts, so counting the batches
-        // whose compute overlaps the first one's is counting how many ran at once.
-        let first_end = out.iter().map(|c| c.finished_at).min().unwrap();
-        out.iter()
-            .filter(|c| c.finished_at - c.compute_infer_ns - c.compute_output_ns < first_end)
-            .count()
+        let mut edges: Vec<(u64, i32)> = Vec::new();
+        for c in out {
+            let end = c.finished_at - c.compute_output_ns;
+            edges.push((end - c.compute_infer_ns, 1));
+            edges.push((end, -1));
+        }
+        edges.sort();
+        let (mut live, mut most) = (0, 0);
+        for (_, d) in edges {
+            live += d;
+            most = most.max(live);
+        }
+        most
     };
     let models = || vec![resnet50("a", 4), resnet50("b", 4)];
     let one_process = run(gpu(None), models(), &requests);
