@@ -18,6 +18,7 @@ pub mod emulator;
 pub mod engine;
 pub mod loadgen;
 pub mod measure;
+pub mod plan;
 pub mod report;
 pub mod session;
 mod suggest;

@@ -7,6 +7,7 @@ mod completions;
 mod emulate;
 mod hooks;
 mod output;
+mod plan;
 mod predict;
 mod probe;
 mod run;
@@ -140,6 +141,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Some(Command::Emulate(args)) => emulate::emulate(args, &config).await,
         Some(Command::Probe(args)) => probe::probe(args, &config).await,
         Some(Command::Predict(args)) => predict::predict(args, &config).await,
+        Some(Command::Plan(args)) => plan::plan(args, &config).await,
         Some(Command::Replay(args)) => tui::replay(args, &config).await,
         Some(Command::Export(args)) => export(&args.recording, &args.csv),
         Some(Command::Completions(args)) => completions::completions(args.shell),
