@@ -37,11 +37,14 @@ fn the_perseus_t4_pair_shares_one_t4_with_equivalents_in_the_papers_range() {
     let _serial = cli::serial();
     let dir = tmp();
     let json = dir.path().join("plan.json");
+    // The session's rates sit at about 85 % of the pair's frontier, so 10 % headroom is what it has.
     let args = [
         "plan",
         "sessions/perseus-t4.toml",
         "--gpus",
         "t4",
+        "--headroom",
+        "10%",
         "--json",
         arg(&json),
     ];
@@ -56,7 +59,7 @@ fn the_perseus_t4_pair_shares_one_t4_with_equivalents_in_the_papers_range() {
     assert_eq!(g["tenants"].as_array().expect("tenants").len(), 2);
     let eq = num(&g["equivalents_at_capacity"], "equivalents");
     assert!((1.07..=1.19).contains(&eq), "equivalents {eq}: {g:#}");
-    assert!(num(&g["capacity"], "capacity") >= 1.2, "{g:#}");
+    assert!(num(&g["capacity"], "capacity") >= 1.1, "{g:#}");
     for t in g["tenants"].as_array().expect("tenants") {
         assert!(
             num(&t["predicted_ms"], "p95") <= num(&t["sla_ms"], "sla"),

@@ -56,7 +56,7 @@ pub async fn plan(args: PlanArgs, config: &Config) -> Result<(), Failure> {
     }
     let catalog = load_catalog(config)?;
     let prices = load_prices(config)?;
-    let spec = load_session(&args.session, &catalog, &prices)?;
+    let spec = load_session(&args.session, &catalog, &prices, config)?;
     let text = std::fs::read_to_string(&args.session)
         .with_context(|| format!("reading {}", args.session.display()))
         .bad_input()?;

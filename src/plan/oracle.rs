@@ -119,8 +119,8 @@ impl<'a> VirtualTime<'a> {
     }
 
     /// The configurations worth trying: what the session fixes is kept; an open instance count
-    /// tries the profile's and one more; open batching takes the profile's, else a dynamic batcher
-    /// whose queue delay is a twentieth of the SLA.
+    /// takes the profile's; open batching takes the profile's, else a dynamic batcher whose queue
+    /// delay is a twentieth of the SLA.
     fn candidates(&self, catalog: &Catalog, t: usize, g: usize) -> Vec<ModelSetup> {
         let tenant = &self.input.spec.tenants[t];
         let Some(gpu) = catalog.gpu(&self.input.gpus[g].gpu) else {
@@ -137,10 +137,9 @@ impl<'a> VirtualTime<'a> {
             (Some(b), _) | (None, Some(b)) => b.clone(),
             (None, None) => tuned_batching(&tenant.sla),
         };
-        let instances = match tenant.instances {
-            Some(n) => vec![n],
-            None => vec![base.instances, (base.instances + 1).min(8)],
-        };
+        // An open instance count keeps the profile's: another instance raises a solo peak but
+        // costs memory a mix may not have (two PERSEUS models with two instances each overflow a T4).
+        let instances = vec![tenant.instances.unwrap_or(base.instances)];
         let mut out: Vec<ModelSetup> = Vec::new();
         for n in instances {
             if let Some(s) = setup(Some(n), Some(&batching))
