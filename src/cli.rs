@@ -142,6 +142,10 @@ pub struct TuiArgs {
     /// Record snapshots to the data directory from the start.
     #[arg(long)]
     pub record: bool,
+    /// Serve Perseus's own figures for Prometheus at http://ADDR/metrics (a bare PORT listens on
+    /// 127.0.0.1; another interface only when named, e.g. 0.0.0.0:9464).
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_listen)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +167,10 @@ pub struct RunArgs {
     /// Append snapshots to a recording in the data directory.
     #[arg(long)]
     pub record: bool,
+    /// Serve Perseus's own figures for Prometheus at http://ADDR/metrics (a bare PORT listens on
+    /// 127.0.0.1; another interface only when named, e.g. 0.0.0.0:9464).
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_listen)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub target: TargetArgs,
 }
@@ -244,6 +252,10 @@ fn bounded(s: &str, max: Duration) -> Result<Duration, String> {
     Ok(d)
 }
 
+fn parse_metrics_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    crate::exporter::parse_listen(s).map_err(|e| e.to_string())
+}
+
 fn parse_run_duration(s: &str) -> Result<Duration, String> {
     bounded(s, limits::MAX_DURATION)
 }
@@ -322,5 +334,30 @@ mod tests {
         assert!(parse_headroom("20").unwrap_err().contains("ambiguous"));
         assert!(parse_headroom("-5%").is_err());
         assert!(parse_headroom("lots").is_err());
+    }
+
+    #[test]
+    fn metrics_listen_is_loopback_for_a_bare_port() {
+        let addr = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Some(Command::Run(r))) => r.metrics_listen.map(|a| a.to_string()),
+            Ok(Some(Command::Tui(t))) => t.metrics_listen.map(|a| a.to_string()),
+            other => panic!("parsed as {other:?}"),
+        };
+        let run = ["perseus", "run", "s.toml", "--metrics-listen"];
+        assert_eq!(
+            addr(&[&run[..], &["9464"]].concat()).as_deref(),
+            Some("127.0.0.1:9464")
+        );
+        assert_eq!(
+            addr(&["perseus", "tui", "--metrics-listen", "0.0.0.0:9464"]).as_deref(),
+            Some("0.0.0.0:9464")
+        );
+        assert_eq!(addr(&["perseus", "run", "s.toml"]), None);
+        let e = Cli::try_parse_from([&run[..], &["example.com:80"]].concat()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("'example.com:80' is not a listen address"),
+            "{e}"
+        );
     }
 }

@@ -16,6 +16,7 @@ pub mod commands;
 pub mod cost;
 pub mod emulator;
 pub mod engine;
+pub mod exporter;
 pub mod loadgen;
 pub mod measure;
 pub mod plan;

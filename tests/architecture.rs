@@ -17,6 +17,7 @@ const CLIENT: &[&str] = &[
     "triton",
     "loadgen",
     "engine",
+    "exporter",
     "measure",
     "telemetry",
     "cost",

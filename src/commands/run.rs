@@ -1,5 +1,6 @@
 //! `perseus run`: the headless measurement, like perf_analyzer but for several tenants at once.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use crate::commands::signals::StopSignals;
 use crate::commands::target::{self, Target};
 use crate::commands::{BadInput, Failure, describe, load_catalog, load_prices};
 use crate::engine::{self, EngineConfig};
+use crate::exporter::{Exporter, MetricsListener};
 use crate::report;
 use crate::session::{self, Config};
 use crate::telemetry::GpuSummaryAcc;
@@ -46,8 +48,9 @@ pub async fn run(args: RunArgs, config: &Config) -> Result<(), Failure> {
         spec.warmup = w;
     }
     let price = prices.resolve(&spec.cost).bad_input()?;
+    let metrics = bind_metrics(args.metrics_listen).await?;
     let target = target::resolve(&spec, &catalog, config.catalog_dir.as_deref()).await?;
-    let result = measure(&spec, &target, price, args.record, &mut signals).await;
+    let result = measure(&spec, &target, price, args.record, metrics, &mut signals).await;
     target.shutdown().await;
     let measured = result?;
     outputs.write(&measured.result)?;
@@ -141,6 +144,22 @@ struct Measured {
     result: report::RunResult,
     last: Arc<Snapshot>,
     interrupted: Option<&'static str>,
+    /// Serves the final figures until the run's outputs are written.
+    _exporter: Option<Exporter>,
+}
+
+/// Binds `--metrics-listen` before anything runs, so that an unusable address is bad input, and
+/// says where the figures are served.
+pub(crate) async fn bind_metrics(
+    addr: Option<SocketAddr>,
+) -> Result<Option<MetricsListener>, Failure> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = MetricsListener::bind(addr).await.bad_input()?;
+    output::stderr(&format!("metrics  {}\n", listener.url()));
+    tracing::info!("serving Prometheus metrics at {}", listener.url());
+    Ok(Some(listener))
 }
 
 async fn measure(
@@ -148,6 +167,7 @@ async fn measure(
     target: &Target,
     price: crate::cost::ResolvedPrice,
     record: bool,
+    metrics: Option<MetricsListener>,
     signals: &mut StopSignals,
 ) -> Result<Measured, Failure> {
     let telemetry = hooks::start_telemetry(target);
@@ -166,6 +186,7 @@ async fn measure(
         record,
     })
     .map_err(|e| Failure::Target(e.into()))?;
+    let exporter = metrics.map(|m| m.serve(handle.snapshots.clone()));
 
     let bar = progress_bar(spec);
     let mut snapshots = handle.snapshots.clone();
@@ -228,6 +249,7 @@ async fn measure(
         result,
         last,
         interrupted,
+        _exporter: exporter,
     })
 }
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crate::measure::histogram::LatencyHistogram;
 use crate::measure::peak::ProbeWindow;
 use crate::measure::window::{Interval, Window, WindowError};
-use crate::vocab::snapshot::{Totals, WindowStats};
+use crate::vocab::snapshot::{LATENCY_BUCKET_BOUNDS_US, LatencyBuckets, Totals, WindowStats};
 use crate::vocab::spec::Sla;
 
 /// A meter that cannot be built from its settings.
@@ -131,12 +131,23 @@ struct Cumulative {
     late: u64,
     ok_within_sla: u64,
     errors_by_code: BTreeMap<String, u64>,
+    /// Prometheus buckets, fed from each interval once as it is absorbed.
+    latency_buckets: Vec<u64>,
+    latency_sum_us: f64,
+    service_buckets: Vec<u64>,
+    service_sum_us: f64,
 }
 
 impl Cumulative {
     fn absorb(&mut self, i: &Interval) {
         self.latency.merge_from(&i.latency);
         self.service.merge_from(&i.service);
+        self.latency_sum_us += i
+            .latency
+            .add_to_buckets(&LATENCY_BUCKET_BOUNDS_US, &mut self.latency_buckets);
+        self.service_sum_us += i
+            .service
+            .add_to_buckets(&LATENCY_BUCKET_BOUNDS_US, &mut self.service_buckets);
         self.sent += i.sent;
         self.ok += i.ok;
         self.errors += i.errors;
@@ -360,6 +371,15 @@ impl TenantMeter {
             goodput_per_s: per_s(t.ok_within_sla, measured_s),
             // Server-side figures come from the server's statistics, not from this meter.
             server: None,
+            ok_within_sla: t.ok_within_sla,
+            latency_buckets: LatencyBuckets {
+                counts: t.latency_buckets.clone(),
+                sum_ms: t.latency_sum_us / 1000.0,
+            },
+            service_latency_buckets: LatencyBuckets {
+                counts: t.service_buckets.clone(),
+                sum_ms: t.service_sum_us / 1000.0,
+            },
         }
     }
 }
@@ -481,6 +501,11 @@ mod tests {
         m.tick_elapsed(TICK);
         let t = m.totals(0.25);
         assert_eq!((t.sent, t.ok, t.errors, t.dropped, t.late), (4, 3, 0, 0, 1));
+        // The Prometheus buckets count exactly the measured completions.
+        assert_eq!(t.latency_buckets.counts.iter().sum::<u64>(), t.ok);
+        assert_eq!(t.service_latency_buckets.counts.iter().sum::<u64>(), t.ok);
+        assert_eq!(t.ok_within_sla, 3);
+        assert!((t.latency_buckets.sum_ms - 15.0).abs() < 0.1);
         assert!(t.ok + t.errors <= t.sent);
         assert!((t.achieved_per_s - 12.0).abs() < 1e-9);
         // Only measured requests in the totals' latencies: none of the 3.5 s stalls.

@@ -201,6 +201,36 @@ pub struct Totals {
     /// Server-side figures over the measured period (diffed statistics).
     #[serde(default)]
     pub server: Option<ServerWindow>,
+    /// Successful completions within the SLA latency (the count behind `goodput_per_s`).
+    #[serde(default)]
+    pub ok_within_sla: u64,
+    /// The latencies behind `latency_ms`, counted at [`LATENCY_BUCKET_BOUNDS_US`].
+    #[serde(default)]
+    pub latency_buckets: LatencyBuckets,
+    /// The latencies behind `service_latency_ms`, counted the same way.
+    #[serde(default)]
+    pub service_latency_buckets: LatencyBuckets,
+}
+
+/// Upper bounds (µs) of the latency buckets a run counts for Prometheus histograms: dense from
+/// 1 ms to a few hundred, where CNN serving SLAs sit, with the usual SLA figures (10, 25, 50,
+/// 100, 200, 500 ms…) on a bound so that a bucket reads as "within the SLA".
+pub const LATENCY_BUCKET_BOUNDS_US: [u64; 26] = [
+    500, 1_000, 2_000, 3_000, 5_000, 7_500, 10_000, 15_000, 20_000, 25_000, 30_000, 40_000, 50_000,
+    75_000, 100_000, 150_000, 200_000, 250_000, 300_000, 400_000, 500_000, 750_000, 1_000_000,
+    2_000_000, 5_000_000, 10_000_000,
+];
+
+/// Latencies counted per bucket of [`LATENCY_BUCKET_BOUNDS_US`], cumulative over a run: what a
+/// Prometheus histogram needs, which percentiles alone cannot give (they do not add up across
+/// tenants or processes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct LatencyBuckets {
+    /// `counts[i]`: latencies above bound `i − 1` and at or below bound `i`; the last entry
+    /// counts those above every bound. Empty while nothing was counted.
+    pub counts: Vec<u64>,
+    /// Sum of the counted latencies, in milliseconds.
+    pub sum_ms: f64,
 }
 
 /// Per-inference server-side times (µs) and batching over the window.
