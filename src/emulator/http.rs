@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use crate::emulator::grpc::{EXTENSIONS, SERVER_NAME, metadata_shape};
 use crate::emulator::repository::model_config_json;
 use crate::emulator::service::{InferCall, InferReply, MODEL_VERSION, SharedCore};
+use crate::emulator::shm::{self, OutputTargets};
 use crate::emulator::status::ServeError;
 use crate::emulator::tensors::{InputTensor, OutputTensor, element_size};
 use crate::proto;
@@ -49,6 +50,7 @@ pub(crate) fn router(core: SharedCore) -> Router {
         .route("/v2/repository/index", post(repository_index))
         .route("/v2/repository/models/{model}/load", post(load))
         .route("/v2/repository/models/{model}/unload", post(unload))
+        .merge(crate::emulator::shm_http::routes())
         .with_state(core)
 }
 
@@ -278,7 +280,7 @@ async fn infer_inner(
     let request: Value = serde_json::from_slice(&body[..header_len])
         .map_err(|e| ServeError::invalid(format!("failed to parse the request JSON: {e}")))?;
 
-    let inputs = decode_inputs(&request, body.slice(header_len..))?;
+    let inputs = decode_inputs(core, &request, body.slice(header_len..))?;
 
     let all_binary = request
         .pointer("/parameters/binary_data_output")
@@ -286,6 +288,7 @@ async fn infer_inner(
         .unwrap_or(false);
     let mut outputs = Vec::new();
     let mut binary_out = Vec::new();
+    let mut targets = OutputTargets::default();
     for output in request
         .get("outputs")
         .and_then(Value::as_array)
@@ -301,6 +304,9 @@ async fn infer_inner(
             .pointer("/parameters/binary_data")
             .and_then(Value::as_bool)
             .unwrap_or(all_binary);
+        if let Some(shm) = shm::json_params(output.get("parameters"))? {
+            targets.push(name.clone(), core.shm.window(&shm)?);
+        }
         binary_out.push((name.clone(), wants_binary));
         outputs.push(name);
     }
@@ -309,7 +315,7 @@ async fn infer_inner(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let reply = core
+    let mut reply = core
         .infer(InferCall {
             model,
             version,
@@ -318,13 +324,18 @@ async fn infer_inner(
             outputs,
         })
         .await?;
+    targets.deliver(&mut reply)?;
 
-    Ok(encode_reply(reply, &binary_out, all_binary))
+    Ok(encode_reply(reply, &binary_out, all_binary, &targets))
 }
 
 /// The request's inputs: each from its JSON `data` or, with the binary-tensor extension, the next
 /// `binary_data_size` bytes after the JSON header, in input order.
-fn decode_inputs(request: &Value, mut binary: Bytes) -> Result<Vec<InputTensor>, ServeError> {
+fn decode_inputs(
+    core: &SharedCore,
+    request: &Value,
+    mut binary: Bytes,
+) -> Result<Vec<InputTensor>, ServeError> {
     let mut inputs = Vec::new();
     for input in request
         .get("inputs")
@@ -345,11 +356,13 @@ fn decode_inputs(request: &Value, mut binary: Bytes) -> Result<Vec<InputTensor>,
             .and_then(Value::as_array)
             .map(|dims| dims.iter().filter_map(Value::as_i64).collect())
             .unwrap_or_default();
-        let data = match input
+        let in_shm = shm::json_params(input.get("parameters"))?;
+        let binary_size = input
             .pointer("/parameters/binary_data_size")
-            .and_then(Value::as_u64)
-        {
-            Some(size) => {
+            .and_then(Value::as_u64);
+        let data = match (in_shm, binary_size) {
+            (Some(shm), _) => core.shm.window(&shm)?.read()?,
+            (None, Some(size)) => {
                 let size = usize::try_from(size).unwrap_or(usize::MAX);
                 if size > binary.len() {
                     return Err(ServeError::invalid(format!(
@@ -359,7 +372,7 @@ fn decode_inputs(request: &Value, mut binary: Bytes) -> Result<Vec<InputTensor>,
                 }
                 binary.split_to(size)
             }
-            None => json_to_bytes(&name, &datatype, input.get("data"))?.into(),
+            (None, None) => json_to_bytes(&name, &datatype, input.get("data"))?.into(),
         };
         inputs.push(InputTensor {
             name,
@@ -372,7 +385,12 @@ fn decode_inputs(request: &Value, mut binary: Bytes) -> Result<Vec<InputTensor>,
 }
 
 /// The reply as JSON, or as a JSON header followed by the outputs asked for in binary.
-fn encode_reply(reply: InferReply, binary_out: &[(String, bool)], all_binary: bool) -> Response {
+fn encode_reply(
+    reply: InferReply,
+    binary_out: &[(String, bool)],
+    all_binary: bool,
+    in_shm: &OutputTargets,
+) -> Response {
     let mut blobs: Vec<u8> = Vec::new();
     let mut encoded = Vec::new();
     for o in &reply.outputs {
@@ -380,7 +398,12 @@ fn encode_reply(reply: InferReply, binary_out: &[(String, bool)], all_binary: bo
             .iter()
             .find(|(n, _)| n == &o.name)
             .map_or(all_binary, |&(_, wants)| wants);
-        encoded.push(output_json(o, binary, &mut blobs));
+        encoded.push(if in_shm.contains(&o.name) {
+            // Written into the client's region: the reply carries only what it is.
+            json!({"name": o.name, "datatype": o.datatype, "shape": o.shape})
+        } else {
+            output_json(o, binary, &mut blobs)
+        });
     }
     let mut header_json = json!({
         "model_name": reply.model,

@@ -15,6 +15,8 @@ mod realtime;
 mod repository;
 mod server;
 mod service;
+mod shm;
+mod shm_http;
 mod status;
 mod tensors;
 mod ticking;

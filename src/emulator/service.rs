@@ -100,6 +100,8 @@ pub(crate) struct Core {
     /// Unix time of the sim's epoch, in ns, for `last_inference`.
     unix_epoch_ns: u64,
     admission: Admission,
+    /// Registered system shared memory regions (see [`crate::emulator::shm`]).
+    pub shm: crate::emulator::shm::Regions,
 }
 
 impl Core {
@@ -132,6 +134,7 @@ impl Core {
                 held: AtomicU64::new(0),
                 limit: max_queued_bytes,
             },
+            shm: Default::default(),
         })
     }
 

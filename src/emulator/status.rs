@@ -9,6 +9,7 @@ pub(crate) enum Code {
     NotFound,
     Unavailable,
     ResourceExhausted,
+    AlreadyExists,
     Internal,
 }
 
@@ -48,7 +49,7 @@ impl ServeError {
             Code::InvalidArgument => StatusCode::BAD_REQUEST,
             Code::NotFound => StatusCode::NOT_FOUND,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Code::ResourceExhausted => StatusCode::BAD_REQUEST,
+            Code::ResourceExhausted | Code::AlreadyExists => StatusCode::BAD_REQUEST,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -61,6 +62,7 @@ impl From<ServeError> for tonic::Status {
             Code::NotFound => tonic::Code::NotFound,
             Code::Unavailable => tonic::Code::Unavailable,
             Code::ResourceExhausted => tonic::Code::ResourceExhausted,
+            Code::AlreadyExists => tonic::Code::AlreadyExists,
             Code::Internal => tonic::Code::Internal,
         };
         tonic::Status::new(code, err.message)
