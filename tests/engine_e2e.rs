@@ -79,6 +79,7 @@ fn spec(tenants: Vec<TenantSpec>, duration: Duration) -> RunSpec {
             gpu: "t4".into(),
             profile: None,
         },
+        transport: None,
         cost: CostSpec::UsdPerHour(1.0),
         tenants,
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::loadgen::tensors::TensorError;
 use crate::measure::MeterError;
 use crate::triton::TritonError;
+use crate::triton::shm::ShmError;
 
 /// An error from something the engine calls with no type of its own to give (a directory lookup,
 /// a recording's writer).
@@ -28,6 +29,9 @@ pub enum SetupError {
     /// The tenant's SLA or window cannot be measured.
     #[error("{model}: {error}")]
     Meter { model: String, error: MeterError },
+    /// The tenant's tensors could not be put in shared memory (`[target] transport = "shm"`).
+    #[error("{model}: {error}")]
+    SharedMemory { model: String, error: ShmError },
 }
 
 impl SetupError {
@@ -37,7 +41,11 @@ impl SetupError {
             Self::Load { error, .. }
             | Self::Metadata { error, .. }
             | Self::Config { error, .. } => Some(error),
-            Self::Request { .. } | Self::Meter { .. } => None,
+            Self::SharedMemory {
+                error: ShmError::Server(error),
+                ..
+            } => Some(error),
+            Self::Request { .. } | Self::Meter { .. } | Self::SharedMemory { .. } => None,
         }
     }
 }

@@ -38,6 +38,7 @@ use crate::engine::server::{Connector, Link, TritonConnector};
 use crate::engine::tenant::Tenant;
 use crate::loadgen::Clock;
 use crate::proto::ModelInferRequest;
+use crate::triton::shm::TenantRegions;
 use crate::triton::{ConnectOptions, ModelStats, TritonError};
 use crate::vocab::command::Command;
 use crate::vocab::snapshot::{
@@ -86,6 +87,8 @@ enum Event {
         id: TenantId,
         request: Box<ModelInferRequest>,
         server: ServerModel,
+        /// The tenant's shared memory regions, when its requests refer to them.
+        regions: Option<Box<TenantRegions>>,
     },
     TenantFailed {
         id: TenantId,
@@ -262,6 +265,7 @@ impl Engine {
         events: &mut mpsc::Receiver<Event>,
         snapshots: &watch::Sender<Arc<Snapshot>>,
     ) -> Arc<Snapshot> {
+        self.release_shared_memory().await;
         self.close_recording().await;
         let mut failed = false;
         while let Ok(ev) = events.try_recv() {
@@ -303,7 +307,8 @@ impl Engine {
                 id,
                 request,
                 server,
-            } => self.tenant_ready(id, *request, server),
+                regions,
+            } => self.tenant_ready(id, *request, server, regions.map(|r| *r)),
             Event::TenantFailed {
                 id,
                 error,

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use crate::engine::hooks::ServerModel;
 use crate::loadgen::{ClosedLoop, TenantShared};
 use crate::measure::TenantMeter;
+use crate::triton::shm::TenantRegions;
 use crate::triton::{ModelStats, StatsWindow};
 use crate::vocab::snapshot::{ServerWindow, SoloPeak, TenantId, TenantView, Totals, WindowStats};
 use crate::vocab::spec::TenantSpec;
@@ -19,6 +20,8 @@ pub(crate) struct Tenant {
     pub meter: Option<TenantMeter>,
     pub closed: Option<ClosedLoop>,
     pub server: Option<ServerModel>,
+    /// Shared memory regions the tenant's requests refer to (released when replaced or removed).
+    pub shm: Option<TenantRegions>,
     pub peak: SoloPeak,
     pub paused: bool,
     /// A setup is running (so a second one is not started).
@@ -41,6 +44,7 @@ impl Tenant {
             meter: None,
             closed: None,
             server: None,
+            shm: None,
             peak: SoloPeak::UNKNOWN,
             paused: false,
             setting_up: false,

@@ -239,6 +239,7 @@ fn config(tenants: Vec<TenantSpec>, persistence: Arc<dyn Persistence>) -> Engine
                 gpu: "t4".into(),
                 profile: None,
             },
+            transport: None,
             cost: CostSpec::UsdPerHour(1.0),
             tenants,
         },

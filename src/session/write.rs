@@ -97,6 +97,9 @@ fn write_spec(out: &mut String, spec: &RunSpec) -> std::fmt::Result {
             }
         }
     }
+    if let Some(t) = spec.transport {
+        writeln!(out, "transport = {}", quote(t.label()))?;
+    }
 
     writeln!(out, "\n[cost]")?;
     match &spec.cost {

@@ -16,12 +16,20 @@ use crate::proto::{
     ServerLiveRequest, ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest,
     repository_index_response::ModelIndex,
 };
-use crate::vocab::spec::TlsSpec;
+use crate::vocab::spec::{TlsSpec, Transport};
 
 /// Default cap on a response: room for a batch of large CNN outputs, far below what would hurt.
 pub const DEFAULT_MAX_DECODE_BYTES: usize = 64 * 1024 * 1024;
 /// Default cap on a request: a batch of 64 FP32 224×224 images is ~38 MiB.
 pub const DEFAULT_MAX_ENCODE_BYTES: usize = 64 * 1024 * 1024;
+
+/// HTTP/2 flow-control windows and frame size for megabyte tensors: with the protocol's defaults
+/// (64 KiB windows, 16 KiB frames) one 0.6 MB image takes dozens of frames and window updates each
+/// way, and the syscalls and wake-ups for them cost more CPU than the bytes.
+pub const STREAM_WINDOW_BYTES: u32 = 8 << 20;
+pub const CONNECTION_WINDOW_BYTES: u32 = 64 << 20;
+/// HTTP/2's largest frame is 2^24 − 1 bytes; 1 MiB holds a CNN image in one frame.
+pub const MAX_FRAME_BYTES: u32 = 1 << 20;
 
 /// How to reach a Triton server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +47,11 @@ pub struct ConnectOptions {
     pub max_decode_bytes: usize,
     /// Largest request sent; a larger one fails locally without touching the network.
     pub max_encode_bytes: usize,
+    /// How the tenants' requests carry their tensors (shared memory only to a server on this machine).
+    pub transport: Transport,
+    /// The send path as first shipped: HTTP/2's default windows and frames, and each request encoded
+    /// afresh. Kept so that the client-cost benchmark measures what the current path saves.
+    pub legacy_grpc: bool,
 }
 
 impl ConnectOptions {
@@ -52,6 +65,8 @@ impl ConnectOptions {
             tls: None,
             max_decode_bytes: DEFAULT_MAX_DECODE_BYTES,
             max_encode_bytes: DEFAULT_MAX_ENCODE_BYTES,
+            transport: Transport::Grpc,
+            legacy_grpc: false,
         }
     }
 
@@ -92,9 +107,12 @@ impl From<&TlsSpec> for TlsOptions {
 #[derive(Debug, Clone)]
 pub struct TritonClient {
     inner: GrpcInferenceServiceClient<Channel>,
+    /// The same connection, for calls that bypass the generated client ([`super::PreparedRequest`]).
+    channel: Channel,
     address: String,
     request_timeout: Option<Duration>,
     limits: Limits,
+    legacy_grpc: bool,
 }
 
 impl TritonClient {
@@ -136,15 +154,29 @@ impl TritonClient {
     }
 
     fn with_channel(channel: Channel, opts: &ConnectOptions) -> Self {
-        let inner = GrpcInferenceServiceClient::new(channel)
+        let inner = GrpcInferenceServiceClient::new(channel.clone())
             .max_decoding_message_size(opts.max_decode_bytes)
             .max_encoding_message_size(opts.max_encode_bytes);
         Self {
             inner,
+            channel,
             address: opts.address.clone(),
             request_timeout: opts.request_timeout,
             limits: opts.limits(),
+            legacy_grpc: opts.legacy_grpc,
         }
+    }
+
+    pub(super) fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    pub(super) fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub(super) fn legacy_grpc(&self) -> bool {
+        self.legacy_grpc
     }
 
     /// The address this client was built for, as given.
@@ -337,7 +369,7 @@ impl TritonClient {
     /// Sends one unary call with a deadline (the call's own, else the client's default) and turns a
     /// failure into a [`TritonError`]. The generated client needs `&mut self`; cloning it only clones
     /// the channel handle.
-    async fn call<Req, Resp, F, Fut>(
+    pub(super) async fn call<Req, Resp, F, Fut>(
         &self,
         message: Req,
         timeout: Option<Duration>,
@@ -389,6 +421,12 @@ fn endpoint(opts: &ConnectOptions) -> Result<Endpoint, TritonError> {
         .map_err(invalid)?
         .connect_timeout(opts.connect_timeout)
         .tcp_nodelay(true);
+    if !opts.legacy_grpc {
+        endpoint = endpoint
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+            .max_frame_size(MAX_FRAME_BYTES);
+    }
     if uri.scheme_str() == Some("https") {
         let tls = opts.tls.clone().unwrap_or_default();
         endpoint = endpoint

@@ -7,13 +7,17 @@
 //!   with explicit message size limits and deadlines.
 //! - [`TritonError`]: every failure keyed by its gRPC status name, with Triton's message kept.
 //! - [`ModelStats`] / [`StatsWindow`]: cumulative statistics and their per-window difference.
+//! - [`shm`]: a tenant's tensors in system shared memory, for a server on the same machine.
 
 mod client;
+mod encoded;
 mod error;
+pub mod shm;
 mod stats;
 
 pub use client::{
     ConnectOptions, DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_ENCODE_BYTES, TlsOptions, TritonClient,
 };
+pub use encoded::PreparedRequest;
 pub use error::{Direction, TritonError, code_name};
 pub use stats::{BatchStat, DurationStat, ModelStats, StatsWindow};

@@ -22,6 +22,10 @@ pub struct RunSpec {
     /// Engine tick: how often a snapshot is published.
     pub tick: Duration,
     pub target: TargetSpec,
+    /// How requests carry their tensors (`[target] transport`); `None`: the target's default,
+    /// shared memory for the embedded emulator and plain gRPC for a Triton.
+    #[serde(default)]
+    pub transport: Option<Transport>,
     pub cost: CostSpec,
     pub tenants: Vec<TenantSpec>,
 }
@@ -52,6 +56,26 @@ pub enum TargetSpec {
         gpu: Option<String>,
         tls: Option<TlsSpec>,
     },
+}
+
+/// How a tenant's requests carry their tensors to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Transport {
+    /// Inside each gRPC message.
+    #[default]
+    Grpc,
+    /// In Triton's system shared memory, written once per tenant: only for a server on this machine.
+    Shm,
+}
+
+impl Transport {
+    /// The session file's word for it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::Shm => "shm",
+        }
+    }
 }
 
 /// TLS settings for a remote Triton.

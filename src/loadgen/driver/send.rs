@@ -5,7 +5,6 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::loadgen::driver::{LATE_THRESHOLD, TenantShared};
-use crate::proto::ModelInferRequest;
 
 /// Sends one request whose intended send time was `intended`, and records the outcome.
 ///
@@ -56,7 +55,7 @@ async fn run_slot(shared: &Arc<TenantShared>, mut intended: Instant) {
 
 async fn send_and_record(shared: &TenantShared, intended: Instant) {
     let request = match shared.template.read() {
-        Ok(t) => ModelInferRequest::clone(&t),
+        Ok(t) => Arc::clone(&t),
         Err(_) => return,
     };
     // The send time decides whether the request counts in the measured period (see the meter).
@@ -75,7 +74,7 @@ async fn send_and_record(shared: &TenantShared, intended: Instant) {
     if send_error > LATE_THRESHOLD {
         shared.recorder.record_late(sent);
     }
-    let result = client.infer_within(request, shared.deadline).await;
+    let result = client.infer_prepared(&request, shared.deadline).await;
     let done = Instant::now();
     match result {
         Ok(_) => shared.recorder.record_ok(

@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 
 use crate::measure::TenantRecorder;
 use crate::proto::ModelInferRequest;
-use crate::triton::TritonClient;
+use crate::triton::{PreparedRequest, TritonClient};
 use crate::vocab::snapshot::TenantId;
 
 /// Everything the send path of one tenant needs, shared by the clock thread and the request tasks.
 pub struct TenantShared {
     pub id: TenantId,
     pub model: String,
-    pub(super) template: RwLock<Arc<ModelInferRequest>>,
+    pub(super) template: RwLock<Arc<PreparedRequest>>,
     clients: RwLock<Arc<Vec<TritonClient>>>,
     next_client: AtomicUsize,
     in_flight: AtomicU32,
@@ -46,7 +46,7 @@ impl TenantShared {
         TenantShared {
             id,
             model,
-            template: RwLock::new(Arc::new(template)),
+            template: RwLock::new(Arc::new(PreparedRequest::new(template))),
             clients: RwLock::new(clients),
             next_client: AtomicUsize::new(0),
             in_flight: AtomicU32::new(0),
@@ -118,8 +118,9 @@ impl TenantShared {
     }
 
     pub fn replace_template(&self, template: ModelInferRequest) {
+        let prepared = Arc::new(PreparedRequest::new(template));
         if let Ok(mut t) = self.template.write() {
-            *t = Arc::new(template);
+            *t = prepared;
         }
     }
 
