@@ -61,6 +61,7 @@ fn tenant(model: &str, load: Load) -> TenantSpec {
         data: InputData::Zero,
         max_in_flight: TenantSpec::DEFAULT_MAX_IN_FLIGHT,
         deadline: TenantSpec::DEFAULT_DEADLINE,
+        inputs: Vec::new(),
     }
 }
 

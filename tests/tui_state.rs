@@ -330,6 +330,7 @@ fn adding_a_tenant_from_the_picker() {
         data: Default::default(),
         max_in_flight: TenantSpec::DEFAULT_MAX_IN_FLIGHT,
         deadline: TenantSpec::DEFAULT_DEADLINE,
+        inputs: Vec::new(),
     };
     assert_eq!(r.sent(), Command::AddTenant(Box::new(expected)));
     assert_eq!(r.app.mode, Mode::Normal);

@@ -220,6 +220,7 @@ fn tenant_block(t: &TenantSpec, m: &ModelReport, peak: SoloPeak, measured_s: f64
         ok: m.completed,
         errors: m.submitted.saturating_sub(m.completed),
         errors_by_code: std::collections::BTreeMap::new(),
+        first_error_by_code: std::collections::BTreeMap::new(),
         dropped: 0,
         late: 0,
         latency_ms: latency,

@@ -221,6 +221,16 @@ async fn measure(
             break;
         }
         if interrupted.is_none()
+            && let Some(why) = setup_failed(&snap)
+        {
+            let _ = commands.send(Command::Stop).await;
+            bar.finish_and_clear();
+            return Err(Failure::Target(anyhow!(
+                "could not set up the run on {}: {why}",
+                snap.target.address
+            )));
+        }
+        if interrupted.is_none()
             && snap.phase == Phase::Connecting
             && started.elapsed() > CONNECT_TIMEOUT
         {
@@ -251,6 +261,23 @@ async fn measure(
         interrupted,
         _exporter: exporter,
     })
+}
+
+/// Every tenant's set-up came back refused by a server that is up: waiting longer would only
+/// delay the answer, so this is reported as soon as it is known. The reasons, one per tenant.
+pub(crate) fn setup_failed(snap: &Snapshot) -> Option<String> {
+    if snap.phase != Phase::Connecting
+        || snap.connection.state != ConnState::Connected
+        || snap.tenants.is_empty()
+    {
+        return None;
+    }
+    let errors: Option<Vec<&str>> = snap
+        .tenants
+        .iter()
+        .map(|t| t.setup_error.as_deref())
+        .collect();
+    errors.map(|e| e.join("; "))
 }
 
 fn progress_bar(spec: &RunSpec) -> ProgressBar {
@@ -294,10 +321,12 @@ fn progress_message(snap: &Snapshot) -> String {
         .tenants
         .iter()
         .map(|t| {
-            format!(
-                "{} {:.0}/s p99 {:.1}ms",
-                t.model, t.window.achieved_per_s, t.window.latency_ms.p99
-            )
+            let p99 = if t.window.achieved_per_s > 0.0 {
+                format!("{:.1}ms", t.window.latency_ms.p99)
+            } else {
+                "–".into()
+            };
+            format!("{} {:.0}/s p99 {p99}", t.model, t.window.achieved_per_s)
         })
         .collect();
     format!("{phase}{conn} · {}", rates.join(" · "))
@@ -387,6 +416,7 @@ mod tests {
                 },
                 server: None,
                 solo_peak: SoloPeak::UNKNOWN,
+                setup_error: None,
             }],
             gpu: GpuView::default(),
             cost: None,

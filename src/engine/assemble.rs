@@ -31,6 +31,7 @@ impl Engine {
         if target.server_version.is_none() {
             target.server_version = self.server_version.clone();
         }
+        target.model_control = self.model_control();
         if target.gpu.is_none() {
             target.gpu = gpu.name.clone();
         }

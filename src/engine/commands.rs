@@ -75,10 +75,10 @@ impl Engine {
     /// Changes a model's instances and batching, for every tenant of that model (they share the
     /// server's configuration), and sets each up again so the server reloads it.
     fn reconfigure(&mut self, tenant: TenantId, instances: Option<u32>, batching: BatchingChange) {
-        if !self.cfg.target.model_control {
+        if let Some(why) = self.no_model_control() {
             self.notice(
                 NoticeLevel::Warn,
-                "the server does not allow model control: instances and batching are fixed",
+                format!("instances and batching are fixed: {why}"),
             );
             return;
         }

@@ -22,6 +22,13 @@ pub enum SetupError {
     Metadata { model: String, error: TritonError },
     #[error("configuration of '{model}': {error}")]
     Config { model: String, error: TritonError },
+    /// Neither the server's metadata nor the session names the model's inputs, so there is
+    /// nothing to send.
+    #[error(
+        "model '{model}': the server's metadata lists no inputs; declare them on the tenant, \
+         e.g. inputs = [{{ name = \"input-0\", datatype = \"FP32\", shape = [4] }}]"
+    )]
+    NoInputs { model: String },
     /// The model's tensors do not allow the tenant's request (batch above max, unknown datatype…);
     /// the tensor error names the model itself.
     #[error("{error}")]
@@ -45,7 +52,10 @@ impl SetupError {
                 error: ShmError::Server(error),
                 ..
             } => Some(error),
-            Self::Request { .. } | Self::Meter { .. } | Self::SharedMemory { .. } => None,
+            Self::NoInputs { .. }
+            | Self::Request { .. }
+            | Self::Meter { .. }
+            | Self::SharedMemory { .. } => None,
         }
     }
 }

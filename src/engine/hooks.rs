@@ -16,6 +16,9 @@ pub struct ServerModel {
     pub max_batch: u32,
     pub instances: u32,
     pub dynamic_batching: Option<DynamicBatching>,
+    /// Read from the server's ModelConfig; false when the server has none (a plain KServe-v2
+    /// server) and the figures above are what Perseus assumed to build its requests.
+    pub reported: bool,
 }
 
 /// What is known about the target beyond its protocol: solo peaks and model footprints.

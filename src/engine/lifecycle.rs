@@ -22,7 +22,7 @@ impl Engine {
         let Some(link) = self.link.clone() else {
             return;
         };
-        let model_control = self.cfg.target.model_control;
+        let model_control = self.model_control();
         let shm = self.cfg.connect.transport == Transport::Shm;
         let Some(t) = self.tenant_mut(id) else {
             return;
@@ -31,29 +31,34 @@ impl Engine {
             return;
         }
         t.setting_up = true;
+        // A set-up under way has no failure yet; an old one would read as this one's outcome.
+        t.setup_error = None;
         let spec = t.spec.clone();
         let tx = self.events.clone();
         tokio::spawn(async move {
             let control = link.control.as_ref();
             let ready = setup::setup_tenant(control, &spec, model_control, u64::from(id)).await;
             let ready = match (ready, link.requests.first()) {
-                (Ok((request, server)), Some(client)) if shm => {
+                (Ok(prepared), Some(client)) if shm => {
                     let tag = format!("t{}", u64::from(id));
-                    match crate::triton::shm::attach(client, &tag, &request).await {
-                        Ok((request, regions)) => Ok((request, server, Some(Box::new(regions)))),
+                    match crate::triton::shm::attach(client, &tag, &prepared.request).await {
+                        Ok((request, regions)) => {
+                            Ok((request, prepared.server, prepared.notes, Some(Box::new(regions))))
+                        }
                         Err(error) => Err(SetupError::SharedMemory {
                             model: spec.model.clone(),
                             error,
                         }),
                     }
                 }
-                (ready, _) => ready.map(|(request, server)| (request, server, None)),
+                (ready, _) => ready.map(|p| (p.request, p.server, p.notes, None)),
             };
             let ev = match ready {
-                Ok((request, server, regions)) => Event::TenantReady {
+                Ok((request, server, notes, regions)) => Event::TenantReady {
                     id,
                     request: Box::new(request),
                     server,
+                    notes,
                     regions,
                 },
                 Err(error) => {
@@ -304,7 +309,7 @@ impl Engine {
         let model = t.spec.model.clone();
         self.notice(NoticeLevel::Info, format!("removed {model}"));
         let still_used = self.tenants.iter().any(|o| o.spec.model == model);
-        if self.cfg.target.model_control
+        if self.model_control()
             && !still_used
             && let Some(control) = self.link.as_ref().map(|l| Arc::clone(&l.control))
         {

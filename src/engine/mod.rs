@@ -89,6 +89,8 @@ enum Event {
         server: ServerModel,
         /// The tenant's shared memory regions, when its requests refer to them.
         regions: Option<Box<TenantRegions>>,
+        /// What the user should know about the set-up (settings the server could not take).
+        notes: Vec<String>,
     },
     TenantFailed {
         id: TenantId,
@@ -308,7 +310,13 @@ impl Engine {
                 request,
                 server,
                 regions,
-            } => self.tenant_ready(id, *request, server, regions.map(|r| *r)),
+                notes,
+            } => {
+                for note in notes {
+                    self.notice(NoticeLevel::Warn, note);
+                }
+                self.tenant_ready(id, *request, server, regions.map(|r| *r));
+            }
             Event::TenantFailed {
                 id,
                 error,
@@ -343,10 +351,15 @@ impl Engine {
         if let Some(error) = lost {
             self.disconnected(error);
         }
+        let mut failing = Vec::new();
         for t in &mut self.tenants {
             if let Some(m) = &mut t.meter {
                 m.tick(now);
             }
+            failing.extend(t.new_error_notices());
+        }
+        for text in failing {
+            self.notice(NoticeLevel::Error, text);
         }
         self.advance_phase(now);
         if self.conn.state == ConnState::Connected {

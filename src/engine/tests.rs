@@ -224,6 +224,7 @@ fn tenant(model: &str) -> TenantSpec {
         data: InputData::Zero,
         max_in_flight: TenantSpec::DEFAULT_MAX_IN_FLIGHT,
         deadline: TenantSpec::DEFAULT_DEADLINE,
+        inputs: Vec::new(),
     }
 }
 

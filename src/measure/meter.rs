@@ -44,6 +44,9 @@ struct Live {
     in_flight: u32,
     /// When the measured period began; `None` while no period has begun.
     measure_from: Option<Instant>,
+    /// The first message seen for each error code, over the whole run: what the server said is
+    /// what the user can act on, and the first one is where the trouble began.
+    first_messages: BTreeMap<String, String>,
 }
 
 impl Live {
@@ -113,6 +116,24 @@ impl TenantRecorder {
         });
     }
 
+    /// As [`Self::record_error`], keeping `message()` when it is the first error of this code. The
+    /// message is built only then, so a storm of one error costs nothing more than counting it.
+    pub fn record_error_message(
+        &self,
+        sent_at: Instant,
+        code: &str,
+        message: impl FnOnce() -> String,
+    ) {
+        self.with(|l| {
+            l.bucket(sent_at).count_error(code);
+            l.in_flight = l.in_flight.saturating_sub(1);
+            if !l.first_messages.contains_key(code) {
+                l.first_messages
+                    .insert(code.to_string(), bounded(message()));
+            }
+        });
+    }
+
     /// An arrival at `arrived_at` that found the in-flight bound reached and was never sent.
     pub fn record_drop(&self, arrived_at: Instant) {
         self.with(|l| l.bucket(arrived_at).dropped += 1);
@@ -173,6 +194,18 @@ pub struct TenantMeter {
     totals: Cumulative,
     in_flight: u32,
     last_tick: Instant,
+    /// A copy of the recorders' first message per error code, refreshed at each tick.
+    first_messages: BTreeMap<String, String>,
+}
+
+/// Longest error message kept: a server may send a whole stack trace, and every snapshot carries it.
+const MAX_MESSAGE_CHARS: usize = 500;
+
+fn bounded(message: String) -> String {
+    match message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}…", &message[..cut]),
+        None => message,
+    }
 }
 
 impl TenantMeter {
@@ -201,6 +234,7 @@ impl TenantMeter {
             totals: Cumulative::default(),
             in_flight: 0,
             last_tick: now,
+            first_messages: BTreeMap::new(),
         })
     }
 
@@ -246,9 +280,14 @@ impl TenantMeter {
     pub fn tick_elapsed(&mut self, span: Duration) {
         self.spare.clear();
         self.spare_before.clear();
+        let first_messages = &mut self.first_messages;
         self.in_flight = self.recorder.with(|live| {
             std::mem::swap(&mut live.interval, &mut self.spare);
             std::mem::swap(&mut live.before, &mut self.spare_before);
+            // Codes are only ever added, so a count that differs means something new to copy.
+            if live.first_messages.len() != first_messages.len() {
+                first_messages.clone_from(&live.first_messages);
+            }
             live.in_flight
         });
         self.totals.absorb(&self.spare);
@@ -344,6 +383,11 @@ impl TenantMeter {
         }
     }
 
+    /// The first message seen for each error code, over the whole run (warm-up included).
+    pub fn first_messages(&self) -> &BTreeMap<String, String> {
+        &self.first_messages
+    }
+
     /// The run's figures since the measured period began (`start_measuring`), over `measured_s` seconds.
     pub fn totals(&self, measured_s: f64) -> Totals {
         let t = &self.totals;
@@ -363,6 +407,13 @@ impl TenantMeter {
             dropped: t.dropped,
             late: t.late,
             errors_by_code: t.errors_by_code.clone(),
+            // The message of each code counted here, even when it was first seen in warm-up.
+            first_error_by_code: self
+                .first_messages
+                .iter()
+                .filter(|(code, _)| t.errors_by_code.contains_key(*code))
+                .map(|(code, message)| (code.clone(), message.clone()))
+                .collect(),
             latency_ms: t.latency.percentiles(),
             service_latency_ms: t.service.percentiles(),
             attainment: verdict.attainment,

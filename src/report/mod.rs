@@ -45,6 +45,8 @@ pub struct TenantBlock {
     pub ok: u64,
     pub errors: u64,
     pub errors_by_code: std::collections::BTreeMap<String, u64>,
+    /// The first message of each code in `errors_by_code`.
+    pub first_error_by_code: std::collections::BTreeMap<String, String>,
     pub dropped: u64,
     pub late: u64,
     /// From the intended send time.
@@ -204,6 +206,7 @@ fn tenant_block(t: &crate::vocab::snapshot::TenantView) -> TenantBlock {
         ok: tot.ok,
         errors: tot.errors,
         errors_by_code: tot.errors_by_code.clone(),
+        first_error_by_code: tot.first_error_by_code.clone(),
         dropped: tot.dropped,
         late: tot.late,
         latency_ms: tot.latency_ms,
@@ -235,6 +238,15 @@ fn tenant_block(t: &crate::vocab::snapshot::TenantView) -> TenantBlock {
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map(|v| format!("{v:.digits$}"))
         .unwrap_or_else(|| "–".into())
+}
+
+/// A latency percentile for the table, "–" for a tenant with no successful request to measure.
+fn latency(t: &TenantBlock, ms: f64) -> String {
+    if t.ok > 0 {
+        format!("{ms:.2}")
+    } else {
+        "–".into()
+    }
 }
 
 /// The summary table printed on stdout at the end of `perseus run`.
@@ -283,13 +295,13 @@ pub fn table(r: &RunResult) -> String {
         );
         let _ = writeln!(
             out,
-            "{:<16} {:>9} {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>8} {:>14} {:>8} {:>7} {:>6} {:>6}",
+            "{:<16} {:>9} {:>9.1} {:>8} {:>8} {:>8} {:>8} {:>14} {:>8} {:>7} {:>6} {:>6}",
             t.model,
             target,
             t.achieved_rate,
-            t.latency_ms.p50,
-            t.latency_ms.p95,
-            t.latency_ms.p99,
+            latency(t, t.latency_ms.p50),
+            latency(t, t.latency_ms.p95),
+            latency(t, t.latency_ms.p99),
             opt(t.server_ms.map(|s| s.queue), 2),
             sla,
             t.sla
@@ -443,6 +455,7 @@ mod tests {
             ok: 1495,
             errors: 0,
             errors_by_code: Default::default(),
+            first_error_by_code: Default::default(),
             dropped: 0,
             late: 0,
             latency_ms: Percentiles::default(),

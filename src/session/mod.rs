@@ -10,6 +10,7 @@
 
 mod config;
 mod export;
+mod inputs;
 pub mod limits;
 mod parse;
 mod printable;

@@ -173,6 +173,22 @@ fn write_tenant(out: &mut String, t: &TenantSpec) -> std::fmt::Result {
     writeln!(out, "data = \"{data}\"")?;
     writeln!(out, "max_in_flight = {}", t.max_in_flight)?;
     writeln!(out, "deadline = {}", duration(t.deadline))?;
+    if !t.inputs.is_empty() {
+        let inputs: Vec<String> = t
+            .inputs
+            .iter()
+            .map(|i| {
+                let dims: Vec<String> = i.shape.iter().map(i64::to_string).collect();
+                format!(
+                    "{{ name = {}, datatype = {}, shape = [{}] }}",
+                    quote(&i.name),
+                    quote(&i.datatype),
+                    dims.join(", ")
+                )
+            })
+            .collect();
+        writeln!(out, "inputs = [{}]", inputs.join(", "))?;
+    }
     Ok(())
 }
 

@@ -1,10 +1,12 @@
 //! The typed gRPC client: one HTTP/2 connection per [`TritonClient`], cheap to clone and share.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
 
+use super::capabilities::{Capabilities, Extension};
 use super::error::{Direction, Limits, TritonError, error_chain};
 use super::stats::ModelStats;
 use crate::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
@@ -113,12 +115,21 @@ pub struct TritonClient {
     request_timeout: Option<Duration>,
     limits: Limits,
     legacy_grpc: bool,
+    /// What this server offers beyond the KServe-v2 core, shared by the clients of one pool.
+    caps: Arc<Capabilities>,
 }
 
 impl TritonClient {
     /// Connects now, failing with [`TritonError::ConnectTimeout`] or [`TritonError::Connect`] if the
     /// server cannot be reached within the connect timeout.
     pub async fn connect(opts: &ConnectOptions) -> Result<Self, TritonError> {
+        Self::connect_sharing(opts, Arc::default()).await
+    }
+
+    async fn connect_sharing(
+        opts: &ConnectOptions,
+        caps: Arc<Capabilities>,
+    ) -> Result<Self, TritonError> {
         let endpoint = endpoint(opts)?;
         let channel = match tokio::time::timeout(opts.connect_timeout, endpoint.connect()).await {
             Ok(Ok(channel)) => channel,
@@ -135,25 +146,30 @@ impl TritonClient {
                 });
             }
         };
-        Ok(Self::with_channel(channel, opts))
+        Ok(Self::with_channel(channel, opts, caps))
     }
 
     /// A client that connects on its first call (and reconnects after a failure), so a server that is
     /// absent at start surfaces as `UNAVAILABLE` calls rather than a startup error. Fails only on bad
     /// settings.
     pub fn connect_lazy(opts: &ConnectOptions) -> Result<Self, TritonError> {
-        Ok(Self::with_channel(endpoint(opts)?.connect_lazy(), opts))
+        Ok(Self::with_channel(
+            endpoint(opts)?.connect_lazy(),
+            opts,
+            Arc::default(),
+        ))
     }
 
     /// `n` clients (at least one) on as many separate HTTP/2 connections, so that a load generator is
     /// not limited by one connection's stream concurrency and flow-control window. Connects them all
     /// now and fails if any cannot connect.
     pub async fn pool(opts: &ConnectOptions, n: usize) -> Result<Vec<Self>, TritonError> {
-        let connects = (0..n.max(1)).map(|_| Self::connect(opts));
+        let caps = Arc::<Capabilities>::default();
+        let connects = (0..n.max(1)).map(|_| Self::connect_sharing(opts, Arc::clone(&caps)));
         futures::future::try_join_all(connects).await
     }
 
-    fn with_channel(channel: Channel, opts: &ConnectOptions) -> Self {
+    fn with_channel(channel: Channel, opts: &ConnectOptions, caps: Arc<Capabilities>) -> Self {
         let inner = GrpcInferenceServiceClient::new(channel.clone())
             .max_decoding_message_size(opts.max_decode_bytes)
             .max_encoding_message_size(opts.max_encode_bytes);
@@ -164,6 +180,7 @@ impl TritonClient {
             request_timeout: opts.request_timeout,
             limits: opts.limits(),
             legacy_grpc: opts.legacy_grpc,
+            caps,
         }
     }
 
@@ -177,6 +194,12 @@ impl TritonClient {
 
     pub(super) fn legacy_grpc(&self) -> bool {
         self.legacy_grpc
+
+    }
+
+    /// Which of Triton's extensions the server offers, as far as this client has found out.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
     }
 
     /// The address this client was built for, as given.
@@ -198,12 +221,16 @@ impl TritonClient {
         Ok(response.await?.ready)
     }
 
-    /// Server name, version and the protocol extensions it supports (`model_repository`, …).
+    /// Server name, version and the protocol extensions it supports (`model_repository`, …);
+    /// the list is remembered in [`Self::capabilities`].
     pub async fn server_metadata(&self) -> Result<ServerMetadataResponse, TritonError> {
-        self.call(ServerMetadataRequest {}, None, |mut c, r| async move {
-            c.server_metadata(r).await
-        })
-        .await
+        let metadata = self
+            .call(ServerMetadataRequest {}, None, |mut c, r| async move {
+                c.server_metadata(r).await
+            })
+            .await?;
+        self.caps.learn_from_metadata(&metadata.extensions);
+        Ok(metadata)
     }
 
     /// Whether `name` can serve requests; an empty `version` means the server's choice.
@@ -247,9 +274,10 @@ impl TritonClient {
             version: version.to_owned(),
         };
         let response = self
-            .call(
+            .extension_call(
+                Extension::ModelConfiguration,
+                "ModelConfig",
                 request,
-                None,
                 |mut c, r| async move { c.model_config(r).await },
             )
             .await?;
@@ -293,9 +321,12 @@ impl TritonClient {
             version: String::new(),
         };
         let response = self
-            .call(request, None, |mut c, r| async move {
-                c.model_statistics(r).await
-            })
+            .extension_call(
+                Extension::Statistics,
+                "ModelStatistics",
+                request,
+                |mut c, r| async move { c.model_statistics(r).await },
+            )
             .await?;
         Ok(response
             .model_stats
@@ -311,9 +342,12 @@ impl TritonClient {
             ready: ready_only,
         };
         let response = self
-            .call(request, None, |mut c, r| async move {
-                c.repository_index(r).await
-            })
+            .extension_call(
+                Extension::ModelRepository,
+                "RepositoryIndex",
+                request,
+                |mut c, r| async move { c.repository_index(r).await },
+            )
             .await?;
         Ok(response.models)
     }
@@ -336,9 +370,12 @@ impl TritonClient {
                 parameter(ParameterChoice::StringParam(config.to_owned())),
             );
         }
-        self.call(request, None, |mut c, r| async move {
-            c.repository_model_load(r).await
-        })
+        self.extension_call(
+            Extension::ModelRepository,
+            "RepositoryModelLoad",
+            request,
+            |mut c, r| async move { c.repository_model_load(r).await },
+        )
         .await?;
         Ok(())
     }
@@ -359,9 +396,12 @@ impl TritonClient {
             "unload_dependents".to_owned(),
             parameter(ParameterChoice::BoolParam(unload_dependents)),
         );
-        self.call(request, None, |mut c, r| async move {
-            c.repository_model_unload(r).await
-        })
+        self.extension_call(
+            Extension::ModelRepository,
+            "RepositoryModelUnload",
+            request,
+            |mut c, r| async move { c.repository_model_unload(r).await },
+        )
         .await?;
         Ok(())
     }
@@ -399,6 +439,49 @@ impl TritonClient {
         match send(self.inner.clone(), request).await {
             Ok(response) => Ok(response.into_inner()),
             Err(status) => Err(TritonError::from_status(status, timeout, self.limits)),
+        }
+    }
+}
+
+impl TritonClient {
+    /// A call to one of Triton's extensions: refused locally once the server is known to lack it,
+    /// and an `UNIMPLEMENTED` answer is remembered as "lacks it" (any other answer as "has it").
+    async fn extension_call<Req, Resp, F, Fut>(
+        &self,
+        extension: Extension,
+        rpc: &'static str,
+        message: Req,
+        send: F,
+    ) -> Result<Resp, TritonError>
+    where
+        Req: prost::Message,
+        F: FnOnce(GrpcInferenceServiceClient<Channel>, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        if self.caps.supports(extension) == Some(false) {
+            return Err(TritonError::Unsupported {
+                extension,
+                call: rpc,
+                detail: None,
+            });
+        }
+        match self.call(message, None, send).await {
+            Err(TritonError::Status {
+                code: tonic::Code::Unimplemented,
+                message,
+            }) => {
+                self.caps.set(extension, false);
+                Err(TritonError::Unsupported {
+                    extension,
+                    call: rpc,
+                    detail: Some(message),
+                })
+            }
+            Err(e) if e.is_connection_error() => Err(e),
+            other => {
+                self.caps.set(extension, true);
+                other
+            }
         }
     }
 }

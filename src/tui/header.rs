@@ -33,7 +33,12 @@ pub fn render(frame: &mut Frame, area: Rect, view: &View) {
         ("⏸ paused", theme.warn)
     } else {
         match snap.phase {
-            Phase::Connecting => ("○ connecting", theme.warn),
+            // Once connected, what remains before running is the tenants' set-up; saying
+            // "connecting" next to "connected" contradicted itself.
+            Phase::Connecting if snap.connection.state == ConnState::Connected => {
+                ("○ setting up", theme.warn)
+            }
+            Phase::Connecting => ("○ starting", theme.warn),
             Phase::WarmingUp => ("◐ warming up", theme.warn),
             Phase::Measuring => ("● running", theme.ok),
             Phase::Finished => ("■ finished", theme.dim),

@@ -70,19 +70,19 @@ const COLUMNS: &[Column] = &[
         title: "p50",
         width: 8,
         priority: 6,
-        cell: |t, _| Span::raw(format::ms(t.window.latency_ms.p50)),
+        cell: |t, v| latency(t, v, t.window.latency_ms.p50),
     },
     Column {
         title: "p95",
         width: 8,
         priority: 2,
-        cell: |t, _| Span::raw(format::ms(t.window.latency_ms.p95)),
+        cell: |t, v| latency(t, v, t.window.latency_ms.p95),
     },
     Column {
         title: "p99",
         width: 8,
         priority: 2,
-        cell: |t, _| Span::raw(format::ms(t.window.latency_ms.p99)),
+        cell: |t, v| latency(t, v, t.window.latency_ms.p99),
     },
     Column {
         title: "SLA",
@@ -271,6 +271,16 @@ fn achieved(t: &TenantView, view: &View) -> Span<'static> {
         Span::styled(text, view.theme.warn)
     } else {
         Span::raw(text)
+    }
+}
+
+/// A window percentile, or "–" when the window has no successful request to take it from (a
+/// histogram without samples reads 0, which would pass for a very fast server).
+fn latency(t: &TenantView, view: &View, value: f64) -> Span<'static> {
+    if t.window.achieved_per_s > 0.0 {
+        Span::raw(format::ms(value))
+    } else {
+        Span::styled("–", view.theme.dim)
     }
 }
 

@@ -157,6 +157,9 @@ pub struct TenantView {
     /// Server-side figures from diffed ModelStatistics over the window.
     pub server: Option<ServerWindow>,
     pub solo_peak: SoloPeak,
+    /// Why the tenant could not be set up on the server (its latest attempt), while it cannot.
+    #[serde(default)]
+    pub setup_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -191,6 +194,10 @@ pub struct Totals {
     pub late: u64,
     /// Errors by gRPC status name (`UNAVAILABLE`, `DEADLINE_EXCEEDED`, …).
     pub errors_by_code: BTreeMap<String, u64>,
+    /// The first message of each code in `errors_by_code` (the server's own words where it sent
+    /// some), so a failing run says why.
+    #[serde(default)]
+    pub first_error_by_code: BTreeMap<String, String>,
     /// Over the measured period.
     pub latency_ms: Percentiles,
     pub service_latency_ms: Percentiles,

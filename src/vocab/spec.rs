@@ -120,6 +120,20 @@ pub struct TenantSpec {
     pub max_in_flight: u32,
     /// Per-request deadline; expiry counts as an error.
     pub deadline: Duration,
+    /// Input tensors to send instead of those in the model's metadata, for servers whose metadata
+    /// is silent about them (non-Triton KServe-v2 servers); empty: the metadata's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<DeclaredInput>,
+}
+
+/// One input tensor declared in the session: `{ name = "predict", datatype = "FP32", shape = [4] }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeclaredInput {
+    pub name: String,
+    /// A Triton datatype name (`FP32`, `INT64`, …).
+    pub datatype: String,
+    /// The dimensions of one item, as Triton's `dims`: each request carries `[batch, …shape]`.
+    pub shape: Vec<i64>,
 }
 
 impl TenantSpec {

@@ -80,6 +80,7 @@ pub fn tenant(id: u32, model: &str, seq: u64) -> TenantView {
         },
         server: None,
         solo_peak: SoloPeak::UNKNOWN,
+        setup_error: None,
     }
 }
 

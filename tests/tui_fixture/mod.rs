@@ -136,6 +136,7 @@ fn tenant(i: usize, t: f64) -> TenantView {
                 per_s: Some(250.0),
             },
         },
+        setup_error: None,
     }
 }
 

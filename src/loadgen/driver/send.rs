@@ -89,7 +89,12 @@ async fn send_and_record(shared: &TenantShared, intended: Instant) {
                 }
                 shared.connection_lost.store(true, Ordering::Relaxed);
             }
-            shared.recorder.record_error(sent, e.code_name());
+            shared
+                .recorder
+                .record_error_message(sent, e.code_name(), || {
+                    e.server_message()
+                        .map_or_else(|| e.to_string(), str::to_owned)
+                });
         }
     }
 }

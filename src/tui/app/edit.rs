@@ -99,7 +99,7 @@ impl App {
             self.say(
                 snap,
                 NoticeLevel::Warn,
-                "the server does not allow model control; instances are fixed",
+                "instances are fixed: the server offers no model control (Triton's model repository extension)",
             );
             return None;
         }
@@ -134,7 +134,7 @@ impl App {
             self.say(
                 snap,
                 NoticeLevel::Warn,
-                "the server does not allow model control; batching is fixed",
+                "batching is fixed: the server offers no model control (Triton's model repository extension)",
             );
             return None;
         }
