@@ -353,14 +353,15 @@ fn perseus_run_reports_a_refused_setup_at_once() {
     let session = dir.path().join("iris.toml");
     std::fs::write(
         &session,
-        "duration = \"2s\"\nwarmup = \"0s\"\n[cost]\nusd_per_hour = 1.0\n\
-         [[tenant]]\nmodel = \"iris\"\nrate = 10\n",
+        format!(
+            "duration = \"2s\"\nwarmup = \"0s\"\n[target]\ntriton = \"{address}\"\n\
+             [cost]\nusd_per_hour = 1.0\n[[tenant]]\nmodel = \"iris\"\nrate = 10\n"
+        ),
     )
     .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_perseus"))
         .arg("run")
         .arg(&session)
-        .args(["--triton", &address.to_string()])
         .env("PERSEUS_DATA_DIR", dir.path())
         .env(
             "PERSEUS_CONFIG",

@@ -396,3 +396,25 @@ fn help_on_a_short_terminal_still_lists_every_key() {
     }
     assert!(s.contains("quit (stops the run)"));
 }
+
+#[test]
+fn a_tenant_without_successes_shows_no_latency_and_set_up_is_not_connecting() {
+    let mut snap = tui_fixture::snapshot(1);
+    snap.phase = perseus::vocab::snapshot::Phase::Connecting;
+    snap.connection.state = ConnState::Connected;
+    let t = &mut snap.tenants[0];
+    t.window = Default::default();
+    t.window.errors = 500;
+    let s = text(&draw(&snap, &live_app(), 160, 48));
+    assert!(s.contains("setting up") && s.contains("connected"), "{s}");
+    assert!(!s.contains("connecting"), "{s}");
+    assert!(
+        !s.contains("0.00ms"),
+        "a histogram without samples shown as a latency:\n{s}"
+    );
+    let row = s
+        .lines()
+        .find(|l| l.contains(&snap.tenants[0].model) && l.contains("500/"))
+        .unwrap_or_else(|| panic!("no tenant row:\n{s}"));
+    assert!(row.matches('–').count() >= 3, "{row}");
+}

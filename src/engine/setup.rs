@@ -120,6 +120,12 @@ pub(crate) async fn setup_tenant(
             });
         }
     };
+    if loaded && wants_config && config.is_none() {
+        notes.push(format!(
+            "{model}: instances and dynamic_batching sent with the load, but the server has no \
+             ModelConfig to show whether it applied them"
+        ));
+    }
     let meta = with_declared_inputs(meta, &spec.inputs);
     if meta.inputs.is_empty() {
         return Err(SetupError::NoInputs {
