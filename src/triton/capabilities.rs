@@ -2,8 +2,8 @@
 //!
 //! KServe-v2 servers (MLServer, KServe's own runtimes) answer health, metadata and inference but
 //! not Triton's ModelConfig, ModelStatistics or repository RPCs. The client learns what is there
-//! from ServerMetadata's `extensions` list where the server fills it, and otherwise from the first
-//! `UNIMPLEMENTED` answer; either way it remembers, so a missing extension costs one round trip per
+//! from ServerMetadata's `extensions` list (what it lists is there) and from the first
+//! `UNIMPLEMENTED` answer (what answers that is not); either way it remembers, so a missing extension costs one round trip per
 //! connection rather than one per tick.
 
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -65,19 +65,18 @@ impl Capabilities {
         }
     }
 
-    /// Takes ServerMetadata's extension list as the truth about the three extensions, when the
-    /// server gives one. An empty list says nothing (some KServe-v2 servers leave it empty), so
-    /// the extensions stay unknown until a call answers.
+    /// Takes the extensions ServerMetadata lists as present. One left out stays unknown rather
+    /// than missing: servers differ in what they list (some list nothing), and a call that answers
+    /// `UNIMPLEMENTED` settles it for one round trip.
     pub fn learn_from_metadata(&self, extensions: &[String]) {
-        if extensions.is_empty() {
-            return;
-        }
         for ext in Extension::ALL {
             // Triton also lists qualified forms such as `model_repository(unload_dependents)`.
             let listed = extensions
                 .iter()
                 .any(|e| e == ext.name() || e.starts_with(&format!("{}(", ext.name())));
-            self.set(ext, listed);
+            if listed {
+                self.set(ext, true);
+            }
         }
     }
 
@@ -93,7 +92,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_extension_list_decides_and_an_empty_one_says_nothing() {
+    fn listed_extensions_are_present_and_unimplemented_ones_missing() {
         let caps = Capabilities::default();
         caps.learn_from_metadata(&[]);
         assert_eq!(caps.supports(Extension::Statistics), None);
@@ -103,7 +102,7 @@ mod tests {
         caps.learn_from_metadata(&listed);
         assert_eq!(caps.supports(Extension::Statistics), Some(true));
         assert_eq!(caps.supports(Extension::ModelRepository), Some(true));
-        assert_eq!(caps.supports(Extension::ModelConfiguration), Some(false));
+        assert_eq!(caps.supports(Extension::ModelConfiguration), None);
         caps.set(Extension::Statistics, false);
         assert_eq!(caps.supports(Extension::Statistics), Some(false));
     }
