@@ -178,6 +178,7 @@ fn start(address: SocketAddr, tenant: TenantSpec) -> EngineHandle {
                 gpu: None,
                 tls: None,
             },
+            transport: None,
             cost: CostSpec::UsdPerHour(1.0),
             tenants: vec![tenant],
         },

@@ -42,9 +42,12 @@ impl Engine {
                 (Ok(prepared), Some(client)) if shm => {
                     let tag = format!("t{}", u64::from(id));
                     match crate::triton::shm::attach(client, &tag, &prepared.request).await {
-                        Ok((request, regions)) => {
-                            Ok((request, prepared.server, prepared.notes, Some(Box::new(regions))))
-                        }
+                        Ok((request, regions)) => Ok((
+                            request,
+                            prepared.server,
+                            prepared.notes,
+                            Some(Box::new(regions)),
+                        )),
                         Err(error) => Err(SetupError::SharedMemory {
                             model: spec.model.clone(),
                             error,

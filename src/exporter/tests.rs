@@ -48,6 +48,7 @@ fn tenant(id: u32, model: &str, ok: u64) -> TenantView {
         },
         server: None,
         solo_peak: SoloPeak::UNKNOWN,
+        setup_error: None,
     }
 }
 

@@ -194,7 +194,6 @@ impl TritonClient {
 
     pub(super) fn legacy_grpc(&self) -> bool {
         self.legacy_grpc
-
     }
 
     /// Which of Triton's extensions the server offers, as far as this client has found out.
