@@ -3,6 +3,7 @@
 //! This is the one place that knows both the client side and the emulator (DESIGN §1), and the only
 //! library module that uses `anyhow`: everything below it has typed errors.
 
+mod capacity;
 mod completions;
 mod emulate;
 mod hooks;

@@ -421,6 +421,8 @@ mod tests {
             gpu: GpuView::default(),
             cost: None,
             frontier: None,
+            capacity: None,
+            whatif: None,
             notices: Vec::new(),
             recording: None,
             recording_error: recording_error.map(str::to_string),

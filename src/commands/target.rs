@@ -232,6 +232,7 @@ pub async fn resolve(
                 connect,
                 metrics_url,
                 knowledge: Arc::new(ProbedKnowledge {
+                    catalog: catalog.clone(),
                     server: address.clone(),
                     cache: session::data_dir()
                         .ok()

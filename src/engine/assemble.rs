@@ -26,7 +26,11 @@ impl Engine {
             .unwrap_or(0.0);
         let tenants: Vec<_> = self.tenants.iter().map(|t| t.view(measured_s)).collect();
         let gpu = self.cfg.telemetry.view();
-        let (cost, frontier) = live_cost(self.cfg.price.as_ref(), &tenants);
+        let (cost, mut frontier) = live_cost(self.cfg.price.as_ref(), &tenants);
+        let capacity = self.capacity_view(self.cfg.price.as_ref(), &tenants);
+        if let Some(f) = &mut frontier {
+            super::capacity::place_capacity_point(f, &capacity);
+        }
         let mut target = self.cfg.target.clone();
         if target.server_version.is_none() {
             target.server_version = self.server_version.clone();
@@ -50,6 +54,8 @@ impl Engine {
             gpu,
             cost,
             frontier,
+            capacity: Some(capacity),
+            whatif: self.whatif_view(),
             notices: self.notices.iter().cloned().collect(),
             recording: self.recording.as_ref().map(|r| r.path().to_string()),
             recording_error: self.recording_error.clone(),

@@ -46,6 +46,8 @@ impl Engine {
                 }
             }
             Command::SetRecording(on) => self.set_recording(on),
+            Command::WhatIf(staged) => self.stage(staged),
+            Command::ApplyStaged { stage } => self.apply_staged(stage),
             Command::Stop => {}
         }
     }

@@ -11,6 +11,7 @@
 //! The server is reached through [`server::ServerControl`], so each part is tested against a fake.
 
 mod assemble;
+mod capacity;
 mod commands;
 mod connection;
 pub mod error;
@@ -105,6 +106,14 @@ enum Event {
     Repo(Vec<RepoModel>),
     Unloaded(String, Result<(), TritonError>),
     RecordingFailed(PersistError),
+    Capacity {
+        generation: u64,
+        estimate: crate::vocab::capacity::CapacityEstimate,
+    },
+    WhatIf {
+        stage: u64,
+        estimate: crate::vocab::capacity::CapacityEstimate,
+    },
 }
 
 /// Starts a run on the current tokio runtime, connecting over gRPC.
@@ -163,6 +172,7 @@ struct Engine {
     recording: Option<recording::Recording>,
     recording_error: Option<String>,
     server_version: Option<String>,
+    capacity: capacity::CapacityTracker,
 }
 
 impl Engine {
@@ -212,6 +222,7 @@ impl Engine {
             recording: None,
             recording_error: None,
             server_version: None,
+            capacity: capacity::CapacityTracker::default(),
         }
     }
 
@@ -334,6 +345,11 @@ impl Engine {
                 Err(e) => self.notice(NoticeLevel::Warn, format!("unloading '{model}': {e}")),
             },
             Event::RecordingFailed(e) => self.recording_failed(e),
+            Event::Capacity {
+                generation,
+                estimate,
+            } => self.on_capacity(generation, estimate),
+            Event::WhatIf { stage, estimate } => self.on_whatif(stage, estimate),
         }
     }
 
@@ -362,6 +378,7 @@ impl Engine {
             self.notice(NoticeLevel::Error, text);
         }
         self.advance_phase(now);
+        self.refresh_capacity(now);
         if self.conn.state == ConnState::Connected {
             self.poll_stats(now);
             self.refresh_repository(now);

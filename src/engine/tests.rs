@@ -518,3 +518,6 @@ async fn a_stalled_disk_does_not_hold_up_the_ticks() {
     assert!(n > 1 && n <= 66, "{n} written");
     assert_eq!(fin.recording_error, None);
 }
+
+#[path = "tests/capacity.rs"]
+mod capacity;

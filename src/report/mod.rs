@@ -3,9 +3,13 @@
 //! All three are views of one [`RunResult`], built from the final snapshot so that the headless
 //! report and the dashboard can never disagree about a figure.
 
+mod capacity;
+
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
+
+pub use capacity::{CapacityBlock, CapacityTenant};
 
 use crate::vocab::snapshot::{CostView, PeakKind, Percentiles, Snapshot, TargetKind};
 use crate::vocab::spec::Load;
@@ -21,6 +25,9 @@ pub struct RunResult {
     pub tenants: Vec<TenantBlock>,
     pub gpu: Option<GpuBlock>,
     pub cost: Option<CostBlock>,
+    /// How far the mix could grow, and the savings there (absent where no capacity was sought).
+    #[serde(default)]
+    pub capacity: Option<CapacityBlock>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,8 +110,6 @@ pub struct CostBlock {
     pub goodput_usd_per_million: Option<f64>,
     pub dedicated_equivalents: Option<f64>,
     pub dedicated_instances: Option<u32>,
-    pub savings_vs_dedicated_pct: Option<f64>,
-    pub savings_vs_timeslicing_pct: Option<f64>,
     pub monthly_usd: f64,
 }
 
@@ -118,8 +123,6 @@ impl From<CostView> for CostBlock {
             goodput_usd_per_million: v.goodput_usd_per_million,
             dedicated_equivalents: v.dedicated_equivalents,
             dedicated_instances: v.dedicated_instances,
-            savings_vs_dedicated_pct: v.savings_vs_dedicated_pct,
-            savings_vs_timeslicing_pct: v.savings_vs_timeslicing_pct,
             monthly_usd: v.monthly_usd,
         }
     }
@@ -187,6 +190,7 @@ pub fn run_result(
         tenants,
         gpu,
         cost,
+        capacity: snap.capacity.as_ref().map(CapacityBlock::from),
     }
 }
 
@@ -346,14 +350,15 @@ pub fn table(r: &RunResult) -> String {
         );
         let _ = writeln!(
             out,
-            "Dedicated equivalents {} · dedicated GPUs {} · savings vs dedicated {}% · vs time-slicing {}%",
+            "At the operating point: dedicated equivalents {} · dedicated GPUs {}",
             opt(c.dedicated_equivalents, 3),
             c.dedicated_instances
                 .map(|n| n.to_string())
                 .unwrap_or_else(|| "–".into()),
-            opt(c.savings_vs_dedicated_pct, 1),
-            opt(c.savings_vs_timeslicing_pct, 1)
         );
+    }
+    if let Some(c) = &r.capacity {
+        let _ = writeln!(out, "{}", capacity::summary_line(c));
     }
     out
 }
@@ -487,6 +492,7 @@ mod tests {
             tenants,
             gpu: None,
             cost: None,
+            capacity: None,
         }
     }
 

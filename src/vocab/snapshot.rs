@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::vocab::capacity::{CapacityView, WhatIfView};
 use crate::vocab::spec::{DynamicBatching, Load, Sla};
 
 /// Identifies a tenant for the whole run (indices shift when tenants are removed; ids do not).
@@ -34,6 +35,12 @@ pub struct Snapshot {
     pub gpu: GpuView,
     pub cost: Option<CostView>,
     pub frontier: Option<FrontierView>,
+    /// How far the live mix could grow (absent in recordings made before it existed).
+    #[serde(default)]
+    pub capacity: Option<CapacityView>,
+    /// The dashboard's staged what-if, when one is staged.
+    #[serde(default)]
+    pub whatif: Option<WhatIfView>,
     /// Recent notices (newest last, bounded), e.g. a refused model load.
     pub notices: Vec<Notice>,
     /// Path of the recording being written, if any.
@@ -331,7 +338,8 @@ pub struct ProcessMemory {
     pub used_bytes: u64,
 }
 
-/// What the shared GPU costs, live, and what the same load would cost dedicated.
+/// What the shared GPU costs, live. Savings are not here: at the operating point they compare a
+/// partly idle GPU with baselines sized to the same load, which says nothing (see [`CapacityView`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CostView {
     /// Catalog instance name, or `None` for a literal price.
@@ -347,8 +355,6 @@ pub struct CostView {
     /// Σ ⌈achievedᵢ / peakᵢ⌉.
     pub dedicated_instances: Option<u32>,
     pub dedicated_usd_per_hour: Option<f64>,
-    pub savings_vs_dedicated_pct: Option<f64>,
-    pub savings_vs_timeslicing_pct: Option<f64>,
 }
 
 /// The PERSEUS frontier for two tenants: dedicated peaks on the axes, the straight time-slicing
@@ -360,6 +366,9 @@ pub struct FrontierView {
     pub y: (TenantId, String, f64),
     /// Current achieved rates (x, y).
     pub point: (f64, f64),
+    /// The capacity point on the same ray (k × the offered rates), when known for this setup.
+    #[serde(default)]
+    pub capacity_point: Option<(f64, f64)>,
 }
 
 /// Points per shared block of a [`Series`].
