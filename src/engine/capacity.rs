@@ -87,6 +87,10 @@ impl Engine {
             && tracker
                 .computed_at
                 .is_some_and(|at| now.duration_since(at) >= RECHECK);
+        // A headless run's CPU belongs to its load generator: it searches once the run is over.
+        if self.cfg.headless {
+            return;
+        }
         if !settled || tracker.running || !(stale || due) || query.tenants.is_empty() {
             return;
         }
@@ -107,6 +111,30 @@ impl Engine {
                 })
                 .await;
         });
+    }
+
+    /// At the end of a headless run: the capacity of the setup as it stands, computed now that
+    /// nothing else needs the CPU. Returns whether there is a new result to publish.
+    pub(super) async fn settle_capacity(&mut self) -> bool {
+        if !self.cfg.headless {
+            return false;
+        }
+        self.refresh_capacity(Instant::now());
+        let Some((query, _)) = self.capacity.asked.clone() else {
+            return false;
+        };
+        if query.tenants.is_empty() {
+            return false;
+        }
+        let generation = self.capacity.generation;
+        let knowledge = Arc::clone(&self.cfg.knowledge);
+        let estimate = tokio::task::spawn_blocking(move || knowledge.capacity(&query))
+            .await
+            .unwrap_or_else(|e| CapacityEstimate::Unknown {
+                reason: format!("the capacity search stopped: {e}"),
+            });
+        self.on_capacity(generation, estimate);
+        true
     }
 
     pub(super) fn on_capacity(&mut self, generation: u64, estimate: CapacityEstimate) {

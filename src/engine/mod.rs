@@ -279,6 +279,11 @@ impl Engine {
         snapshots: &watch::Sender<Arc<Snapshot>>,
     ) -> Arc<Snapshot> {
         self.release_shared_memory().await;
+        let snap = if self.settle_capacity().await {
+            self.publish(Instant::now(), snapshots)
+        } else {
+            snap
+        };
         self.close_recording().await;
         let mut failed = false;
         while let Ok(ev) = events.try_recv() {

@@ -5,7 +5,7 @@
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Paragraph};
+use ratatui::widgets::{Block, Paragraph, Wrap};
 
 use crate::tui::format;
 use crate::tui::screen::View;
@@ -55,7 +55,11 @@ pub fn render(frame: &mut Frame, area: Rect, view: &View) {
         ]),
     ];
     lines.extend(capacity_lines(view));
-    frame.render_widget(Paragraph::new(lines).block(block), area);
+    // Narrow panels wrap rather than cut the capacity lines mid-figure.
+    frame.render_widget(
+        Paragraph::new(lines).wrap(Wrap { trim: true }).block(block),
+        area,
+    );
 }
 
 /// The capacity lines: headroom, equivalents and savings at capacity, the only place they mean
