@@ -85,6 +85,8 @@ fn snapshot(phase: Phase, tenants: Vec<TenantView>) -> Snapshot {
         },
         cost: None,
         frontier: None,
+        capacity: None,
+        whatif: None,
         notices: Vec::new(),
         recording: None,
         recording_error: None,
