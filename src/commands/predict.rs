@@ -190,6 +190,8 @@ fn result(
         },
         duration_s: measured_s,
         tenants,
+        // Virtual time has no client machine to be the bottleneck.
+        client_bound: None,
         gpu: Some(GpuBlock {
             source: Some("emulator".to_string()),
             name: Some(gpu.display.clone()),
@@ -247,6 +249,7 @@ fn tenant_block(t: &TenantSpec, m: &ModelReport, peak: SoloPeak, measured_s: f64
         first_error_by_code: std::collections::BTreeMap::new(),
         dropped: 0,
         late: 0,
+        client_bound: None,
         latency_ms: latency,
         service_latency_ms: latency,
         server_ms: Some(ServerBlock {

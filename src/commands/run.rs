@@ -329,7 +329,12 @@ fn progress_message(snap: &Snapshot) -> String {
             format!("{} {:.0}/s p99 {p99}", t.model, t.window.achieved_per_s)
         })
         .collect();
-    format!("{phase}{conn} · {}", rates.join(" · "))
+    // The progress line says so as soon as the generator falls behind, not only at the end.
+    let client = match &snap.client.window {
+        Some(flag) => format!(" · ⚠ {}", flag.short()),
+        None => String::new(),
+    };
+    format!("{phase}{conn}{client} · {}", rates.join(" · "))
 }
 
 /// A run whose tenants got nothing through failed on the target's side; one whose recording
@@ -427,6 +432,7 @@ mod tests {
             recording: None,
             recording_error: recording_error.map(str::to_string),
             replay: None,
+            client: Default::default(),
             repository: Vec::new(),
             history: Arc::new(History::default()),
         }

@@ -112,6 +112,7 @@ impl Engine {
 
     fn set_window(&mut self, window: std::time::Duration) {
         self.window = window.max(self.cfg.spec.tick);
+        self.cpu.set_window(self.window);
         let mut failed = None;
         for t in &mut self.tenants {
             if let Some(m) = &mut t.meter

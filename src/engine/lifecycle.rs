@@ -248,6 +248,7 @@ impl Engine {
     fn start_measuring(&mut self, now: Instant) {
         self.phase = Phase::Measuring;
         self.measuring_since = Some(now);
+        self.cpu.mark();
         for t in &mut self.tenants {
             t.mark_measure_start();
             if let Some(m) = &mut t.meter {

@@ -38,6 +38,7 @@ use crate::engine::hooks::{GpuTelemetry, Persistence, ServerModel, TargetKnowled
 use crate::engine::server::{Connector, Link, TritonConnector};
 use crate::engine::tenant::Tenant;
 use crate::loadgen::Clock;
+use crate::measure::CpuMeter;
 use crate::proto::ModelInferRequest;
 use crate::triton::shm::TenantRegions;
 use crate::triton::{ConnectOptions, ModelStats, TritonError};
@@ -173,6 +174,8 @@ struct Engine {
     recording_error: Option<String>,
     server_version: Option<String>,
     capacity: capacity::CapacityTracker,
+    /// The process's CPU use, for the client-bound rule's "out of CPU" criterion.
+    cpu: CpuMeter,
 }
 
 impl Engine {
@@ -223,6 +226,7 @@ impl Engine {
             recording_error: None,
             server_version: None,
             capacity: capacity::CapacityTracker::default(),
+            cpu: CpuMeter::new(window),
         }
     }
 
@@ -382,6 +386,7 @@ impl Engine {
         for text in failing {
             self.notice(NoticeLevel::Error, text);
         }
+        self.cpu.sample(now);
         self.advance_phase(now);
         self.refresh_capacity(now);
         if self.conn.state == ConnState::Connected {

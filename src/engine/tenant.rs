@@ -8,6 +8,7 @@ use crate::engine::hooks::ServerModel;
 use crate::loadgen::{ClosedLoop, TenantShared};
 use crate::measure::TenantMeter;
 use crate::triton::shm::TenantRegions;
+use crate::measure::{CpuMeter, TenantMeter};
 use crate::triton::{ModelStats, StatsWindow};
 use crate::vocab::snapshot::{ServerWindow, SoloPeak, TenantId, TenantView, Totals, WindowStats};
 use crate::vocab::spec::TenantSpec;
@@ -122,12 +123,17 @@ impl Tenant {
         self.server_window = None;
     }
 
-    pub fn view(&self, measured_s: f64) -> TenantView {
+    /// The tenant's figures, with the client-bound verdicts given the process's CPU.
+    pub fn view(&self, measured_s: f64, cpu: &CpuMeter) -> TenantView {
         let (window, totals) = match (&self.meter, &self.shared) {
             (Some(m), Some(shared)) => {
-                let mut w = m.window_stats();
+                let (mut w, mut totals) = m.stats_with_client(
+                    measured_s,
+                    cpu.window_share(),
+                    cpu.measured_share(),
+                    cpu.cores(),
+                );
                 w.in_flight = shared.in_flight();
-                let mut totals = m.totals(measured_s);
                 totals.server = self.server_totals;
                 (w, totals)
             }

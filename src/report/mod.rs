@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 pub use capacity::{CapacityBlock, CapacityTenant};
 
 use crate::vocab::snapshot::{CostView, PeakKind, Percentiles, Snapshot, TargetKind};
+use crate::vocab::snapshot::{ClientBound, CostView, PeakKind, Percentiles, Snapshot, TargetKind};
 use crate::vocab::spec::Load;
 
 pub const SCHEMA: &str = "perseus.run.v1";
@@ -28,6 +29,10 @@ pub struct RunResult {
     /// How far the mix could grow, and the savings there (absent where no capacity was sought).
     #[serde(default)]
     pub capacity: Option<CapacityBlock>,
+    /// Set when the load generator was the bottleneck over the measured period (any tenant, or
+    /// the process out of CPU): the latencies then measure the client machine.
+    #[serde(default)]
+    pub client_bound: Option<ClientBound>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,6 +71,9 @@ pub struct TenantBlock {
     pub goodput: f64,
     pub solo_peak: Option<f64>,
     pub solo_peak_kind: String,
+    /// Set when the generator could not keep this tenant's schedule over the measured period.
+    #[serde(default)]
+    pub client_bound: Option<ClientBound>,
 }
 
 /// Mean server-side time per request, in milliseconds.
@@ -191,6 +199,7 @@ pub fn run_result(
         gpu,
         cost,
         capacity: snap.capacity.as_ref().map(CapacityBlock::from),
+        client_bound: snap.client.totals.clone(),
     }
 }
 
@@ -236,6 +245,7 @@ fn tenant_block(t: &crate::vocab::snapshot::TenantView) -> TenantBlock {
             PeakKind::Unknown => "unknown",
         }
         .to_string(),
+        client_bound: tot.client_bound.clone(),
     }
 }
 
@@ -317,6 +327,7 @@ pub fn table(r: &RunResult) -> String {
             t.late
         );
     }
+    write_client_bound(&mut out, r);
     if let Some(g) = &r.gpu {
         let _ = writeln!(
             out,
@@ -363,6 +374,39 @@ pub fn table(r: &RunResult) -> String {
     out
 }
 
+/// The warning that the load generator was the bottleneck, per tenant and for the process.
+fn write_client_bound(out: &mut String, r: &RunResult) {
+    let Some(run) = &r.client_bound else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "warning: the load generator was the bottleneck ({}): these latencies measure this \
+         machine, not the GPU",
+        run.reason_names()
+    );
+    for t in &r.tenants {
+        if let Some(f) = &t.client_bound {
+            let _ = writeln!(
+                out,
+                "  {}: {} ({:.1}% of arrivals late, {:.1}% dropped)",
+                t.model,
+                f.short(),
+                f.late_share * 100.0,
+                f.dropped_share * 100.0
+            );
+        }
+    }
+    if let Some(cpu) = run.cpu_share {
+        let _ = writeln!(
+            out,
+            "  process CPU {:.0}% of {} cores",
+            cpu * 100.0,
+            run.cores
+        );
+    }
+}
+
 /// One tenant of a run in the `--csv` output; field order is column order, so the header is
 /// written from the same struct as the rows and cannot drift from them.
 #[derive(Debug, Default, Serialize)]
@@ -395,6 +439,8 @@ struct CsvRow<'a> {
     sla_met: Option<bool>,
     goodput: f64,
     solo_peak: Option<f64>,
+    /// The client-bound reasons, `;`-separated; empty when the generator kept its schedule.
+    client_bound: String,
 }
 
 impl<'a> CsvRow<'a> {
@@ -428,6 +474,14 @@ impl<'a> CsvRow<'a> {
             sla_met: t.sla.met,
             goodput: t.goodput,
             solo_peak: t.solo_peak,
+            client_bound: t
+                .client_bound
+                .as_ref()
+                .map(|f| {
+                    let names: Vec<&str> = f.reasons.iter().map(|r| r.name()).collect();
+                    names.join(";")
+                })
+                .unwrap_or_default(),
         }
     }
 }
@@ -476,6 +530,7 @@ mod tests {
             goodput: 149.0,
             solo_peak: None,
             solo_peak_kind: "unknown".to_string(),
+            client_bound: None,
         }
     }
 
@@ -493,13 +548,14 @@ mod tests {
             gpu: None,
             cost: None,
             capacity: None,
+            client_bound: None,
         }
     }
 
     const COLUMNS: &str = "session,model,arrival,target_rate,concurrency,achieved_rate,sent,ok,\
         errors,dropped,late,mean_ms,p50_ms,p90_ms,p95_ms,p99_ms,max_ms,service_p50_ms,\
         service_p99_ms,server_queue_ms,server_compute_infer_ms,avg_batch,sla_latency_ms,\
-        sla_percentile,attainment,sla_met,goodput,solo_peak";
+        sla_percentile,attainment,sla_met,goodput,solo_peak,client_bound";
 
     #[test]
     fn the_csv_header_is_the_documented_one_and_cells_are_quoted() {
@@ -513,8 +569,47 @@ mod tests {
             lines[2]
         );
         // Unknown figures are empty cells, never zero.
-        assert!(lines[1].ends_with(",0.999,true,149.0,"), "{}", lines[1]);
+        assert!(lines[1].ends_with(",0.999,true,149.0,,"), "{}", lines[1]);
         // No tenants: still the header.
         assert_eq!(csv(&result(Vec::new())).unwrap(), format!("{COLUMNS}\n"));
+    }
+
+    #[test]
+    fn a_client_bound_run_says_so_in_table_csv_and_json() {
+        use crate::vocab::snapshot::ClientBoundReason;
+        let flag = ClientBound {
+            reasons: vec![ClientBoundReason::LateSends],
+            behind_ms: 12.0,
+            late_share: 0.2,
+            dropped_share: 0.0,
+            cpu_share: Some(0.55),
+            cores: 2,
+        };
+        let mut bound = tenant("resnet50");
+        bound.late = 300;
+        bound.client_bound = Some(flag.clone());
+        let mut r = result(vec![bound, tenant("mobilenet_v2")]);
+        r.client_bound = Some(flag);
+        let table = table(&r);
+        assert!(
+            table.contains("warning: the load generator was the bottleneck (late sends)"),
+            "{table}"
+        );
+        assert!(
+            table.contains("resnet50: client behind by 12 ms (20.0% of arrivals late"),
+            "{table}"
+        );
+        assert!(!table.contains("mobilenet_v2: client"), "{table}");
+        let text = csv(&r).unwrap();
+        assert!(
+            text.lines().nth(1).unwrap_or("").ends_with(",late sends"),
+            "{text}"
+        );
+        let json: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["client_bound"]["reasons"][0], "late_sends");
+        assert_eq!(json["tenants"][0]["client_bound"]["behind_ms"], 12.0);
+        assert!(json["tenants"][1]["client_bound"].is_null());
+        // A light run has no warning.
+        assert!(!super::table(&result(vec![tenant("a")])).contains("warning"));
     }
 }

@@ -138,6 +138,7 @@ pub fn run(ticks: u64, models: &[&str]) -> Vec<Snapshot> {
             recording: None,
             recording_error: None,
             replay: None,
+            client: Default::default(),
             repository: vec![],
             history: Arc::new(History::default()),
         })

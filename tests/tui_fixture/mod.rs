@@ -113,6 +113,7 @@ fn tenant(i: usize, t: f64) -> TenantView {
             dropped: if i == 3 { 3 } else { 0 },
             late: 0,
             in_flight: 2,
+            client_bound: None,
         },
         totals: Totals::default(),
         server: Some(ServerWindow {
@@ -277,6 +278,7 @@ fn at(n: usize, t: f64) -> Snapshot {
         recording: None,
         recording_error: None,
         replay: None,
+        client: Default::default(),
         repository: repository(),
         history: Arc::new(History::default()),
     }

@@ -12,6 +12,10 @@ use crate::loadgen::driver::{LATE_THRESHOLD, TenantShared};
 /// that finds the bound reached waits in the backlog; whichever request frees a slot sends it, so
 /// the wait shows in latency from the intended time but not in service latency.
 pub async fn send_one(shared: Arc<TenantShared>, intended: Instant) -> bool {
+    // How far behind its ideal clock the generator is, before any wait for a slot: the
+    // client-bound rule's evidence (a slow server makes arrivals wait, never dispatch late).
+    let lag = Instant::now().saturating_duration_since(intended);
+    shared.recorder.record_dispatch(intended, lag);
     if shared.try_acquire() {
         run_slot(&shared, intended).await;
         return true;
