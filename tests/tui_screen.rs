@@ -9,7 +9,9 @@ use perseus::tui::app::{App, Mode};
 use perseus::tui::keymap::Keymap;
 use perseus::tui::screen::{self, View};
 use perseus::tui::theme::{self, Theme};
-use perseus::vocab::snapshot::{ConnState, GpuView, ProcessMemory, ReplayInfo, Snapshot};
+use perseus::vocab::snapshot::{
+    ClientBound, ClientBoundReason, ConnState, GpuView, ProcessMemory, ReplayInfo, Snapshot,
+};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
@@ -379,6 +381,40 @@ fn recording_indicator() {
     snap.recording = Some("/data/recordings/demo-1.jsonl".into());
     let s = text(&draw(&snap, &live_app(), 160, 48));
     assert!(s.contains("● REC demo-1.jsonl"));
+}
+
+/// The generator fell behind on the first tenant: the header and its row say so, in full where
+/// there is room and shortened at 80 columns.
+#[test]
+fn a_client_bound_tenant_is_flagged_in_the_header_and_its_row() {
+    let mut snap = tui_fixture::snapshot(3);
+    let flag = ClientBound {
+        reasons: vec![ClientBoundReason::LateSends],
+        behind_ms: 12.4,
+        late_share: 0.3,
+        dropped_share: 0.0,
+        cpu_share: Some(0.6),
+        cores: 2,
+    };
+    snap.tenants[0].window.client_bound = Some(flag.clone());
+    snap.client.window = Some(flag);
+    let wide = draw(&snap, &live_app(), 160, 48);
+    insta::assert_snapshot!("client_bound_160x48", wide.backend());
+    let s = text(&wide);
+    assert!(
+        s.contains("⚠ client behind by 12 ms — these latencies measure this machine, not the GPU"),
+        "{s}"
+    );
+    assert!(s.contains("⚠ resnet50: client behind by 12 ms"), "{s}");
+    let narrow = draw(&snap, &live_app(), 80, 24);
+    insta::assert_snapshot!("client_bound_80x24", narrow.backend());
+    let header = text(&narrow).lines().next().unwrap_or("").to_string();
+    assert!(header.contains("⚠ client behind by 12 ms"), "{header}");
+    // The marker column flags the row itself.
+    assert!(text(&narrow).contains("▶⚠ resnet50"), "{}", text(&narrow));
+    // A run that keeps its schedule shows none of it.
+    let calm = text(&draw(&tui_fixture::snapshot(3), &live_app(), 160, 48));
+    assert!(!calm.contains('⚠') && !calm.contains("client behind"));
 }
 
 /// Letters standing for the distinct styles of a buffer, in order of first use, with a legend:
