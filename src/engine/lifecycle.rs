@@ -127,15 +127,18 @@ impl Engine {
                     return;
                 }
             };
-            let shared = Arc::new(TenantShared::new(
-                id,
-                t.spec.model.clone(),
-                request,
-                clients,
-                t.spec.max_in_flight,
-                t.spec.deadline,
-                meter.recorder(),
-            ));
+            let shared = Arc::new(
+                TenantShared::new(
+                    id,
+                    t.spec.model.clone(),
+                    request,
+                    clients,
+                    t.spec.max_in_flight,
+                    t.spec.deadline,
+                    meter.recorder(),
+                )
+                .with_run_budget(Arc::clone(&self.run_bytes)),
+            );
             t.meter = Some(meter);
             shared.set_paused(t.paused);
             match &t.spec.load {

@@ -37,7 +37,8 @@ use crate::cost::ResolvedPrice;
 use crate::engine::hooks::{GpuTelemetry, Persistence, ServerModel, TargetKnowledge};
 use crate::engine::server::{Connector, Link, TritonConnector};
 use crate::engine::tenant::Tenant;
-use crate::loadgen::Clock;
+use crate::loadgen::driver::MAX_RUN_IN_FLIGHT_BYTES;
+use crate::loadgen::{ByteBudget, Clock};
 use crate::measure::CpuMeter;
 use crate::proto::ModelInferRequest;
 use crate::triton::shm::TenantRegions;
@@ -176,6 +177,8 @@ struct Engine {
     capacity: capacity::CapacityTracker,
     /// The process's CPU use, for the client-bound rule's "out of CPU" criterion.
     cpu: CpuMeter,
+    /// The in-flight request bytes all tenants share, so a run that falls behind stays bounded.
+    run_bytes: Arc<ByteBudget>,
 }
 
 impl Engine {
@@ -227,6 +230,7 @@ impl Engine {
             server_version: None,
             capacity: capacity::CapacityTracker::default(),
             cpu: CpuMeter::new(window),
+            run_bytes: Arc::new(ByteBudget::new(MAX_RUN_IN_FLIGHT_BYTES)),
         }
     }
 

@@ -117,6 +117,8 @@ pub struct TenantSpec {
     /// Requests outstanding at the server at most. An arrival beyond it waits in a client-side
     /// backlog of up to [`TenantSpec::BACKLOG_FACTOR`] × this many (the wait counts in latency from
     /// the intended send time, not in service latency) and is dropped only when that is full too.
+    /// The load generator bounds the bytes in flight as well (per tenant and per run), which for
+    /// large tensors lowers this count.
     pub max_in_flight: u32,
     /// Per-request deadline; expiry counts as an error.
     pub deadline: Duration,

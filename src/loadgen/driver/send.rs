@@ -16,8 +16,8 @@ pub async fn send_one(shared: Arc<TenantShared>, intended: Instant) -> bool {
     // client-bound rule's evidence (a slow server makes arrivals wait, never dispatch late).
     let lag = Instant::now().saturating_duration_since(intended);
     shared.recorder.record_dispatch(intended, lag);
-    if shared.try_acquire() {
-        run_slot(&shared, intended).await;
+    if let Some(bytes) = shared.try_acquire() {
+        run_slot(&shared, intended, bytes).await;
         return true;
     }
     if !shared.push_backlog(intended) {
@@ -25,32 +25,36 @@ pub async fn send_one(shared: Arc<TenantShared>, intended: Instant) -> bool {
         return false;
     }
     // A slot may have freed while this arrival queued: then nobody else will pick it up.
-    if shared.try_acquire() {
+    if let Some(bytes) = shared.try_acquire() {
         match shared.pop_backlog() {
-            Some(next) => run_slot(&shared, next).await,
-            None => shared.release(),
+            Some(next) => run_slot(&shared, next, bytes).await,
+            None => shared.release(bytes),
         }
     }
     true
 }
 
-/// Holds one in-flight slot: sends, then keeps sending from the backlog until it is empty.
-async fn run_slot(shared: &Arc<TenantShared>, mut intended: Instant) {
+/// Holds one in-flight slot (`bytes` charged to the byte bounds): sends, then keeps sending from
+/// the backlog until it is empty.
+async fn run_slot(shared: &Arc<TenantShared>, mut intended: Instant, mut bytes: u64) {
     loop {
         send_and_record(shared, intended).await;
         if let Some(next) = shared.pop_backlog() {
             intended = next;
             continue;
         }
-        shared.release();
+        shared.release(bytes);
         // An arrival may have queued between the pop and the release.
-        if shared.backlog() > 0 && shared.try_acquire() {
+        if shared.backlog() > 0
+            && let Some(b) = shared.try_acquire()
+        {
+            bytes = b;
             match shared.pop_backlog() {
                 Some(next) => {
                     intended = next;
                     continue;
                 }
-                None => shared.release(),
+                None => shared.release(bytes),
             }
         }
         break;
