@@ -6,9 +6,8 @@ use std::time::{Duration, Instant};
 
 use crate::engine::hooks::ServerModel;
 use crate::loadgen::{ClosedLoop, TenantShared};
-use crate::measure::TenantMeter;
-use crate::triton::shm::TenantRegions;
 use crate::measure::{CpuMeter, TenantMeter};
+use crate::triton::shm::TenantRegions;
 use crate::triton::{ModelStats, StatsWindow};
 use crate::vocab::snapshot::{ServerWindow, SoloPeak, TenantId, TenantView, Totals, WindowStats};
 use crate::vocab::spec::TenantSpec;

@@ -87,6 +87,7 @@ fn snapshot(phase: Phase, tenants: Vec<TenantView>) -> Snapshot {
         frontier: None,
         capacity: None,
         whatif: None,
+        client: Default::default(),
         notices: Vec::new(),
         recording: None,
         recording_error: None,

@@ -502,9 +502,16 @@ impl TenantMeter {
             goodput_per_s: per_s(t.ok_within_sla, measured_s),
             // Server-side figures come from the server's statistics, not from this meter.
             server: None,
-            first_messages: BTreeMap::new(),
-            lag_trend: LagTrend::default(),
-            falling_behind: false,
+            ok_within_sla: t.ok_within_sla,
+            latency_buckets: LatencyBuckets {
+                counts: t.latency_buckets.clone(),
+                sum_ms: t.latency_sum_us / 1000.0,
+            },
+            service_latency_buckets: LatencyBuckets {
+                counts: t.service_buckets.clone(),
+                sum_ms: t.service_sum_us / 1000.0,
+            },
+            client_bound: None,
         }
     }
 }

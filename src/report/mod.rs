@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 
 pub use capacity::{CapacityBlock, CapacityTenant};
 
-use crate::vocab::snapshot::{CostView, PeakKind, Percentiles, Snapshot, TargetKind};
 use crate::vocab::snapshot::{ClientBound, CostView, PeakKind, Percentiles, Snapshot, TargetKind};
 use crate::vocab::spec::Load;
 

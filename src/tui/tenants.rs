@@ -257,8 +257,13 @@ fn marker(t: &TenantView, view: &View) -> Span<'static> {
     }
 }
 
-/// A latency cell, in the warning style while the client is the bottleneck for the tenant.
+/// A window percentile, in the warning style while the client is the bottleneck for the tenant,
+/// or "–" when the window has no successful request to take it from (a histogram without samples
+/// reads 0, which would pass for a very fast server).
 fn latency(t: &TenantView, view: &View, figure: f64) -> Span<'static> {
+    if t.window.achieved_per_s <= 0.0 {
+        return Span::styled("–", view.theme.dim);
+    }
     let text = format::ms(figure);
     if t.window.client_bound.is_some() && !t.paused {
         Span::styled(text, view.theme.warn)
@@ -307,16 +312,6 @@ fn achieved(t: &TenantView, view: &View) -> Span<'static> {
         Span::styled(text, view.theme.warn)
     } else {
         Span::raw(text)
-    }
-}
-
-/// A window percentile, or "–" when the window has no successful request to take it from (a
-/// histogram without samples reads 0, which would pass for a very fast server).
-fn latency(t: &TenantView, view: &View, value: f64) -> Span<'static> {
-    if t.window.achieved_per_s > 0.0 {
-        Span::raw(format::ms(value))
-    } else {
-        Span::styled("–", view.theme.dim)
     }
 }
 

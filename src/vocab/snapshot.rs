@@ -231,6 +231,9 @@ pub struct Totals {
     /// The latencies behind `service_latency_ms`, counted the same way.
     #[serde(default)]
     pub service_latency_buckets: LatencyBuckets,
+    /// As [`WindowStats::client_bound`], over the measured period.
+    #[serde(default)]
+    pub client_bound: Option<ClientBound>,
 }
 
 /// Upper bounds (µs) of the latency buckets a run counts for Prometheus histograms: dense from
@@ -252,9 +255,6 @@ pub struct LatencyBuckets {
     pub counts: Vec<u64>,
     /// Sum of the counted latencies, in milliseconds.
     pub sum_ms: f64,
-    /// As [`WindowStats::client_bound`], over the measured period.
-    #[serde(default)]
-    pub client_bound: Option<ClientBound>,
 }
 
 /// Why a tenant's (or a run's) figures measure the client machine rather than the target
