@@ -43,6 +43,53 @@ pub enum Command {
     /// The session on the emulator's GPU model in virtual time: `perseus run`'s result in well under a
     /// second.
     Predict(PredictArgs),
+    /// The cheapest placement of the session's tenants onto priced GPUs that meets every SLA with
+    /// headroom, verified in virtual time, beside one GPU per tenant and time-slicing.
+    Plan(PlanArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Session file: its open-loop tenants, each with a rate and an SLA.
+    pub session: PathBuf,
+    /// Catalog GPUs to place on (default: every GPU with a price).
+    #[arg(long, value_delimiter = ',', value_name = "GPU,…")]
+    pub gpus: Option<Vec<String>>,
+    /// Price providers to take prices from (default: all), e.g. aws,gcp.
+    #[arg(long, value_delimiter = ',', value_name = "PROVIDER,…")]
+    pub prices: Option<Vec<String>>,
+    /// Every GPU's mix must still meet every SLA at its rates × (1 + headroom): `20%` or `0.2`.
+    #[arg(long, value_parser = parse_headroom, value_name = "PCT")]
+    pub headroom: Option<f64>,
+    /// Write the plan as JSON (schema perseus.plan.v1); `-` for stdout.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write one session file per planned GPU into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub write: Option<PathBuf>,
+    /// Base seed of the tenants' arrivals in virtual time (default: the engine's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// Headroom as `20%` or as a fraction `0.2`; a bare number above 1 is refused as ambiguous.
+fn parse_headroom(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let (number, percent) = match t.strip_suffix('%') {
+        Some(n) => (n.trim(), true),
+        None => (t, false),
+    };
+    let x: f64 = number
+        .parse()
+        .map_err(|_| format!("'{s}' is not a headroom; e.g. 20% or 0.2"))?;
+    let fraction = if percent { x / 100.0 } else { x };
+    if !percent && x > 1.0 {
+        return Err(format!("'{s}' is ambiguous: write {x}% or {}", x / 100.0));
+    }
+    if !(0.0..=10.0).contains(&fraction) {
+        return Err(format!("'{s}': headroom must be between 0% and 1000%"));
+    }
+    Ok(fraction)
 }
 
 #[derive(Debug, Args)]
@@ -95,6 +142,10 @@ pub struct TuiArgs {
     /// Record snapshots to the data directory from the start.
     #[arg(long)]
     pub record: bool,
+    /// Serve Perseus's own figures for Prometheus at http://ADDR/metrics (a bare PORT listens on
+    /// 127.0.0.1; another interface only when named, e.g. 0.0.0.0:9464).
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_listen)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -116,6 +167,10 @@ pub struct RunArgs {
     /// Append snapshots to a recording in the data directory.
     #[arg(long)]
     pub record: bool,
+    /// Serve Perseus's own figures for Prometheus at http://ADDR/metrics (a bare PORT listens on
+    /// 127.0.0.1; another interface only when named, e.g. 0.0.0.0:9464).
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_listen)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub target: TargetArgs,
 }
@@ -197,6 +252,10 @@ fn bounded(s: &str, max: Duration) -> Result<Duration, String> {
     Ok(d)
 }
 
+fn parse_metrics_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    crate::exporter::parse_listen(s).map_err(|e| e.to_string())
+}
+
 fn parse_run_duration(s: &str) -> Result<Duration, String> {
     bounded(s, limits::MAX_DURATION)
 }
@@ -247,5 +306,58 @@ mod tests {
             );
         }
         assert!(Cli::try_parse_from(["perseus", "run", "s.toml", "--duration", "7days"]).is_ok());
+    }
+
+    #[test]
+    fn plan_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "perseus",
+            "plan",
+            "s.toml",
+            "--gpus",
+            "t4,l4",
+            "--prices",
+            "aws",
+            "--headroom",
+            "25%",
+        ])
+        .unwrap();
+        match cli.command {
+            Some(Command::Plan(p)) => {
+                assert_eq!(p.gpus, Some(vec!["t4".to_string(), "l4".to_string()]));
+                assert_eq!(p.prices, Some(vec!["aws".to_string()]));
+                assert_eq!(p.headroom, Some(0.25));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert_eq!(parse_headroom("0.2"), Ok(0.2));
+        assert!(parse_headroom("20").unwrap_err().contains("ambiguous"));
+        assert!(parse_headroom("-5%").is_err());
+        assert!(parse_headroom("lots").is_err());
+    }
+
+    #[test]
+    fn metrics_listen_is_loopback_for_a_bare_port() {
+        let addr = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Some(Command::Run(r))) => r.metrics_listen.map(|a| a.to_string()),
+            Ok(Some(Command::Tui(t))) => t.metrics_listen.map(|a| a.to_string()),
+            other => panic!("parsed as {other:?}"),
+        };
+        let run = ["perseus", "run", "s.toml", "--metrics-listen"];
+        assert_eq!(
+            addr(&[&run[..], &["9464"]].concat()).as_deref(),
+            Some("127.0.0.1:9464")
+        );
+        assert_eq!(
+            addr(&["perseus", "tui", "--metrics-listen", "0.0.0.0:9464"]).as_deref(),
+            Some("0.0.0.0:9464")
+        );
+        assert_eq!(addr(&["perseus", "run", "s.toml"]), None);
+        let e = Cli::try_parse_from([&run[..], &["example.com:80"]].concat()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("'example.com:80' is not a listen address"),
+            "{e}"
+        );
     }
 }

@@ -17,6 +17,7 @@ const CLIENT: &[&str] = &[
     "triton",
     "loadgen",
     "engine",
+    "exporter",
     "measure",
     "telemetry",
     "cost",
@@ -26,6 +27,9 @@ const CLIENT: &[&str] = &[
 ];
 /// What the emulator may import: the generated protocol, plain data and the clock helpers.
 const EMULATOR_MAY_USE: &[&str] = &["proto", "vocab", "catalog", "timing"];
+/// What the planner may import: it reads sessions, catalogs and prices and asks the emulator's
+/// virtual-time core, on neither side of the wall; only the wiring imports it.
+const PLAN_MAY_USE: &[&str] = &["emulator", "catalog", "cost", "session", "vocab", "suggest"];
 /// Crates that draw on or read from the terminal.
 const TERMINAL_CRATES: &[&str] = &["ratatui", "crossterm"];
 
@@ -186,6 +190,19 @@ fn violations(tree: &Tree) -> Vec<String> {
                 ));
             }
         }
+        if node == "plan" {
+            for r in refs.iter().filter(|r| !PLAN_MAY_USE.contains(&r.as_str())) {
+                out.push(format!(
+                    "plan imports crate::{r}; it may use only {}",
+                    PLAN_MAY_USE.join(", ")
+                ));
+            }
+        }
+        if node != "commands" && refs.contains("plan") {
+            out.push(format!(
+                "{node} imports crate::plan; only the wiring (commands) may"
+            ));
+        }
         if CLIENT.contains(&node.as_str()) && refs.contains("emulator") {
             out.push(format!(
                 "{node} imports crate::emulator; only the wiring (app, cli) may"
@@ -233,6 +250,11 @@ fn a_planted_violation_of_each_wall_is_found() {
         ("triton.rs", "fn f() { let _ = crate::emulator::serve; }\n"),
         ("report/mod.rs", "use ratatui::widgets::Table;\n"),
         ("tui/mod.rs", "use crossterm::event;\nuse crate::vocab;\n"),
+        (
+            "plan/mod.rs",
+            "use crate::loadgen::ArrivalProcess;\nuse crate::emulator::sim;\n",
+        ),
+        ("telemetry.rs", "use crate::plan::PlanReport;\n"),
     ];
     for (path, text) in files {
         let path = src.join(path);
@@ -248,6 +270,8 @@ fn a_planted_violation_of_each_wall_is_found() {
         "vocab imports crate::engine",
         "emulator imports crate::triton",
         "triton imports crate::emulator",
+        "plan imports crate::loadgen",
+        "telemetry imports crate::plan",
     ];
     for e in expect {
         assert!(

@@ -54,6 +54,26 @@ fn demo_run_writes_a_result_that_matches_the_schema() {
         );
         assert!(t["server_ms"].is_object(), "server-side figures: {t}");
     }
+    // The demo mix's capacity on the T4's model: headroom and the savings at capacity, in the JSON
+    // and the summary alike; no savings at the operating point.
+    let capacity = &r["capacity"];
+    assert_eq!(capacity["status"], "known", "{capacity}");
+    assert_eq!(capacity["gpu"], "Tesla T4");
+    let k = num(&capacity["headroom"], "capacity.headroom");
+    assert!(k > 1.0, "the demo meets its SLAs with room: headroom {k}");
+    let equivalents = num(&capacity["equivalents"], "capacity.equivalents");
+    num(
+        &capacity["savings_vs_timeslicing_pct"],
+        "capacity.savings_vs_timeslicing_pct",
+    );
+    assert_eq!(capacity["tenants"].as_array().map(Vec::len), Some(3));
+    assert!(
+        stdout.contains(&format!(
+            "headroom ×{k:.2} · at capacity {equivalents:.2} equivalents"
+        )),
+        "summary carries the capacity:\n{stdout}"
+    );
+    assert!(!stdout.contains("savings vs"), "{stdout}");
     let rows = std::fs::read_to_string(&csv).unwrap();
     assert_eq!(
         rows.lines().count(),

@@ -14,6 +14,7 @@ fn gpu() -> GpuSetup {
         sm_clock_mhz: 1590,
         link_bytes_per_s: 12.6e9,
         max_resident: 8,
+        mps: None,
     }
 }
 

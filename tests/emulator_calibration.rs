@@ -25,6 +25,8 @@ enum Measured {
 /// it is checked as a prediction.
 struct Row {
     gpu: &'static str,
+    /// `None`: the default profile.
+    profile: Option<&'static str>,
     batch: u32,
     measured: Measured,
     fitted: bool,
@@ -40,10 +42,24 @@ const fn row(
 ) -> Row {
     Row {
         gpu,
+        profile: None,
         batch,
         measured,
         fitted,
         row,
+    }
+}
+
+/// A row of NVIDIA's Triton FP16 table (DeepLearningExamples, client-side latency, one request in
+/// flight), checked on the `triton-fp16` profile.
+const fn fp16(gpu: &'static str, batch: u32, ms: f64, fitted: bool) -> Row {
+    Row {
+        gpu,
+        profile: Some("triton-fp16"),
+        batch,
+        measured: Latency(ms),
+        fitted,
+        row: "DLE Triton ResNet-50 FP16 client latency",
     }
 }
 
@@ -160,14 +176,71 @@ const ROWS: &[Row] = &[
         true,
         "gist-V100 TensorRT 4 FP16",
     ),
+    row(
+        "h100-pcie",
+        2048,
+        Throughput(54851.0),
+        true,
+        "MLPerf v3.1 H100-PCIe-80GB INT8 Offline, bs2048",
+    ),
+    // MIG slices derive from the whole A100's constants, so all of their rows are predictions; the
+    // second Offline row ran next to busy slices, which an isolated slice does not see.
+    row(
+        "a100-80gb-1g.10gb",
+        1,
+        Latency(0.654),
+        false,
+        "MLPerf v1.1 A100-80GB MIG 1g.10gb INT8 SingleStream",
+    ),
+    row(
+        "a100-80gb-1g.10gb",
+        256,
+        Throughput(5316.0),
+        false,
+        "MLPerf v1.1 A100-80GB MIG 1g.10gb INT8 Offline, bs256",
+    ),
+    row(
+        "a100-80gb-1g.10gb",
+        256,
+        Throughput(5270.0),
+        false,
+        "MLPerf v1.1 A100-80GB MIG 1g.10gb INT8 Offline next to busy slices",
+    ),
+    fp16("t4", 1, 3.003, true),
+    fp16("t4", 2, 3.998, false),
+    fp16("t4", 4, 5.747, false),
+    fp16("t4", 8, 8.998, false),
+    fp16("t4", 16, 15.113, true),
+    fp16("t4", 32, 28.353, false),
+    fp16("t4", 64, 53.187, false),
+    fp16("t4", 128, 100.155, false),
+    fp16("v100", 1, 2.838, true),
+    fp16("v100", 2, 3.35, false),
+    fp16("v100", 4, 4.191, false),
+    fp16("v100", 8, 5.979, false),
+    fp16("v100", 16, 9.266, true),
+    fp16("v100", 32, 15.664, false),
+    fp16("a100-80gb", 1, 2.128, false),
+    fp16("a100-80gb", 2, 2.194, false),
+    fp16("a100-80gb", 4, 2.759, true),
+    fp16("a100-80gb", 8, 3.895, false),
+    fp16("a100-80gb", 16, 5.793, true),
+    fp16("a40", 1, 2.031, false),
+    fp16("a40", 2, 2.459, false),
+    fp16("a40", 4, 3.652, false),
+    fp16("a40", 8, 5.078, false),
+    fp16("a40", 16, 9.678, true),
+    fp16("a40", 64, 36.147, false),
+    fp16("a40", 128, 67.889, true),
 ];
 
 /// The served path of one catalog entry: a fresh emulated GPU with the model loaded as the catalog
 /// configures it, except that each query runs as its own batch (no dynamic batcher), as the rows' harnesses
 /// issue them.
-fn served(catalog: &Catalog, gpu_name: &str, batch: u32) -> (Sim, ModelId, u32) {
+fn served(catalog: &Catalog, r: &Row) -> (Sim, ModelId, u32) {
+    let (gpu_name, batch) = (r.gpu, r.batch);
     let gpu = gpu_setup(catalog.gpu(gpu_name).unwrap());
-    let mut setup = model_setup(catalog, "resnet50", gpu_name, None).unwrap();
+    let mut setup = model_setup(catalog, "resnet50", gpu_name, r.profile).unwrap();
     setup.dynamic_batching = None;
     let batch = if batch == 0 { setup.max_batch } else { batch };
     setup.max_batch = setup.max_batch.max(batch);
@@ -177,8 +250,8 @@ fn served(catalog: &Catalog, gpu_name: &str, batch: u32) -> (Sim, ModelId, u32) 
 }
 
 /// One query alone on an idle GPU, as a client sees it.
-fn served_alone(catalog: &Catalog, gpu_name: &str, batch: u32) -> Completion {
-    let (mut sim, id, batch) = served(catalog, gpu_name, batch);
+fn served_alone(catalog: &Catalog, r: &Row) -> Completion {
+    let (mut sim, id, batch) = served(catalog, r);
     sim.submit(0, id, batch, 0).unwrap();
     let mut out = Vec::new();
     while let Some(t) = sim.next_event() {
@@ -189,8 +262,8 @@ fn served_alone(catalog: &Catalog, gpu_name: &str, batch: u32) -> Completion {
 }
 
 /// Steady-state images/s with queries of `batch` images always waiting: what an Offline run measures.
-fn served_throughput(catalog: &Catalog, gpu_name: &str, batch: u32) -> f64 {
-    let (mut sim, id, batch) = served(catalog, gpu_name, batch);
+fn served_throughput(catalog: &Catalog, r: &Row) -> f64 {
+    let (mut sim, id, batch) = served(catalog, r);
     let in_flight = 4 * sim.setup(id).unwrap().instances + 2;
     common::sim::closed_loop_images_per_s(&mut sim, id, batch, in_flight, 300)
 }
@@ -202,20 +275,22 @@ fn the_served_path_is_within_ten_percent_of_every_row_the_catalog_claims() {
     for r in ROWS {
         let (got, expected, unit) = match r.measured {
             Latency(ms) => {
-                let c = served_alone(&catalog, r.gpu, r.batch);
+                let c = served_alone(&catalog, r);
                 (c.finished_at as f64 / 1e6, ms, "ms")
             }
             Compute(ms) => {
-                let c = served_alone(&catalog, r.gpu, r.batch);
+                let c = served_alone(&catalog, r);
                 (c.compute_infer_ns as f64 / 1e6, ms, "ms")
             }
-            Throughput(ips) => (served_throughput(&catalog, r.gpu, r.batch), ips, "img/s"),
+            Throughput(ips) => (served_throughput(&catalog, r), ips, "img/s"),
         };
         let kind = if r.fitted { "fitted" } else { "predicted" };
         let off = got / expected - 1.0;
         eprintln!(
-            "{}: served {got:.3} {unit} vs {expected} ({:+.1} %, {kind})",
+            "{} {} bs{}: served {got:.3} {unit} vs {expected} ({:+.1} %, {kind})",
             r.row,
+            r.gpu,
+            r.batch,
             off * 100.0
         );
         if off.abs() > 0.10 {

@@ -21,6 +21,7 @@ fn gpu(gamma: f64) -> GpuSetup {
         // PCIe 3.0 x16 at the catalog's 80 % efficiency.
         link_bytes_per_s: 12.6e9,
         max_resident: 8,
+        mps: None,
     }
 }
 

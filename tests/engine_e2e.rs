@@ -61,6 +61,7 @@ fn tenant(model: &str, load: Load) -> TenantSpec {
         data: InputData::Zero,
         max_in_flight: TenantSpec::DEFAULT_MAX_IN_FLIGHT,
         deadline: TenantSpec::DEFAULT_DEADLINE,
+        inputs: Vec::new(),
     }
 }
 
@@ -79,6 +80,7 @@ fn spec(tenants: Vec<TenantSpec>, duration: Duration) -> RunSpec {
             gpu: "t4".into(),
             profile: None,
         },
+        transport: None,
         cost: CostSpec::UsdPerHour(1.0),
         tenants,
     }

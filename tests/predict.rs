@@ -80,6 +80,17 @@ fn predict_writes_the_run_schema_with_a_predicted_target() {
         assert_eq!(t["solo_peak_kind"], "computed");
     }
     assert!(num(&v["cost"]["dedicated_equivalents"]) > 0.5);
+    // The same capacity block a run writes: the session sits below its frontier, and at capacity
+    // the pair is worth PERSEUS's co-location figure.
+    let capacity = &v["capacity"];
+    assert_eq!(capacity["status"], "known", "{capacity}");
+    assert_eq!(capacity["profile"], "perseus2019");
+    let k = num(&capacity["headroom"]);
+    assert!(k > 1.0 && k < 1.5, "headroom {k}");
+    let eq = num(&capacity["equivalents"]);
+    assert!((1.0..=1.25).contains(&eq), "equivalents at capacity {eq}");
+    assert!(num(&capacity["savings_vs_timeslicing_pct"]) > 0.0);
+    assert!(v["cost"].get("savings_vs_timeslicing_pct").is_none());
     // The table names what it is.
     assert!(String::from_utf8_lossy(&out.stdout).contains("predicted"));
 }

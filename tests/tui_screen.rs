@@ -9,7 +9,9 @@ use perseus::tui::app::{App, Mode};
 use perseus::tui::keymap::Keymap;
 use perseus::tui::screen::{self, View};
 use perseus::tui::theme::{self, Theme};
-use perseus::vocab::snapshot::{ConnState, GpuView, ProcessMemory, ReplayInfo, Snapshot};
+use perseus::vocab::snapshot::{
+    ClientBound, ClientBoundReason, ConnState, GpuView, ProcessMemory, ReplayInfo, Snapshot,
+};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
@@ -160,8 +162,103 @@ fn two_tenants_show_the_frontier_plot() {
     let t = draw(&snap, &live_app(), 160, 48);
     insta::assert_snapshot!("frontier_160x48", t.backend());
     let s = text(&t);
-    assert!(s.contains("beats time-slicing"), "{s}");
+    // The verdict is read at capacity, never at the operating point.
+    assert!(s.contains("at capacity 1.12× (headroom ×1.6)"), "{s}");
+    assert!(
+        s.contains("11% cheaper") && s.contains("time-slicing"),
+        "{s}"
+    );
+    assert!(
+        !s.contains("beats time-slicing") && !s.contains("below time-slicing"),
+        "{s}"
+    );
     assert!(s.contains("resnet50 req/s (solo 420/s)"));
+}
+
+#[test]
+fn at_light_load_the_only_savings_are_at_capacity() {
+    // Rates far below the frontier: the operating point's equivalents are tiny, the headroom large.
+    let mut snap = tui_fixture::snapshot(2);
+    if let Some(c) = &mut snap.cost {
+        c.dedicated_equivalents = Some(0.12);
+    }
+    if let Some(perseus::vocab::capacity::CapacityState::Known(f)) =
+        snap.capacity.as_mut().map(|c| &mut c.state)
+    {
+        f.prediction.headroom = 9.3;
+    }
+    let s = text(&draw(&snap, &live_app(), 160, 48));
+    assert!(s.contains("headroom ×9.3"), "{s}");
+    assert!(s.contains("at capacity 1.12 equivalents"), "{s}");
+    // No percentage computed from the 0.12 equivalents at the operating point (1 − 1/0.12 = −733%).
+    assert!(!s.contains("733"), "{s}");
+    assert!(!s.contains("dearer"), "{s}");
+}
+
+#[test]
+fn capacity_unknown_and_computing_say_so() {
+    let snap = tui_fixture::snapshot(3);
+    let s = text(&draw(&snap, &live_app(), 160, 48));
+    assert!(
+        s.contains("capacity unknown: tenant 3 (inception_v3) runs closed-loop"),
+        "{s}"
+    );
+    assert!(!s.contains("cheaper") && !s.contains("saves"), "{s}");
+    let mut snap = tui_fixture::snapshot(2);
+    if let Some(c) = &mut snap.capacity {
+        c.state = perseus::vocab::capacity::CapacityState::Computing;
+    }
+    let s = text(&draw(&snap, &live_app(), 160, 48));
+    assert!(s.contains("capacity: computing…"), "{s}");
+    assert!(!s.contains("cheaper"), "{s}");
+}
+
+#[test]
+fn what_if_panel_shows_the_staged_setup_beside_the_live_one() {
+    use perseus::vocab::capacity::{CapacityEstimate, WhatIfView};
+    use perseus::vocab::command::StagedSetup;
+    let mut snap = tui_fixture::snapshot(2);
+    let mut app = live_app();
+    let mut tenants: Vec<_> = snap
+        .tenants
+        .iter()
+        .map(|t| {
+            let mut spec = perseus::tui::app::default_tenant(&t.model);
+            spec.load = t.load.clone();
+            spec.instances = t.instances;
+            (Some(t.id), spec)
+        })
+        .collect();
+    if let perseus::vocab::spec::Load::Rate { per_s, .. } = &mut tenants[0].1.load {
+        *per_s = 300.0;
+    }
+    tenants.pop();
+    app.staged = Some(StagedSetup { stage: 4, tenants });
+    let mut prediction = match &snap.capacity.as_ref().unwrap().state {
+        perseus::vocab::capacity::CapacityState::Known(f) => f.prediction.clone(),
+        _ => unreachable!(),
+    };
+    prediction.headroom = 1.3;
+    prediction.tenants.truncate(1);
+    prediction.tenants[0].now.latency_ms = 23.4;
+    snap.whatif = Some(WhatIfView {
+        stage: 4,
+        estimate: Some(CapacityEstimate::Known(prediction)),
+    });
+    let t = draw(&snap, &app, 160, 48);
+    insta::assert_snapshot!("whatif_160x48", t.backend());
+    let s = text(&t);
+    assert!(s.contains("What-if: staged, not applied"), "{s}");
+    assert!(s.contains("150/s → 300/s") && s.contains("23.4ms"), "{s}");
+    assert!(s.contains("→ removed"), "{s}");
+    assert!(s.contains("headroom: live ×1.6 · staged ×1.3"), "{s}");
+    // A prediction for an older staging is not shown as this one's.
+    snap.whatif.as_mut().unwrap().stage = 3;
+    let s = text(&draw(&snap, &app, 160, 48));
+    assert!(
+        !s.contains("23.4ms") && s.contains("staged computing…"),
+        "{s}"
+    );
 }
 
 #[test]
@@ -286,6 +383,40 @@ fn recording_indicator() {
     assert!(s.contains("● REC demo-1.jsonl"));
 }
 
+/// The generator fell behind on the first tenant: the header and its row say so, in full where
+/// there is room and shortened at 80 columns.
+#[test]
+fn a_client_bound_tenant_is_flagged_in_the_header_and_its_row() {
+    let mut snap = tui_fixture::snapshot(3);
+    let flag = ClientBound {
+        reasons: vec![ClientBoundReason::LateSends],
+        behind_ms: 12.4,
+        late_share: 0.3,
+        dropped_share: 0.0,
+        cpu_share: Some(0.6),
+        cores: 2,
+    };
+    snap.tenants[0].window.client_bound = Some(flag.clone());
+    snap.client.window = Some(flag);
+    let wide = draw(&snap, &live_app(), 160, 48);
+    insta::assert_snapshot!("client_bound_160x48", wide.backend());
+    let s = text(&wide);
+    assert!(
+        s.contains("⚠ client behind by 12 ms — these latencies measure this machine, not the GPU"),
+        "{s}"
+    );
+    assert!(s.contains("⚠ resnet50: client behind by 12 ms"), "{s}");
+    let narrow = draw(&snap, &live_app(), 80, 24);
+    insta::assert_snapshot!("client_bound_80x24", narrow.backend());
+    let header = text(&narrow).lines().next().unwrap_or("").to_string();
+    assert!(header.contains("⚠ client behind by 12 ms"), "{header}");
+    // The marker column flags the row itself.
+    assert!(text(&narrow).contains("▶⚠ resnet50"), "{}", text(&narrow));
+    // A run that keeps its schedule shows none of it.
+    let calm = text(&draw(&tui_fixture::snapshot(3), &live_app(), 160, 48));
+    assert!(!calm.contains('⚠') && !calm.contains("client behind"));
+}
+
 /// Letters standing for the distinct styles of a buffer, in order of first use, with a legend:
 /// snapshots of where each colour goes without a 3,000-line dump of cells.
 fn style_map(buffer: &Buffer) -> String {
@@ -395,4 +526,26 @@ fn help_on_a_short_terminal_still_lists_every_key() {
         assert!(s.contains(first), "help lacks {}", e.name);
     }
     assert!(s.contains("quit (stops the run)"));
+}
+
+#[test]
+fn a_tenant_without_successes_shows_no_latency_and_set_up_is_not_connecting() {
+    let mut snap = tui_fixture::snapshot(1);
+    snap.phase = perseus::vocab::snapshot::Phase::Connecting;
+    snap.connection.state = ConnState::Connected;
+    let t = &mut snap.tenants[0];
+    t.window = Default::default();
+    t.window.errors = 500;
+    let s = text(&draw(&snap, &live_app(), 160, 48));
+    assert!(s.contains("setting up") && s.contains("connected"), "{s}");
+    assert!(!s.contains("connecting"), "{s}");
+    assert!(
+        !s.contains("0.00ms"),
+        "a histogram without samples shown as a latency:\n{s}"
+    );
+    let row = s
+        .lines()
+        .find(|l| l.contains(&snap.tenants[0].model) && l.contains("500/"))
+        .unwrap_or_else(|| panic!("no tenant row:\n{s}"));
+    assert!(row.matches('–').count() >= 3, "{row}");
 }

@@ -330,6 +330,7 @@ fn adding_a_tenant_from_the_picker() {
         data: Default::default(),
         max_in_flight: TenantSpec::DEFAULT_MAX_IN_FLIGHT,
         deadline: TenantSpec::DEFAULT_DEADLINE,
+        inputs: Vec::new(),
     };
     assert_eq!(r.sent(), Command::AddTenant(Box::new(expected)));
     assert_eq!(r.app.mode, Mode::Normal);
@@ -604,4 +605,93 @@ fn user_key_overrides_take_effect() {
     assert_eq!(r.app.theme_index, 0);
     r.press_with(KeyCode::Char('T'), KeyModifiers::SHIFT);
     assert_eq!(r.app.theme_index, 1);
+}
+
+/// The staging a what-if command carries.
+fn staged(c: Command) -> perseus::vocab::command::StagedSetup {
+    match c {
+        Command::WhatIf(Some(s)) => s,
+        other => panic!("expected a staged what-if, got {other:?}"),
+    }
+}
+
+fn rate_of(s: &perseus::vocab::command::StagedSetup, id: u32) -> f64 {
+    match s
+        .tenants
+        .iter()
+        .find(|(t, _)| *t == Some(id))
+        .map(|(_, spec)| &spec.load)
+    {
+        Some(Load::Rate { per_s, .. }) => *per_s,
+        other => panic!("tenant {id}: {other:?}"),
+    }
+}
+
+#[test]
+fn what_if_stages_edits_without_applying_them_then_applies_at_once() {
+    let mut r = Rig::live();
+    r.snap = tui_fixture::snapshot(2);
+    let live_rate = |r: &Rig| match r.snap.tenants[0].load {
+        Load::Rate { per_s, .. } => per_s,
+        _ => unreachable!(),
+    };
+    let before = live_rate(&r);
+    r.press_with(KeyCode::Char('W'), KeyModifiers::SHIFT);
+    let first = staged(r.sent());
+    assert_eq!(first.tenants.len(), 2);
+    assert_eq!(rate_of(&first, 10), before);
+    assert!(r.app.staged.is_some());
+    // A rate step changes the staging, not the run: no SetRate goes out.
+    r.act(Action::RateUp);
+    let second = staged(r.sent());
+    assert!(second.stage > first.stage);
+    assert_eq!(rate_of(&second, 10), before + r.app.step());
+    r.nothing_sent();
+    // The next step builds on the staged rate, and the table's tenant shows it.
+    r.act(Action::RateUp);
+    let third = staged(r.sent());
+    assert_eq!(rate_of(&third, 10), before + 2.0 * r.app.step());
+    assert_eq!(
+        r.app.effective_load(&r.snap.tenants[0]),
+        third.tenants[0].1.load
+    );
+    // Instances and a removal are staged too.
+    r.act(Action::InstancesUp);
+    let fourth = staged(r.sent());
+    assert_eq!(fourth.tenants[0].1.instances, Some(2));
+    r.act(Action::SelectDown);
+    r.act(Action::RemoveTenant);
+    r.press(KeyCode::Char('y'));
+    let fifth = staged(r.sent());
+    assert_eq!(fifth.tenants.len(), 1);
+    assert_eq!(live_rate(&r), before, "the live setup is untouched");
+    // Apply: one command for the whole staging, and the staging closes.
+    r.press_with(KeyCode::Char('A'), KeyModifiers::SHIFT);
+    assert_eq!(r.sent(), Command::ApplyStaged { stage: fifth.stage });
+    assert!(r.app.staged.is_none());
+    // Outside a staging the keys act on the run again.
+    r.act(Action::RateUp);
+    assert!(matches!(r.sent(), Command::SetRate { .. }));
+}
+
+#[test]
+fn what_if_discards_on_the_same_key() {
+    let mut r = Rig::live();
+    r.snap = tui_fixture::snapshot(2);
+    r.act(Action::StageWhatIf);
+    let _ = staged(r.sent());
+    r.act(Action::RateDown);
+    let _ = staged(r.sent());
+    r.act(Action::StageWhatIf);
+    assert_eq!(r.sent(), Command::WhatIf(None));
+    assert!(r.app.staged.is_none());
+    // Nothing staged: apply says so and sends nothing.
+    r.act(Action::ApplyStaged);
+    r.nothing_sent();
+    assert!(
+        r.app
+            .notice
+            .as_ref()
+            .is_some_and(|n| n.text.contains("nothing staged"))
+    );
 }

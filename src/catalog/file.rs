@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{
-    Catalog, Compute, GpuSpec, MIB, ModelSpec, PairGammaSpec, ProfileEntry, TensorSpec,
+    Catalog, Compute, GpuSpec, MIB, MigProfile, ModelSpec, PairGammaSpec, ProfileEntry, TensorSpec,
     link_bytes_per_s,
 };
 use crate::vocab::datatype::element_size;
@@ -55,6 +55,15 @@ struct RawPair {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawMig {
+    profile: String,
+    sms: u32,
+    memory_eighths: u32,
+    source: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawGpu {
     name: String,
     display: String,
@@ -69,6 +78,12 @@ struct RawGpu {
     max_resident: u32,
     #[serde(default)]
     pair: Vec<RawPair>,
+    #[serde(default)]
+    sm_count: Option<u32>,
+    #[serde(default)]
+    mps: bool,
+    #[serde(default)]
+    mig: Vec<RawMig>,
     source: String,
 }
 
@@ -272,11 +287,13 @@ fn build(raw: Raw) -> Result<Catalog, CatalogError> {
         .map(build_model)
         .collect::<Result<Vec<_>, _>>()?;
     check_perf_like(&models)?;
-    let profiles = raw
+    let mut gpus = gpus;
+    let mut profiles = raw
         .perfs
         .into_iter()
         .map(|p| build_perf(p, &gpus, &models))
         .collect::<Result<Vec<_>, _>>()?;
+    super::mig::expand(&mut gpus, &mut profiles, &models);
     Ok(Catalog {
         gpus,
         models,
@@ -375,6 +392,7 @@ fn build_gpu(Sourced { file, item: g }: Sourced<RawGpu>) -> Result<GpuSpec, Cata
             source: p.source,
         });
     }
+    let mig_profiles = build_mig(&file, &g.name, g.sm_count, g.mig)?;
     Ok(GpuSpec {
         name: g.name.to_ascii_lowercase(),
         display: g.display,
@@ -389,8 +407,60 @@ fn build_gpu(Sourced { file, item: g }: Sourced<RawGpu>) -> Result<GpuSpec, Cata
         host_link: g.host_link.to_ascii_lowercase(),
         link_bytes_per_s: link,
         max_resident: g.max_resident,
+        sm_count: g.sm_count,
+        mps: g.mps,
+        mig_profiles,
+        slice: None,
         source: g.source,
     })
+}
+
+/// A GPU's MIG profiles, checked against its SM count.
+fn build_mig(
+    file: &str,
+    gpu: &str,
+    sm_count: Option<u32>,
+    raw: Vec<RawMig>,
+) -> Result<Vec<MigProfile>, CatalogError> {
+    let key = |field: &str| format!("gpu \"{gpu}\".{field}");
+    if raw.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(sms_total) = sm_count.filter(|&n| n > 0) else {
+        return Err(invalid(
+            file,
+            key("sm_count"),
+            "is needed (and positive) for MIG slices: a slice's share is its SMs over it",
+        ));
+    };
+    raw.into_iter()
+        .map(|m| {
+            check(
+                (1..=sms_total).contains(&m.sms),
+                file,
+                || key("mig.sms"),
+                "must lie between 1 and sm_count",
+            )?;
+            check(
+                (1..=8).contains(&m.memory_eighths),
+                file,
+                || key("mig.memory_eighths"),
+                "must lie between 1 and 8",
+            )?;
+            check(
+                !m.profile.trim().is_empty() && !m.profile.contains(char::is_whitespace),
+                file,
+                || key("mig.profile"),
+                "must be a MIG profile name such as \"1g.10gb\"",
+            )?;
+            Ok(MigProfile {
+                profile: m.profile.to_ascii_lowercase(),
+                sms: m.sms,
+                memory_eighths: m.memory_eighths,
+                source: m.source,
+            })
+        })
+        .collect()
 }
 
 fn build_model(Sourced { file, item: m }: Sourced<RawModel>) -> Result<ModelSpec, CatalogError> {

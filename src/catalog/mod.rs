@@ -6,6 +6,7 @@
 //! computed rather than measured on that GPU are marked derived.
 
 mod file;
+mod mig;
 mod render;
 
 use std::path::Path;
@@ -52,6 +53,36 @@ pub struct GpuSpec {
     pub link_bytes_per_s: f64,
     /// Batches that may compute at once (the hardware work queues CUDA uses by default).
     pub max_resident: u32,
+    /// SMs of the whole GPU, where it has MIG slices.
+    pub sm_count: Option<u32>,
+    /// Each model served as its own process under CUDA MPS (see `emulator::sim::Mps`) rather than as one
+    /// Triton process; off for every shipped GPU, on for a user's entry that sets `mps = true`.
+    pub mps: bool,
+    /// The MIG slices the GPU can be split into; each is also a GPU of the catalog.
+    pub mig_profiles: Vec<MigProfile>,
+    /// For a MIG slice: what it is a slice of.
+    pub slice: Option<SliceOf>,
+    pub source: String,
+}
+
+/// One MIG profile of a GPU, as the catalog declares it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MigProfile {
+    /// NVIDIA's profile name, "1g.10gb".
+    pub profile: String,
+    pub sms: u32,
+    /// Share of the GPU's memory, in eighths (MIG hands out memory in eighths).
+    pub memory_eighths: u32,
+    pub source: String,
+}
+
+/// What a MIG slice GPU is cut from, so its derived figures can say where they come from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SliceOf {
+    pub parent: String,
+    pub profile: String,
+    /// The slice's SMs over the whole GPU's.
+    pub sm_share: f64,
     pub source: String,
 }
 
@@ -282,6 +313,11 @@ mod tests {
             "a100-80gb",
             "h100",
             "h200",
+            "a40",
+            "h100-pcie",
+            "a100-40gb-1g.5gb",
+            "a100-80gb-3g.40gb",
+            "h100-7g.80gb",
         ];
         let models = [
             "resnet50",

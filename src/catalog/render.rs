@@ -134,6 +134,17 @@ fn constants_table(catalog: &Catalog, out: &mut String) {
                 super::PCIE_EFFICIENCY
             ),
         ]);
+        if let Some(of) = &g.slice {
+            constants.row(vec![
+                g.name.clone(),
+                format!("MIG {} of {}", of.profile, of.parent),
+                format!("{:.3} of SMs", of.sm_share),
+                format!(
+                    "{}; isolated from the other slices; beta of each entry × 1/share (derived)",
+                    of.source
+                ),
+            ]);
+        }
         constants.row(vec![
             g.name.clone(),
             "max resident batches".into(),
@@ -243,6 +254,8 @@ mod tests {
             );
         }
         assert!(text.contains("assumed") && text.contains("fitted to"));
+        assert!(text.contains("MIG 1g.10gb of a100-80gb"));
+        assert!(text.contains("Profile triton-fp16"));
         // Within the GPU table the source column starts at the same offset on every row.
         let lines: Vec<&str> = text.lines().skip(1).take(catalog.gpus.len() + 2).collect();
         let col = lines[0].find("source").unwrap();

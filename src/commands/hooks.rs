@@ -6,13 +6,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::catalog::Catalog;
+use crate::commands::capacity;
 use crate::commands::target::Target;
 use crate::emulator::sim;
 use crate::engine::PersistError;
-use crate::engine::hooks::{GpuTelemetry, Persistence, ServerModel, SnapshotSink, TargetKnowledge};
+use crate::engine::hooks::{
+    CapacityQuery, GpuTelemetry, Persistence, ServerModel, SnapshotSink, TargetKnowledge,
+};
 use crate::measure::PeakCache;
 use crate::session::{self, ModelLookup, Recorder, RecordingHeader};
 use crate::telemetry::{Telemetry, TelemetryConfig};
+use crate::vocab::capacity::CapacityEstimate;
 use crate::vocab::snapshot::{GpuView, PeakKind, Snapshot, SoloPeak, TargetInfo};
 use crate::vocab::spec::{RunSpec, TargetSpec, TenantSpec};
 
@@ -78,12 +82,23 @@ impl TargetKnowledge for EmulatorKnowledge {
             .perf(model, &self.gpu, self.profile.as_deref())
             .map(|p| p.memory_bytes)
     }
+
+    fn capacity(&self, query: &CapacityQuery) -> CapacityEstimate {
+        let Some(gpu) = self.catalog.gpu(&self.gpu) else {
+            return CapacityEstimate::Unknown {
+                reason: format!("GPU '{}' is not in the catalog", self.gpu),
+            };
+        };
+        capacity::mix_capacity(&self.catalog, gpu, self.profile.as_deref(), &query.tenants)
+    }
 }
 
-/// Peaks measured by `perseus probe` against a real server, from the cache.
+/// Peaks measured by `perseus probe` against a real server, from the cache; capacity from the
+/// catalog's model of the GPU the server runs on, where its device name matches one.
 pub struct ProbedKnowledge {
     pub server: String,
     pub cache: Option<PeakCache>,
+    pub catalog: Catalog,
 }
 
 impl TargetKnowledge for ProbedKnowledge {
@@ -103,6 +118,20 @@ impl TargetKnowledge for ProbedKnowledge {
 
     fn model_memory(&self, _model: &str) -> Option<u64> {
         None
+    }
+
+    fn capacity(&self, query: &CapacityQuery) -> CapacityEstimate {
+        let Some(name) = &query.gpu_name else {
+            return CapacityEstimate::Unknown {
+                reason:
+                    "the server's GPU is not known (no NVML device, no gpu name in its metrics)"
+                        .to_string(),
+            };
+        };
+        match capacity::match_gpu(&self.catalog, name) {
+            Ok(gpu) => capacity::mix_capacity(&self.catalog, gpu, None, &query.tenants),
+            Err(reason) => CapacityEstimate::Unknown { reason },
+        }
     }
 }
 

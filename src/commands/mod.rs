@@ -3,10 +3,12 @@
 //! This is the one place that knows both the client side and the emulator (DESIGN §1), and the only
 //! library module that uses `anyhow`: everything below it has typed errors.
 
+mod capacity;
 mod completions;
 mod emulate;
 mod hooks;
 mod output;
+mod plan;
 mod predict;
 mod probe;
 mod run;
@@ -140,6 +142,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Some(Command::Emulate(args)) => emulate::emulate(args, &config).await,
         Some(Command::Probe(args)) => probe::probe(args, &config).await,
         Some(Command::Predict(args)) => predict::predict(args, &config).await,
+        Some(Command::Plan(args)) => plan::plan(args, &config).await,
         Some(Command::Replay(args)) => tui::replay(args, &config).await,
         Some(Command::Export(args)) => export(&args.recording, &args.csv),
         Some(Command::Completions(args)) => completions::completions(args.shell),

@@ -16,6 +16,7 @@ use crate::emulator::sim::{self, ModelReport, Offered, SimReport};
 use crate::loadgen::ArrivalProcess;
 use crate::report::{self, CostBlock, GpuBlock, RunResult, ServerBlock, SlaBlock, TenantBlock};
 use crate::session::Config;
+use crate::vocab::capacity::{CapacityEstimate, CapacityState, CapacityView};
 use crate::vocab::snapshot::{PeakKind, Percentiles, SoloPeak};
 use crate::vocab::spec::{Load, RunSpec, TargetSpec, TenantSpec};
 
@@ -111,7 +112,29 @@ pub fn prediction(
         .zip(&setups)
         .map(|(t, s)| solo_peak(&gpu_setup, s, t))
         .collect();
-    Ok(result(spec, gpu_spec, &report, &peaks, price))
+    let estimate =
+        super::capacity::mix_capacity(catalog, gpu_spec, profile.as_deref(), &spec.tenants);
+    let mut result = result(spec, gpu_spec, &report, &peaks, price);
+    result.capacity = Some(capacity_block(estimate, &peaks, price));
+    Ok(result)
+}
+
+/// The same `capacity` block a run writes, from the same search.
+fn capacity_block(
+    estimate: CapacityEstimate,
+    peaks: &[SoloPeak],
+    price: &crate::cost::ResolvedPrice,
+) -> report::CapacityBlock {
+    let state = match estimate {
+        CapacityEstimate::Known(p) => {
+            CapacityState::Known(crate::cost::capacity_figures(Some(price), p, peaks))
+        }
+        CapacityEstimate::Unknown { reason } => CapacityState::Unknown { reason },
+    };
+    report::CapacityBlock::from(&CapacityView {
+        generation: 0,
+        state,
+    })
 }
 
 /// A tenant's solo peak on the model, as the engine computes it for an emulated target.
@@ -167,6 +190,8 @@ fn result(
         },
         duration_s: measured_s,
         tenants,
+        // Virtual time has no client machine to be the bottleneck.
+        client_bound: None,
         gpu: Some(GpuBlock {
             source: Some("emulator".to_string()),
             name: Some(gpu.display.clone()),
@@ -182,6 +207,7 @@ fn result(
             unavailable: Vec::new(),
         }),
         cost: Some(CostBlock::from(v)),
+        capacity: None,
     }
 }
 
@@ -220,8 +246,10 @@ fn tenant_block(t: &TenantSpec, m: &ModelReport, peak: SoloPeak, measured_s: f64
         ok: m.completed,
         errors: m.submitted.saturating_sub(m.completed),
         errors_by_code: std::collections::BTreeMap::new(),
+        first_error_by_code: std::collections::BTreeMap::new(),
         dropped: 0,
         late: 0,
+        client_bound: None,
         latency_ms: latency,
         service_latency_ms: latency,
         server_ms: Some(ServerBlock {

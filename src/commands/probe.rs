@@ -144,10 +144,14 @@ async fn probe_one(
     let started = tokio::time::Instant::now();
     loop {
         let snap = Arc::clone(&handle.snapshots.borrow_and_update());
-        if snap.phase == Phase::Measuring
-            && snap.tenants.first().is_some_and(|t| t.max_batch.is_some())
-        {
+        // The run measures once its one tenant is set up (a server without ModelConfig leaves
+        // the tenant's max batch unknown, so that cannot be the sign).
+        if snap.phase == Phase::Measuring {
             break;
+        }
+        if let Some(why) = crate::commands::run::setup_failed(&snap) {
+            let _ = handle.commands.send(Command::Stop).await;
+            return Err(anyhow!("could not set up the tenant: {why}"));
         }
         if started.elapsed() > Duration::from_secs(15) {
             let _ = handle.commands.send(Command::Stop).await;

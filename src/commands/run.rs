@@ -1,5 +1,6 @@
 //! `perseus run`: the headless measurement, like perf_analyzer but for several tenants at once.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use crate::commands::signals::StopSignals;
 use crate::commands::target::{self, Target};
 use crate::commands::{BadInput, Failure, describe, load_catalog, load_prices};
 use crate::engine::{self, EngineConfig};
+use crate::exporter::{Exporter, MetricsListener};
 use crate::report;
 use crate::session::{self, Config};
 use crate::telemetry::GpuSummaryAcc;
@@ -46,8 +48,9 @@ pub async fn run(args: RunArgs, config: &Config) -> Result<(), Failure> {
         spec.warmup = w;
     }
     let price = prices.resolve(&spec.cost).bad_input()?;
+    let metrics = bind_metrics(args.metrics_listen).await?;
     let target = target::resolve(&spec, &catalog, config.catalog_dir.as_deref()).await?;
-    let result = measure(&spec, &target, price, args.record, &mut signals).await;
+    let result = measure(&spec, &target, price, args.record, metrics, &mut signals).await;
     target.shutdown().await;
     let measured = result?;
     outputs.write(&measured.result)?;
@@ -141,6 +144,22 @@ struct Measured {
     result: report::RunResult,
     last: Arc<Snapshot>,
     interrupted: Option<&'static str>,
+    /// Serves the final figures until the run's outputs are written.
+    _exporter: Option<Exporter>,
+}
+
+/// Binds `--metrics-listen` before anything runs, so that an unusable address is bad input, and
+/// says where the figures are served.
+pub(crate) async fn bind_metrics(
+    addr: Option<SocketAddr>,
+) -> Result<Option<MetricsListener>, Failure> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = MetricsListener::bind(addr).await.bad_input()?;
+    output::stderr(&format!("metrics  {}\n", listener.url()));
+    tracing::info!("serving Prometheus metrics at {}", listener.url());
+    Ok(Some(listener))
 }
 
 async fn measure(
@@ -148,6 +167,7 @@ async fn measure(
     target: &Target,
     price: crate::cost::ResolvedPrice,
     record: bool,
+    metrics: Option<MetricsListener>,
     signals: &mut StopSignals,
 ) -> Result<Measured, Failure> {
     let telemetry = hooks::start_telemetry(target);
@@ -166,6 +186,7 @@ async fn measure(
         record,
     })
     .map_err(|e| Failure::Target(e.into()))?;
+    let exporter = metrics.map(|m| m.serve(handle.snapshots.clone()));
 
     let bar = progress_bar(spec);
     let mut snapshots = handle.snapshots.clone();
@@ -200,6 +221,16 @@ async fn measure(
             break;
         }
         if interrupted.is_none()
+            && let Some(why) = setup_failed(&snap)
+        {
+            let _ = commands.send(Command::Stop).await;
+            bar.finish_and_clear();
+            return Err(Failure::Target(anyhow!(
+                "could not set up the run on {}: {why}",
+                snap.target.address
+            )));
+        }
+        if interrupted.is_none()
             && snap.phase == Phase::Connecting
             && started.elapsed() > CONNECT_TIMEOUT
         {
@@ -228,7 +259,25 @@ async fn measure(
         result,
         last,
         interrupted,
+        _exporter: exporter,
     })
+}
+
+/// Every tenant's set-up came back refused by a server that is up: waiting longer would only
+/// delay the answer, so this is reported as soon as it is known. The reasons, one per tenant.
+pub(crate) fn setup_failed(snap: &Snapshot) -> Option<String> {
+    if snap.phase != Phase::Connecting
+        || snap.connection.state != ConnState::Connected
+        || snap.tenants.is_empty()
+    {
+        return None;
+    }
+    let errors: Option<Vec<&str>> = snap
+        .tenants
+        .iter()
+        .map(|t| t.setup_error.as_deref())
+        .collect();
+    errors.map(|e| e.join("; "))
 }
 
 fn progress_bar(spec: &RunSpec) -> ProgressBar {
@@ -272,13 +321,20 @@ fn progress_message(snap: &Snapshot) -> String {
         .tenants
         .iter()
         .map(|t| {
-            format!(
-                "{} {:.0}/s p99 {:.1}ms",
-                t.model, t.window.achieved_per_s, t.window.latency_ms.p99
-            )
+            let p99 = if t.window.achieved_per_s > 0.0 {
+                format!("{:.1}ms", t.window.latency_ms.p99)
+            } else {
+                "–".into()
+            };
+            format!("{} {:.0}/s p99 {p99}", t.model, t.window.achieved_per_s)
         })
         .collect();
-    format!("{phase}{conn} · {}", rates.join(" · "))
+    // The progress line says so as soon as the generator falls behind, not only at the end.
+    let client = match &snap.client.window {
+        Some(flag) => format!(" · ⚠ {}", flag.short()),
+        None => String::new(),
+    };
+    format!("{phase}{conn}{client} · {}", rates.join(" · "))
 }
 
 /// A run whose tenants got nothing through failed on the target's side; one whose recording
@@ -365,14 +421,18 @@ mod tests {
                 },
                 server: None,
                 solo_peak: SoloPeak::UNKNOWN,
+                setup_error: None,
             }],
             gpu: GpuView::default(),
             cost: None,
             frontier: None,
+            capacity: None,
+            whatif: None,
             notices: Vec::new(),
             recording: None,
             recording_error: recording_error.map(str::to_string),
             replay: None,
+            client: Default::default(),
             repository: Vec::new(),
             history: Arc::new(History::default()),
         }

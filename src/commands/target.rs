@@ -17,7 +17,7 @@ use crate::session;
 use crate::telemetry::NvmlChoice;
 use crate::triton::{ConnectOptions, TlsOptions};
 use crate::vocab::snapshot::{TargetInfo, TargetKind};
-use crate::vocab::spec::{RunSpec, TargetSpec, TlsSpec};
+use crate::vocab::spec::{RunSpec, TargetSpec, TlsSpec, Transport};
 
 /// A resolved target, keeping an embedded emulator alive for as long as it is held.
 pub struct Target {
@@ -183,7 +183,15 @@ pub async fn resolve(
                     server_version: None,
                     model_control: true,
                 },
-                connect: ConnectOptions::new(&address),
+                connect: ConnectOptions {
+                    // The embedded emulator is always on this machine: shared memory by default.
+                    transport: match legacy_grpc() {
+                        true => Transport::Grpc,
+                        false => spec.transport.unwrap_or(Transport::Shm),
+                    },
+                    legacy_grpc: legacy_grpc(),
+                    ..ConnectOptions::new(&address)
+                },
                 metrics_url: Some(format!("http://{}/metrics", emu.metrics_addr)),
                 knowledge: Arc::new(EmulatorKnowledge {
                     catalog: catalog.clone(),
@@ -203,6 +211,15 @@ pub async fn resolve(
         } => {
             let mut connect = ConnectOptions::new(address);
             connect.tls = tls.as_ref().map(TlsOptions::from);
+            connect.legacy_grpc = legacy_grpc();
+            connect.transport = spec.transport.unwrap_or_default();
+            // The session's check, again for an address that came from --triton.
+            if connect.transport == Transport::Shm && !session::is_loopback(address) {
+                return Err(Failure::BadInput(anyhow!(
+                    "transport = \"shm\" needs the server on this machine (a loopback address \
+                     such as 'localhost:8001'); '{address}' is not one"
+                )));
+            }
             let metrics_url = metrics.clone().or_else(|| default_metrics_url(address));
             Ok(Target {
                 info: TargetInfo {
@@ -215,6 +232,7 @@ pub async fn resolve(
                 connect,
                 metrics_url,
                 knowledge: Arc::new(ProbedKnowledge {
+                    catalog: catalog.clone(),
                     server: address.clone(),
                     cache: session::data_dir()
                         .ok()
@@ -232,6 +250,12 @@ pub async fn resolve(
             })
         }
     }
+}
+
+/// `PERSEUS_LEGACY_GRPC=1` sends over plain gRPC as first shipped (see
+/// [`ConnectOptions::legacy_grpc`]); undocumented for users, it is the benchmark's baseline.
+fn legacy_grpc() -> bool {
+    std::env::var_os("PERSEUS_LEGACY_GRPC").is_some_and(|v| v == "1")
 }
 
 fn loopback() -> SocketAddr {

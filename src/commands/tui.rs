@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::cli::{ReplayArgs, TuiArgs};
 use crate::commands::hooks::{self, Files, recording_header};
-use crate::commands::run::load_session;
+use crate::commands::run::{bind_metrics, load_session};
 use crate::commands::target;
 use crate::commands::{BadInput, Failure, load_catalog, load_prices};
 use crate::engine::{self, EngineConfig};
@@ -34,6 +34,7 @@ pub async fn run(args: TuiArgs, config: &Config) -> Result<(), Failure> {
     };
     target::apply_target_args(&mut spec, &args.target)?;
     let price = prices.resolve(&spec.cost).bad_input()?;
+    let metrics = bind_metrics(args.metrics_listen).await?;
     let target = target::resolve(&spec, &catalog, config.catalog_dir.as_deref()).await?;
     let telemetry = hooks::start_telemetry(&target);
     let handle = engine::start(EngineConfig {
@@ -51,6 +52,7 @@ pub async fn run(args: TuiArgs, config: &Config) -> Result<(), Failure> {
         record: args.record,
     })
     .map_err(|e| Failure::Target(e.into()))?;
+    let exporter = metrics.map(|m| m.serve(handle.snapshots.clone()));
     let commands = handle.commands.clone();
     let shown = crate::tui::run(
         tui_options(args.theme, config),
@@ -60,6 +62,9 @@ pub async fn run(args: TuiArgs, config: &Config) -> Result<(), Failure> {
     .await;
     let _ = commands.send(Command::Stop).await;
     let _ = handle.done.await;
+    if let Some(exporter) = exporter {
+        exporter.shutdown().await;
+    }
     target.shutdown().await;
     shown.map_err(|e| Failure::Target(anyhow::Error::new(e).context("the dashboard failed")))
 }

@@ -5,8 +5,11 @@
 //! type and price); *time-slicing* shares one GPU by giving each tenant a slice proportional to
 //! achieved / peak, so it needs Σ achieved / peak GPUs — the dedicated equivalents. Above 1.0
 //! equivalents, co-location serves more than time-slicing could on one GPU (the PERSEUS frontier).
+//! The savings against either baseline are taken only at the mix's capacity ([`capacity_figures`]):
+//! below it they compare a partly idle GPU with baselines sized to the same light load.
 
 use crate::cost::prices::ResolvedPrice;
+use crate::vocab::capacity::{CapacityFigures, MixPrediction};
 use crate::vocab::snapshot::{CostView, FrontierView, SoloPeak, TenantId};
 
 /// Hours in the month DESIGN §4 bills (365 × 24 / 12).
@@ -99,7 +102,36 @@ pub fn cost_view(price: &ResolvedPrice, tenants: &[TenantLoad]) -> CostView {
         dedicated_equivalents: equivalents,
         dedicated_instances: instances,
         dedicated_usd_per_hour: dedicated,
-        savings_vs_dedicated_pct: dedicated.and_then(|d| savings_vs_dedicated_pct(usd_per_hour, d)),
+    }
+}
+
+/// What the mix is worth at its capacity: the baselines sized to k × the operating point, where
+/// the equivalents formula is meaningful. `peaks` are in the prediction's tenant order; without a
+/// price only the equivalents are known.
+pub fn capacity_figures(
+    price: Option<&ResolvedPrice>,
+    prediction: MixPrediction,
+    peaks: &[SoloPeak],
+) -> CapacityFigures {
+    let loads: Vec<(f64, Option<f64>)> = prediction
+        .tenants
+        .iter()
+        .zip(peaks.iter().map(Some).chain(std::iter::repeat(None)))
+        .map(|(t, p)| (t.at_capacity.rate_per_s, p.and_then(|p| p.per_s)))
+        .collect();
+    let equivalents = dedicated_equivalents(&loads);
+    let instances = dedicated_instances(&loads);
+    let dedicated = price
+        .zip(instances)
+        .map(|(p, n)| dedicated_usd_per_hour(p.usd_per_hour_per_gpu, n));
+    CapacityFigures {
+        prediction,
+        equivalents,
+        dedicated_instances: instances,
+        dedicated_usd_per_hour: dedicated,
+        savings_vs_dedicated_pct: price
+            .zip(dedicated)
+            .and_then(|(p, d)| savings_vs_dedicated_pct(p.usd_per_hour_per_gpu, d)),
         savings_vs_timeslicing_pct: equivalents.and_then(savings_vs_timeslicing_pct),
     }
 }
@@ -121,6 +153,7 @@ pub fn frontier_view(x: &FrontierAxis<'_>, y: &FrontierAxis<'_>) -> Option<Front
         x: (x.tenant, x.model.to_string(), px),
         y: (y.tenant, y.model.to_string(), py),
         point: (x.achieved_per_s, y.achieved_per_s),
+        capacity_point: None,
     })
 }
 
@@ -248,8 +281,6 @@ mod tests {
         assert!(close(v.dedicated_equivalents.unwrap(), 1.106671, 1e-6));
         assert_eq!(v.dedicated_instances, Some(2));
         assert!(close(v.dedicated_usd_per_hour.unwrap(), 1.052, 1e-12));
-        assert!(close(v.savings_vs_dedicated_pct.unwrap(), 50.0, 1e-9));
-        assert!(close(v.savings_vs_timeslicing_pct.unwrap(), 9.6389, 1e-3));
         assert_eq!(v.instance.as_deref(), Some("aws:g4dn.xlarge"));
     }
 
@@ -273,8 +304,64 @@ mod tests {
         assert_eq!(v.dedicated_equivalents, None);
         assert_eq!(v.dedicated_instances, None);
         assert_eq!(v.dedicated_usd_per_hour, None);
-        assert_eq!(v.savings_vs_dedicated_pct, None);
-        assert_eq!(v.savings_vs_timeslicing_pct, None);
+    }
+
+    fn prediction(k: f64, rates: &[f64]) -> MixPrediction {
+        use crate::vocab::capacity::{Predicted, TenantPrediction};
+        let at = |r: f64| Predicted {
+            rate_per_s: r,
+            latency_ms: 1.0,
+            attainment: 1.0,
+            meets_sla: true,
+        };
+        MixPrediction {
+            gpu: "Tesla T4".into(),
+            profile: None,
+            headroom: k,
+            tenants: rates
+                .iter()
+                .map(|&r| TenantPrediction {
+                    tenant: None,
+                    model: "m".into(),
+                    now: at(r),
+                    at_capacity: at(k * r),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn savings_at_capacity_worked_example() {
+        let price = ResolvedPrice {
+            instance: None,
+            usd_per_hour_per_gpu: 0.526,
+            gpu: None,
+            gpus: 1,
+        };
+        // Light load: 12.7 + 12.7 req/s, 0.11 equivalents. Scaled ×10 to capacity: 127 + 127 of peaks
+        // 256 and 208 → 1.10667 equivalents, 1 − 1/1.10667 = 9.639% cheaper than time-slicing, and
+        // ⌈0.496⌉ + ⌈0.611⌉ = 2 dedicated GPUs ($1.052/h) → 1 − 0.526/1.052 = 50% cheaper.
+        let f = capacity_figures(
+            Some(&price),
+            prediction(10.0, &[12.7, 12.7]),
+            &[peak(256.0), peak(208.0)],
+        );
+        assert!(close(f.equivalents.unwrap(), 1.106671, 1e-6));
+        assert!(close(f.savings_vs_timeslicing_pct.unwrap(), 9.6389, 1e-3));
+        assert_eq!(f.dedicated_instances, Some(2));
+        assert!(close(f.savings_vs_dedicated_pct.unwrap(), 50.0, 1e-9));
+        // An unknown peak leaves every baseline unknown; no price leaves the dollars unknown.
+        let f = capacity_figures(
+            Some(&price),
+            prediction(10.0, &[12.7, 12.7]),
+            &[peak(256.0), SoloPeak::UNKNOWN],
+        );
+        assert_eq!(f.equivalents, None);
+        assert_eq!(f.savings_vs_timeslicing_pct, None);
+        assert_eq!(f.savings_vs_dedicated_pct, None);
+        let f = capacity_figures(None, prediction(10.0, &[12.7]), &[peak(256.0)]);
+        assert!(f.equivalents.is_some());
+        assert_eq!(f.savings_vs_dedicated_pct, None);
     }
 
     #[test]

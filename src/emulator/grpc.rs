@@ -1,5 +1,6 @@
 //! `inference.GRPCInferenceService`: decodes messages into service calls and encodes their answers.
-//! Shared memory answers UNIMPLEMENTED (the generated default), as a Triton built without it does.
+//! System shared memory is served by [`crate::emulator::shm`]; CUDA shared memory is refused as a
+//! Triton without GPUs refuses it; log and trace settings by [`crate::emulator::settings`].
 
 use std::pin::Pin;
 
@@ -8,7 +9,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::emulator::grpc_stream::{StreamHead, stream_one};
 use crate::emulator::sequence::{CorrelationId, SequenceFlags};
-use crate::emulator::service::{InferCall, InferReply, MODEL_VERSION, SharedCore};
+use crate::emulator::service::{Core, InferCall, InferReply, MODEL_VERSION, SharedCore};
+use crate::emulator::shm::{self, OutputTargets};
 use crate::emulator::status::ServeError;
 use crate::emulator::tensors::{InputTensor, Signature, TensorDesc};
 use crate::proto::grpc_inference_service_server::GrpcInferenceService;
@@ -33,6 +35,7 @@ pub(crate) const EXTENSIONS: &[&str] = &[
     "sequence",
     "logging",
     "trace",
+    "system_shared_memory",
 ];
 
 pub(crate) struct GrpcFront {
@@ -106,9 +109,7 @@ impl GrpcInferenceService for GrpcFront {
         &self,
         req: Request<proto::ModelInferRequest>,
     ) -> Reply<proto::ModelInferResponse> {
-        let call = decode_infer(req.into_inner())?;
-        let reply = self.core.infer(call, "ModelInfer RPC").await?;
-        Ok(Response::new(encode_infer(reply, None)))
+        Ok(Response::new(infer(&self.core, req.into_inner()).await?))
     }
 
     /// Each request on the stream is answered on the stream, in completion order, with failures as
@@ -134,9 +135,9 @@ impl GrpcInferenceService for GrpcFront {
                 let (model, id) = (request.model_name.clone(), request.id.clone());
                 // Sequences are admitted here, in the stream's order, as Triton's scheduler sees
                 // them; the requests then run concurrently.
-                let call = decode_infer(request).and_then(|mut call| {
+                let call = decode_infer(&core, request).and_then(|(mut call, targets)| {
                     core.admit_sequence(&mut call)?;
-                    Ok(call)
+                    Ok((call, targets))
                 });
                 let head = StreamHead {
                     model,
@@ -298,6 +299,87 @@ impl GrpcInferenceService for GrpcFront {
         self.core.unload(&req.into_inner().model_name)?;
         Ok(Response::new(proto::RepositoryModelUnloadResponse {}))
     }
+
+    async fn system_shared_memory_status(
+        &self,
+        req: Request<proto::SystemSharedMemoryStatusRequest>,
+    ) -> Reply<proto::SystemSharedMemoryStatusResponse> {
+        use proto::system_shared_memory_status_response::RegionStatus;
+        let regions = self.core.shm.status(&req.into_inner().name)?;
+        Ok(Response::new(proto::SystemSharedMemoryStatusResponse {
+            regions: regions
+                .into_iter()
+                .map(|r| {
+                    let status = RegionStatus {
+                        name: r.name.clone(),
+                        key: r.key,
+                        offset: r.offset,
+                        byte_size: r.byte_size,
+                    };
+                    (r.name, status)
+                })
+                .collect(),
+        }))
+    }
+
+    async fn system_shared_memory_register(
+        &self,
+        req: Request<proto::SystemSharedMemoryRegisterRequest>,
+    ) -> Reply<proto::SystemSharedMemoryRegisterResponse> {
+        let r = req.into_inner();
+        self.core
+            .shm
+            .register(&r.name, &r.key, r.offset, r.byte_size)?;
+        Ok(Response::new(proto::SystemSharedMemoryRegisterResponse {}))
+    }
+
+    async fn system_shared_memory_unregister(
+        &self,
+        req: Request<proto::SystemSharedMemoryUnregisterRequest>,
+    ) -> Reply<proto::SystemSharedMemoryUnregisterResponse> {
+        self.core.shm.unregister(&req.into_inner().name);
+        Ok(Response::new(
+            proto::SystemSharedMemoryUnregisterResponse {},
+        ))
+    }
+
+    async fn cuda_shared_memory_status(
+        &self,
+        req: Request<proto::CudaSharedMemoryStatusRequest>,
+    ) -> Reply<proto::CudaSharedMemoryStatusResponse> {
+        let name = req.into_inner().name;
+        if !name.is_empty() {
+            return Err(shm::cuda_not_found(&name).into());
+        }
+        Ok(Response::new(
+            proto::CudaSharedMemoryStatusResponse::default(),
+        ))
+    }
+
+    async fn cuda_shared_memory_register(
+        &self,
+        req: Request<proto::CudaSharedMemoryRegisterRequest>,
+    ) -> Reply<proto::CudaSharedMemoryRegisterResponse> {
+        Err(shm::cuda_unsupported(&req.into_inner().name).into())
+    }
+
+    async fn cuda_shared_memory_unregister(
+        &self,
+        _: Request<proto::CudaSharedMemoryUnregisterRequest>,
+    ) -> Reply<proto::CudaSharedMemoryUnregisterResponse> {
+        Ok(Response::new(proto::CudaSharedMemoryUnregisterResponse {}))
+    }
+}
+
+/// One inference: inputs from the message or shared memory, outputs into the reply or shared memory.
+async fn infer(
+    core: &Core,
+    req: proto::ModelInferRequest,
+) -> Result<proto::ModelInferResponse, ServeError> {
+    let (call, targets) = decode_infer(core, req)?;
+    let mut reply = core.infer(call, "ModelInfer RPC").await?;
+    targets.deliver(&mut reply)?;
+    Ok(encode_infer(reply, None))
 }
 
 /// Triton reports a batching model's shapes with a leading −1.
@@ -310,35 +392,57 @@ pub(crate) fn metadata_shape(batched: bool, shape: &[i64]) -> Vec<i64> {
     full
 }
 
-/// Turns a request into a service call, taking each input from `raw_input_contents` or, failing that,
-/// from its typed `contents`.
-fn decode_infer(req: proto::ModelInferRequest) -> Result<InferCall, ServeError> {
+/// Turns a request into a service call, taking each input from shared memory when its parameters
+/// name a region, else from the next `raw_input_contents` entry or, failing that, from its typed
+/// `contents`; and the outputs to be written into shared memory, checked now.
+fn decode_infer(
+    core: &Core,
+    req: proto::ModelInferRequest,
+) -> Result<(InferCall, OutputTargets), ServeError> {
+    let in_shm = req
+        .inputs
+        .iter()
+        .map(|t| shm::grpc_params(&t.name, &t.parameters))
+        .collect::<Result<Vec<_>, _>>()?;
+    let plain = in_shm.iter().filter(|s| s.is_none()).count();
     let raw = req.raw_input_contents;
-    if !raw.is_empty() && raw.len() != req.inputs.len() {
+    if !raw.is_empty() && raw.len() != plain {
         return Err(ServeError::invalid(format!(
-            "expected {} raw input contents but got {} for model '{}'",
-            req.inputs.len(),
+            "expected {plain} raw input contents but got {} for model '{}'",
             raw.len(),
             req.model_name
         )));
     }
-    let inputs = req
-        .inputs
-        .into_iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let data = match raw.get(i) {
-                Some(bytes) => bytes.clone(),
-                None => typed_bytes(&t).into(),
-            };
-            InputTensor {
-                name: t.name,
-                datatype: t.datatype,
-                shape: t.shape,
-                data,
+    let mut raw = raw.into_iter();
+    let mut inputs = Vec::with_capacity(req.inputs.len());
+    for (t, shm) in req.inputs.into_iter().zip(in_shm) {
+        let data = match shm {
+            Some(_) if t.contents.is_some() => {
+                return Err(ServeError::invalid(format!(
+                    "unexpected 'content' provided when using shared memory for input tensor \
+                     '{}' for model '{}'",
+                    t.name, req.model_name
+                )));
             }
-        })
-        .collect();
+            Some(shm) => core.shm.window(&shm)?.read()?,
+            None => match raw.next() {
+                Some(bytes) => bytes,
+                None => typed_bytes(&t).into(),
+            },
+        };
+        inputs.push(InputTensor {
+            name: t.name,
+            datatype: t.datatype,
+            shape: t.shape,
+            data,
+        });
+    }
+    let mut targets = OutputTargets::default();
+    for o in &req.outputs {
+        if let Some(shm) = shm::grpc_params(&o.name, &o.parameters)? {
+            targets.push(o.name.clone(), core.shm.window(&shm)?);
+        }
+    }
     let classes = req
         .outputs
         .iter()
@@ -357,7 +461,7 @@ fn decode_infer(req: proto::ModelInferRequest) -> Result<InferCall, ServeError> 
         })
         .collect();
     let sequence = sequence_flags(&req.parameters);
-    Ok(InferCall {
+    let call = InferCall {
         model: req.model_name,
         version: req.model_version,
         id: req.id,
@@ -365,7 +469,8 @@ fn decode_infer(req: proto::ModelInferRequest) -> Result<InferCall, ServeError> 
         outputs: req.outputs.into_iter().map(|o| o.name).collect(),
         classes,
         sequence,
-    })
+    };
+    Ok((call, targets))
 }
 
 /// The sequence batcher's request parameters, as tritonclient sends them.

@@ -3,6 +3,7 @@
 
 use crate::emulator::grpc::encode_infer;
 use crate::emulator::service::{InferCall, InferReply, MODEL_VERSION, SharedCore};
+use crate::emulator::shm::OutputTargets;
 use crate::emulator::status::ServeError;
 use crate::proto;
 use tonic::Status;
@@ -22,7 +23,7 @@ pub(crate) struct StreamHead {
 pub(crate) async fn stream_one(
     core: &SharedCore,
     head: StreamHead,
-    call: Result<InferCall, ServeError>,
+    call: Result<(InferCall, OutputTargets), ServeError>,
     tx: &StreamSender,
 ) {
     let StreamHead {
@@ -30,9 +31,9 @@ pub(crate) async fn stream_one(
         id,
         empty_final,
     } = head;
-    let answer = match call {
-        Ok(call) => core.answer(call).await,
-        Err(e) => Err(e),
+    let (answer, targets) = match call {
+        Ok((call, targets)) => (core.answer(call).await, targets),
+        Err(e) => (Err(e), OutputTargets::default()),
     };
     let send = |message| tx.unbounded_send(Ok(message)).is_ok();
     let answer = match answer {
@@ -47,15 +48,21 @@ pub(crate) async fn stream_one(
     };
     let decoupled = answer.parts.len() != 1 || !answer.wait.is_zero();
     let count = answer.parts.len();
-    for (i, (after, reply)) in answer.parts.into_iter().enumerate() {
+    for (i, (after, mut reply)) in answer.parts.into_iter().enumerate() {
         if !after.is_zero() {
             tokio::time::sleep(after).await;
         }
         let last = !decoupled && i + 1 == count;
         let flag = empty_final.then_some(last);
-        let message = proto::ModelStreamInferResponse {
-            error_message: String::new(),
-            infer_response: Some(encode_infer(reply, flag)),
+        let message = match targets.deliver(&mut reply) {
+            Ok(()) => proto::ModelStreamInferResponse {
+                error_message: String::new(),
+                infer_response: Some(encode_infer(reply, flag)),
+            },
+            Err(e) => proto::ModelStreamInferResponse {
+                error_message: e.message,
+                infer_response: None,
+            },
         };
         if !send(message) {
             return;

@@ -14,6 +14,7 @@ use crate::emulator::grpc::{EXTENSIONS, SERVER_NAME, SERVER_VERSION, metadata_sh
 use crate::emulator::http_json::{self, Coding, bytes_to_json, json_to_bytes};
 use crate::emulator::sequence::{CorrelationId, SequenceFlags};
 use crate::emulator::service::{InferCall, InferReply, MODEL_VERSION, SharedCore};
+use crate::emulator::shm::{self, OutputTargets};
 use crate::emulator::status::ServeError;
 use crate::emulator::tensors::{InputTensor, OutputTensor};
 use crate::proto;
@@ -55,6 +56,7 @@ pub(crate) fn router(core: SharedCore) -> Router {
         .route("/v2/repository/models/{model}/load", post(load))
         .route("/v2/repository/models/{model}/unload", post(unload))
         .merge(crate::emulator::http_settings::routes())
+        .merge(crate::emulator::shm_http::routes())
         .fallback(http_json::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(http_json::json_errors))
@@ -301,7 +303,7 @@ async fn infer_inner(
     let request: Value = serde_json::from_slice(&body[..header_len])
         .map_err(|e| ServeError::invalid(format!("failed to parse the request JSON: {e}")))?;
 
-    let inputs = decode_inputs(&request, body.slice(header_len..))?;
+    let inputs = decode_inputs(core, &request, body.slice(header_len..))?;
 
     let all_binary = request
         .pointer("/parameters/binary_data_output")
@@ -310,6 +312,7 @@ async fn infer_inner(
     let mut outputs = Vec::new();
     let mut binary_out = Vec::new();
     let mut classes = Vec::new();
+    let mut targets = OutputTargets::default();
     for output in request
         .get("outputs")
         .and_then(Value::as_array)
@@ -325,6 +328,9 @@ async fn infer_inner(
             .pointer("/parameters/binary_data")
             .and_then(Value::as_bool)
             .unwrap_or(all_binary);
+        if let Some(shm) = shm::json_params(output.get("parameters"))? {
+            targets.push(name.clone(), core.shm.window(&shm)?);
+        }
         if let Some(count) = output
             .pointer("/parameters/classification")
             .and_then(Value::as_u64)
@@ -339,7 +345,7 @@ async fn infer_inner(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let reply = core
+    let mut reply = core
         .infer(
             InferCall {
                 model,
@@ -353,11 +359,13 @@ async fn infer_inner(
             "HTTP end point",
         )
         .await?;
+    targets.deliver(&mut reply)?;
 
     Ok(encode_reply(
         reply,
         &binary_out,
         all_binary,
+        &targets,
         Coding::accepted(headers),
     ))
 }
@@ -381,7 +389,11 @@ fn sequence_flags(request: &Value) -> SequenceFlags {
 
 /// The request's inputs: each from its JSON `data` or, with the binary-tensor extension, the next
 /// `binary_data_size` bytes after the JSON header, in input order.
-fn decode_inputs(request: &Value, mut binary: Bytes) -> Result<Vec<InputTensor>, ServeError> {
+fn decode_inputs(
+    core: &SharedCore,
+    request: &Value,
+    mut binary: Bytes,
+) -> Result<Vec<InputTensor>, ServeError> {
     let mut inputs = Vec::new();
     for input in request
         .get("inputs")
@@ -402,11 +414,13 @@ fn decode_inputs(request: &Value, mut binary: Bytes) -> Result<Vec<InputTensor>,
             .and_then(Value::as_array)
             .map(|dims| dims.iter().filter_map(Value::as_i64).collect())
             .unwrap_or_default();
-        let data = match input
+        let in_shm = shm::json_params(input.get("parameters"))?;
+        let binary_size = input
             .pointer("/parameters/binary_data_size")
-            .and_then(Value::as_u64)
-        {
-            Some(size) => {
+            .and_then(Value::as_u64);
+        let data = match (in_shm, binary_size) {
+            (Some(shm), _) => core.shm.window(&shm)?.read()?,
+            (None, Some(size)) => {
                 let size = usize::try_from(size).unwrap_or(usize::MAX);
                 if size > binary.len() {
                     return Err(ServeError::invalid(format!(
@@ -416,7 +430,7 @@ fn decode_inputs(request: &Value, mut binary: Bytes) -> Result<Vec<InputTensor>,
                 }
                 binary.split_to(size)
             }
-            None => json_to_bytes(&name, &datatype, input.get("data"))?.into(),
+            (None, None) => json_to_bytes(&name, &datatype, input.get("data"))?.into(),
         };
         inputs.push(InputTensor {
             name,
@@ -434,6 +448,7 @@ fn encode_reply(
     reply: InferReply,
     binary_out: &[(String, bool)],
     all_binary: bool,
+    in_shm: &OutputTargets,
     coding: Option<Coding>,
 ) -> Response {
     let mut blobs: Vec<u8> = Vec::new();
@@ -443,7 +458,12 @@ fn encode_reply(
             .iter()
             .find(|(n, _)| n == &o.name)
             .map_or(all_binary, |&(_, wants)| wants);
-        encoded.push(output_json(o, binary, &mut blobs));
+        encoded.push(if in_shm.contains(&o.name) {
+            // Written into the client's region: the reply carries only what it is.
+            json!({"name": o.name, "datatype": o.datatype, "shape": o.shape})
+        } else {
+            output_json(o, binary, &mut blobs)
+        });
     }
     let mut header_json = json!({
         "model_name": reply.model,

@@ -23,6 +23,8 @@ mod sequence;
 mod server;
 mod service;
 mod settings;
+mod shm;
+mod shm_http;
 mod statistics;
 mod status;
 mod tensors;

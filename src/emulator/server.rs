@@ -22,6 +22,11 @@ use crate::proto::grpc_inference_service_server::GrpcInferenceServiceServer;
 pub const DEFAULT_MODELS: &[&str] = &["simple", "resnet50", "mobilenet_v2"];
 /// Large enough for a batch of big images; Triton accepts messages of any size.
 const MAX_MESSAGE_BYTES: usize = 1 << 30;
+/// HTTP/2 windows and frame size for megabyte tensors (the protocol's 64 KiB windows and 16 KiB
+/// frames cost a window update and a wake-up every few frames of one image).
+const STREAM_WINDOW_BYTES: u32 = 8 << 20;
+const CONNECTION_WINDOW_BYTES: u32 = 64 << 20;
+const MAX_FRAME_BYTES: u32 = 1 << 20;
 /// How long shutdown waits for open connections (e.g. a client's stream) before dropping them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -271,8 +276,12 @@ impl Emulator {
         let stop = cancel.clone();
         let max_streams = config.limits.max_streams_per_connection;
         let grpc_task = tokio::spawn(async move {
+            // Windows and frames sized for megabyte tensors, as the client's (see `triton::client`).
             let served = tonic::transport::Server::builder()
                 .max_concurrent_streams(Some(max_streams))
+                .initial_stream_window_size(STREAM_WINDOW_BYTES)
+                .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+                .max_frame_size(MAX_FRAME_BYTES)
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                 .await;
@@ -351,6 +360,8 @@ impl RunningEmulator {
     /// Stops accepting, lets in-flight requests finish (up to a short grace period), then returns.
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
+        // Triton unregisters every region when it stops; the descriptors close with them.
+        self.core.shm.unregister("");
         for task in std::mem::take(&mut self.tasks) {
             let abort = task.abort_handle();
             if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
@@ -363,6 +374,7 @@ impl RunningEmulator {
 impl Drop for RunningEmulator {
     fn drop(&mut self) {
         self.cancel.cancel();
+        self.core.shm.unregister("");
     }
 }
 

@@ -70,6 +70,8 @@ pub(crate) struct Core {
     sequences: Sequences,
     /// Logging and trace settings, as the front ends report and change them.
     pub settings: Settings,
+    /// Registered system shared memory regions (see [`crate::emulator::shm`]).
+    pub shm: crate::emulator::shm::Regions,
 }
 
 impl Core {
@@ -101,6 +103,7 @@ impl Core {
             admission: Admission::new(max_queued_bytes),
             sequences: Sequences::default(),
             settings: Settings::default(),
+            shm: Default::default(),
         })
     }
 

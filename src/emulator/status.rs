@@ -9,6 +9,7 @@ pub(crate) enum Code {
     NotFound,
     Unavailable,
     ResourceExhausted,
+    AlreadyExists,
     Internal,
     /// Triton's UNSUPPORTED: a feature the server or model does not offer (gRPC UNIMPLEMENTED).
     Unsupported,
@@ -50,7 +51,7 @@ impl ServeError {
             Code::InvalidArgument => StatusCode::BAD_REQUEST,
             Code::NotFound => StatusCode::NOT_FOUND,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Code::ResourceExhausted => StatusCode::BAD_REQUEST,
+            Code::ResourceExhausted | Code::AlreadyExists => StatusCode::BAD_REQUEST,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Code::Unsupported => StatusCode::BAD_REQUEST,
         }
@@ -64,6 +65,7 @@ impl From<ServeError> for tonic::Status {
             Code::NotFound => tonic::Code::NotFound,
             Code::Unavailable => tonic::Code::Unavailable,
             Code::ResourceExhausted => tonic::Code::ResourceExhausted,
+            Code::AlreadyExists => tonic::Code::AlreadyExists,
             Code::Internal => tonic::Code::Internal,
             Code::Unsupported => tonic::Code::Unimplemented,
         };

@@ -10,7 +10,10 @@ use std::time::Instant;
 
 use crate::cost::{self, FrontierAxis, ResolvedPrice, TenantLoad};
 use crate::engine::Engine;
-use crate::vocab::snapshot::{CostView, FrontierView, History, Snapshot, TenantView};
+use crate::measure::ClientFigures;
+use crate::vocab::snapshot::{
+    ClientBound, ClientView, CostView, FrontierView, History, Snapshot, TenantView,
+};
 
 impl Engine {
     pub(super) fn snapshot(&mut self, now: Instant) -> Snapshot {
@@ -24,13 +27,23 @@ impl Engine {
                     .as_secs_f64()
             })
             .unwrap_or(0.0);
-        let tenants: Vec<_> = self.tenants.iter().map(|t| t.view(measured_s)).collect();
+        let tenants: Vec<_> = self
+            .tenants
+            .iter()
+            .map(|t| t.view(measured_s, &self.cpu))
+            .collect();
+        let client = self.client_view(&tenants);
         let gpu = self.cfg.telemetry.view();
-        let (cost, frontier) = live_cost(self.cfg.price.as_ref(), &tenants);
+        let (cost, mut frontier) = live_cost(self.cfg.price.as_ref(), &tenants);
+        let capacity = self.capacity_view(self.cfg.price.as_ref(), &tenants);
+        if let Some(f) = &mut frontier {
+            super::capacity::place_capacity_point(f, &capacity);
+        }
         let mut target = self.cfg.target.clone();
         if target.server_version.is_none() {
             target.server_version = self.server_version.clone();
         }
+        target.model_control = self.model_control();
         if target.gpu.is_none() {
             target.gpu = gpu.name.clone();
         }
@@ -49,10 +62,13 @@ impl Engine {
             gpu,
             cost,
             frontier,
+            capacity: Some(capacity),
+            whatif: self.whatif_view(),
             notices: self.notices.iter().cloned().collect(),
             recording: self.recording.as_ref().map(|r| r.path().to_string()),
             recording_error: self.recording_error.clone(),
             replay: None,
+            client,
             repository: self.repository.clone(),
             history: Arc::new(History::default()),
         };
@@ -60,6 +76,43 @@ impl Engine {
         Arc::make_mut(&mut self.history).push(&snap);
         snap.history = Arc::clone(&self.history);
         snap
+    }
+}
+
+impl Engine {
+    /// The run's client-bound verdict: the union of its tenants' (a tenant that is not driven,
+    /// such as a paused one, has no say), and "out of CPU" whenever the process is.
+    fn client_view(&self, tenants: &[TenantView]) -> ClientView {
+        let driven = || tenants.iter().filter(|t| !t.paused);
+        let cores = self.cpu.cores();
+        let cpu_flag = |share: Option<f64>| {
+            crate::measure::client::assess(&ClientFigures {
+                cpu_share: share,
+                cores,
+                ..ClientFigures::default()
+            })
+        };
+        let window_cpu = cpu_flag(self.cpu.window_share());
+        let totals_cpu = if self.measuring_since.is_some() {
+            cpu_flag(self.cpu.measured_share())
+        } else {
+            None
+        };
+        ClientView {
+            window: ClientBound::merge(
+                driven()
+                    .filter_map(|t| t.window.client_bound.as_ref())
+                    .chain(window_cpu.as_ref()),
+            ),
+            totals: ClientBound::merge(
+                tenants
+                    .iter()
+                    .filter_map(|t| t.totals.client_bound.as_ref())
+                    .chain(totals_cpu.as_ref()),
+            ),
+            cpu_share: self.cpu.window_share(),
+            cores,
+        }
     }
 }
 

@@ -46,6 +46,8 @@ impl Engine {
                 }
             }
             Command::SetRecording(on) => self.set_recording(on),
+            Command::WhatIf(staged) => self.stage(staged),
+            Command::ApplyStaged { stage } => self.apply_staged(stage),
             Command::Stop => {}
         }
     }
@@ -75,10 +77,10 @@ impl Engine {
     /// Changes a model's instances and batching, for every tenant of that model (they share the
     /// server's configuration), and sets each up again so the server reloads it.
     fn reconfigure(&mut self, tenant: TenantId, instances: Option<u32>, batching: BatchingChange) {
-        if !self.cfg.target.model_control {
+        if let Some(why) = self.no_model_control() {
             self.notice(
                 NoticeLevel::Warn,
-                "the server does not allow model control: instances and batching are fixed",
+                format!("instances and batching are fixed: {why}"),
             );
             return;
         }
@@ -110,6 +112,7 @@ impl Engine {
 
     fn set_window(&mut self, window: std::time::Duration) {
         self.window = window.max(self.cfg.spec.tick);
+        self.cpu.set_window(self.window);
         let mut failed = None;
         for t in &mut self.tenants {
             if let Some(m) = &mut t.meter

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use crate::engine::error::ConnectError;
 use crate::engine::server::Link;
 use crate::engine::{Engine, Event};
+use crate::triton::Extension;
 use crate::vocab::snapshot::{ConnState, NoticeLevel, TenantId};
 
 /// Reconnect backoff bounds.
@@ -121,6 +122,24 @@ impl Engine {
             }
             self.spawn_setup(id);
         }
+    }
+
+    /// Whether models can be loaded and unloaded: the target allows it and the server has not
+    /// shown that it lacks Triton's model repository extension.
+    pub(super) fn model_control(&self) -> bool {
+        self.no_model_control().is_none()
+    }
+
+    /// Why models cannot be loaded and unloaded on this target, when they cannot.
+    pub(super) fn no_model_control(&self) -> Option<&'static str> {
+        if !self.cfg.target.model_control {
+            return Some("the target does not allow model control");
+        }
+        let missing = self
+            .link
+            .as_ref()
+            .is_some_and(|l| l.control.supports(Extension::ModelRepository) == Some(false));
+        missing.then_some("the server has no model repository extension (a KServe-v2 server)")
     }
 
     pub(super) fn tenant_ids(&self) -> Vec<TenantId> {

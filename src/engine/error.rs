@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::loadgen::tensors::TensorError;
 use crate::measure::MeterError;
 use crate::triton::TritonError;
+use crate::triton::shm::ShmError;
 
 /// An error from something the engine calls with no type of its own to give (a directory lookup,
 /// a recording's writer).
@@ -21,6 +22,13 @@ pub enum SetupError {
     Metadata { model: String, error: TritonError },
     #[error("configuration of '{model}': {error}")]
     Config { model: String, error: TritonError },
+    /// Neither the server's metadata nor the session names the model's inputs, so there is
+    /// nothing to send.
+    #[error(
+        "model '{model}': the server's metadata lists no inputs; declare them on the tenant, \
+         e.g. inputs = [{{ name = \"input-0\", datatype = \"FP32\", shape = [4] }}]"
+    )]
+    NoInputs { model: String },
     /// The model's tensors do not allow the tenant's request (batch above max, unknown datatype…);
     /// the tensor error names the model itself.
     #[error("{error}")]
@@ -28,6 +36,9 @@ pub enum SetupError {
     /// The tenant's SLA or window cannot be measured.
     #[error("{model}: {error}")]
     Meter { model: String, error: MeterError },
+    /// The tenant's tensors could not be put in shared memory (`[target] transport = "shm"`).
+    #[error("{model}: {error}")]
+    SharedMemory { model: String, error: ShmError },
 }
 
 impl SetupError {
@@ -37,7 +48,14 @@ impl SetupError {
             Self::Load { error, .. }
             | Self::Metadata { error, .. }
             | Self::Config { error, .. } => Some(error),
-            Self::Request { .. } | Self::Meter { .. } => None,
+            Self::SharedMemory {
+                error: ShmError::Server(error),
+                ..
+            } => Some(error),
+            Self::NoInputs { .. }
+            | Self::Request { .. }
+            | Self::Meter { .. }
+            | Self::SharedMemory { .. } => None,
         }
     }
 }

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use crate::engine::error::PersistError;
+use crate::vocab::capacity::CapacityEstimate;
 use crate::vocab::snapshot::{GpuView, Snapshot, SoloPeak};
 use crate::vocab::spec::{DynamicBatching, RunSpec, TenantSpec};
 
@@ -16,6 +17,9 @@ pub struct ServerModel {
     pub max_batch: u32,
     pub instances: u32,
     pub dynamic_batching: Option<DynamicBatching>,
+    /// Read from the server's ModelConfig; false when the server has none (a plain KServe-v2
+    /// server) and the figures above are what Perseus assumed to build its requests.
+    pub reported: bool,
 }
 
 /// What is known about the target beyond its protocol: solo peaks and model footprints.
@@ -25,6 +29,23 @@ pub trait TargetKnowledge: Send + Sync {
     fn solo_peak(&self, tenant: &TenantSpec, server: &ServerModel) -> SoloPeak;
     /// GPU memory the model occupies when loaded, where known.
     fn model_memory(&self, model: &str) -> Option<u64>;
+    /// The capacity of a mix and each tenant's predicted figures, from a model of the GPU.
+    /// Slow (many virtual-time runs): the engine calls it on a blocking thread, never on its tick.
+    fn capacity(&self, query: &CapacityQuery) -> CapacityEstimate {
+        let _ = query;
+        CapacityEstimate::Unknown {
+            reason: "no model of this target's GPU".to_string(),
+        }
+    }
+}
+
+/// A mix whose capacity is asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapacityQuery {
+    /// Each tenant as the server runs it: instances and batching as read back, where known.
+    pub tenants: Vec<TenantSpec>,
+    /// The GPU's device name as telemetry reports it (NVML or the metrics), where known.
+    pub gpu_name: Option<String>,
 }
 
 /// Knows nothing: every peak unknown (a real server with no probe cache).

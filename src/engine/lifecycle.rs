@@ -10,8 +10,9 @@ use crate::engine::{Engine, Event, setup};
 use crate::loadgen::{ArrivalProcess, ClosedLoop, TenantShared};
 use crate::measure::TenantMeter;
 use crate::proto::ModelInferRequest;
+use crate::triton::shm::TenantRegions;
 use crate::vocab::snapshot::{NoticeLevel, Phase, SoloPeak, TenantId};
-use crate::vocab::spec::Load;
+use crate::vocab::spec::{Load, Transport};
 
 /// The longest a finished headless run waits for its in-flight requests.
 const MAX_DRAIN: Duration = Duration::from_secs(15);
@@ -21,7 +22,8 @@ impl Engine {
         let Some(link) = self.link.clone() else {
             return;
         };
-        let model_control = self.cfg.target.model_control;
+        let model_control = self.model_control();
+        let shm = self.cfg.connect.transport == Transport::Shm;
         let Some(t) = self.tenant_mut(id) else {
             return;
         };
@@ -29,15 +31,38 @@ impl Engine {
             return;
         }
         t.setting_up = true;
+        // A set-up under way has no failure yet; an old one would read as this one's outcome.
+        t.setup_error = None;
         let spec = t.spec.clone();
         let tx = self.events.clone();
         tokio::spawn(async move {
             let control = link.control.as_ref();
-            let ev = match setup::setup_tenant(control, &spec, model_control, u64::from(id)).await {
-                Ok((request, server)) => Event::TenantReady {
+            let ready = setup::setup_tenant(control, &spec, model_control, u64::from(id)).await;
+            let ready = match (ready, link.requests.first()) {
+                (Ok(prepared), Some(client)) if shm => {
+                    let tag = format!("t{}", u64::from(id));
+                    match crate::triton::shm::attach(client, &tag, &prepared.request).await {
+                        Ok((request, regions)) => Ok((
+                            request,
+                            prepared.server,
+                            prepared.notes,
+                            Some(Box::new(regions)),
+                        )),
+                        Err(error) => Err(SetupError::SharedMemory {
+                            model: spec.model.clone(),
+                            error,
+                        }),
+                    }
+                }
+                (ready, _) => ready.map(|p| (p.request, p.server, p.notes, None)),
+            };
+            let ev = match ready {
+                Ok((request, server, notes, regions)) => Event::TenantReady {
                     id,
                     request: Box::new(request),
                     server,
+                    notes,
+                    regions,
                 },
                 Err(error) => {
                     // A server that went away mid-setup is a lost connection, not a bad tenant.
@@ -72,6 +97,7 @@ impl Engine {
         id: TenantId,
         request: ModelInferRequest,
         server: ServerModel,
+        regions: Option<TenantRegions>,
     ) {
         let Some(clients) = self.link.as_ref().map(|l| Arc::clone(&l.requests)) else {
             return;
@@ -85,6 +111,9 @@ impl Engine {
         t.setup_error = None;
         let peak_needed = t.server.as_ref() != Some(&server) || t.peak.per_s.is_none();
         t.server = Some(server.clone());
+        if let Some(old) = std::mem::replace(&mut t.shm, regions) {
+            tokio::spawn(old.release());
+        }
         if let Some(shared) = &t.shared {
             // Reconnected or reconfigured: same meters, fresh request and connections.
             shared.replace_template(request);
@@ -98,15 +127,18 @@ impl Engine {
                     return;
                 }
             };
-            let shared = Arc::new(TenantShared::new(
-                id,
-                t.spec.model.clone(),
-                request,
-                clients,
-                t.spec.max_in_flight,
-                t.spec.deadline,
-                meter.recorder(),
-            ));
+            let shared = Arc::new(
+                TenantShared::new(
+                    id,
+                    t.spec.model.clone(),
+                    request,
+                    clients,
+                    t.spec.max_in_flight,
+                    t.spec.deadline,
+                    meter.recorder(),
+                )
+                .with_run_budget(Arc::clone(&self.run_bytes)),
+            );
             t.meter = Some(meter);
             shared.set_paused(t.paused);
             match &t.spec.load {
@@ -219,6 +251,7 @@ impl Engine {
     fn start_measuring(&mut self, now: Instant) {
         self.phase = Phase::Measuring;
         self.measuring_since = Some(now);
+        self.cpu.mark();
         for t in &mut self.tenants {
             t.mark_measure_start();
             if let Some(m) = &mut t.meter {
@@ -256,19 +289,34 @@ impl Engine {
         }
     }
 
+    /// Unregisters every tenant's shared memory regions at the end of a run, so a long-lived server
+    /// does not keep them; bounded in time, since a server that is gone has dropped them anyway.
+    pub(super) async fn release_shared_memory(&mut self) {
+        let all: Vec<TenantRegions> = self
+            .tenants
+            .iter_mut()
+            .filter_map(|t| t.shm.take())
+            .collect();
+        let releases = futures::future::join_all(all.into_iter().map(TenantRegions::release));
+        let _ = tokio::time::timeout(Duration::from_secs(2), releases).await;
+    }
+
     pub(super) fn remove_tenant(&mut self, id: TenantId) {
         let Some(idx) = self.tenants.iter().position(|t| t.id == id) else {
             return;
         };
-        let t = self.tenants.remove(idx);
+        let mut t = self.tenants.remove(idx);
         self.clock.remove(id);
         if let Some(s) = &t.shared {
             s.set_paused(true);
         }
+        if let Some(regions) = t.shm.take() {
+            tokio::spawn(regions.release());
+        }
         let model = t.spec.model.clone();
         self.notice(NoticeLevel::Info, format!("removed {model}"));
         let still_used = self.tenants.iter().any(|o| o.spec.model == model);
-        if self.cfg.target.model_control
+        if self.model_control()
             && !still_used
             && let Some(control) = self.link.as_ref().map(|l| Arc::clone(&l.control))
         {

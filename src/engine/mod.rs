@@ -11,6 +11,7 @@
 //! The server is reached through [`server::ServerControl`], so each part is tested against a fake.
 
 mod assemble;
+mod capacity;
 mod commands;
 mod connection;
 pub mod error;
@@ -36,8 +37,11 @@ use crate::cost::ResolvedPrice;
 use crate::engine::hooks::{GpuTelemetry, Persistence, ServerModel, TargetKnowledge};
 use crate::engine::server::{Connector, Link, TritonConnector};
 use crate::engine::tenant::Tenant;
-use crate::loadgen::Clock;
+use crate::loadgen::driver::MAX_RUN_IN_FLIGHT_BYTES;
+use crate::loadgen::{ByteBudget, Clock};
+use crate::measure::CpuMeter;
 use crate::proto::ModelInferRequest;
+use crate::triton::shm::TenantRegions;
 use crate::triton::{ConnectOptions, ModelStats, TritonError};
 use crate::vocab::command::Command;
 use crate::vocab::snapshot::{
@@ -86,6 +90,10 @@ enum Event {
         id: TenantId,
         request: Box<ModelInferRequest>,
         server: ServerModel,
+        /// The tenant's shared memory regions, when its requests refer to them.
+        regions: Option<Box<TenantRegions>>,
+        /// What the user should know about the set-up (settings the server could not take).
+        notes: Vec<String>,
     },
     TenantFailed {
         id: TenantId,
@@ -100,6 +108,14 @@ enum Event {
     Repo(Vec<RepoModel>),
     Unloaded(String, Result<(), TritonError>),
     RecordingFailed(PersistError),
+    Capacity {
+        generation: u64,
+        estimate: crate::vocab::capacity::CapacityEstimate,
+    },
+    WhatIf {
+        stage: u64,
+        estimate: crate::vocab::capacity::CapacityEstimate,
+    },
 }
 
 /// Starts a run on the current tokio runtime, connecting over gRPC.
@@ -158,6 +174,11 @@ struct Engine {
     recording: Option<recording::Recording>,
     recording_error: Option<String>,
     server_version: Option<String>,
+    capacity: capacity::CapacityTracker,
+    /// The process's CPU use, for the client-bound rule's "out of CPU" criterion.
+    cpu: CpuMeter,
+    /// The in-flight request bytes all tenants share, so a run that falls behind stays bounded.
+    run_bytes: Arc<ByteBudget>,
 }
 
 impl Engine {
@@ -207,6 +228,9 @@ impl Engine {
             recording: None,
             recording_error: None,
             server_version: None,
+            capacity: capacity::CapacityTracker::default(),
+            cpu: CpuMeter::new(window),
+            run_bytes: Arc::new(ByteBudget::new(MAX_RUN_IN_FLIGHT_BYTES)),
         }
     }
 
@@ -262,6 +286,12 @@ impl Engine {
         events: &mut mpsc::Receiver<Event>,
         snapshots: &watch::Sender<Arc<Snapshot>>,
     ) -> Arc<Snapshot> {
+        self.release_shared_memory().await;
+        let snap = if self.settle_capacity().await {
+            self.publish(Instant::now(), snapshots)
+        } else {
+            snap
+        };
         self.close_recording().await;
         let mut failed = false;
         while let Ok(ev) = events.try_recv() {
@@ -303,7 +333,14 @@ impl Engine {
                 id,
                 request,
                 server,
-            } => self.tenant_ready(id, *request, server),
+                regions,
+                notes,
+            } => {
+                for note in notes {
+                    self.notice(NoticeLevel::Warn, note);
+                }
+                self.tenant_ready(id, *request, server, regions.map(|r| *r));
+            }
             Event::TenantFailed {
                 id,
                 error,
@@ -321,6 +358,11 @@ impl Engine {
                 Err(e) => self.notice(NoticeLevel::Warn, format!("unloading '{model}': {e}")),
             },
             Event::RecordingFailed(e) => self.recording_failed(e),
+            Event::Capacity {
+                generation,
+                estimate,
+            } => self.on_capacity(generation, estimate),
+            Event::WhatIf { stage, estimate } => self.on_whatif(stage, estimate),
         }
     }
 
@@ -338,12 +380,19 @@ impl Engine {
         if let Some(error) = lost {
             self.disconnected(error);
         }
+        let mut failing = Vec::new();
         for t in &mut self.tenants {
             if let Some(m) = &mut t.meter {
                 m.tick(now);
             }
+            failing.extend(t.new_error_notices());
         }
+        for text in failing {
+            self.notice(NoticeLevel::Error, text);
+        }
+        self.cpu.sample(now);
         self.advance_phase(now);
+        self.refresh_capacity(now);
         if self.conn.state == ConnState::Connected {
             self.poll_stats(now);
             self.refresh_repository(now);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::engine::error::PollError;
 use crate::engine::{Engine, Event};
-use crate::triton::ModelStats;
+use crate::triton::{Extension, ModelStats, TritonError};
 use crate::vocab::snapshot::{NoticeLevel, RepoModel};
 
 /// Repository refresh period.
@@ -20,6 +20,11 @@ impl Engine {
         let Some(control) = self.link.as_ref().map(|l| Arc::clone(&l.control)) else {
             return;
         };
+        // A server without ModelStatistics was told once (see `on_stats`); asking again every
+        // tick would only repeat its UNIMPLEMENTED.
+        if control.supports(Extension::Statistics) == Some(false) {
+            return;
+        }
         self.stats_in_flight = true;
         let tx = self.events.clone();
         let timeout = self.cfg.spec.tick * 4;
@@ -36,6 +41,13 @@ impl Engine {
         self.stats_in_flight = false;
         let all = match result {
             Ok(all) => all,
+            Err(PollError::Failed(e @ TritonError::Unsupported { .. })) => {
+                self.notice(
+                    NoticeLevel::Info,
+                    format!("server breakdown (queue, compute) not reported: {e}"),
+                );
+                return;
+            }
             Err(e) => {
                 tracing::debug!("statistics: {e}");
                 return;
@@ -69,6 +81,9 @@ impl Engine {
         let Some(control) = self.link.as_ref().map(|l| Arc::clone(&l.control)) else {
             return;
         };
+        if control.supports(Extension::ModelRepository) == Some(false) {
+            return;
+        }
         let knowledge = Arc::clone(&self.cfg.knowledge);
         let gpu = self.cfg.telemetry.view();
         let free = match (gpu.memory_total_bytes, gpu.memory_used_bytes) {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use crate::proto::{ModelConfig, ModelMetadataResponse};
-use crate::triton::{ConnectOptions, ModelStats, TritonClient, TritonError};
+use crate::triton::{ConnectOptions, Extension, ModelStats, TritonClient, TritonError};
 
 /// One model in the server's repository index.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +45,11 @@ pub trait ServerControl: Send + Sync {
     /// Every model's cumulative statistics.
     fn statistics(&self) -> BoxFuture<'_, Result<Vec<ModelStats>, TritonError>>;
     fn repository_index(&self) -> BoxFuture<'_, Result<Vec<IndexEntry>, TritonError>>;
+    /// Whether the server offers one of Triton's extensions beyond the KServe-v2 core, as far as
+    /// is known (`None` until ServerMetadata or a first call has told).
+    fn supports(&self, _extension: Extension) -> Option<bool> {
+        None
+    }
 }
 
 /// A connection to the server: the control calls, and the clients the tenants send requests on.
@@ -119,6 +124,9 @@ impl ServerControl for TritonClient {
     }
     fn statistics(&self) -> BoxFuture<'_, Result<Vec<ModelStats>, TritonError>> {
         Box::pin(TritonClient::statistics(self, None))
+    }
+    fn supports(&self, extension: Extension) -> Option<bool> {
+        self.capabilities().supports(extension)
     }
     fn repository_index(&self) -> BoxFuture<'_, Result<Vec<IndexEntry>, TritonError>> {
         Box::pin(async move {

@@ -1,12 +1,13 @@
 //! One tenant inside the engine: its spec, its driver once set up, and its server-side figures.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::engine::hooks::ServerModel;
 use crate::loadgen::{ClosedLoop, TenantShared};
-use crate::measure::TenantMeter;
+use crate::measure::{CpuMeter, TenantMeter};
+use crate::triton::shm::TenantRegions;
 use crate::triton::{ModelStats, StatsWindow};
 use crate::vocab::snapshot::{ServerWindow, SoloPeak, TenantId, TenantView, Totals, WindowStats};
 use crate::vocab::spec::TenantSpec;
@@ -19,6 +20,8 @@ pub(crate) struct Tenant {
     pub meter: Option<TenantMeter>,
     pub closed: Option<ClosedLoop>,
     pub server: Option<ServerModel>,
+    /// Shared memory regions the tenant's requests refer to (released when replaced or removed).
+    pub shm: Option<TenantRegions>,
     pub peak: SoloPeak,
     pub paused: bool,
     /// A setup is running (so a second one is not started).
@@ -30,6 +33,8 @@ pub(crate) struct Tenant {
     /// The statistics poll taken when measurement began, and the figures since then.
     measure_base: Option<(Instant, ModelStats)>,
     server_totals: Option<ServerWindow>,
+    /// Error codes whose first message has been shown as a notice.
+    announced_errors: BTreeSet<String>,
 }
 
 impl Tenant {
@@ -41,6 +46,7 @@ impl Tenant {
             meter: None,
             closed: None,
             server: None,
+            shm: None,
             peak: SoloPeak::UNKNOWN,
             paused: false,
             setting_up: false,
@@ -49,7 +55,26 @@ impl Tenant {
             server_window: None,
             measure_base: None,
             server_totals: None,
+            announced_errors: BTreeSet::new(),
         }
+    }
+
+    /// The first message of each error code not announced yet, as notice texts: the dashboard
+    /// shows why requests fail as soon as the first one does, once per code.
+    pub fn new_error_notices(&mut self) -> Vec<String> {
+        let Some(meter) = &self.meter else {
+            return Vec::new();
+        };
+        let mut texts = Vec::new();
+        for (code, message) in meter.first_messages() {
+            if self.announced_errors.insert(code.clone()) {
+                texts.push(format!(
+                    "{}: requests fail with {code}: {message}",
+                    self.spec.model
+                ));
+            }
+        }
+        texts
     }
 
     /// Adds a statistics poll and recomputes the server-side window figures from the oldest poll
@@ -97,17 +122,24 @@ impl Tenant {
         self.server_window = None;
     }
 
-    pub fn view(&self, measured_s: f64) -> TenantView {
+    /// The tenant's figures, with the client-bound verdicts given the process's CPU.
+    pub fn view(&self, measured_s: f64, cpu: &CpuMeter) -> TenantView {
         let (window, totals) = match (&self.meter, &self.shared) {
             (Some(m), Some(shared)) => {
-                let mut w = m.window_stats();
+                let (mut w, mut totals) = m.stats_with_client(
+                    measured_s,
+                    cpu.window_share(),
+                    cpu.measured_share(),
+                    cpu.cores(),
+                );
                 w.in_flight = shared.in_flight();
-                let mut totals = m.totals(measured_s);
                 totals.server = self.server_totals;
                 (w, totals)
             }
             _ => (WindowStats::default(), Totals::default()),
         };
+        // What the server did not report is shown as unknown, not as Perseus's assumption.
+        let reported = self.server.as_ref().filter(|s| s.reported);
         TenantView {
             id: self.id,
             model: self.spec.model.clone(),
@@ -115,16 +147,18 @@ impl Tenant {
             paused: self.paused,
             batch: self.spec.batch,
             sla: self.spec.sla,
-            instances: self.server.as_ref().map(|s| s.instances),
-            dynamic_batching: match &self.server {
-                Some(s) => s.dynamic_batching.clone(),
-                None => self.spec.dynamic_batching.clone(),
+            instances: reported.map(|s| s.instances),
+            dynamic_batching: match (&self.server, reported) {
+                (_, Some(s)) => s.dynamic_batching.clone(),
+                (Some(_), None) => None,
+                (None, _) => self.spec.dynamic_batching.clone(),
             },
-            max_batch: self.server.as_ref().map(|s| s.max_batch),
+            max_batch: reported.map(|s| s.max_batch),
             window,
             totals,
             server: self.server_window,
             solo_peak: self.peak,
+            setup_error: self.setup_error.clone(),
         }
     }
 }

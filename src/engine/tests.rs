@@ -20,7 +20,9 @@ use crate::proto::model_metadata_response::TensorMetadata;
 use crate::proto::{ModelConfig, ModelInstanceGroup, ModelMetadataResponse};
 use crate::triton::{ConnectOptions, DurationStat, ModelStats, TritonError};
 use crate::vocab::command::Command;
-use crate::vocab::snapshot::{ConnState, NoticeLevel, Phase, Snapshot, TargetInfo, TargetKind};
+use crate::vocab::snapshot::{
+    ClientBoundReason, ConnState, NoticeLevel, Phase, Snapshot, TargetInfo, TargetKind,
+};
 use crate::vocab::spec::{
     Arrival, CostSpec, InputData, Load, RunSpec, Sla, TargetSpec, TenantSpec,
 };
@@ -224,6 +226,7 @@ fn tenant(model: &str) -> TenantSpec {
         data: InputData::Zero,
         max_in_flight: TenantSpec::DEFAULT_MAX_IN_FLIGHT,
         deadline: TenantSpec::DEFAULT_DEADLINE,
+        inputs: Vec::new(),
     }
 }
 
@@ -239,6 +242,7 @@ fn config(tenants: Vec<TenantSpec>, persistence: Arc<dyn Persistence>) -> Engine
                 gpu: "t4".into(),
                 profile: None,
             },
+            transport: None,
             cost: CostSpec::UsdPerHour(1.0),
             tenants,
         },
@@ -515,4 +519,48 @@ async fn a_stalled_disk_does_not_hold_up_the_ticks() {
     let n = *written.lock().unwrap();
     assert!(n > 1 && n <= 66, "{n} written");
     assert_eq!(fin.recording_error, None);
+}
+
+#[path = "tests/capacity.rs"]
+mod capacity;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generator_that_cannot_keep_its_schedule_is_flagged_client_bound() {
+    // Far more arrivals than one clock thread can dispatch: it falls further behind every tick.
+    let mut starved = tenant("simple");
+    starved.load = Load::Rate {
+        per_s: 50_000_000.0,
+        arrival: Arrival::Constant,
+    };
+    let fake = Fake::serving(&["simple"]);
+    let mut h = start(&fake, config(vec![starved], Arc::new(NoPersistence)));
+    let snap = wait_for(&mut h, |s| {
+        s.tenants[0].window.client_bound.is_some() && s.client.window.is_some()
+    })
+    .await;
+    stop(h).await;
+    let flag = snap.tenants[0]
+        .window
+        .client_bound
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        flag.reasons.contains(&ClientBoundReason::LateSends),
+        "{flag:?}"
+    );
+    assert!(flag.behind_ms > 10.0, "{flag:?}");
+    assert!(
+        flag.short().starts_with("client behind by"),
+        "{}",
+        flag.short()
+    );
+    let run = snap.client.window.clone().unwrap_or_default();
+    assert!(
+        run.reasons.contains(&ClientBoundReason::LateSends),
+        "{run:?}"
+    );
+    // The flag travels with the snapshot, so a recording (and its replay) carries it.
+    let json = serde_json::to_string(&*snap).unwrap_or_default();
+    let back: Snapshot = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.client, snap.client);
+    assert_eq!(back.tenants[0].window.client_bound, Some(flag));
 }

@@ -8,4 +8,4 @@ pub mod driver;
 pub mod tensors;
 
 pub use arrival::ArrivalProcess;
-pub use driver::{Clock, ClosedLoop, TenantShared, send_one};
+pub use driver::{ByteBudget, Clock, ClosedLoop, TenantShared, send_one};

@@ -119,6 +119,26 @@ impl<C: Counter> LatencyHistogram<C> {
         self.hist.count_between(0, us)
     }
 
+    /// Adds every value into `counts`, one entry per bucket of the ascending `bounds_us` plus one
+    /// for values above the last bound, and returns the values' sum in µs. A value counts at or
+    /// below a bound as in [`count_at_or_below`](Self::count_at_or_below): when its 0.1% bucket
+    /// starts at or below it. `counts` shorter than `bounds_us.len() + 1` is grown.
+    pub fn add_to_buckets(&self, bounds_us: &[u64], counts: &mut Vec<u64>) -> f64 {
+        if counts.len() < bounds_us.len() + 1 {
+            counts.resize(bounds_us.len() + 1, 0);
+        }
+        let mut sum_us = 0.0;
+        for v in self.hist.iter_recorded() {
+            let value = v.value_iterated_to();
+            let n = v.count_at_value().as_u64();
+            let low = self.hist.lowest_equivalent(value);
+            let i = bounds_us.partition_point(|b| *b < low);
+            counts[i] += n;
+            sum_us += self.hist.median_equivalent(value) as f64 * n as f64;
+        }
+        sum_us
+    }
+
     /// The latency at a percentile (0–100], or zero for an empty histogram.
     pub fn value_at_percentile(&self, percentile: f64) -> Duration {
         if self.hist.is_empty() {
@@ -266,6 +286,26 @@ mod tests {
         assert_eq!(h.count(), 0);
         assert_eq!(h.saturated(), 0);
         assert_eq!(h.percentiles(), Percentiles::default());
+    }
+
+    #[test]
+    fn buckets_split_at_their_bounds_and_keep_every_value() {
+        let mut h = LatencyHistogram::<u32>::new();
+        for i in 1..=100 {
+            h.record(ms(i));
+        }
+        h.record(Duration::from_secs(7200));
+        let bounds = [10_000, 50_000, 100_000];
+        let mut counts = Vec::new();
+        let sum_us = h.add_to_buckets(&bounds, &mut counts);
+        // ≤ 10 ms, (10, 50], (50, 100], above: the clamped hour
+        assert_eq!(counts, vec![10, 40, 50, 1]);
+        assert_eq!(counts[..2].iter().sum::<u64>(), h.count_at_or_below(ms(50)));
+        let want_us = 5050.0 * 1000.0 + 3_600_000_000.0;
+        assert!((sum_us - want_us).abs() / want_us < 0.001, "{sum_us}");
+        // adding again accumulates
+        h.add_to_buckets(&bounds, &mut counts);
+        assert_eq!(counts, vec![20, 80, 100, 2]);
     }
 
     #[test]

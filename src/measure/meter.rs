@@ -17,10 +17,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::measure::client::{CLIENT_LAG, ClientFigures, LagTrend, assess};
 use crate::measure::histogram::LatencyHistogram;
 use crate::measure::peak::ProbeWindow;
 use crate::measure::window::{Interval, Window, WindowError};
-use crate::vocab::snapshot::{Totals, WindowStats};
+use crate::vocab::snapshot::{LATENCY_BUCKET_BOUNDS_US, LatencyBuckets, Totals, WindowStats};
 use crate::vocab::spec::Sla;
 
 /// A meter that cannot be built from its settings.
@@ -44,6 +45,9 @@ struct Live {
     in_flight: u32,
     /// When the measured period began; `None` while no period has begun.
     measure_from: Option<Instant>,
+    /// The first message seen for each error code, over the whole run: what the server said is
+    /// what the user can act on, and the first one is where the trouble began.
+    first_messages: BTreeMap<String, String>,
 }
 
 impl Live {
@@ -113,6 +117,36 @@ impl TenantRecorder {
         });
     }
 
+    /// As [`Self::record_error`], keeping `message()` when it is the first error of this code. The
+    /// message is built only then, so a storm of one error costs nothing more than counting it.
+    pub fn record_error_message(
+        &self,
+        sent_at: Instant,
+        code: &str,
+        message: impl FnOnce() -> String,
+    ) {
+        self.with(|l| {
+            l.bucket(sent_at).count_error(code);
+            l.in_flight = l.in_flight.saturating_sub(1);
+            if !l.first_messages.contains_key(code) {
+                l.first_messages
+                    .insert(code.to_string(), bounded(message()));
+            }
+        });
+    }
+
+    /// The generator dispatched the arrival intended for `intended` `lag` after that time
+    /// (zero for a closed loop). What happens to it next is recorded as a send or a drop.
+    pub fn record_dispatch(&self, intended: Instant, lag: Duration) {
+        let behind = lag > CLIENT_LAG;
+        self.with(|l| {
+            let i = l.bucket(intended);
+            i.arrivals += 1;
+            i.behind += u64::from(behind);
+            i.lag_max = i.lag_max.max(lag);
+        });
+    }
+
     /// An arrival at `arrived_at` that found the in-flight bound reached and was never sent.
     pub fn record_drop(&self, arrived_at: Instant) {
         self.with(|l| l.bucket(arrived_at).dropped += 1);
@@ -130,19 +164,38 @@ struct Cumulative {
     dropped: u64,
     late: u64,
     ok_within_sla: u64,
+    arrivals: u64,
+    behind: u64,
+    lag_max: Duration,
+    /// The generator was seen falling behind at some tick of the period.
+    fell_behind: bool,
     errors_by_code: BTreeMap<String, u64>,
+    /// Prometheus buckets, fed from each interval once as it is absorbed.
+    latency_buckets: Vec<u64>,
+    latency_sum_us: f64,
+    service_buckets: Vec<u64>,
+    service_sum_us: f64,
 }
 
 impl Cumulative {
     fn absorb(&mut self, i: &Interval) {
         self.latency.merge_from(&i.latency);
         self.service.merge_from(&i.service);
+        self.latency_sum_us += i
+            .latency
+            .add_to_buckets(&LATENCY_BUCKET_BOUNDS_US, &mut self.latency_buckets);
+        self.service_sum_us += i
+            .service
+            .add_to_buckets(&LATENCY_BUCKET_BOUNDS_US, &mut self.service_buckets);
         self.sent += i.sent;
         self.ok += i.ok;
         self.errors += i.errors;
         self.dropped += i.dropped;
         self.late += i.late;
         self.ok_within_sla += i.ok_within_sla;
+        self.arrivals += i.arrivals;
+        self.behind += i.behind;
+        self.lag_max = self.lag_max.max(i.lag_max);
         for (code, n) in &i.error_codes {
             if *n > 0 {
                 *self.errors_by_code.entry(code.to_string()).or_default() += n;
@@ -162,6 +215,21 @@ pub struct TenantMeter {
     totals: Cumulative,
     in_flight: u32,
     last_tick: Instant,
+    lag_trend: LagTrend,
+    /// The latest tick's verdict of [`LagTrend`].
+    falling_behind: bool,
+    /// A copy of the recorders' first message per error code, refreshed at each tick.
+    first_messages: BTreeMap<String, String>,
+}
+
+/// Longest error message kept: a server may send a whole stack trace, and every snapshot carries it.
+const MAX_MESSAGE_CHARS: usize = 500;
+
+fn bounded(message: String) -> String {
+    match message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}…", &message[..cut]),
+        None => message,
+    }
 }
 
 impl TenantMeter {
@@ -190,6 +258,9 @@ impl TenantMeter {
             totals: Cumulative::default(),
             in_flight: 0,
             last_tick: now,
+            first_messages: BTreeMap::new(),
+            lag_trend: LagTrend::default(),
+            falling_behind: false,
         })
     }
 
@@ -235,12 +306,20 @@ impl TenantMeter {
     pub fn tick_elapsed(&mut self, span: Duration) {
         self.spare.clear();
         self.spare_before.clear();
+        let first_messages = &mut self.first_messages;
         self.in_flight = self.recorder.with(|live| {
             std::mem::swap(&mut live.interval, &mut self.spare);
             std::mem::swap(&mut live.before, &mut self.spare_before);
+            // Codes are only ever added, so a count that differs means something new to copy.
+            if live.first_messages.len() != first_messages.len() {
+                first_messages.clone_from(&live.first_messages);
+            }
             live.in_flight
         });
         self.totals.absorb(&self.spare);
+        let lag = self.spare.lag_max.max(self.spare_before.lag_max);
+        self.falling_behind = self.lag_trend.push(lag);
+        self.totals.fell_behind |= self.falling_behind;
         if !self.spare_before.is_empty() {
             self.spare.absorb(&self.spare_before);
         }
@@ -306,7 +385,58 @@ impl TenantMeter {
             dropped: w.dropped,
             late: w.late,
             in_flight: self.in_flight,
+            client_bound: None,
         }
+    }
+
+    /// The client-bound rule's inputs over the window; the caller adds the process's CPU.
+    pub fn window_client(&self) -> ClientFigures {
+        let w = self.window.aggregate();
+        ClientFigures {
+            arrivals: w.arrivals,
+            behind: w.behind,
+            dropped: w.dropped,
+            lag_max: w.lag_max,
+            falling_behind: self.falling_behind,
+            ..ClientFigures::default()
+        }
+    }
+
+    /// The client-bound rule's inputs over the measured period.
+    pub fn totals_client(&self) -> ClientFigures {
+        let t = &self.totals;
+        ClientFigures {
+            arrivals: t.arrivals,
+            behind: t.behind,
+            dropped: t.dropped,
+            lag_max: t.lag_max,
+            falling_behind: t.fell_behind,
+            ..ClientFigures::default()
+        }
+    }
+
+    /// Window figures and measured totals, each with its client-bound verdict, given the
+    /// process's CPU share over each span.
+    pub fn stats_with_client(
+        &self,
+        measured_s: f64,
+        cpu_window: Option<f64>,
+        cpu_measured: Option<f64>,
+        cores: u32,
+    ) -> (WindowStats, Totals) {
+        let mut w = self.window_stats();
+        w.client_bound = assess(&ClientFigures {
+            cpu_share: cpu_window,
+            cores,
+            ..self.window_client()
+        });
+        let mut t = self.totals(measured_s);
+        t.client_bound = assess(&ClientFigures {
+            cpu_share: cpu_measured,
+            cores,
+            ..self.totals_client()
+        });
+        (w, t)
     }
 
     /// Forgets the window's data (a probe does this after changing the rate, so the next window
@@ -333,6 +463,11 @@ impl TenantMeter {
         }
     }
 
+    /// The first message seen for each error code, over the whole run (warm-up included).
+    pub fn first_messages(&self) -> &BTreeMap<String, String> {
+        &self.first_messages
+    }
+
     /// The run's figures since the measured period began (`start_measuring`), over `measured_s` seconds.
     pub fn totals(&self, measured_s: f64) -> Totals {
         let t = &self.totals;
@@ -352,6 +487,13 @@ impl TenantMeter {
             dropped: t.dropped,
             late: t.late,
             errors_by_code: t.errors_by_code.clone(),
+            // The message of each code counted here, even when it was first seen in warm-up.
+            first_error_by_code: self
+                .first_messages
+                .iter()
+                .filter(|(code, _)| t.errors_by_code.contains_key(*code))
+                .map(|(code, message)| (code.clone(), message.clone()))
+                .collect(),
             latency_ms: t.latency.percentiles(),
             service_latency_ms: t.service.percentiles(),
             attainment: verdict.attainment,
@@ -360,6 +502,16 @@ impl TenantMeter {
             goodput_per_s: per_s(t.ok_within_sla, measured_s),
             // Server-side figures come from the server's statistics, not from this meter.
             server: None,
+            ok_within_sla: t.ok_within_sla,
+            latency_buckets: LatencyBuckets {
+                counts: t.latency_buckets.clone(),
+                sum_ms: t.latency_sum_us / 1000.0,
+            },
+            service_latency_buckets: LatencyBuckets {
+                counts: t.service_buckets.clone(),
+                sum_ms: t.service_sum_us / 1000.0,
+            },
+            client_bound: None,
         }
     }
 }
@@ -418,6 +570,7 @@ fn per_s(count: u64, seconds: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vocab::snapshot::ClientBoundReason;
 
     const TICK: Duration = Duration::from_millis(250);
 
@@ -481,6 +634,11 @@ mod tests {
         m.tick_elapsed(TICK);
         let t = m.totals(0.25);
         assert_eq!((t.sent, t.ok, t.errors, t.dropped, t.late), (4, 3, 0, 0, 1));
+        // The Prometheus buckets count exactly the measured completions.
+        assert_eq!(t.latency_buckets.counts.iter().sum::<u64>(), t.ok);
+        assert_eq!(t.service_latency_buckets.counts.iter().sum::<u64>(), t.ok);
+        assert_eq!(t.ok_within_sla, 3);
+        assert!((t.latency_buckets.sum_ms - 15.0).abs() < 0.1);
         assert!(t.ok + t.errors <= t.sent);
         assert!((t.achieved_per_s - 12.0).abs() < 1e-9);
         // Only measured requests in the totals' latencies: none of the 3.5 s stalls.
@@ -654,6 +812,46 @@ mod tests {
         assert_eq!(m.probe_window().achieved_per_s, 0.0);
         // totals are not the window's: clearing the window keeps them
         assert_eq!(m.totals(1.0).ok, 100);
+    }
+
+    #[test]
+    fn a_generator_that_falls_behind_is_flagged_in_window_and_totals() {
+        let mut m = meter(1);
+        m.start_measuring(Instant::now());
+        let rec = m.recorder();
+        // On time: 100 arrivals a tick, the worst 2 ms late.
+        for _ in 0..4 {
+            for i in 0..100 {
+                rec.record_dispatch(at(), ms(i % 3));
+            }
+            m.tick_elapsed(TICK);
+        }
+        let (w, t) = m.stats_with_client(1.0, Some(0.3), Some(0.3), 2);
+        assert_eq!((w.client_bound, t.client_bound), (None, None));
+        // Then every arrival later than the one before, tick after tick.
+        for k in 1..=4 {
+            for i in 0..100 {
+                rec.record_dispatch(at(), ms(10 * k + i / 10));
+            }
+            m.tick_elapsed(TICK);
+        }
+        let (w, t) = m.stats_with_client(2.0, Some(0.3), Some(0.3), 2);
+        let w = w.client_bound.expect("window flagged");
+        assert_eq!(
+            w.reasons,
+            vec![
+                ClientBoundReason::LateSends,
+                ClientBoundReason::FallingBehind
+            ]
+        );
+        assert_eq!(w.behind_ms, 49.0);
+        let t = t.client_bound.expect("totals flagged");
+        assert!(t.reasons.contains(&ClientBoundReason::FallingBehind));
+        assert!(
+            (t.late_share - 390.0 / 800.0).abs() < 1e-9,
+            "{}",
+            t.late_share
+        );
     }
 
     #[test]

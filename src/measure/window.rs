@@ -29,6 +29,12 @@ pub struct Interval {
     pub late: u64,
     /// Successful completions whose latency from intended send met the SLA latency.
     pub ok_within_sla: u64,
+    /// Arrivals the generator dispatched (sent at once, queued for a slot, or dropped).
+    pub arrivals: u64,
+    /// Arrivals dispatched more than [`crate::measure::client::CLIENT_LAG`] behind schedule.
+    pub behind: u64,
+    /// The most any arrival was dispatched behind its intended time.
+    pub lag_max: Duration,
     /// Errors by status name; entries are kept (at zero) across resets so a code allocates once.
     pub error_codes: Vec<(Box<str>, u64)>,
     /// Wall time covered.
@@ -56,6 +62,9 @@ impl Interval {
         self.dropped += other.dropped;
         self.late += other.late;
         self.ok_within_sla += other.ok_within_sla;
+        self.arrivals += other.arrivals;
+        self.behind += other.behind;
+        self.lag_max = self.lag_max.max(other.lag_max);
         for (code, n) in &other.error_codes {
             if *n == 0 {
                 continue;
@@ -78,6 +87,9 @@ impl Interval {
         self.dropped = self.dropped.saturating_sub(other.dropped);
         self.late = self.late.saturating_sub(other.late);
         self.ok_within_sla = self.ok_within_sla.saturating_sub(other.ok_within_sla);
+        self.arrivals = self.arrivals.saturating_sub(other.arrivals);
+        self.behind = self.behind.saturating_sub(other.behind);
+        // A maximum cannot be subtracted: the window recomputes it from the slots it keeps.
         for (code, n) in &other.error_codes {
             if let Some((_, m)) = self.error_codes.iter_mut().find(|(c, _)| c == code) {
                 *m = m.saturating_sub(*n);
@@ -90,7 +102,12 @@ impl Interval {
 
     /// Nothing recorded (span and ticks aside).
     pub(crate) fn is_empty(&self) -> bool {
-        self.sent == 0 && self.ok == 0 && self.errors == 0 && self.dropped == 0 && self.late == 0
+        self.sent == 0
+            && self.ok == 0
+            && self.errors == 0
+            && self.dropped == 0
+            && self.late == 0
+            && self.arrivals == 0
     }
 
     /// Zeroes everything, keeping allocations (and error-code names).
@@ -103,6 +120,9 @@ impl Interval {
         self.dropped = 0;
         self.late = 0;
         self.ok_within_sla = 0;
+        self.arrivals = 0;
+        self.behind = 0;
+        self.lag_max = Duration::ZERO;
         for (_, n) in &mut self.error_codes {
             *n = 0;
         }
@@ -199,17 +219,26 @@ impl Window {
     /// Drops oldest slots until the window spans at most its length in ticks.
     fn evict(&mut self) {
         let mut consistent = true;
+        let mut evicted = false;
         while self.aggregate.ticks > self.geometry.window_ticks {
             let Some(old) = self.slots.pop_front() else {
                 break;
             };
             consistent &= self.aggregate.remove(&old);
+            evicted = true;
             if self.free.is_empty() {
                 self.free.push(old);
             }
         }
         if !consistent {
             self.rebuild();
+        } else if evicted {
+            self.aggregate.lag_max = self
+                .slots
+                .iter()
+                .map(|s| s.lag_max)
+                .max()
+                .unwrap_or(Duration::ZERO);
         }
     }
 
@@ -326,6 +355,25 @@ mod tests {
         w.push(&interval(1, 1));
         assert_eq!(w.aggregate().errors, 0);
         assert!(w.aggregate().error_codes.iter().all(|(_, n)| *n == 0));
+    }
+
+    #[test]
+    fn the_worst_lag_leaves_the_window_with_its_slot() {
+        let mut w = Window::new(Duration::from_millis(500), TICK).unwrap();
+        let mut slow = interval(1, 1);
+        slow.lag_max = Duration::from_millis(40);
+        slow.arrivals = 10;
+        slow.behind = 4;
+        let mut quick = interval(1, 1);
+        quick.lag_max = Duration::from_millis(2);
+        quick.arrivals = 10;
+        w.push(&slow);
+        w.push(&quick);
+        assert_eq!(w.aggregate().lag_max, Duration::from_millis(40));
+        assert_eq!((w.aggregate().arrivals, w.aggregate().behind), (20, 4));
+        w.push(&quick);
+        assert_eq!(w.aggregate().lag_max, Duration::from_millis(2));
+        assert_eq!((w.aggregate().arrivals, w.aggregate().behind), (20, 0));
     }
 
     #[test]

@@ -3,11 +3,15 @@
 //! All three are views of one [`RunResult`], built from the final snapshot so that the headless
 //! report and the dashboard can never disagree about a figure.
 
+mod capacity;
+
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::vocab::snapshot::{CostView, PeakKind, Percentiles, Snapshot, TargetKind};
+pub use capacity::{CapacityBlock, CapacityTenant};
+
+use crate::vocab::snapshot::{ClientBound, CostView, PeakKind, Percentiles, Snapshot, TargetKind};
 use crate::vocab::spec::Load;
 
 pub const SCHEMA: &str = "perseus.run.v1";
@@ -21,6 +25,13 @@ pub struct RunResult {
     pub tenants: Vec<TenantBlock>,
     pub gpu: Option<GpuBlock>,
     pub cost: Option<CostBlock>,
+    /// How far the mix could grow, and the savings there (absent where no capacity was sought).
+    #[serde(default)]
+    pub capacity: Option<CapacityBlock>,
+    /// Set when the load generator was the bottleneck over the measured period (any tenant, or
+    /// the process out of CPU): the latencies then measure the client machine.
+    #[serde(default)]
+    pub client_bound: Option<ClientBound>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +56,8 @@ pub struct TenantBlock {
     pub ok: u64,
     pub errors: u64,
     pub errors_by_code: std::collections::BTreeMap<String, u64>,
+    /// The first message of each code in `errors_by_code`.
+    pub first_error_by_code: std::collections::BTreeMap<String, String>,
     pub dropped: u64,
     pub late: u64,
     /// From the intended send time.
@@ -57,6 +70,9 @@ pub struct TenantBlock {
     pub goodput: f64,
     pub solo_peak: Option<f64>,
     pub solo_peak_kind: String,
+    /// Set when the generator could not keep this tenant's schedule over the measured period.
+    #[serde(default)]
+    pub client_bound: Option<ClientBound>,
 }
 
 /// Mean server-side time per request, in milliseconds.
@@ -101,8 +117,6 @@ pub struct CostBlock {
     pub goodput_usd_per_million: Option<f64>,
     pub dedicated_equivalents: Option<f64>,
     pub dedicated_instances: Option<u32>,
-    pub savings_vs_dedicated_pct: Option<f64>,
-    pub savings_vs_timeslicing_pct: Option<f64>,
     pub monthly_usd: f64,
 }
 
@@ -116,8 +130,6 @@ impl From<CostView> for CostBlock {
             goodput_usd_per_million: v.goodput_usd_per_million,
             dedicated_equivalents: v.dedicated_equivalents,
             dedicated_instances: v.dedicated_instances,
-            savings_vs_dedicated_pct: v.savings_vs_dedicated_pct,
-            savings_vs_timeslicing_pct: v.savings_vs_timeslicing_pct,
             monthly_usd: v.monthly_usd,
         }
     }
@@ -185,6 +197,8 @@ pub fn run_result(
         tenants,
         gpu,
         cost,
+        capacity: snap.capacity.as_ref().map(CapacityBlock::from),
+        client_bound: snap.client.totals.clone(),
     }
 }
 
@@ -204,6 +218,7 @@ fn tenant_block(t: &crate::vocab::snapshot::TenantView) -> TenantBlock {
         ok: tot.ok,
         errors: tot.errors,
         errors_by_code: tot.errors_by_code.clone(),
+        first_error_by_code: tot.first_error_by_code.clone(),
         dropped: tot.dropped,
         late: tot.late,
         latency_ms: tot.latency_ms,
@@ -229,12 +244,22 @@ fn tenant_block(t: &crate::vocab::snapshot::TenantView) -> TenantBlock {
             PeakKind::Unknown => "unknown",
         }
         .to_string(),
+        client_bound: tot.client_bound.clone(),
     }
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map(|v| format!("{v:.digits$}"))
         .unwrap_or_else(|| "–".into())
+}
+
+/// A latency percentile for the table, "–" for a tenant with no successful request to measure.
+fn latency(t: &TenantBlock, ms: f64) -> String {
+    if t.ok > 0 {
+        format!("{ms:.2}")
+    } else {
+        "–".into()
+    }
 }
 
 /// The summary table printed on stdout at the end of `perseus run`.
@@ -283,13 +308,13 @@ pub fn table(r: &RunResult) -> String {
         );
         let _ = writeln!(
             out,
-            "{:<16} {:>9} {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>8} {:>14} {:>8} {:>7} {:>6} {:>6}",
+            "{:<16} {:>9} {:>9.1} {:>8} {:>8} {:>8} {:>8} {:>14} {:>8} {:>7} {:>6} {:>6}",
             t.model,
             target,
             t.achieved_rate,
-            t.latency_ms.p50,
-            t.latency_ms.p95,
-            t.latency_ms.p99,
+            latency(t, t.latency_ms.p50),
+            latency(t, t.latency_ms.p95),
+            latency(t, t.latency_ms.p99),
             opt(t.server_ms.map(|s| s.queue), 2),
             sla,
             t.sla
@@ -301,6 +326,7 @@ pub fn table(r: &RunResult) -> String {
             t.late
         );
     }
+    write_client_bound(&mut out, r);
     if let Some(g) = &r.gpu {
         let _ = writeln!(
             out,
@@ -334,16 +360,50 @@ pub fn table(r: &RunResult) -> String {
         );
         let _ = writeln!(
             out,
-            "Dedicated equivalents {} · dedicated GPUs {} · savings vs dedicated {}% · vs time-slicing {}%",
+            "At the operating point: dedicated equivalents {} · dedicated GPUs {}",
             opt(c.dedicated_equivalents, 3),
             c.dedicated_instances
                 .map(|n| n.to_string())
                 .unwrap_or_else(|| "–".into()),
-            opt(c.savings_vs_dedicated_pct, 1),
-            opt(c.savings_vs_timeslicing_pct, 1)
         );
     }
+    if let Some(c) = &r.capacity {
+        let _ = writeln!(out, "{}", capacity::summary_line(c));
+    }
     out
+}
+
+/// The warning that the load generator was the bottleneck, per tenant and for the process.
+fn write_client_bound(out: &mut String, r: &RunResult) {
+    let Some(run) = &r.client_bound else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "warning: the load generator was the bottleneck ({}): these latencies measure this \
+         machine, not the GPU",
+        run.reason_names()
+    );
+    for t in &r.tenants {
+        if let Some(f) = &t.client_bound {
+            let _ = writeln!(
+                out,
+                "  {}: {} ({:.1}% of arrivals late, {:.1}% dropped)",
+                t.model,
+                f.short(),
+                f.late_share * 100.0,
+                f.dropped_share * 100.0
+            );
+        }
+    }
+    if let Some(cpu) = run.cpu_share {
+        let _ = writeln!(
+            out,
+            "  process CPU {:.0}% of {} cores",
+            cpu * 100.0,
+            run.cores
+        );
+    }
 }
 
 /// One tenant of a run in the `--csv` output; field order is column order, so the header is
@@ -378,6 +438,8 @@ struct CsvRow<'a> {
     sla_met: Option<bool>,
     goodput: f64,
     solo_peak: Option<f64>,
+    /// The client-bound reasons, `;`-separated; empty when the generator kept its schedule.
+    client_bound: String,
 }
 
 impl<'a> CsvRow<'a> {
@@ -411,6 +473,14 @@ impl<'a> CsvRow<'a> {
             sla_met: t.sla.met,
             goodput: t.goodput,
             solo_peak: t.solo_peak,
+            client_bound: t
+                .client_bound
+                .as_ref()
+                .map(|f| {
+                    let names: Vec<&str> = f.reasons.iter().map(|r| r.name()).collect();
+                    names.join(";")
+                })
+                .unwrap_or_default(),
         }
     }
 }
@@ -443,6 +513,7 @@ mod tests {
             ok: 1495,
             errors: 0,
             errors_by_code: Default::default(),
+            first_error_by_code: Default::default(),
             dropped: 0,
             late: 0,
             latency_ms: Percentiles::default(),
@@ -458,6 +529,7 @@ mod tests {
             goodput: 149.0,
             solo_peak: None,
             solo_peak_kind: "unknown".to_string(),
+            client_bound: None,
         }
     }
 
@@ -474,13 +546,15 @@ mod tests {
             tenants,
             gpu: None,
             cost: None,
+            capacity: None,
+            client_bound: None,
         }
     }
 
     const COLUMNS: &str = "session,model,arrival,target_rate,concurrency,achieved_rate,sent,ok,\
         errors,dropped,late,mean_ms,p50_ms,p90_ms,p95_ms,p99_ms,max_ms,service_p50_ms,\
         service_p99_ms,server_queue_ms,server_compute_infer_ms,avg_batch,sla_latency_ms,\
-        sla_percentile,attainment,sla_met,goodput,solo_peak";
+        sla_percentile,attainment,sla_met,goodput,solo_peak,client_bound";
 
     #[test]
     fn the_csv_header_is_the_documented_one_and_cells_are_quoted() {
@@ -494,8 +568,47 @@ mod tests {
             lines[2]
         );
         // Unknown figures are empty cells, never zero.
-        assert!(lines[1].ends_with(",0.999,true,149.0,"), "{}", lines[1]);
+        assert!(lines[1].ends_with(",0.999,true,149.0,,"), "{}", lines[1]);
         // No tenants: still the header.
         assert_eq!(csv(&result(Vec::new())).unwrap(), format!("{COLUMNS}\n"));
+    }
+
+    #[test]
+    fn a_client_bound_run_says_so_in_table_csv_and_json() {
+        use crate::vocab::snapshot::ClientBoundReason;
+        let flag = ClientBound {
+            reasons: vec![ClientBoundReason::LateSends],
+            behind_ms: 12.0,
+            late_share: 0.2,
+            dropped_share: 0.0,
+            cpu_share: Some(0.55),
+            cores: 2,
+        };
+        let mut bound = tenant("resnet50");
+        bound.late = 300;
+        bound.client_bound = Some(flag.clone());
+        let mut r = result(vec![bound, tenant("mobilenet_v2")]);
+        r.client_bound = Some(flag);
+        let table = table(&r);
+        assert!(
+            table.contains("warning: the load generator was the bottleneck (late sends)"),
+            "{table}"
+        );
+        assert!(
+            table.contains("resnet50: client behind by 12 ms (20.0% of arrivals late"),
+            "{table}"
+        );
+        assert!(!table.contains("mobilenet_v2: client"), "{table}");
+        let text = csv(&r).unwrap();
+        assert!(
+            text.lines().nth(1).unwrap_or("").ends_with(",late sends"),
+            "{text}"
+        );
+        let json: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["client_bound"]["reasons"][0], "late_sends");
+        assert_eq!(json["tenants"][0]["client_bound"]["behind_ms"], 12.0);
+        assert!(json["tenants"][1]["client_bound"].is_null());
+        // A light run has no warning.
+        assert!(!super::table(&result(vec![tenant("a")])).contains("warning"));
     }
 }

@@ -10,6 +10,7 @@
 
 mod config;
 mod export;
+mod inputs;
 pub mod limits;
 mod parse;
 mod printable;
@@ -24,7 +25,7 @@ pub use config::{
     sessions_dir,
 };
 pub use export::{csv_header_of, export_csv};
-pub use parse::{AnyModel, ModelLookup, StaticModels, load_session, parse_session};
+pub use parse::{AnyModel, ModelLookup, StaticModels, is_loopback, load_session, parse_session};
 pub use printable::printable;
 pub use recording::{
     Damage, RECORDING_SCHEMA, Recorder, Recording, RecordingError, RecordingHeader, RecordingIndex,

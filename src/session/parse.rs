@@ -20,7 +20,7 @@ use toml::de::{DeTable, DeValue};
 use super::limits;
 use super::spanned::{Doc, Field, Result, SessionError, Table, did_you_mean};
 use super::tenant::parse_tenant;
-use crate::vocab::spec::{CostSpec, RunSpec, TargetSpec, TlsSpec};
+use crate::vocab::spec::{CostSpec, RunSpec, TargetSpec, TlsSpec, Transport};
 
 /// What the target can serve, so a session naming a model it lacks fails at load with a
 /// suggestion instead of at the first request.
@@ -132,12 +132,15 @@ pub fn parse_session(text: &str, file: &Path, models: &dyn ModelLookup) -> Resul
         .unwrap_or(RunSpec::DEFAULT_WINDOW);
     let tick = parse_tick(&doc, &root, window, models)?;
 
-    let target = match root.get("target") {
+    let (target, transport) = match root.get("target") {
         Some(f) => parse_target(&doc, f, base, models)?,
-        None => TargetSpec::Emulated {
-            gpu: "t4".to_string(),
-            profile: None,
-        },
+        None => (
+            TargetSpec::Emulated {
+                gpu: "t4".to_string(),
+                profile: None,
+            },
+            None,
+        ),
     };
     let cost = match root.get("cost") {
         Some(f) => parse_cost(&doc, f, models)?,
@@ -181,6 +184,7 @@ pub fn parse_session(text: &str, file: &Path, models: &dyn ModelLookup) -> Resul
         window,
         tick,
         target,
+        transport,
         cost,
         tenants,
     })
@@ -296,13 +300,33 @@ fn parse_target(
     f: Field<'_, '_, '_>,
     base: &Path,
     models: &dyn ModelLookup,
-) -> Result<TargetSpec> {
+) -> Result<(TargetSpec, Option<Transport>)> {
     let t = Table::new(
         doc,
         f.key.to_string(),
         f.table("a [target] table")?,
-        &["emulate", "profile", "triton", "metrics", "gpu", "tls"],
+        &[
+            "emulate",
+            "profile",
+            "triton",
+            "metrics",
+            "gpu",
+            "tls",
+            "transport",
+        ],
     )?;
+    let transport = match t.get("transport") {
+        Some(f) => Some(match f.str("\"grpc\" or \"shm\"")? {
+            "grpc" => (Transport::Grpc, f),
+            "shm" => (Transport::Shm, f),
+            other => {
+                return Err(f.fail(format!(
+                    "expected \"grpc\" or \"shm\" (system shared memory), found '{other}'"
+                )));
+            }
+        }),
+        None => None,
+    };
     if let Some(triton) = t.get("triton") {
         if t.get("emulate").is_some() {
             return Err(triton.fail(
@@ -314,6 +338,14 @@ fn parse_target(
         }
         let address = nonempty(&triton, "a gRPC address such as 'localhost:8001'")?;
         check_address(&triton, address)?;
+        if let Some((Transport::Shm, f)) = &transport
+            && !is_loopback(address)
+        {
+            return Err(f.fail(format!(
+                "shared memory needs the server on this machine (a loopback address such as \
+                 'localhost:8001'); '{address}' is not one"
+            )));
+        }
         let metrics = match t.get("metrics") {
             Some(m) => {
                 let url = nonempty(&m, "a metrics URL such as 'http://localhost:8002/metrics'")?;
@@ -337,12 +369,15 @@ fn parse_target(
             Some(f) => Some(parse_tls(doc, f, base)?),
             None => None,
         };
-        return Ok(TargetSpec::Triton {
-            address: address.to_string(),
-            metrics,
-            gpu,
-            tls,
-        });
+        return Ok((
+            TargetSpec::Triton {
+                address: address.to_string(),
+                metrics,
+                gpu,
+                tls,
+            },
+            transport.map(|(t, _)| t),
+        ));
     }
     for key in ["metrics", "gpu", "tls"] {
         if let Some(f) = t.get(key) {
@@ -372,7 +407,24 @@ fn parse_target(
         }
         None => None,
     };
-    Ok(TargetSpec::Emulated { gpu, profile })
+    Ok((
+        TargetSpec::Emulated { gpu, profile },
+        transport.map(|(t, _)| t),
+    ))
+}
+
+/// Whether `host:port` names this machine, so that shared memory can reach the server.
+pub fn is_loopback(address: &str) -> bool {
+    let address = address
+        .trim()
+        .trim_start_matches("http://")
+        .trim_start_matches("https://");
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn check_address(f: &Field<'_, '_, '_>, address: &str) -> Result<()> {

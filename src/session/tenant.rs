@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use toml::de::DeValue;
 
+use super::inputs::parse_inputs;
 use super::limits;
 use super::parse::{absolute, choose, nonempty, opt_duration};
 use super::spanned::{Doc, Field, Result, SessionError, Table, did_you_mean};
@@ -39,6 +40,7 @@ const TENANT_KEYS: &[&str] = &[
     "data",
     "max_in_flight",
     "deadline",
+    "inputs",
 ];
 
 pub(super) fn parse_tenant(
@@ -108,6 +110,10 @@ pub(super) fn parse_tenant(
         Some(d) => d.duration(limits::MAX_DEADLINE)?,
         None => TenantSpec::DEFAULT_DEADLINE,
     };
+    let inputs = match t.get("inputs") {
+        Some(i) => parse_inputs(doc, i)?,
+        None => Vec::new(),
+    };
     Ok(TenantSpec {
         model,
         load,
@@ -118,6 +124,7 @@ pub(super) fn parse_tenant(
         data,
         max_in_flight,
         deadline,
+        inputs,
     })
 }
 

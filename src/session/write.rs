@@ -97,6 +97,9 @@ fn write_spec(out: &mut String, spec: &RunSpec) -> std::fmt::Result {
             }
         }
     }
+    if let Some(t) = spec.transport {
+        writeln!(out, "transport = {}", quote(t.label()))?;
+    }
 
     writeln!(out, "\n[cost]")?;
     match &spec.cost {
@@ -170,6 +173,22 @@ fn write_tenant(out: &mut String, t: &TenantSpec) -> std::fmt::Result {
     writeln!(out, "data = \"{data}\"")?;
     writeln!(out, "max_in_flight = {}", t.max_in_flight)?;
     writeln!(out, "deadline = {}", duration(t.deadline))?;
+    if !t.inputs.is_empty() {
+        let inputs: Vec<String> = t
+            .inputs
+            .iter()
+            .map(|i| {
+                let dims: Vec<String> = i.shape.iter().map(i64::to_string).collect();
+                format!(
+                    "{{ name = {}, datatype = {}, shape = [{}] }}",
+                    quote(&i.name),
+                    quote(&i.datatype),
+                    dims.join(", ")
+                )
+            })
+            .collect();
+        writeln!(out, "inputs = [{}]", inputs.join(", "))?;
+    }
     Ok(())
 }
 

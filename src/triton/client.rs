@@ -1,10 +1,12 @@
 //! The typed gRPC client: one HTTP/2 connection per [`TritonClient`], cheap to clone and share.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
 
+use super::capabilities::{Capabilities, Extension};
 use super::error::{Direction, Limits, TritonError, error_chain};
 use super::stats::ModelStats;
 use crate::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
@@ -16,12 +18,20 @@ use crate::proto::{
     ServerLiveRequest, ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest,
     repository_index_response::ModelIndex,
 };
-use crate::vocab::spec::TlsSpec;
+use crate::vocab::spec::{TlsSpec, Transport};
 
 /// Default cap on a response: room for a batch of large CNN outputs, far below what would hurt.
 pub const DEFAULT_MAX_DECODE_BYTES: usize = 64 * 1024 * 1024;
 /// Default cap on a request: a batch of 64 FP32 224×224 images is ~38 MiB.
 pub const DEFAULT_MAX_ENCODE_BYTES: usize = 64 * 1024 * 1024;
+
+/// HTTP/2 flow-control windows and frame size for megabyte tensors: with the protocol's defaults
+/// (64 KiB windows, 16 KiB frames) one 0.6 MB image takes dozens of frames and window updates each
+/// way, and the syscalls and wake-ups for them cost more CPU than the bytes.
+pub const STREAM_WINDOW_BYTES: u32 = 8 << 20;
+pub const CONNECTION_WINDOW_BYTES: u32 = 64 << 20;
+/// HTTP/2's largest frame is 2^24 − 1 bytes; 1 MiB holds a CNN image in one frame.
+pub const MAX_FRAME_BYTES: u32 = 1 << 20;
 
 /// How to reach a Triton server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +49,11 @@ pub struct ConnectOptions {
     pub max_decode_bytes: usize,
     /// Largest request sent; a larger one fails locally without touching the network.
     pub max_encode_bytes: usize,
+    /// How the tenants' requests carry their tensors (shared memory only to a server on this machine).
+    pub transport: Transport,
+    /// The send path as first shipped: HTTP/2's default windows and frames, and each request encoded
+    /// afresh. Kept so that the client-cost benchmark measures what the current path saves.
+    pub legacy_grpc: bool,
 }
 
 impl ConnectOptions {
@@ -52,6 +67,8 @@ impl ConnectOptions {
             tls: None,
             max_decode_bytes: DEFAULT_MAX_DECODE_BYTES,
             max_encode_bytes: DEFAULT_MAX_ENCODE_BYTES,
+            transport: Transport::Grpc,
+            legacy_grpc: false,
         }
     }
 
@@ -92,15 +109,27 @@ impl From<&TlsSpec> for TlsOptions {
 #[derive(Debug, Clone)]
 pub struct TritonClient {
     inner: GrpcInferenceServiceClient<Channel>,
+    /// The same connection, for calls that bypass the generated client ([`super::PreparedRequest`]).
+    channel: Channel,
     address: String,
     request_timeout: Option<Duration>,
     limits: Limits,
+    legacy_grpc: bool,
+    /// What this server offers beyond the KServe-v2 core, shared by the clients of one pool.
+    caps: Arc<Capabilities>,
 }
 
 impl TritonClient {
     /// Connects now, failing with [`TritonError::ConnectTimeout`] or [`TritonError::Connect`] if the
     /// server cannot be reached within the connect timeout.
     pub async fn connect(opts: &ConnectOptions) -> Result<Self, TritonError> {
+        Self::connect_sharing(opts, Arc::default()).await
+    }
+
+    async fn connect_sharing(
+        opts: &ConnectOptions,
+        caps: Arc<Capabilities>,
+    ) -> Result<Self, TritonError> {
         let endpoint = endpoint(opts)?;
         let channel = match tokio::time::timeout(opts.connect_timeout, endpoint.connect()).await {
             Ok(Ok(channel)) => channel,
@@ -117,34 +146,59 @@ impl TritonClient {
                 });
             }
         };
-        Ok(Self::with_channel(channel, opts))
+        Ok(Self::with_channel(channel, opts, caps))
     }
 
     /// A client that connects on its first call (and reconnects after a failure), so a server that is
     /// absent at start surfaces as `UNAVAILABLE` calls rather than a startup error. Fails only on bad
     /// settings.
     pub fn connect_lazy(opts: &ConnectOptions) -> Result<Self, TritonError> {
-        Ok(Self::with_channel(endpoint(opts)?.connect_lazy(), opts))
+        Ok(Self::with_channel(
+            endpoint(opts)?.connect_lazy(),
+            opts,
+            Arc::default(),
+        ))
     }
 
     /// `n` clients (at least one) on as many separate HTTP/2 connections, so that a load generator is
     /// not limited by one connection's stream concurrency and flow-control window. Connects them all
     /// now and fails if any cannot connect.
     pub async fn pool(opts: &ConnectOptions, n: usize) -> Result<Vec<Self>, TritonError> {
-        let connects = (0..n.max(1)).map(|_| Self::connect(opts));
+        let caps = Arc::<Capabilities>::default();
+        let connects = (0..n.max(1)).map(|_| Self::connect_sharing(opts, Arc::clone(&caps)));
         futures::future::try_join_all(connects).await
     }
 
-    fn with_channel(channel: Channel, opts: &ConnectOptions) -> Self {
-        let inner = GrpcInferenceServiceClient::new(channel)
+    fn with_channel(channel: Channel, opts: &ConnectOptions, caps: Arc<Capabilities>) -> Self {
+        let inner = GrpcInferenceServiceClient::new(channel.clone())
             .max_decoding_message_size(opts.max_decode_bytes)
             .max_encoding_message_size(opts.max_encode_bytes);
         Self {
             inner,
+            channel,
             address: opts.address.clone(),
             request_timeout: opts.request_timeout,
             limits: opts.limits(),
+            legacy_grpc: opts.legacy_grpc,
+            caps,
         }
+    }
+
+    pub(super) fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    pub(super) fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub(super) fn legacy_grpc(&self) -> bool {
+        self.legacy_grpc
+    }
+
+    /// Which of Triton's extensions the server offers, as far as this client has found out.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
     }
 
     /// The address this client was built for, as given.
@@ -166,12 +220,16 @@ impl TritonClient {
         Ok(response.await?.ready)
     }
 
-    /// Server name, version and the protocol extensions it supports (`model_repository`, …).
+    /// Server name, version and the protocol extensions it supports (`model_repository`, …);
+    /// the list is remembered in [`Self::capabilities`].
     pub async fn server_metadata(&self) -> Result<ServerMetadataResponse, TritonError> {
-        self.call(ServerMetadataRequest {}, None, |mut c, r| async move {
-            c.server_metadata(r).await
-        })
-        .await
+        let metadata = self
+            .call(ServerMetadataRequest {}, None, |mut c, r| async move {
+                c.server_metadata(r).await
+            })
+            .await?;
+        self.caps.learn_from_metadata(&metadata.extensions);
+        Ok(metadata)
     }
 
     /// Whether `name` can serve requests; an empty `version` means the server's choice.
@@ -215,9 +273,10 @@ impl TritonClient {
             version: version.to_owned(),
         };
         let response = self
-            .call(
+            .extension_call(
+                Extension::ModelConfiguration,
+                "ModelConfig",
                 request,
-                None,
                 |mut c, r| async move { c.model_config(r).await },
             )
             .await?;
@@ -261,9 +320,12 @@ impl TritonClient {
             version: String::new(),
         };
         let response = self
-            .call(request, None, |mut c, r| async move {
-                c.model_statistics(r).await
-            })
+            .extension_call(
+                Extension::Statistics,
+                "ModelStatistics",
+                request,
+                |mut c, r| async move { c.model_statistics(r).await },
+            )
             .await?;
         Ok(response
             .model_stats
@@ -279,9 +341,12 @@ impl TritonClient {
             ready: ready_only,
         };
         let response = self
-            .call(request, None, |mut c, r| async move {
-                c.repository_index(r).await
-            })
+            .extension_call(
+                Extension::ModelRepository,
+                "RepositoryIndex",
+                request,
+                |mut c, r| async move { c.repository_index(r).await },
+            )
             .await?;
         Ok(response.models)
     }
@@ -304,9 +369,12 @@ impl TritonClient {
                 parameter(ParameterChoice::StringParam(config.to_owned())),
             );
         }
-        self.call(request, None, |mut c, r| async move {
-            c.repository_model_load(r).await
-        })
+        self.extension_call(
+            Extension::ModelRepository,
+            "RepositoryModelLoad",
+            request,
+            |mut c, r| async move { c.repository_model_load(r).await },
+        )
         .await?;
         Ok(())
     }
@@ -327,9 +395,12 @@ impl TritonClient {
             "unload_dependents".to_owned(),
             parameter(ParameterChoice::BoolParam(unload_dependents)),
         );
-        self.call(request, None, |mut c, r| async move {
-            c.repository_model_unload(r).await
-        })
+        self.extension_call(
+            Extension::ModelRepository,
+            "RepositoryModelUnload",
+            request,
+            |mut c, r| async move { c.repository_model_unload(r).await },
+        )
         .await?;
         Ok(())
     }
@@ -337,7 +408,7 @@ impl TritonClient {
     /// Sends one unary call with a deadline (the call's own, else the client's default) and turns a
     /// failure into a [`TritonError`]. The generated client needs `&mut self`; cloning it only clones
     /// the channel handle.
-    async fn call<Req, Resp, F, Fut>(
+    pub(super) async fn call<Req, Resp, F, Fut>(
         &self,
         message: Req,
         timeout: Option<Duration>,
@@ -371,6 +442,49 @@ impl TritonClient {
     }
 }
 
+impl TritonClient {
+    /// A call to one of Triton's extensions: refused locally once the server is known to lack it,
+    /// and an `UNIMPLEMENTED` answer is remembered as "lacks it" (any other answer as "has it").
+    async fn extension_call<Req, Resp, F, Fut>(
+        &self,
+        extension: Extension,
+        rpc: &'static str,
+        message: Req,
+        send: F,
+    ) -> Result<Resp, TritonError>
+    where
+        Req: prost::Message,
+        F: FnOnce(GrpcInferenceServiceClient<Channel>, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        if self.caps.supports(extension) == Some(false) {
+            return Err(TritonError::Unsupported {
+                extension,
+                call: rpc,
+                detail: None,
+            });
+        }
+        match self.call(message, None, send).await {
+            Err(TritonError::Status {
+                code: tonic::Code::Unimplemented,
+                message,
+            }) => {
+                self.caps.set(extension, false);
+                Err(TritonError::Unsupported {
+                    extension,
+                    call: rpc,
+                    detail: Some(message),
+                })
+            }
+            Err(e) if e.is_connection_error() => Err(e),
+            other => {
+                self.caps.set(extension, true);
+                other
+            }
+        }
+    }
+}
+
 fn parameter(choice: ParameterChoice) -> ModelRepositoryParameter {
     ModelRepositoryParameter {
         parameter_choice: Some(choice),
@@ -389,6 +503,12 @@ fn endpoint(opts: &ConnectOptions) -> Result<Endpoint, TritonError> {
         .map_err(invalid)?
         .connect_timeout(opts.connect_timeout)
         .tcp_nodelay(true);
+    if !opts.legacy_grpc {
+        endpoint = endpoint
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+            .max_frame_size(MAX_FRAME_BYTES);
+    }
     if uri.scheme_str() == Some("https") {
         let tls = opts.tls.clone().unwrap_or_default();
         endpoint = endpoint

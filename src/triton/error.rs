@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use tonic::Code;
 
+use super::capabilities::Extension;
+
 /// Which way a message that broke a size limit was travelling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -72,6 +74,15 @@ pub enum TritonError {
         limit: usize,
         message: String,
     },
+    /// The server does not offer this Triton extension (it answered `UNIMPLEMENTED`, or left the
+    /// extension out of ServerMetadata's list): a plain KServe-v2 server, such as MLServer.
+    #[error("the server does not implement Triton's {} extension ({call}){}", extension.name(), detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    Unsupported {
+        extension: Extension,
+        call: &'static str,
+        /// The server's own words, when it answered.
+        detail: Option<String>,
+    },
     /// The server answered, but without something Triton always sends.
     #[error("malformed response to {call}: {reason}")]
     Protocol { call: &'static str, reason: String },
@@ -101,6 +112,7 @@ impl TritonError {
             Self::Timeout { .. } => Code::DeadlineExceeded,
             Self::MessageTooLarge { .. } => Code::ResourceExhausted,
             Self::Protocol { .. } => Code::Internal,
+            Self::Unsupported { .. } => Code::Unimplemented,
         }
     }
 

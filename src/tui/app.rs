@@ -11,12 +11,13 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use crate::tui::Control;
 use crate::tui::keymap::{Action, Keymap, Scope, entry_for};
-use crate::vocab::command::{Command, ReplayCommand};
+use crate::vocab::command::{Command, ReplayCommand, StagedSetup};
 use crate::vocab::snapshot::{Notice, NoticeLevel, Snapshot, TenantId, TenantView};
 use crate::vocab::spec::{Load, TenantSpec};
 
 mod edit;
 mod input;
+mod whatif;
 
 pub use input::default_tenant;
 
@@ -89,6 +90,10 @@ pub struct App {
     pub notice: Option<Notice>,
     pub quit: bool,
     pending: BTreeMap<TenantId, Pending>,
+    /// The what-if being staged, when one is open: edits change it instead of the run.
+    pub staged: Option<StagedSetup>,
+    /// Counts stagings and their edits, so a prediction can be matched to the staging it is for.
+    stage_counter: u64,
 }
 
 impl App {
@@ -105,6 +110,8 @@ impl App {
             notice: None,
             quit: false,
             pending: BTreeMap::new(),
+            staged: None,
+            stage_counter: 0,
         }
     }
 
@@ -149,8 +156,11 @@ impl App {
         }
     }
 
-    /// The tenant's load as the user last set it: a pending edit, else the snapshot.
+    /// The tenant's load as the user last set it: staged, else a pending edit, else the snapshot.
     pub fn effective_load(&self, t: &TenantView) -> Load {
+        if let Some(spec) = self.staged_spec(t) {
+            return spec.load.clone();
+        }
         self.pending
             .get(&t.id)
             .and_then(|p| p.load.clone())
@@ -204,7 +214,7 @@ impl App {
             // Ctrl-C quits from anywhere, whatever the keymap says, so the user is never trapped.
             return self.action(Action::Quit, snap);
         }
-        match self.mode.clone() {
+        let out = match self.mode.clone() {
             Mode::Normal => keymap.action_for(event).and_then(|a| self.action(a, snap)),
             Mode::Help => {
                 self.mode = Mode::Normal;
@@ -223,11 +233,17 @@ impl App {
                 }
                 _ => None,
             },
-        }
+        };
+        self.divert(out)
     }
 
     /// What an action does. Returns the message to send, if any.
     pub fn action(&mut self, action: Action, snap: &Snapshot) -> Option<Outgoing> {
+        let out = self.act(action, snap);
+        self.divert(out)
+    }
+
+    fn act(&mut self, action: Action, snap: &Snapshot) -> Option<Outgoing> {
         let scope = entry_for(action).scope;
         if self.replay && scope == Scope::Live {
             self.say(snap, NoticeLevel::Info, "editing is disabled in replay");
@@ -263,6 +279,8 @@ impl App {
             Action::InstancesUp => self.step_instances(snap, true),
             Action::InstancesDown => self.step_instances(snap, false),
             Action::ToggleBatching => self.toggle_batching(snap),
+            Action::StageWhatIf => self.toggle_staging(snap),
+            Action::ApplyStaged => self.apply_staging(snap),
             Action::CycleWindow => {
                 self.window_index = (self.window_index + 1) % CHART_WINDOWS.len();
                 None

@@ -1,8 +1,10 @@
 //! The co-location frontier. For two tenants: each one's dedicated (solo) peak on its axis, the
 //! straight line between them that time-slicing one GPU can at best reach, and the operating point
 //! with its recent trail; a point beyond the line is co-location doing better than time-slicing.
-//! For any other number of tenants the same idea as one number over time: dedicated equivalents
-//! (Σ achieved / solo peak), where 1.0 is what time-slicing gives.
+//! The capacity point sits on the ray through the operating point, where the mix meets its SLAs at
+//! the most: the verdict is read there, since below it the equivalents only measure the load. For
+//! any other number of tenants the load as dedicated equivalents over time (Σ achieved / solo
+//! peak), with the verdict at capacity in the title.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -14,6 +16,7 @@ use crate::tui::format;
 use crate::tui::latency::nice_ceiling;
 use crate::tui::screen::View;
 use crate::tui::series;
+use crate::vocab::capacity::CapacityState;
 use crate::vocab::snapshot::FrontierView;
 
 pub fn render(frame: &mut Frame, area: Rect, view: &View) {
@@ -26,24 +29,7 @@ pub fn render(frame: &mut Frame, area: Rect, view: &View) {
 fn two_tenants(frame: &mut Frame, area: Rect, view: &View, f: &FrontierView) {
     let (snap, theme) = (view.snap, view.theme);
     let (xpeak, ypeak) = (f.x.2, f.y.2);
-    let eq = f.point.0 / xpeak + f.point.1 / ypeak;
-    let verdict = if eq >= 1.0 {
-        Span::styled(
-            format!(
-                " {eq:.2}× — beats time-slicing by {:.0}% ",
-                (eq - 1.0) * 100.0
-            ),
-            theme.ok,
-        )
-    } else {
-        Span::styled(
-            format!(
-                " {eq:.2}× — below time-slicing by {:.0}% ",
-                (1.0 - eq) * 100.0
-            ),
-            theme.warn,
-        )
-    };
+    let verdict = capacity_title(view);
     let block = Block::bordered()
         .border_style(theme.border)
         .title(Span::styled(" Frontier ", theme.title))
@@ -55,10 +41,25 @@ fn two_tenants(frame: &mut Frame, area: Rect, view: &View, f: &FrontierView) {
         let skip = s.len().saturating_sub(trail_len);
         s.iter().skip(skip).collect()
     };
-    let xmax = nice_ceiling(trail.iter().fold(xpeak.max(f.point.0), |m, p| m.max(p.0)) * 1.15);
-    let ymax = nice_ceiling(trail.iter().fold(ypeak.max(f.point.1), |m, p| m.max(p.1)) * 1.15);
+    let cap = f.capacity_point;
+    let (cx, cy) = cap.unwrap_or((0.0, 0.0));
+    let xmax = nice_ceiling(
+        trail
+            .iter()
+            .fold(xpeak.max(f.point.0).max(cx), |m, p| m.max(p.0))
+            * 1.15,
+    );
+    let ymax = nice_ceiling(
+        trail
+            .iter()
+            .fold(ypeak.max(f.point.1).max(cy), |m, p| m.max(p.1))
+            * 1.15,
+    );
     let line = [(xpeak, 0.0), (0.0, ypeak)];
     let point = [f.point];
+    // The ray from the origin through the operating point, out to the capacity point on it.
+    let ray: Vec<(f64, f64)> = cap.map_or_else(Vec::new, |c| ray_points(c, 24));
+    let capacity: Vec<(f64, f64)> = cap.into_iter().collect();
 
     let datasets = vec![
         Dataset::default()
@@ -78,6 +79,17 @@ fn two_tenants(frame: &mut Frame, area: Rect, view: &View, f: &FrontierView) {
             .graph_type(GraphType::Scatter)
             .style(theme.accent)
             .data(&line),
+        Dataset::default()
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Scatter)
+            .style(theme.dim)
+            .data(&ray),
+        Dataset::default()
+            .name("capacity")
+            .marker(Marker::Block)
+            .graph_type(GraphType::Scatter)
+            .style(theme.ok)
+            .data(&capacity),
         Dataset::default()
             .name("now")
             .marker(Marker::Block)
@@ -120,22 +132,44 @@ fn two_tenants(frame: &mut Frame, area: Rect, view: &View, f: &FrontierView) {
     frame.render_widget(chart, area);
 }
 
+/// Evenly spaced points from the origin to `to` (a scatter, since a chart line would be drawn
+/// beneath the markers it joins).
+fn ray_points(to: (f64, f64), n: usize) -> Vec<(f64, f64)> {
+    (1..n)
+        .map(|i| {
+            let s = i as f64 / n as f64;
+            (to.0 * s, to.1 * s)
+        })
+        .collect()
+}
+
+/// The panel's verdict, taken at capacity: equivalents there and the headroom to reach them.
+fn capacity_title(view: &View) -> Span<'static> {
+    let theme = view.theme;
+    match view.snap.capacity.as_ref().map(|c| &c.state) {
+        Some(CapacityState::Known(f)) => {
+            let k = f.prediction.headroom;
+            match f.equivalents {
+                Some(eq) => Span::styled(
+                    format!(" at capacity {eq:.2}× (headroom ×{k:.1}) "),
+                    if eq >= 1.0 { theme.ok } else { theme.warn },
+                ),
+                None => Span::styled(format!(" headroom ×{k:.1} "), theme.dim),
+            }
+        }
+        Some(CapacityState::Computing) => Span::styled(" capacity: computing… ", theme.dim),
+        Some(CapacityState::Unknown { .. }) => Span::styled(" capacity unknown ", theme.dim),
+        None => Span::raw(""),
+    }
+}
+
 fn equivalents(frame: &mut Frame, area: Rect, view: &View) {
     let (snap, theme) = (view.snap, view.theme);
     let current = snap.cost.as_ref().and_then(|c| c.dedicated_equivalents);
-    let mut block = Block::bordered()
+    let block = Block::bordered()
         .border_style(theme.border)
-        .title(Span::styled(
-            " Frontier: dedicated equivalents ",
-            theme.title,
-        ));
-    if let Some(eq) = current {
-        let style = if eq >= 1.0 { theme.ok } else { theme.warn };
-        block = block.title(Span::styled(
-            format!(" {eq:.2}× (time-slicing: 1.00×) "),
-            style,
-        ));
-    }
+        .title(Span::styled(" Load: dedicated equivalents ", theme.title))
+        .title(capacity_title(view));
     let window = view.app.chart_window_s();
     let now = snap.elapsed_s;
     let from = now - window;

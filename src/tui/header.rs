@@ -1,4 +1,5 @@
-//! The top line: what is being driven, and whether it is healthy right now.
+//! The top line: what is being driven, and whether it is healthy right now — including whether
+//! the load generator itself is the bottleneck (then the figures measure this machine).
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -33,7 +34,12 @@ pub fn render(frame: &mut Frame, area: Rect, view: &View) {
         ("⏸ paused", theme.warn)
     } else {
         match snap.phase {
-            Phase::Connecting => ("○ connecting", theme.warn),
+            // Once connected, what remains before running is the tenants' set-up; saying
+            // "connecting" next to "connected" contradicted itself.
+            Phase::Connecting if snap.connection.state == ConnState::Connected => {
+                ("○ setting up", theme.warn)
+            }
+            Phase::Connecting => ("○ starting", theme.warn),
             Phase::WarmingUp => ("◐ warming up", theme.warn),
             Phase::Measuring => ("● running", theme.ok),
             Phase::Finished => ("■ finished", theme.dim),
@@ -44,7 +50,33 @@ pub fn render(frame: &mut Frame, area: Rect, view: &View) {
         style,
     ));
     spans.push(sep());
-
+    let mut show_window = true;
+    if let Some(flag) = &snap.client.window {
+        // Ahead of the connection and the window, which give way first on a narrow terminal:
+        // figures that measure this machine must never pass unremarked.
+        let used: usize = spans.iter().map(|s| s.width()).sum();
+        let long = format!("⚠ {}", flag.long());
+        let long_width = Span::raw(long.as_str()).width();
+        let connection = "connected".len() + 3;
+        let window = format!(" ─ window {}", format::span(snap.window_s)).len();
+        let width = usize::from(area.width);
+        if used + long_width + connection <= width {
+            show_window = used + long_width + connection + window <= width;
+            spans.push(Span::styled(long, theme.warn));
+            spans.push(sep());
+        } else {
+            let short = format!("⚠ {}", flag.short());
+            let short_width = Span::raw(short.as_str()).width();
+            // Where even the short form does not fit at the end, it goes first, after the name.
+            let at = if used + short_width <= width {
+                spans.len()
+            } else {
+                2
+            };
+            spans.insert(at, sep());
+            spans.insert(at, Span::styled(short, theme.warn));
+        }
+    }
     match snap.connection.state {
         ConnState::Connected => spans.push(Span::styled("connected", theme.ok)),
         ConnState::Connecting => spans.push(Span::styled("connecting…", theme.warn)),
@@ -86,10 +118,12 @@ pub fn render(frame: &mut Frame, area: Rect, view: &View) {
             theme.accent,
         ));
     }
-    spans.push(sep());
-    spans.push(Span::styled(
-        format!("window {}", format::span(snap.window_s)),
-        theme.dim,
-    ));
+    if show_window {
+        spans.push(sep());
+        spans.push(Span::styled(
+            format!("window {}", format::span(snap.window_s)),
+            theme.dim,
+        ));
+    }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }

@@ -24,6 +24,7 @@ pub mod series;
 pub mod tenants;
 pub mod terminal;
 pub mod theme;
+pub mod whatif;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

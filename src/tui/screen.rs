@@ -11,6 +11,7 @@
 //! ├ Cost ──────────────────────────┼ Frontier ───────────────────────────────────┤
 //! │ $/h, $/1M, goodput, savings    │ two tenants: peaks, line, point, trail;     │ 2 parts
 //! │                                │ more: dedicated equivalents over time       │ (dropped < 28 rows)
+//! │                                │ (the what-if panel instead, while staging)  │
 //! ├──────────────────────────────────────────────────────────────────────────────┤
 //! │ latest notice                                                                │ 1 line
 //! │ footer from the keymap (or the rate prompt)                                  │ 1 line
@@ -26,7 +27,7 @@ use ratatui::widgets::Paragraph;
 use crate::tui::app::App;
 use crate::tui::keymap::Keymap;
 use crate::tui::theme::Theme;
-use crate::tui::{cost, footer, frontier, gpu, header, latency, overlay, tenants};
+use crate::tui::{cost, footer, frontier, gpu, header, latency, overlay, tenants, whatif};
 use crate::vocab::snapshot::Snapshot;
 
 pub const MIN_WIDTH: u16 = 80;
@@ -115,9 +116,18 @@ pub fn draw(frame: &mut Frame, view: &View) {
     tenants::render(frame, layout.tenants, view);
     gpu::render(frame, layout.gpu, view);
     latency::render(frame, layout.latency, view);
-    cost::render(frame, layout.cost, view);
-    if let Some(f) = layout.frontier {
-        frontier::render(frame, f, view);
+    match (&view.app.staged, layout.frontier) {
+        (Some(staged), Some(f)) => {
+            cost::render(frame, layout.cost, view);
+            whatif::render(frame, f, view, staged);
+        }
+        (Some(staged), None) => whatif::render(frame, layout.cost, view, staged),
+        (None, f) => {
+            cost::render(frame, layout.cost, view);
+            if let Some(f) = f {
+                frontier::render(frame, f, view);
+            }
+        }
     }
     footer::render_notice(frame, layout.notice, view);
     footer::render(frame, layout.footer, view);

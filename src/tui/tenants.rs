@@ -5,7 +5,7 @@
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::Style;
-use ratatui::text::Span;
+use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Row, Table};
 
 use crate::tui::app::Mode;
@@ -70,19 +70,19 @@ const COLUMNS: &[Column] = &[
         title: "p50",
         width: 8,
         priority: 6,
-        cell: |t, _| Span::raw(format::ms(t.window.latency_ms.p50)),
+        cell: |t, v| latency(t, v, t.window.latency_ms.p50),
     },
     Column {
         title: "p95",
         width: 8,
         priority: 2,
-        cell: |t, _| Span::raw(format::ms(t.window.latency_ms.p95)),
+        cell: |t, v| latency(t, v, t.window.latency_ms.p95),
     },
     Column {
         title: "p99",
         width: 8,
         priority: 2,
-        cell: |t, _| Span::raw(format::ms(t.window.latency_ms.p99)),
+        cell: |t, v| latency(t, v, t.window.latency_ms.p99),
     },
     Column {
         title: "SLA",
@@ -186,15 +186,36 @@ pub fn render(frame: &mut Frame, area: Rect, view: &View) {
         };
         format!(" Tenants ({}{more}) · step {step} ", snap.tenants.len())
     };
+    let mut block = Block::bordered()
+        .border_style(theme.border)
+        .title(Span::styled(title, theme.title));
+    if let Some(line) = client_bound_title(snap, inner_width) {
+        block = block.title_top(Line::styled(line, theme.warn).right_aligned());
+    }
     let table = Table::new(rows, widths)
         .header(header)
         .column_spacing(1)
-        .block(
-            Block::bordered()
-                .border_style(theme.border)
-                .title(Span::styled(title, theme.title)),
-        );
+        .block(block);
     frame.render_widget(table, area);
+}
+
+/// Which tenant the client cannot keep up with, and by how much, on the table's top border beside
+/// the rows marked ⚠ (the first such tenant; the count of any others).
+fn client_bound_title(snap: &crate::vocab::snapshot::Snapshot, width: u16) -> Option<String> {
+    let mut flagged = snap
+        .tenants
+        .iter()
+        .filter(|t| !t.paused)
+        .filter_map(|t| t.window.client_bound.as_ref().map(|f| (t, f)));
+    let (t, flag) = flagged.next()?;
+    let others = flagged.count();
+    let more = match others {
+        0 => String::new(),
+        n => format!(" (+{n} more)"),
+    };
+    let line = format!(" ⚠ {}: {}{more} ", t.model, flag.short());
+    // Leave the left-hand title its room; drop the line rather than cover it.
+    (line.chars().count() + 34 <= usize::from(width)).then_some(line)
 }
 
 /// The most important columns that fit, in their display order.
@@ -223,11 +244,31 @@ fn marker(t: &TenantView, view: &View) -> Span<'static> {
         .app
         .selected_tenant(view.snap)
         .is_some_and(|s| s.id == t.id);
+    if t.window.client_bound.is_some() && !t.paused {
+        // The client could not keep this tenant's schedule: its latencies measure this machine.
+        let text = if selected { "▶⚠" } else { " ⚠" };
+        return Span::styled(text, view.theme.warn);
+    }
     match (selected, t.paused) {
         (true, true) => Span::raw("▶⏸"),
         (true, false) => Span::raw("▶"),
         (false, true) => Span::raw(" ⏸"),
         (false, false) => Span::raw(""),
+    }
+}
+
+/// A window percentile, in the warning style while the client is the bottleneck for the tenant,
+/// or "–" when the window has no successful request to take it from (a histogram without samples
+/// reads 0, which would pass for a very fast server).
+fn latency(t: &TenantView, view: &View, figure: f64) -> Span<'static> {
+    if t.window.achieved_per_s <= 0.0 {
+        return Span::styled("–", view.theme.dim);
+    }
+    let text = format::ms(figure);
+    if t.window.client_bound.is_some() && !t.paused {
+        Span::styled(text, view.theme.warn)
+    } else {
+        Span::raw(text)
     }
 }
 

@@ -35,8 +35,21 @@ pub enum Command {
     SaveSession { path: Option<PathBuf> },
     /// Start or stop appending snapshots to a recording in the data directory.
     SetRecording(bool),
+    /// Predict this staged setup (capacity, p95, attainment) without applying it; `None` drops the
+    /// staging. The answer comes in the snapshot's `whatif`, tagged with `stage`.
+    WhatIf(Option<StagedSetup>),
+    /// Apply the staged setup of this stage at once (rates, instances, batching, tenants added and
+    /// removed) and drop the staging; a stale stage is refused with a notice.
+    ApplyStaged { stage: u64 },
     /// End the run: in-flight requests are abandoned and a final snapshot is published.
     Stop,
+}
+
+/// A setup the dashboard has staged: every tenant as it would run, live ones with their id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StagedSetup {
+    pub stage: u64,
+    pub tenants: Vec<(Option<TenantId>, TenantSpec)>,
 }
 
 /// What a reconfiguration does to a model's dynamic batcher.

@@ -4,6 +4,7 @@
 //! telemetry, measure, cost) fill these types and consumers (TUI, report, recorder, replay) read
 //! them without any arrow pointing back up.
 
+pub mod capacity;
 pub mod command;
 pub mod datatype;
 pub mod snapshot;

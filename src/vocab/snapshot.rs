@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::vocab::capacity::{CapacityView, WhatIfView};
 use crate::vocab::spec::{DynamicBatching, Load, Sla};
 
 /// Identifies a tenant for the whole run (indices shift when tenants are removed; ids do not).
@@ -34,6 +35,12 @@ pub struct Snapshot {
     pub gpu: GpuView,
     pub cost: Option<CostView>,
     pub frontier: Option<FrontierView>,
+    /// How far the live mix could grow (absent in recordings made before it existed).
+    #[serde(default)]
+    pub capacity: Option<CapacityView>,
+    /// The dashboard's staged what-if, when one is staged.
+    #[serde(default)]
+    pub whatif: Option<WhatIfView>,
     /// Recent notices (newest last, bounded), e.g. a refused model load.
     pub notices: Vec<Notice>,
     /// Path of the recording being written, if any.
@@ -44,6 +51,9 @@ pub struct Snapshot {
     pub recording_error: Option<String>,
     /// Replay position, when these snapshots come from a recording rather than an engine.
     pub replay: Option<ReplayInfo>,
+    /// Whether the load generator itself is the bottleneck, over the window and the measured period.
+    #[serde(default)]
+    pub client: ClientView,
     /// The target's model repository (for the model picker), refreshed every few seconds.
     pub repository: Vec<RepoModel>,
     /// Time series for charts; not recorded (see the module doc).
@@ -157,6 +167,9 @@ pub struct TenantView {
     /// Server-side figures from diffed ModelStatistics over the window.
     pub server: Option<ServerWindow>,
     pub solo_peak: SoloPeak,
+    /// Why the tenant could not be set up on the server (its latest attempt), while it cannot.
+    #[serde(default)]
+    pub setup_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -180,6 +193,10 @@ pub struct WindowStats {
     pub dropped: u64,
     pub late: u64,
     pub in_flight: u32,
+    /// Set when the generator could not keep this tenant's schedule over the window: its latencies
+    /// then measure the client machine, not the target.
+    #[serde(default)]
+    pub client_bound: Option<ClientBound>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -191,6 +208,10 @@ pub struct Totals {
     pub late: u64,
     /// Errors by gRPC status name (`UNAVAILABLE`, `DEADLINE_EXCEEDED`, …).
     pub errors_by_code: BTreeMap<String, u64>,
+    /// The first message of each code in `errors_by_code` (the server's own words where it sent
+    /// some), so a failing run says why.
+    #[serde(default)]
+    pub first_error_by_code: BTreeMap<String, String>,
     /// Over the measured period.
     pub latency_ms: Percentiles,
     pub service_latency_ms: Percentiles,
@@ -201,6 +222,168 @@ pub struct Totals {
     /// Server-side figures over the measured period (diffed statistics).
     #[serde(default)]
     pub server: Option<ServerWindow>,
+    /// Successful completions within the SLA latency (the count behind `goodput_per_s`).
+    #[serde(default)]
+    pub ok_within_sla: u64,
+    /// The latencies behind `latency_ms`, counted at [`LATENCY_BUCKET_BOUNDS_US`].
+    #[serde(default)]
+    pub latency_buckets: LatencyBuckets,
+    /// The latencies behind `service_latency_ms`, counted the same way.
+    #[serde(default)]
+    pub service_latency_buckets: LatencyBuckets,
+    /// As [`WindowStats::client_bound`], over the measured period.
+    #[serde(default)]
+    pub client_bound: Option<ClientBound>,
+}
+
+/// Upper bounds (µs) of the latency buckets a run counts for Prometheus histograms: dense from
+/// 1 ms to a few hundred, where CNN serving SLAs sit, with the usual SLA figures (10, 25, 50,
+/// 100, 200, 500 ms…) on a bound so that a bucket reads as "within the SLA".
+pub const LATENCY_BUCKET_BOUNDS_US: [u64; 26] = [
+    500, 1_000, 2_000, 3_000, 5_000, 7_500, 10_000, 15_000, 20_000, 25_000, 30_000, 40_000, 50_000,
+    75_000, 100_000, 150_000, 200_000, 250_000, 300_000, 400_000, 500_000, 750_000, 1_000_000,
+    2_000_000, 5_000_000, 10_000_000,
+];
+
+/// Latencies counted per bucket of [`LATENCY_BUCKET_BOUNDS_US`], cumulative over a run: what a
+/// Prometheus histogram needs, which percentiles alone cannot give (they do not add up across
+/// tenants or processes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct LatencyBuckets {
+    /// `counts[i]`: latencies above bound `i − 1` and at or below bound `i`; the last entry
+    /// counts those above every bound. Empty while nothing was counted.
+    pub counts: Vec<u64>,
+    /// Sum of the counted latencies, in milliseconds.
+    pub sum_ms: f64,
+}
+
+/// Why a tenant's (or a run's) figures measure the client machine rather than the target
+/// (DESIGN §4, client-bound). Carried with the figures that decided it, so every output can say
+/// how far behind the generator was rather than only that it was.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ClientBound {
+    /// Every criterion that held, in [`ClientBoundReason`] order.
+    pub reasons: Vec<ClientBoundReason>,
+    /// How far behind its ideal clock the generator dispatched an arrival, at worst, in ms.
+    pub behind_ms: f64,
+    /// Share of arrivals dispatched more than the lag threshold behind their intended time.
+    pub late_share: f64,
+    /// Share of arrivals dropped at the in-flight bound (count or bytes).
+    pub dropped_share: f64,
+    /// Process CPU time over the span divided by the cores the process may use, when known.
+    pub cpu_share: Option<f64>,
+    /// The cores the process may use.
+    pub cores: u32,
+}
+
+/// One criterion of [`ClientBound`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientBoundReason {
+    /// Over 1% of arrivals went out more than the lag threshold behind schedule.
+    LateSends,
+    /// The generator's lag grew tick after tick: it is not catching up.
+    FallingBehind,
+    /// Over 1% of arrivals were dropped at the in-flight bound.
+    Dropped,
+    /// The process used nearly all the CPU it may use.
+    OutOfCpu,
+}
+
+impl ClientBound {
+    /// A short statement for narrow places (80 columns, a progress line).
+    pub fn short(&self) -> String {
+        let lag = self.reasons.iter().any(|r| {
+            matches!(
+                r,
+                ClientBoundReason::LateSends | ClientBoundReason::FallingBehind
+            )
+        });
+        if lag {
+            return format!("client behind by {}", lag_text(self.behind_ms));
+        }
+        if self.reasons.contains(&ClientBoundReason::OutOfCpu) {
+            let pct = self.cpu_share.unwrap_or(1.0) * 100.0;
+            return format!("client out of CPU ({pct:.0}% of {} cores)", self.cores);
+        }
+        format!(
+            "client dropped {:.1}% at the in-flight bound",
+            self.dropped_share * 100.0
+        )
+    }
+
+    /// The short statement and what it means for the figures.
+    pub fn long(&self) -> String {
+        format!(
+            "{} — these latencies measure this machine, not the GPU",
+            self.short()
+        )
+    }
+
+    /// Every reason by name, for logs and tables.
+    pub fn reason_names(&self) -> String {
+        let names: Vec<&str> = self.reasons.iter().map(|r| r.name()).collect();
+        names.join(", ")
+    }
+
+    /// The union of several flags: every reason, the worst figures.
+    pub fn merge<'a>(flags: impl IntoIterator<Item = &'a ClientBound>) -> Option<ClientBound> {
+        let mut out: Option<ClientBound> = None;
+        for f in flags {
+            let o = out.get_or_insert_with(|| ClientBound {
+                cores: f.cores,
+                ..ClientBound::default()
+            });
+            o.reasons.extend(f.reasons.iter().copied());
+            o.behind_ms = o.behind_ms.max(f.behind_ms);
+            o.late_share = o.late_share.max(f.late_share);
+            o.dropped_share = o.dropped_share.max(f.dropped_share);
+            o.cpu_share = match (o.cpu_share, f.cpu_share) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        if let Some(o) = &mut out {
+            o.reasons.sort();
+            o.reasons.dedup();
+        }
+        out
+    }
+}
+
+impl ClientBoundReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientBoundReason::LateSends => "late sends",
+            ClientBoundReason::FallingBehind => "falling behind",
+            ClientBoundReason::Dropped => "drops at the in-flight bound",
+            ClientBoundReason::OutOfCpu => "out of CPU",
+        }
+    }
+}
+
+/// A lag in the unit that reads best: "850 µs", "12 ms", "3.4 s".
+fn lag_text(ms: f64) -> String {
+    if ms < 1.0 {
+        format!("{:.0} µs", ms * 1000.0)
+    } else if ms < 1000.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{:.1} s", ms / 1000.0)
+    }
+}
+
+/// The run as a whole: is the load generator the bottleneck? Per-tenant flags are on
+/// [`WindowStats`] and [`Totals`]; this is their union with the process-wide CPU criterion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ClientView {
+    /// Over the window.
+    pub window: Option<ClientBound>,
+    /// Over the measured period.
+    pub totals: Option<ClientBound>,
+    /// Process CPU over the window, as a share of the cores it may use, when known.
+    pub cpu_share: Option<f64>,
+    pub cores: u32,
 }
 
 /// Per-inference server-side times (µs) and batching over the window.
@@ -294,7 +477,8 @@ pub struct ProcessMemory {
     pub used_bytes: u64,
 }
 
-/// What the shared GPU costs, live, and what the same load would cost dedicated.
+/// What the shared GPU costs, live. Savings are not here: at the operating point they compare a
+/// partly idle GPU with baselines sized to the same load, which says nothing (see [`CapacityView`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CostView {
     /// Catalog instance name, or `None` for a literal price.
@@ -310,8 +494,6 @@ pub struct CostView {
     /// Σ ⌈achievedᵢ / peakᵢ⌉.
     pub dedicated_instances: Option<u32>,
     pub dedicated_usd_per_hour: Option<f64>,
-    pub savings_vs_dedicated_pct: Option<f64>,
-    pub savings_vs_timeslicing_pct: Option<f64>,
 }
 
 /// The PERSEUS frontier for two tenants: dedicated peaks on the axes, the straight time-slicing
@@ -323,6 +505,9 @@ pub struct FrontierView {
     pub y: (TenantId, String, f64),
     /// Current achieved rates (x, y).
     pub point: (f64, f64),
+    /// The capacity point on the same ray (k × the offered rates), when known for this setup.
+    #[serde(default)]
+    pub capacity_point: Option<(f64, f64)>,
 }
 
 /// Points per shared block of a [`Series`].

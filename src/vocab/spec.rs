@@ -22,6 +22,10 @@ pub struct RunSpec {
     /// Engine tick: how often a snapshot is published.
     pub tick: Duration,
     pub target: TargetSpec,
+    /// How requests carry their tensors (`[target] transport`); `None`: the target's default,
+    /// shared memory for the embedded emulator and plain gRPC for a Triton.
+    #[serde(default)]
+    pub transport: Option<Transport>,
     pub cost: CostSpec,
     pub tenants: Vec<TenantSpec>,
 }
@@ -52,6 +56,26 @@ pub enum TargetSpec {
         gpu: Option<String>,
         tls: Option<TlsSpec>,
     },
+}
+
+/// How a tenant's requests carry their tensors to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Transport {
+    /// Inside each gRPC message.
+    #[default]
+    Grpc,
+    /// In Triton's system shared memory, written once per tenant: only for a server on this machine.
+    Shm,
+}
+
+impl Transport {
+    /// The session file's word for it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::Shm => "shm",
+        }
+    }
 }
 
 /// TLS settings for a remote Triton.
@@ -93,9 +117,25 @@ pub struct TenantSpec {
     /// Requests outstanding at the server at most. An arrival beyond it waits in a client-side
     /// backlog of up to [`TenantSpec::BACKLOG_FACTOR`] × this many (the wait counts in latency from
     /// the intended send time, not in service latency) and is dropped only when that is full too.
+    /// The load generator bounds the bytes in flight as well (per tenant and per run), which for
+    /// large tensors lowers this count.
     pub max_in_flight: u32,
     /// Per-request deadline; expiry counts as an error.
     pub deadline: Duration,
+    /// Input tensors to send instead of those in the model's metadata, for servers whose metadata
+    /// is silent about them (non-Triton KServe-v2 servers); empty: the metadata's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<DeclaredInput>,
+}
+
+/// One input tensor declared in the session: `{ name = "predict", datatype = "FP32", shape = [4] }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeclaredInput {
+    pub name: String,
+    /// A Triton datatype name (`FP32`, `INT64`, …).
+    pub datatype: String,
+    /// The dimensions of one item, as Triton's `dims`: each request carries `[batch, …shape]`.
+    pub shape: Vec<i64>,
 }
 
 impl TenantSpec {

@@ -80,6 +80,7 @@ pub fn tenant(id: u32, model: &str, seq: u64) -> TenantView {
         },
         server: None,
         solo_peak: SoloPeak::UNKNOWN,
+        setup_error: None,
     }
 }
 
@@ -129,14 +130,15 @@ pub fn run(ticks: u64, models: &[&str]) -> Vec<Snapshot> {
                 dedicated_equivalents: Some(1.1),
                 dedicated_instances: Some(3),
                 dedicated_usd_per_hour: Some(1.578),
-                savings_vs_dedicated_pct: Some(66.7),
-                savings_vs_timeslicing_pct: Some(9.1),
             }),
             frontier: None,
+            capacity: None,
+            whatif: None,
             notices: vec![],
             recording: None,
             recording_error: None,
             replay: None,
+            client: Default::default(),
             repository: vec![],
             history: Arc::new(History::default()),
         })

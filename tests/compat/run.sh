@@ -2,8 +2,10 @@
 # The protocol compatibility suite: our .proto files and servers against NVIDIA's published client.
 #
 # 1. setup.sh prepares the virtualenv (tritonclient, the reference protoc, pytest);
-# 2. check_descriptors.py compares our descriptors with NVIDIA's, field by field;
-# 3. every tests/compat/test_*.py runs under pytest (add a file to add checks; none is fine).
+#    setup_perf_analyzer.sh and setup_mlserver.sh install perf_analyzer and MLServer in venvs of their own;
+# 2. setup_prometheus.sh unpacks Prometheus for test_prometheus.py;
+# 3. check_descriptors.py compares our descriptors with NVIDIA's, field by field;
+# 4. every tests/compat/test_*.py runs under pytest (add a file to add checks; none is fine).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -15,6 +17,10 @@ export PYTHONDONTWRITEBYTECODE=1
 
 "$here/setup.sh"
 bash "$here/setup_perf_analyzer.sh"
+bash "$here/setup_mlserver.sh"
+# Prometheus from the distribution's package, unpacked under target/ (test_prometheus.py).
+PERSEUS_PROMETHEUS="${PERSEUS_PROMETHEUS:-$(bash "$here/setup_prometheus.sh")}"
+export PERSEUS_PROMETHEUS
 "$venv/bin/python" "$here/check_descriptors.py"
 
 shopt -s nullglob

@@ -123,9 +123,31 @@ pub fn check_schema(r: &Value) {
         "usd_per_million",
         "goodput_usd_per_million",
         "dedicated_equivalents",
+    ] {
+        num_or_null(&cost[k], &format!("cost.{k}"));
+    }
+    // No savings below the frontier: they are in the capacity block, at capacity.
+    assert!(cost.get("savings_vs_timeslicing_pct").is_none(), "{cost}");
+    assert!(cost.get("savings_vs_dedicated_pct").is_none(), "{cost}");
+    let capacity = &r["capacity"];
+    assert!(capacity.is_object(), "capacity block");
+    let status = capacity["status"].as_str().unwrap_or("");
+    assert!(
+        ["known", "unknown", "computing"].contains(&status),
+        "capacity.status {status}"
+    );
+    for k in [
+        "headroom",
+        "equivalents",
         "savings_vs_dedicated_pct",
         "savings_vs_timeslicing_pct",
     ] {
-        num_or_null(&cost[k], &format!("cost.{k}"));
+        num_or_null(&capacity[k], &format!("capacity.{k}"));
+    }
+    if status == "known" {
+        num(&capacity["headroom"], "capacity.headroom");
+        assert!(capacity["gpu"].is_string(), "capacity.gpu");
+    } else {
+        assert!(capacity["savings_vs_timeslicing_pct"].is_null());
     }
 }

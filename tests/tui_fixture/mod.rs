@@ -4,6 +4,9 @@
 
 use std::sync::Arc;
 
+use perseus::vocab::capacity::{
+    CapacityFigures, CapacityState, CapacityView, MixPrediction, Predicted, TenantPrediction,
+};
 use perseus::vocab::snapshot::{
     ConnState, Connection, CostView, FrontierView, GpuView, History, Notice, NoticeLevel, PeakKind,
     Percentiles, Phase, Reading, RepoModel, ServerWindow, Snapshot, SoloPeak, Source, TargetInfo,
@@ -110,6 +113,7 @@ fn tenant(i: usize, t: f64) -> TenantView {
             dropped: if i == 3 { 3 } else { 0 },
             late: 0,
             in_flight: 2,
+            client_bound: None,
         },
         totals: Totals::default(),
         server: Some(ServerWindow {
@@ -136,6 +140,60 @@ fn tenant(i: usize, t: f64) -> TenantView {
                 per_s: Some(250.0),
             },
         },
+        setup_error: None,
+    }
+}
+
+/// The fixture mix's capacity, as the engine would show it: known while every tenant has a rate,
+/// unknown once the closed-loop third tenant is in.
+const HEADROOM: f64 = 1.6;
+
+pub fn capacity(tenants: &[TenantView]) -> CapacityView {
+    let state = if tenants
+        .iter()
+        .any(|t| matches!(t.load, Load::Concurrency(_)))
+    {
+        CapacityState::Unknown {
+            reason: "tenant 3 (inception_v3) runs closed-loop: capacity scales rates".to_string(),
+        }
+    } else {
+        let at = |rate: f64, ms: f64| Predicted {
+            rate_per_s: rate,
+            latency_ms: ms,
+            attainment: 0.99,
+            meets_sla: true,
+        };
+        CapacityState::Known(CapacityFigures {
+            prediction: MixPrediction {
+                gpu: "Tesla T4".to_string(),
+                profile: None,
+                headroom: HEADROOM,
+                tenants: tenants
+                    .iter()
+                    .map(|t| {
+                        let rate = match t.load {
+                            Load::Rate { per_s, .. } => per_s,
+                            Load::Concurrency(_) => 0.0,
+                        };
+                        TenantPrediction {
+                            tenant: Some(t.id),
+                            model: t.model.clone(),
+                            now: at(rate, 8.0),
+                            at_capacity: at(rate * HEADROOM, 40.0),
+                        }
+                    })
+                    .collect(),
+            },
+            equivalents: Some(1.12),
+            dedicated_instances: Some(2),
+            dedicated_usd_per_hour: Some(1.052),
+            savings_vs_dedicated_pct: Some(50.0),
+            savings_vs_timeslicing_pct: Some(10.7),
+        })
+    };
+    CapacityView {
+        generation: 3,
+        state,
     }
 }
 
@@ -157,7 +215,9 @@ fn at(n: usize, t: f64) -> Snapshot {
             240.0 + 30.0 * (t / 13.0).sin(),
             680.0 + 80.0 * (t / 9.0).cos(),
         ),
+        capacity_point: Some((150.0 * HEADROOM, 400.0 * HEADROOM)),
     });
+    let tenants_for_capacity = tenants.clone();
     Snapshot {
         seq: (t / TICK_S).round() as u64,
         elapsed_s: t,
@@ -206,10 +266,10 @@ fn at(n: usize, t: f64) -> Snapshot {
             dedicated_equivalents: Some(equivalents),
             dedicated_instances: Some(3),
             dedicated_usd_per_hour: Some(1.578),
-            savings_vs_dedicated_pct: Some(66.7),
-            savings_vs_timeslicing_pct: Some(10.7),
         }),
         frontier,
+        capacity: Some(capacity(&tenants_for_capacity)),
+        whatif: None,
         notices: vec![Notice {
             at_s: 12.5,
             level: NoticeLevel::Info,
@@ -218,6 +278,7 @@ fn at(n: usize, t: f64) -> Snapshot {
         recording: None,
         recording_error: None,
         replay: None,
+        client: Default::default(),
         repository: repository(),
         history: Arc::new(History::default()),
     }

@@ -2,7 +2,7 @@
 //! of it matters, so the conversion lives here rather than in the catalog.
 
 use crate::catalog::{Catalog, GpuSpec, ModelSpec};
-use crate::emulator::sim::{GpuSetup, ModelSetup, PairGamma};
+use crate::emulator::sim::{GpuSetup, ModelSetup, Mps, PairGamma};
 use crate::vocab::datatype::element_size;
 
 /// The simulator's view of a catalog GPU, with the interference figures the catalog has for its pairs.
@@ -26,6 +26,7 @@ pub fn gpu_setup(gpu: &GpuSpec) -> GpuSetup {
         sm_clock_mhz: gpu.sm_clock_mhz,
         link_bytes_per_s: gpu.link_bytes_per_s,
         max_resident: gpu.max_resident,
+        mps: gpu.mps.then(Mps::default),
     }
 }
 

@@ -454,6 +454,8 @@ impl Sim {
                 let images: u32 = requests.iter().map(|r| r.batch).sum();
                 slot.staged += 1;
                 let setup = &slot.setup;
+                let share = self.gpu.mps.as_ref().map_or(1.0, |m| m.share(&setup.name));
+                let (latency, occupancy) = setup.confined(images, share);
                 self.execs.push(Exec {
                     model: id,
                     seq: self.next_seq,
@@ -468,8 +470,8 @@ impl Sim {
                     output_ns: 0,
                     copy_in_ns: setup.compute_input_ns(images, &self.gpu),
                     copy_out_ns: setup.compute_output_ns(images, &self.gpu),
-                    occupancy: setup.occupancy(images),
-                    remaining: setup.solo_latency_ns(images),
+                    occupancy,
+                    remaining: latency,
                     rate: 1.0,
                     ends: now,
                 });
@@ -511,9 +513,10 @@ impl Sim {
     }
 
     /// Starts computing batches whose inputs are in, in dispatch order, while their model has an idle
-    /// instance and the GPU a free hardware queue; whether any started.
+    /// instance and a free hardware queue (the GPU's, or under MPS its process's); whether any started.
     fn start_computes(&mut self) -> bool {
         let now = self.now;
+        let per_process = self.gpu.mps.is_some();
         let mut resident = self
             .execs
             .iter()
@@ -524,13 +527,19 @@ impl Sim {
             .collect();
         ready.sort_by_key(|&i| self.execs[i].seq);
         let mut any = false;
+        let cap = self.gpu.max_resident.max(1);
         for i in ready {
-            if resident >= self.gpu.max_resident.max(1) {
+            if !per_process && resident >= cap {
                 break;
             }
             let e = &mut self.execs[i];
             let slot = &mut self.slots[e.model.slot];
-            if slot.computing >= slot.setup.instances {
+            if slot.computing
+                >= slot
+                    .setup
+                    .instances
+                    .min(if per_process { cap } else { u32::MAX })
+            {
                 continue;
             }
             slot.computing += 1;

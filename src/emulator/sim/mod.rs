@@ -13,16 +13,21 @@
 //! through [`simulate`], [`solo_peak`] and [`best_colocation`].
 
 mod batcher;
+mod capacity;
 mod catalog;
 mod core;
 mod types;
 mod whatif;
 
+pub use self::capacity::{
+    CapacityError, CapacityOptions, MixArrivals, MixCapacity, MixTenant, TenantOutcome, capacity,
+    evaluate,
+};
 pub use self::catalog::{engine_bytes_per_image, gpu_setup, model_setup};
 pub use self::core::Sim;
 pub use types::{
     BatchCounters, COPY_SETUP_NS, Completion, GpuCounters, GpuSetup, ModelCounters, ModelId,
-    ModelSetup, Nanos, PairGamma, SimError,
+    ModelSetup, Mps, Nanos, PairGamma, SimError,
 };
 pub use whatif::{
     Arrivals, Colocation, GapSource, ModelReport, Offered, SearchOptions, SimReport, Sla, Workload,

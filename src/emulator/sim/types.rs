@@ -53,8 +53,36 @@ pub struct GpuSetup {
     /// in turn, so the link is a shared resource and copies overlap with compute.
     pub link_bytes_per_s: f64,
     /// At most this many batches compute at once on the whole GPU (hardware work queues); further batches
-    /// wait with their inputs already on the GPU.
+    /// wait with their inputs already on the GPU. Under MPS the bound is per model.
     pub max_resident: u32,
+    /// `Some`: each model is its own process under CUDA MPS rather than a model of one Triton process.
+    pub mps: Option<Mps>,
+}
+
+/// What MPS changes in this model, when every model runs in its own process on an MPS server:
+/// - each process has its own hardware work queues, so [`GpuSetup::max_resident`] bounds each model's
+///   batches rather than the GPU's (assumed: CUDA_DEVICE_MAX_CONNECTIONS is a per-process setting);
+/// - a process may be confined to a share p of the SMs (CUDA_MPS_ACTIVE_THREAD_PERCENTAGE): a batch's
+///   per-image work then takes β·b/p, its fixed part α does not change, and it keeps at most p of the
+///   SMs busy, so processes whose shares sum to at most 1 do not contend for SMs (iGniter's V100 rows at
+///   10 % and 50 % of the SMs are the check);
+/// - interference γ stays: MPS partitions SMs, not L2 or memory bandwidth (research §3), and the
+///   Gpulet and iGniter figures behind γ were measured under MPS.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Mps {
+    /// Per model name, the share of SMs (0, 1] its process may use; unlisted models use them all.
+    pub sm_shares: Vec<(String, f64)>,
+}
+
+impl Mps {
+    /// The SM share of `model`'s process.
+    pub fn share(&self, model: &str) -> f64 {
+        self.sm_shares
+            .iter()
+            .find(|(m, _)| m == model)
+            .map_or(1.0, |&(_, p)| p)
+            .clamp(1e-3, 1.0)
+    }
 }
 
 impl GpuSetup {
@@ -104,6 +132,22 @@ impl ModelSetup {
         (self.alpha_ms + self.beta_ms * f64::from(batch)) * 1e6
     }
 
+    /// L(b) and u(b) for a process confined to `share` of the SMs (MPS): the per-image work slows by
+    /// 1/share, and the batch keeps at most `share` of the SMs busy.
+    pub fn confined(&self, batch: u32, share: f64) -> (f64, f64) {
+        if share >= 1.0 {
+            return (self.solo_latency_ns(batch), self.occupancy(batch));
+        }
+        let work = self.beta_ms * f64::from(batch) / share;
+        let l = (self.alpha_ms + work) * 1e6;
+        let u = if l <= 0.0 {
+            share
+        } else {
+            (work * 1e6 * share / l).clamp(0.0, share)
+        };
+        (l, u)
+    }
+
     /// u(b) = β·b / L(b): the share of the GPU's SMs a batch keeps busy when it runs alone.
     pub fn occupancy(&self, batch: u32) -> f64 {
         let l = self.solo_latency_ns(batch);
@@ -150,9 +194,12 @@ impl ModelSetup {
         let copy_in = self.compute_input_ns(b, gpu) as f64;
         let copy_out = self.compute_output_ns(b, gpu) as f64;
         let stage = self.solo_latency_ns(b).max(copy_in).max(copy_out);
+        let share = gpu.mps.as_ref().map_or(1.0, |m| m.share(&self.name));
+        let (latency, _) = self.confined(b, share);
+        let stage = stage.max(latency);
         let computing = f64::from(self.instances.min(gpu.max_resident.max(1)));
         let by_instances = computing * f64::from(b) * 1e9 / stage;
-        let by_sms = 1e3 / self.beta_ms;
+        let by_sms = share * 1e3 / self.beta_ms;
         by_instances.min(by_sms)
     }
 

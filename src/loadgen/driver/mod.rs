@@ -24,7 +24,7 @@ use std::time::Duration;
 pub use clock::Clock;
 pub use closed::ClosedLoop;
 pub use send::send_one;
-pub use shared::TenantShared;
+pub use shared::{ByteBudget, MAX_RUN_IN_FLIGHT_BYTES, MAX_TENANT_IN_FLIGHT_BYTES, TenantShared};
 
 /// A send later than this after its intended time counts as `late`.
 pub const LATE_THRESHOLD: Duration = Duration::from_millis(1);

@@ -5,7 +5,6 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::loadgen::driver::{LATE_THRESHOLD, TenantShared};
-use crate::proto::ModelInferRequest;
 
 /// Sends one request whose intended send time was `intended`, and records the outcome.
 ///
@@ -13,8 +12,12 @@ use crate::proto::ModelInferRequest;
 /// that finds the bound reached waits in the backlog; whichever request frees a slot sends it, so
 /// the wait shows in latency from the intended time but not in service latency.
 pub async fn send_one(shared: Arc<TenantShared>, intended: Instant) -> bool {
-    if shared.try_acquire() {
-        run_slot(&shared, intended).await;
+    // How far behind its ideal clock the generator is, before any wait for a slot: the
+    // client-bound rule's evidence (a slow server makes arrivals wait, never dispatch late).
+    let lag = Instant::now().saturating_duration_since(intended);
+    shared.recorder.record_dispatch(intended, lag);
+    if let Some(bytes) = shared.try_acquire() {
+        run_slot(&shared, intended, bytes).await;
         return true;
     }
     if !shared.push_backlog(intended) {
@@ -22,32 +25,36 @@ pub async fn send_one(shared: Arc<TenantShared>, intended: Instant) -> bool {
         return false;
     }
     // A slot may have freed while this arrival queued: then nobody else will pick it up.
-    if shared.try_acquire() {
+    if let Some(bytes) = shared.try_acquire() {
         match shared.pop_backlog() {
-            Some(next) => run_slot(&shared, next).await,
-            None => shared.release(),
+            Some(next) => run_slot(&shared, next, bytes).await,
+            None => shared.release(bytes),
         }
     }
     true
 }
 
-/// Holds one in-flight slot: sends, then keeps sending from the backlog until it is empty.
-async fn run_slot(shared: &Arc<TenantShared>, mut intended: Instant) {
+/// Holds one in-flight slot (`bytes` charged to the byte bounds): sends, then keeps sending from
+/// the backlog until it is empty.
+async fn run_slot(shared: &Arc<TenantShared>, mut intended: Instant, mut bytes: u64) {
     loop {
         send_and_record(shared, intended).await;
         if let Some(next) = shared.pop_backlog() {
             intended = next;
             continue;
         }
-        shared.release();
+        shared.release(bytes);
         // An arrival may have queued between the pop and the release.
-        if shared.backlog() > 0 && shared.try_acquire() {
+        if shared.backlog() > 0
+            && let Some(b) = shared.try_acquire()
+        {
+            bytes = b;
             match shared.pop_backlog() {
                 Some(next) => {
                     intended = next;
                     continue;
                 }
-                None => shared.release(),
+                None => shared.release(bytes),
             }
         }
         break;
@@ -56,7 +63,7 @@ async fn run_slot(shared: &Arc<TenantShared>, mut intended: Instant) {
 
 async fn send_and_record(shared: &TenantShared, intended: Instant) {
     let request = match shared.template.read() {
-        Ok(t) => ModelInferRequest::clone(&t),
+        Ok(t) => Arc::clone(&t),
         Err(_) => return,
     };
     // The send time decides whether the request counts in the measured period (see the meter).
@@ -75,7 +82,7 @@ async fn send_and_record(shared: &TenantShared, intended: Instant) {
     if send_error > LATE_THRESHOLD {
         shared.recorder.record_late(sent);
     }
-    let result = client.infer_within(request, shared.deadline).await;
+    let result = client.infer_prepared(&request, shared.deadline).await;
     let done = Instant::now();
     match result {
         Ok(_) => shared.recorder.record_ok(
@@ -90,7 +97,12 @@ async fn send_and_record(shared: &TenantShared, intended: Instant) {
                 }
                 shared.connection_lost.store(true, Ordering::Relaxed);
             }
-            shared.recorder.record_error(sent, e.code_name());
+            shared
+                .recorder
+                .record_error_message(sent, e.code_name(), || {
+                    e.server_message()
+                        .map_or_else(|| e.to_string(), str::to_owned)
+                });
         }
     }
 }

@@ -1,27 +1,81 @@
 //! What one tenant's send path shares between the clock thread, the request tasks and the engine.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use prost::Message;
+
 use crate::measure::TenantRecorder;
 use crate::proto::ModelInferRequest;
-use crate::triton::TritonClient;
+use crate::triton::{PreparedRequest, TritonClient};
 use crate::vocab::snapshot::TenantId;
+
+/// Bytes of requests one tenant may have in flight. A backlog of megabyte tensors is what takes a
+/// generator that falls behind to gigabytes; at this bound a tenant still keeps tens of requests
+/// at the server, more than a GPU's queue needs to stay busy.
+pub const MAX_TENANT_IN_FLIGHT_BYTES: u64 = 64 << 20;
+/// Bytes of requests all the tenants of a run may have in flight together.
+pub const MAX_RUN_IN_FLIGHT_BYTES: u64 = 128 << 20;
+
+/// The in-flight bytes a whole run may hold, shared by its tenants.
+#[derive(Debug)]
+pub struct ByteBudget {
+    used: AtomicU64,
+    cap: u64,
+}
+
+impl ByteBudget {
+    pub fn new(cap: u64) -> ByteBudget {
+        ByteBudget {
+            used: AtomicU64::new(0),
+            cap,
+        }
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Takes `n` bytes if they fit, or unconditionally when `force` (a tenant's first request
+    /// must always be able to go, or a request larger than the budget would never be sent).
+    fn take(&self, n: u64, force: bool) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |u| {
+                (force || u.saturating_add(n) <= self.cap).then_some(u.saturating_add(n))
+            })
+            .is_ok()
+    }
+
+    fn give(&self, n: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |u| {
+                Some(u.saturating_sub(n))
+            });
+    }
+}
 
 /// Everything the send path of one tenant needs, shared by the clock thread and the request tasks.
 pub struct TenantShared {
     pub id: TenantId,
     pub model: String,
-    pub(super) template: RwLock<Arc<ModelInferRequest>>,
+    pub(super) template: RwLock<Arc<PreparedRequest>>,
     clients: RwLock<Arc<Vec<TritonClient>>>,
     next_client: AtomicUsize,
     in_flight: AtomicU32,
     max_in_flight: AtomicU32,
+    /// Encoded size of the current request, charged against the byte bounds per request.
+    request_bytes: AtomicU64,
+    in_flight_bytes: ByteBudget,
+    run_bytes: Arc<ByteBudget>,
     /// Intended send times of arrivals waiting for an in-flight slot (bounded).
     backlog: Mutex<VecDeque<Instant>>,
-    backlog_cap: usize,
+    /// [`TenantSpec::BACKLOG_FACTOR`](crate::vocab::spec::TenantSpec::BACKLOG_FACTOR) × the
+    /// requests the bounds let be in flight at once, so a backlog drains within a few round trips
+    /// and an arrival beyond it is dropped rather than kept waiting for seconds.
+    backlog_cap: AtomicUsize,
     pub(super) deadline: Duration,
     pub(super) recorder: TenantRecorder,
     paused: AtomicBool,
@@ -43,17 +97,19 @@ impl TenantShared {
         deadline: Duration,
         recorder: TenantRecorder,
     ) -> Self {
-        TenantShared {
+        let shared = TenantShared {
             id,
             model,
-            template: RwLock::new(Arc::new(template)),
+            request_bytes: AtomicU64::new(template.encoded_len() as u64),
+            template: RwLock::new(Arc::new(PreparedRequest::new(template))),
             clients: RwLock::new(clients),
             next_client: AtomicUsize::new(0),
             in_flight: AtomicU32::new(0),
             max_in_flight: AtomicU32::new(max_in_flight.max(1)),
+            in_flight_bytes: ByteBudget::new(MAX_TENANT_IN_FLIGHT_BYTES),
+            run_bytes: Arc::new(ByteBudget::new(MAX_RUN_IN_FLIGHT_BYTES)),
             backlog: Mutex::new(VecDeque::new()),
-            backlog_cap: (max_in_flight.max(1) as usize)
-                .saturating_mul(crate::vocab::spec::TenantSpec::BACKLOG_FACTOR as usize),
+            backlog_cap: AtomicUsize::new(0),
             deadline,
             recorder,
             paused: AtomicBool::new(false),
@@ -63,7 +119,34 @@ impl TenantShared {
             send_errors_us: Mutex::new(
                 hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).ok(),
             ),
-        }
+        };
+        shared.size_backlog();
+        shared
+    }
+
+    /// Charges this tenant's requests to `budget`, shared with the run's other tenants.
+    pub fn with_run_budget(mut self, budget: Arc<ByteBudget>) -> Self {
+        self.run_bytes = budget;
+        self
+    }
+
+    /// Bytes of this tenant's requests in flight now.
+    pub fn in_flight_bytes(&self) -> u64 {
+        self.in_flight_bytes.used()
+    }
+
+    /// Requests the count and byte bounds let this tenant have in flight at once.
+    pub fn effective_max_in_flight(&self) -> u32 {
+        let per_request = self.request_bytes.load(Ordering::Relaxed).max(1);
+        let by_bytes = (MAX_TENANT_IN_FLIGHT_BYTES / per_request).max(1);
+        let by_count = u64::from(self.max_in_flight.load(Ordering::Relaxed));
+        u32::try_from(by_count.min(by_bytes)).unwrap_or(u32::MAX)
+    }
+
+    fn size_backlog(&self) {
+        let cap = (self.effective_max_in_flight() as usize)
+            .saturating_mul(crate::vocab::spec::TenantSpec::BACKLOG_FACTOR as usize);
+        self.backlog_cap.store(cap, Ordering::Relaxed);
     }
 
     pub fn in_flight(&self) -> u32 {
@@ -75,22 +158,39 @@ impl TenantShared {
         self.backlog.lock().map(|b| b.len()).unwrap_or(0)
     }
 
-    pub(super) fn try_acquire(&self) -> bool {
+    /// Takes an in-flight slot if the count and both byte bounds allow; returns the bytes charged,
+    /// which [`release`](Self::release) gives back.
+    pub(super) fn try_acquire(&self) -> Option<u64> {
         let max = self.max_in_flight.load(Ordering::Relaxed);
-        self.in_flight
+        let before = self
+            .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
                 (n < max).then_some(n + 1)
             })
-            .is_ok()
+            .ok()?;
+        let bytes = self.request_bytes.load(Ordering::Relaxed);
+        let first = before == 0;
+        if !self.in_flight_bytes.take(bytes, first) {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        if !self.run_bytes.take(bytes, first) {
+            self.in_flight_bytes.give(bytes);
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(bytes)
     }
 
-    pub(super) fn release(&self) {
+    pub(super) fn release(&self, bytes: u64) {
+        self.run_bytes.give(bytes);
+        self.in_flight_bytes.give(bytes);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
     pub(super) fn push_backlog(&self, intended: Instant) -> bool {
         match self.backlog.lock() {
-            Ok(mut b) if b.len() < self.backlog_cap => {
+            Ok(mut b) if b.len() < self.backlog_cap.load(Ordering::Relaxed) => {
                 b.push_back(intended);
                 true
             }
@@ -118,9 +218,13 @@ impl TenantShared {
     }
 
     pub fn replace_template(&self, template: ModelInferRequest) {
+        self.request_bytes
+            .store(template.encoded_len() as u64, Ordering::Relaxed);
+        let prepared = Arc::new(PreparedRequest::new(template));
         if let Ok(mut t) = self.template.write() {
-            *t = Arc::new(template);
+            *t = prepared;
         }
+        self.size_backlog();
     }
 
     /// Takes the "connection lost" flag and the error that set it.
@@ -163,5 +267,78 @@ impl TenantShared {
         }
         let i = self.next_client.fetch_add(1, Ordering::Relaxed) % clients.len();
         Some(clients[i].clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::TenantMeter;
+    use crate::vocab::spec::Sla;
+
+    fn tenant(id: TenantId, tensor_bytes: usize, budget: &Arc<ByteBudget>) -> TenantShared {
+        let request = ModelInferRequest {
+            model_name: "resnet50".into(),
+            raw_input_contents: vec![bytes::Bytes::from(vec![0u8; tensor_bytes])],
+            ..ModelInferRequest::default()
+        };
+        let sla = Sla {
+            latency_ms: 100.0,
+            percentile: 95.0,
+        };
+        let tick = Duration::from_millis(250);
+        let meter = TenantMeter::new(sla, Duration::from_secs(1), tick, Instant::now()).unwrap();
+        TenantShared::new(
+            id,
+            "resnet50".into(),
+            request,
+            Arc::new(Vec::new()),
+            1024,
+            Duration::from_secs(10),
+            meter.recorder(),
+        )
+        .with_run_budget(Arc::clone(budget))
+    }
+
+    #[test]
+    fn big_requests_are_bounded_by_bytes_per_tenant_and_per_run() {
+        let budget = Arc::new(ByteBudget::new(MAX_RUN_IN_FLIGHT_BYTES));
+        // 20 MB a request: 3 fit a tenant's 64 MiB, though the count bound allows 1024.
+        let a = tenant(0, 20_000_000, &budget);
+        assert_eq!(a.effective_max_in_flight(), 3);
+        let charges: Vec<u64> = (0..3).filter_map(|_| a.try_acquire()).collect();
+        assert_eq!(charges.len(), 3);
+        assert!(a.try_acquire().is_none(), "a fourth would pass 64 MiB");
+        assert!(a.in_flight_bytes() <= MAX_TENANT_IN_FLIGHT_BYTES);
+        // The backlog shrinks with the bound, so arrivals beyond it are dropped promptly.
+        let queued = (0..100).filter(|_| a.push_backlog(Instant::now())).count();
+        assert_eq!(queued, 12);
+        // A second tenant fits what is left of the run's 128 MiB, no more.
+        let b = tenant(1, 20_000_000, &budget);
+        let more: Vec<u64> = (0..3).filter_map(|_| b.try_acquire()).collect();
+        assert_eq!(more.len(), 3);
+        let c = tenant(2, 20_000_000, &budget);
+        // Nothing left, but a tenant with nothing in flight may always send one.
+        let first = c.try_acquire();
+        assert!(first.is_some());
+        assert!(c.try_acquire().is_none());
+        for n in charges {
+            a.release(n);
+        }
+        assert_eq!((a.in_flight(), a.in_flight_bytes()), (0, 0));
+        assert!(
+            c.try_acquire().is_some(),
+            "room again once a's requests completed"
+        );
+    }
+
+    #[test]
+    fn a_request_larger_than_the_bound_still_goes_alone() {
+        let budget = Arc::new(ByteBudget::new(MAX_RUN_IN_FLIGHT_BYTES));
+        let huge = tenant(0, 80 << 20, &budget);
+        assert_eq!(huge.effective_max_in_flight(), 1);
+        let n = huge.try_acquire();
+        assert!(n.is_some());
+        assert!(huge.try_acquire().is_none());
     }
 }

@@ -59,7 +59,10 @@ impl App {
             },
             Load::Concurrency(n) => Command::SetConcurrency { tenant: id, n: *n },
         };
-        self.remember(snap, id, Some(load), None);
+        // A staged edit is not on its way to the run, so it is not pending there.
+        if self.staged.is_none() {
+            self.remember(snap, id, Some(load), None);
+        }
         Some(Outgoing::Live(command))
     }
 
@@ -94,12 +97,13 @@ impl App {
     /// One instance more or fewer for the selected tenant's model, where the server allows it.
     pub(super) fn step_instances(&mut self, snap: &Snapshot, up: bool) -> Option<Outgoing> {
         let t = self.selected_tenant(snap)?;
-        let (id, current) = (t.id, t.instances);
+        let staged = self.staged_spec(t).and_then(|s| s.instances);
+        let (id, current) = (t.id, staged.or(t.instances));
         if !snap.target.model_control {
             self.say(
                 snap,
                 NoticeLevel::Warn,
-                "the server does not allow model control; instances are fixed",
+                "instances are fixed: the server offers no model control (Triton's model repository extension)",
             );
             return None;
         }
@@ -129,12 +133,16 @@ impl App {
     /// Turns dynamic batching on (with Triton's defaults) or off for the selected tenant's model.
     pub(super) fn toggle_batching(&mut self, snap: &Snapshot) -> Option<Outgoing> {
         let t = self.selected_tenant(snap)?;
-        let (id, on, max_batch) = (t.id, t.dynamic_batching.is_some(), t.max_batch);
+        let batching = match self.staged_spec(t) {
+            Some(s) => &s.dynamic_batching,
+            None => &t.dynamic_batching,
+        };
+        let (id, on, max_batch) = (t.id, batching.is_some(), t.max_batch);
         if !snap.target.model_control {
             self.say(
                 snap,
                 NoticeLevel::Warn,
-                "the server does not allow model control; batching is fixed",
+                "batching is fixed: the server offers no model control (Triton's model repository extension)",
             );
             return None;
         }

@@ -222,5 +222,6 @@ pub fn default_tenant(model: &str) -> TenantSpec {
         data: InputData::Zero,
         max_in_flight: TenantSpec::DEFAULT_MAX_IN_FLIGHT,
         deadline: TenantSpec::DEFAULT_DEADLINE,
+        inputs: Vec::new(),
     }
 }

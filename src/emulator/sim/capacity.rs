@@ -1,0 +1,260 @@
+//! The capacity of a mix: the largest common scale factor k at which every tenant still meets its
+//! SLA, found by bisection over virtual-time runs of the whole mix at k × each tenant's rate.
+//!
+//! This is the one search behind live capacity, the dashboard's what-if and `perseus plan`, so that
+//! all three agree for a given seed. Equivalents are only meaningful at the frontier (DESIGN §4), and
+//! k × the operating point is the frontier point on the operating point's ray.
+
+use std::sync::Arc;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, Exp};
+
+use super::types::{GpuSetup, ModelSetup, SimError};
+use super::whatif::{GapSource, ModelReport, Offered, SearchOptions, Sla, simulate_offered};
+
+/// How a tenant's requests arrive, at whatever rate the search asks for.
+#[derive(Clone)]
+pub enum MixArrivals {
+    Poisson,
+    Constant,
+    /// Any process: called with the rate and a seed, it returns the gaps of one run. The client's
+    /// own generators come in this way, so a capacity sees the arrivals a run would send.
+    Process(Arc<dyn Fn(f64, u64) -> GapSource<'static> + Send + Sync>),
+}
+
+impl std::fmt::Debug for MixArrivals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MixArrivals::Poisson => "Poisson",
+            MixArrivals::Constant => "Constant",
+            MixArrivals::Process(_) => "Process(..)",
+        })
+    }
+}
+
+/// One tenant of a mix: its model as the server runs it, its load and its SLA.
+#[derive(Debug, Clone)]
+pub struct MixTenant {
+    pub setup: ModelSetup,
+    /// Images per request.
+    pub batch: u32,
+    /// The operating point's rate, requests per second.
+    pub rate_per_s: f64,
+    pub arrivals: MixArrivals,
+    pub sla: Sla,
+}
+
+/// How hard the capacity search works. `duration_s: None` picks runs long next to the loosest SLA
+/// ([`SearchOptions::for_sla`]), which is what resolves an overload against it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CapacityOptions {
+    pub duration_s: Option<f64>,
+    pub seed: u64,
+    /// Bisection steps after the bracket is found; each halves the uncertainty on k.
+    pub iterations: u32,
+}
+
+impl Default for CapacityOptions {
+    fn default() -> CapacityOptions {
+        CapacityOptions {
+            duration_s: None,
+            seed: 1,
+            iterations: 10,
+        }
+    }
+}
+
+/// One tenant's predicted figures at some scale of the mix.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TenantOutcome {
+    /// The rate it was offered, requests per second.
+    pub rate_per_s: f64,
+    /// Latency at the tenant's SLA percentile, milliseconds (server-side, queues drained).
+    pub latency_ms: f64,
+    /// Fraction of arrivals that completed within the SLA latency.
+    pub attainment: f64,
+    pub meets_sla: bool,
+}
+
+/// A mix's capacity and what each tenant sees at the operating point and at capacity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MixCapacity {
+    /// The largest common scale factor found to meet every SLA (0 when even a trickle misses).
+    pub k: f64,
+    pub at_operating: Vec<TenantOutcome>,
+    pub at_capacity: Vec<TenantOutcome>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CapacityError {
+    #[error("the mix has no tenant with a positive rate to scale")]
+    NoLoad,
+    #[error(
+        "tenants {first} and {second} both serve model '{model}': the GPU model runs one queue per model"
+    )]
+    SharedModel {
+        model: String,
+        first: usize,
+        second: usize,
+    },
+    #[error(transparent)]
+    Sim(#[from] SimError),
+}
+
+/// Runs the mix at `scale` × each tenant's rate and reports each tenant against its SLA.
+pub fn evaluate(
+    gpu: &GpuSetup,
+    mix: &[MixTenant],
+    scale: f64,
+    options: &CapacityOptions,
+) -> Result<Vec<TenantOutcome>, CapacityError> {
+    check(mix)?;
+    let duration_s = duration(mix, options);
+    let offered = mix
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let rate = t.rate_per_s * scale;
+            Offered {
+                setup: t.setup.clone(),
+                batch: t.batch,
+                rate_per_s: rate,
+                gaps: gaps(&t.arrivals, rate, stream_seed(options.seed, i)),
+            }
+        })
+        .collect();
+    let report = simulate_offered(gpu, offered, 0.0, duration_s)?;
+    Ok(mix
+        .iter()
+        .zip(&report.models)
+        .map(|(t, m)| outcome(m, &t.sla, t.rate_per_s * scale))
+        .collect())
+}
+
+/// The mix's capacity: bisection on k between a scale that meets every SLA and one that does not,
+/// the upper end bounded by what the GPU could serve at all, so the search never runs unbounded.
+pub fn capacity(
+    gpu: &GpuSetup,
+    mix: &[MixTenant],
+    options: &CapacityOptions,
+) -> Result<MixCapacity, CapacityError> {
+    check(mix)?;
+    let ceiling = ceiling(gpu, mix).ok_or(CapacityError::NoLoad)?;
+    let at_operating = evaluate(gpu, mix, 1.0, options)?;
+    let all_meet = |o: &[TenantOutcome]| o.iter().all(|t| t.meets_sla);
+    let (mut lo, mut hi) = if all_meet(&at_operating) {
+        (1.0_f64.min(ceiling), ceiling.max(1.0))
+    } else {
+        (0.0, 1.0_f64.min(ceiling))
+    };
+    let mut best = if lo >= 1.0 {
+        Some(at_operating.clone())
+    } else {
+        None
+    };
+    let top = evaluate(gpu, mix, hi, options)?;
+    if all_meet(&top) {
+        lo = hi;
+        best = Some(top);
+    } else {
+        for _ in 0..options.iterations {
+            let mid = 0.5 * (lo + hi);
+            let o = evaluate(gpu, mix, mid, options)?;
+            if all_meet(&o) {
+                lo = mid;
+                best = Some(o);
+            } else {
+                hi = mid;
+            }
+        }
+    }
+    let at_capacity = match best {
+        Some(o) => o,
+        None => evaluate(gpu, mix, lo, options)?,
+    };
+    Ok(MixCapacity {
+        k: lo,
+        at_operating,
+        at_capacity,
+    })
+}
+
+fn check(mix: &[MixTenant]) -> Result<(), CapacityError> {
+    for (i, t) in mix.iter().enumerate() {
+        if let Some(j) = mix[..i].iter().position(|o| o.setup.name == t.setup.name) {
+            return Err(CapacityError::SharedModel {
+                model: t.setup.name.clone(),
+                first: j + 1,
+                second: i + 1,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A scale no mix can exceed: beyond it some model would need more than its instances can execute
+/// alone, or the models together more SM time than there is (α leaves SMs idle, so only β counts).
+/// A little above it, so that a mix that is just at the bound is not cut short by rounding.
+fn ceiling(gpu: &GpuSetup, mix: &[MixTenant]) -> Option<f64> {
+    let mut worst_model: f64 = 0.0;
+    let mut sm_seconds = 0.0;
+    for t in mix.iter().filter(|t| t.rate_per_s > 0.0) {
+        let images_per_s = t.rate_per_s * f64::from(t.batch.max(1));
+        let cap = t.setup.capacity_images_per_s(t.batch, gpu);
+        if cap > 0.0 {
+            worst_model = worst_model.max(images_per_s / cap);
+        }
+        sm_seconds += images_per_s * t.setup.beta_ms / 1e3;
+    }
+    let load = worst_model.max(sm_seconds);
+    (load > 0.0 && load.is_finite()).then(|| 1.05 / load)
+}
+
+fn duration(mix: &[MixTenant], options: &CapacityOptions) -> f64 {
+    options.duration_s.unwrap_or_else(|| {
+        let loosest = mix.iter().map(|t| t.sla.latency_ms).fold(0.0, f64::max);
+        SearchOptions::for_sla(loosest).duration_s
+    })
+}
+
+/// Each tenant its own stream, so adding a tenant does not shift another's arrivals.
+fn stream_seed(seed: u64, index: usize) -> u64 {
+    seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+fn gaps(arrivals: &MixArrivals, rate: f64, seed: u64) -> GapSource<'static> {
+    if !(rate.is_finite() && rate > 0.0) {
+        return Box::new(|| f64::INFINITY);
+    }
+    match (arrivals, Exp::new(rate)) {
+        (MixArrivals::Process(f), _) => f(rate, seed),
+        (MixArrivals::Poisson, Ok(exp)) => {
+            let mut rng = StdRng::seed_from_u64(seed);
+            Box::new(move || exp.sample(&mut rng))
+        }
+        _ => Box::new(move || 1.0 / rate),
+    }
+}
+
+/// Met as the solo-peak search has it: the percentile within the SLA over every arrival (queues
+/// drained), and nearly every arrival completed within the run, so a huge SLA cannot hide overload.
+fn outcome(m: &ModelReport, sla: &Sla, rate_per_s: f64) -> TenantOutcome {
+    let latency_ms = m.latency_ms(sla.percentile);
+    let arrived_per_s = m.submitted as f64 / m.duration_s.max(1e-9);
+    let within = m
+        .latency_us
+        .count_between(0, (sla.latency_ms * 1000.0) as u64);
+    let attainment = if m.submitted == 0 {
+        1.0
+    } else {
+        (within as f64 / m.submitted as f64).min(1.0)
+    };
+    TenantOutcome {
+        rate_per_s,
+        latency_ms,
+        attainment,
+        meets_sla: latency_ms <= sla.latency_ms && m.achieved_per_s >= 0.95 * arrived_per_s,
+    }
+}
