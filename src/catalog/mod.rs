@@ -226,6 +226,13 @@ impl Catalog {
     /// The performance entry for (model, gpu, profile); profile `None` is [`DEFAULT_PROFILE`].
     pub fn perf(&self, model: &str, gpu: &str, profile: Option<&str>) -> Option<&ProfileEntry> {
         let profile = profile.unwrap_or(DEFAULT_PROFILE);
+        // A model that runs like another (`perf_like`) has that model's profiles.
+        let model = self
+            .models
+            .iter()
+            .find(|m| m.name.eq_ignore_ascii_case(model))
+            .and_then(|m| m.perf_like.as_deref())
+            .unwrap_or(model);
         self.profiles.iter().find(|p| {
             p.model.eq_ignore_ascii_case(model)
                 && p.gpu.eq_ignore_ascii_case(gpu)

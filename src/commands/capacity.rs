@@ -106,9 +106,19 @@ pub fn match_gpu<'a>(catalog: &'a Catalog, device: &str) -> Result<&'a GpuSpec, 
     let Some(family) = &want.family else {
         return Err(format!("the GPU name '{device}' names no GPU model"));
     };
+    // NVML names a MIG device "<GPU> MIG 1g.10gb": only a slice of that profile is that device,
+    // and a whole GPU's name never matches a slice.
+    let mig = |name: &str| {
+        let lower = name.to_ascii_lowercase();
+        lower
+            .split_once(" mig ")
+            .map(|(_, profile)| profile.trim().to_string())
+    };
+    let want_mig = mig(device);
     let fits: Vec<&GpuSpec> = catalog
         .gpus
         .iter()
+        .filter(|g| mig(&g.display) == want_mig)
         .filter(|g| NameParts::of(&g.display).agrees_with(&want))
         .collect();
     match fits.as_slice() {
@@ -177,10 +187,14 @@ impl NameParts {
         fn same<T: PartialEq>(a: &Option<T>, b: &Option<T>) -> bool {
             a.is_none() || b.is_none() || a == b
         }
+        // NVML always names a PCIe part so ("A100-PCIE-40GB", "H100 PCIe") while SXM parts often
+        // go without their form ("H100 80GB HBM3"), so PCIe must be said on both sides or neither.
+        let pcie = |p: &NameParts| p.form == Some("pcie");
         self.family.is_some()
             && self.family == other.family
             && same(&self.memory_gb, &other.memory_gb)
             && same(&self.form, &other.form)
+            && pcie(self) == pcie(other)
     }
 }
 
@@ -201,13 +215,18 @@ mod tests {
         assert_eq!(name("NVIDIA A10G"), Ok("a10g"));
         assert_eq!(name("Tesla V100-SXM2-16GB"), Ok("v100"));
         assert_eq!(name("NVIDIA H200"), Ok("h200"));
+        assert_eq!(name("NVIDIA H100 PCIe"), Ok("h100-pcie"));
+        // A MIG device is its slice, never the whole GPU.
+        assert_eq!(
+            name("NVIDIA A100-SXM4-80GB MIG 1g.10gb"),
+            Ok("a100-80gb-1g.10gb")
+        );
         // Another form factor or memory size of a catalog family is another GPU: no guess.
-        let pcie = name("NVIDIA H100 PCIe").unwrap_err();
+        let pcie = name("NVIDIA A100-PCIE-40GB").unwrap_err();
         assert!(
             pcie.contains("no catalog GPU matches") && pcie.contains("pcie"),
             "{pcie}"
         );
-        assert!(name("NVIDIA A100-PCIE-40GB").is_err());
         assert!(name("Tesla V100-SXM2-32GB").is_err());
         // Two catalog entries fit a name without its size.
         let both = name("NVIDIA A100").unwrap_err();
