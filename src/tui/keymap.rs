@@ -97,7 +97,7 @@ pub const TABLE: &[Entry] = &[
     entry(Action::InstancesUp, "instances_up", "i", "one more model instance on the server", Some("instances"), Scope::Live),
     entry(Action::InstancesDown, "instances_down", "I", "one fewer model instance on the server", None, Scope::Live),
     entry(Action::ToggleBatching, "toggle_batching", "b", "turn the server's dynamic batching on/off", Some("batching"), Scope::Live),
-    entry(Action::StageWhatIf, "stage_what_if", "W", "what-if: stage edits with predictions instead of applying them; again to discard", None, Scope::Live),
+    entry(Action::StageWhatIf, "stage_what_if", "W", "what-if: stage edits with predictions instead of applying them; again to discard", Some("what-if"), Scope::Live),
     entry(Action::ApplyStaged, "apply_staged", "A", "apply every staged what-if edit at once", None, Scope::Live),
     entry(Action::CycleWindow, "cycle_window", "w", "chart window: 10 s, 1 min, 10 min", Some("window"), Scope::Both),
     entry(Action::ChartAll, "chart_all", "c", "latency chart: selected tenant or all", Some("all"), Scope::Both),
