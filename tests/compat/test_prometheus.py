@@ -126,8 +126,11 @@ def test_promql_achieved_rate_matches_the_run_json(tmp_path):
         now = time.time() + 1
         series = query(api, f"perseus_measured_seconds[{DURATION_S + 60}s]", now)
         samples = [(float(t), float(v)) for t, v in series[0]["values"]]
-        measuring = [t for t, v in samples if v > 0]
-        start, end = measuring[0], measuring[-1]
+        # The gauge stays at its last value while the run finishes (draining, the capacity search),
+        # so the period ends where it first reached that value, not at its last sample.
+        top = max(v for _, v in samples)
+        start = next(t for t, v in samples if v > 0)
+        end = next(t for t, v in samples if v >= top)
         assert end - start > DURATION_S - 5, samples
         window = int(end - start) - 2
         for tenant in report["tenants"]:
