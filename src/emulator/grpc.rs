@@ -134,17 +134,24 @@ impl GrpcInferenceService for GrpcFront {
                 );
                 let (model, id) = (request.model_name.clone(), request.id.clone());
                 // Sequences are admitted here, in the stream's order, as Triton's scheduler sees
-                // them; the requests then run concurrently.
+                // them. A sequence's requests are then answered one after another, in that order,
+                // as Triton's sequence batcher answers them (clients pair responses by order);
+                // other requests run concurrently.
                 let call = decode_infer(&core, request).and_then(|(mut call, targets)| {
                     core.admit_sequence(&mut call)?;
                     Ok((call, targets))
                 });
+                let in_sequence = matches!(&call, Ok((c, _)) if c.sequence.id.is_some());
                 let head = StreamHead {
                     model,
                     id,
                     empty_final,
                 };
-                tokio::spawn(async move { stream_one(&core, head, call, &tx).await });
+                if in_sequence {
+                    stream_one(&core, head, call, &tx).await;
+                } else {
+                    tokio::spawn(async move { stream_one(&core, head, call, &tx).await });
+                }
             }
         });
         Ok(Response::new(Box::pin(rx)))

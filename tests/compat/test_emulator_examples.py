@@ -126,6 +126,32 @@ def test_sequences_follow_their_flags(grpc, http, protocol):
     assert inputs == ["INPUT"]
 
 
+def test_a_stream_answers_each_sequence_in_order(emulator):
+    # Two sequences interleaved on one stream, as NVIDIA's sequence stream clients send them: the
+    # responses come back in request order, as Triton's sequence batcher answers them.
+    answers = queue.Queue()
+    client = grpcclient.InferenceServerClient(url=emulator.grpc)
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    sent, steps = [], 100
+    for step in range(steps):
+        for seq, base in ((2000, 0), (2001, 1000), (2002, 2000)):
+            value = base + step
+            inputs = [tensor(grpcclient, "INPUT", np.array([[value]], dtype=np.int32), "INT32")]
+            request_id = f"{seq}-{step}"
+            client.async_stream_infer(
+                "simple_sequence", inputs, request_id=request_id, sequence_id=seq,
+                sequence_start=step == 0, sequence_end=step == steps - 1,
+            )
+            sent.append(request_id)
+    got = []
+    for _ in sent:
+        result, error = answers.get(timeout=10)
+        assert error is None, error
+        got.append(result.get_response().id)
+    client.stop_stream()
+    assert got == sent
+
+
 def test_repeat_int32_streams_one_response_per_element(grpc, emulator):
     values = np.arange(100, 105, dtype=np.int32)
     inputs = [
