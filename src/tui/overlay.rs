@@ -63,7 +63,14 @@ fn help(frame: &mut Frame, area: Rect, view: &View) {
         ));
     let one_column = TABLE.len() as u16 + 3;
     if area.height >= one_column {
-        let rect = centred(area, 110, one_column);
+        // As wide as the longest line needs (key, description with its replay note, config name,
+        // spacing and borders), so no description is cut where the terminal has the room.
+        let longest = TABLE
+            .iter()
+            .map(|e| e.description.chars().count() + " (replay only)".len())
+            .max()
+            .unwrap_or(0) as u16;
+        let rect = centred(area, 12 + 2 + longest + 2 + 17 + 2, one_column);
         let table = Table::new(
             TABLE.iter().map(|e| row(e, true)),
             [
