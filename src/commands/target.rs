@@ -10,7 +10,7 @@ use crate::catalog::Catalog;
 use crate::cli::TargetArgs;
 use crate::commands::hooks::{EmulatorKnowledge, ProbedKnowledge};
 use crate::commands::{BadInput, Failure, TargetFailed};
-use crate::emulator::{Emulator, EmulatorConfig, RunningEmulator};
+use crate::emulator::{Emulator, EmulatorConfig, RunningEmulator, ServeLimits};
 use crate::engine::hooks::TargetKnowledge;
 use crate::measure::PeakCache;
 use crate::session;
@@ -169,7 +169,7 @@ pub async fn resolve(
                 http: loopback(),
                 metrics: loopback(),
                 catalog_dir: catalog_dir.map(Path::to_path_buf),
-                limits: Default::default(),
+                limits: embedded_limits(),
             })
             .await
             .context("starting the embedded emulator")
@@ -249,6 +249,18 @@ pub async fn resolve(
                 embedded: None,
             })
         }
+    }
+}
+
+/// The embedded emulator's queue is this process's memory too: bounded a quarter above what the
+/// run's requests may hold in flight, so that the load generator's bound binds first (a falling-
+/// behind run drops at the client, flagged, rather than failing at the server) and the two
+/// together stay far below what a standalone emulator allows.
+fn embedded_limits() -> ServeLimits {
+    let run = crate::loadgen::driver::MAX_RUN_IN_FLIGHT_BYTES;
+    ServeLimits {
+        max_queued_bytes: run + run / 4,
+        ..ServeLimits::default()
     }
 }
 

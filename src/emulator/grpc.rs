@@ -12,7 +12,7 @@ use crate::emulator::sequence::{CorrelationId, SequenceFlags};
 use crate::emulator::service::{Core, InferCall, InferReply, MODEL_VERSION, SharedCore};
 use crate::emulator::shm::{self, OutputTargets};
 use crate::emulator::status::ServeError;
-use crate::emulator::tensors::{InputTensor, Signature, TensorDesc};
+use crate::emulator::tensors::{InputData, InputTensor, Signature, TensorDesc};
 use crate::proto::grpc_inference_service_server::GrpcInferenceService;
 use crate::proto::{
     self, infer_parameter::ParameterChoice, model_infer_request::InferInputTensor,
@@ -431,10 +431,10 @@ fn decode_infer(
                     t.name, req.model_name
                 )));
             }
-            Some(shm) => core.shm.window(&shm)?.read()?,
+            Some(shm) => InputData::Shm(core.shm.window(&shm)?),
             None => match raw.next() {
-                Some(bytes) => bytes,
-                None => typed_bytes(&t).into(),
+                Some(bytes) => bytes.into(),
+                None => InputData::Bytes(typed_bytes(&t).into()),
             },
         };
         inputs.push(InputTensor {

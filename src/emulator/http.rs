@@ -16,7 +16,7 @@ use crate::emulator::sequence::{CorrelationId, SequenceFlags};
 use crate::emulator::service::{InferCall, InferReply, MODEL_VERSION, SharedCore};
 use crate::emulator::shm::{self, OutputTargets};
 use crate::emulator::status::ServeError;
-use crate::emulator::tensors::{InputTensor, OutputTensor};
+use crate::emulator::tensors::{InputData, InputTensor, OutputTensor};
 use crate::proto;
 
 const HEADER_LENGTH: &str = "Inference-Header-Content-Length";
@@ -393,7 +393,7 @@ fn decode_inputs(
     core: &SharedCore,
     request: &Value,
     mut binary: Bytes,
-) -> Result<Vec<InputTensor>, ServeError> {
+) -> Result<Vec<InputTensor<InputData>>, ServeError> {
     let mut inputs = Vec::new();
     for input in request
         .get("inputs")
@@ -419,7 +419,7 @@ fn decode_inputs(
             .pointer("/parameters/binary_data_size")
             .and_then(Value::as_u64);
         let data = match (in_shm, binary_size) {
-            (Some(shm), _) => core.shm.window(&shm)?.read()?,
+            (Some(shm), _) => InputData::Shm(core.shm.window(&shm)?),
             (None, Some(size)) => {
                 let size = usize::try_from(size).unwrap_or(usize::MAX);
                 if size > binary.len() {
@@ -428,9 +428,11 @@ fn decode_inputs(
                         binary.len()
                     )));
                 }
-                binary.split_to(size)
+                InputData::Bytes(binary.split_to(size))
             }
-            (None, None) => json_to_bytes(&name, &datatype, input.get("data"))?.into(),
+            (None, None) => {
+                InputData::Bytes(json_to_bytes(&name, &datatype, input.get("data"))?.into())
+            }
         };
         inputs.push(InputTensor {
             name,

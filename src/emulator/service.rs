@@ -15,7 +15,7 @@ use crate::emulator::settings::Settings;
 use crate::emulator::sim::{GpuSetup, ModelCounters, ModelId, SimError};
 use crate::emulator::statistics::statistics_message;
 use crate::emulator::status::{Code, ServeError};
-use crate::emulator::tensors::{self, InputTensor, OutputTensor, Signature};
+use crate::emulator::tensors::{self, InputData, InputTensor, OutputTensor, Signature};
 use crate::proto;
 
 /// The only version each emulated model has, as in Triton's example repositories.
@@ -36,7 +36,7 @@ pub(crate) struct InferCall {
     pub model: String,
     pub version: String,
     pub id: String,
-    pub inputs: Vec<InputTensor>,
+    pub inputs: Vec<InputTensor<InputData>>,
     /// Empty: all outputs.
     pub outputs: Vec<String>,
     /// Outputs asked for as classes (Triton's classification extension): name and class count.
@@ -285,8 +285,9 @@ impl Core {
             }
             _ => false,
         };
-        // Charged before the outputs are allocated, so a refused request costs nothing more.
-        let input_bytes: u64 = call.inputs.iter().map(|t| t.data.len() as u64).sum();
+        // What the request holds until it is answered: its own input bytes (a shared-memory input
+        // holds none, it is read in place), its outputs, and the fixed cost of a request.
+        let input_bytes: u64 = call.inputs.iter().map(|t| t.data.held()).sum();
         let output_bytes =
             Signature::bytes_per_image(&sig.outputs).saturating_mul(u64::from(batch));
         let charge = input_bytes
@@ -302,9 +303,21 @@ impl Core {
                 self.admission.limit / (1 << 20)
             ),
         })?;
+        self.execute(id, batch, max_queue_size, &call).await?;
+        // The outputs are made once the modelled batch is done, so a queued request holds neither
+        // them nor a copy of its shared-memory inputs. Placeholder outputs depend on no input, so
+        // their windows are never read: the emulator models a copy's time, not its bytes.
+        let inputs = match sig.compute {
+            Compute::Placeholder => Vec::new(),
+            _ => call
+                .inputs
+                .iter()
+                .map(InputTensor::load)
+                .collect::<Result<Vec<_>, _>>()?,
+        };
         let parts = match sig.compute {
             Compute::Repeat => {
-                let (parts, wait_ms) = examples::repeat(&call.inputs, &call.outputs)?;
+                let (parts, wait_ms) = examples::repeat(&inputs, &call.outputs)?;
                 let parts = parts
                     .into_iter()
                     .map(|p| (Duration::from_millis(u64::from(p.delay_ms)), p.outputs))
@@ -312,19 +325,12 @@ impl Core {
                 (parts, Duration::from_millis(u64::from(wait_ms)))
             }
             _ => {
-                let outputs = tensors::compute_outputs(
-                    sig,
-                    max_batch,
-                    batch,
-                    &call.inputs,
-                    &call.outputs,
-                    start,
-                )?;
+                let outputs =
+                    tensors::compute_outputs(sig, max_batch, batch, &inputs, &call.outputs, start)?;
                 let outputs = classify(sig, max_batch, outputs, &call.classes)?;
                 (vec![(Duration::ZERO, outputs)], Duration::ZERO)
             }
         };
-        self.execute(id, batch, max_queue_size, &call).await?;
         let (parts, wait) = parts;
         Ok(Answer {
             parts: parts

@@ -7,8 +7,11 @@
 //! scores sum to one), integer and boolean outputs hold zeros, BYTES outputs empty strings. The
 //! emulator models time, not numerics.
 
+use bytes::Bytes;
+
 use crate::catalog::{Compute, ModelSpec, TensorSpec};
 use crate::emulator::examples;
+use crate::emulator::shm::Window;
 use crate::emulator::status::ServeError;
 
 /// One tensor of a model's signature, as the catalog describes it (shape without the batch dimension).
@@ -61,13 +64,83 @@ impl Signature {
     }
 }
 
-/// An input as received, with its contents already as little-endian bytes.
+/// An input with its contents: little-endian bytes (`D = Bytes`, what the outputs are computed
+/// from), or as received ([`InputData`], which may still be a shared-memory window).
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct InputTensor {
+pub(crate) struct InputTensor<D = Bytes> {
     pub name: String,
     pub datatype: String,
     pub shape: Vec<i64>,
-    pub data: bytes::Bytes,
+    pub data: D,
+}
+
+/// A received input's contents: the bytes that came with the request, or a window of a registered
+/// shared-memory region, read only when the outputs need it (after the request's turn on the
+/// GPU, as Triton's backend reads a region when the batch executes). A queued request then holds
+/// a reference, not a copy of a megabyte tensor.
+#[derive(Debug, Clone)]
+pub(crate) enum InputData {
+    Bytes(Bytes),
+    Shm(Window),
+}
+
+impl From<Bytes> for InputData {
+    fn from(bytes: Bytes) -> InputData {
+        InputData::Bytes(bytes)
+    }
+}
+
+impl InputData {
+    /// Bytes the request itself holds while it waits: a window holds none of its own.
+    pub(crate) fn held(&self) -> u64 {
+        match self {
+            InputData::Bytes(b) => b.len() as u64,
+            InputData::Shm(_) => 0,
+        }
+    }
+}
+
+/// What validation needs of an input's contents: its size, and its bytes for the few checks that
+/// read them (BYTES elements).
+pub(crate) trait Contents {
+    fn byte_len(&self) -> u64;
+    fn bytes(&self) -> Result<Bytes, ServeError>;
+}
+
+impl Contents for Bytes {
+    fn byte_len(&self) -> u64 {
+        self.len() as u64
+    }
+    fn bytes(&self) -> Result<Bytes, ServeError> {
+        Ok(self.clone())
+    }
+}
+
+impl Contents for InputData {
+    fn byte_len(&self) -> u64 {
+        match self {
+            InputData::Bytes(b) => b.len() as u64,
+            InputData::Shm(w) => w.len(),
+        }
+    }
+    fn bytes(&self) -> Result<Bytes, ServeError> {
+        match self {
+            InputData::Bytes(b) => Ok(b.clone()),
+            InputData::Shm(w) => w.read(),
+        }
+    }
+}
+
+impl InputTensor<InputData> {
+    /// The input with its contents read (a shared-memory window is read now).
+    pub(crate) fn load(&self) -> Result<InputTensor, ServeError> {
+        Ok(InputTensor {
+            name: self.name.clone(),
+            datatype: self.datatype.clone(),
+            shape: self.shape.clone(),
+            data: self.data.bytes()?,
+        })
+    }
 }
 
 /// An output ready for encoding in either protocol.
@@ -94,10 +167,10 @@ fn shape_text(shape: &[i64]) -> String {
 
 /// Checks the request's inputs against the signature and returns the batch size (1 for a model without
 /// batching). Wording follows Triton's so clients and users see familiar messages.
-pub(crate) fn validate_inputs(
+pub(crate) fn validate_inputs<D: Contents>(
     sig: &Signature,
     max_batch: u32,
-    inputs: &[InputTensor],
+    inputs: &[InputTensor<D>],
 ) -> Result<u32, ServeError> {
     let model = &sig.name;
     for input in inputs {
@@ -191,12 +264,12 @@ pub(crate) fn validate_inputs(
                 .shape
                 .iter()
                 .try_fold(size as u64, |acc, &d| acc.checked_mul(d as u64));
-            if expected != Some(input.data.len() as u64) {
+            if expected != Some(input.data.byte_len()) {
                 let expected = expected.map_or_else(|| "more than 2^64".into(), |e| e.to_string());
                 return Err(ServeError::invalid(format!(
                     "input byte size mismatch for input '{}' for model '{model}'. Expected {expected}, got {}",
                     input.name,
-                    input.data.len()
+                    input.data.byte_len()
                 )));
             }
         }
@@ -205,12 +278,13 @@ pub(crate) fn validate_inputs(
 }
 
 /// A BYTES input must hold exactly one well-formed element per position of its shape.
-fn check_bytes(model: &str, input: &InputTensor) -> Result<(), ServeError> {
+fn check_bytes<D: Contents>(model: &str, input: &InputTensor<D>) -> Result<(), ServeError> {
     let expected = input
         .shape
         .iter()
         .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
-    let got = examples::split_bytes(&input.data).map(|e| e.len() as u64);
+    let data = input.data.bytes()?;
+    let got = examples::split_bytes(&data).map(|e| e.len() as u64);
     if got.is_none() || got != expected {
         let got = got.map_or_else(
             || "malformed length-prefixed elements".into(),

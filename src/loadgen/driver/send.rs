@@ -85,11 +85,16 @@ async fn send_and_record(shared: &TenantShared, intended: Instant) {
     let result = client.infer_prepared(&request, shared.deadline).await;
     let done = Instant::now();
     match result {
-        Ok(_) => shared.recorder.record_ok(
-            sent,
-            done.saturating_duration_since(intended),
-            done.saturating_duration_since(sent),
-        ),
+        Ok(response) => {
+            if shared.wants_response_size() {
+                shared.note_response_bytes(prost::Message::encoded_len(&response));
+            }
+            shared.recorder.record_ok(
+                sent,
+                done.saturating_duration_since(intended),
+                done.saturating_duration_since(sent),
+            )
+        }
         Err(e) => {
             if e.is_connection_error() {
                 if let Ok(mut last) = shared.last_connection_error.lock() {

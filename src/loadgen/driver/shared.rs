@@ -18,6 +18,10 @@ use crate::vocab::snapshot::TenantId;
 pub const MAX_TENANT_IN_FLIGHT_BYTES: u64 = 64 << 20;
 /// Bytes of requests all the tenants of a run may have in flight together.
 pub const MAX_RUN_IN_FLIGHT_BYTES: u64 = 128 << 20;
+/// What a request in flight holds beyond its two messages: its task, its HTTP/2 stream and their
+/// buffers, on the client and on a server of this machine. An estimate on the high side, so that
+/// requests whose tensors are in shared memory (a few hundred bytes on the wire) are bounded too.
+pub const REQUEST_OVERHEAD_BYTES: u64 = 16 * 1024;
 
 /// The in-flight bytes a whole run may hold, shared by its tenants.
 #[derive(Debug)]
@@ -66,8 +70,11 @@ pub struct TenantShared {
     next_client: AtomicUsize,
     in_flight: AtomicU32,
     max_in_flight: AtomicU32,
-    /// Encoded size of the current request, charged against the byte bounds per request.
+    /// What one request is charged against the byte bounds: what it holds while in flight, on
+    /// this machine (see [`TenantShared::charge_of`]).
     request_bytes: AtomicU64,
+    /// Whether the charge includes the response's size yet (learnt from the first answer).
+    response_sized: AtomicBool,
     in_flight_bytes: ByteBudget,
     run_bytes: Arc<ByteBudget>,
     /// Intended send times of arrivals waiting for an in-flight slot (bounded).
@@ -100,7 +107,8 @@ impl TenantShared {
         let shared = TenantShared {
             id,
             model,
-            request_bytes: AtomicU64::new(template.encoded_len() as u64),
+            request_bytes: AtomicU64::new(Self::charge_of(&template)),
+            response_sized: AtomicBool::new(false),
             template: RwLock::new(Arc::new(PreparedRequest::new(template))),
             clients: RwLock::new(clients),
             next_client: AtomicUsize::new(0),
@@ -122,6 +130,30 @@ impl TenantShared {
         };
         shared.size_backlog();
         shared
+    }
+
+    /// A request's charge before its first answer: the message as encoded (the client's HTTP/2
+    /// buffers hold it, and a server decodes it) and [`REQUEST_OVERHEAD_BYTES`]; the answer's
+    /// size is added once known. Tensors in shared memory are not charged per request: the
+    /// region holds them once and the server reads them in place, so a request does not copy
+    /// them (the emulator, like Triton, keeps a reference until the batch executes).
+    fn charge_of(template: &ModelInferRequest) -> u64 {
+        template.encoded_len() as u64 + REQUEST_OVERHEAD_BYTES
+    }
+
+    /// Adds the size of the first answer to the charge (raw outputs come back in it over plain
+    /// gRPC; a shared-memory answer is a few hundred bytes).
+    pub(super) fn note_response_bytes(&self, bytes: usize) {
+        if !self.response_sized.swap(true, Ordering::Relaxed) {
+            self.request_bytes
+                .fetch_add(bytes as u64, Ordering::Relaxed);
+            self.size_backlog();
+        }
+    }
+
+    /// Whether the answer's size is still to be learnt (cheap, checked on every answer).
+    pub(super) fn wants_response_size(&self) -> bool {
+        !self.response_sized.load(Ordering::Relaxed)
     }
 
     /// Charges this tenant's requests to `budget`, shared with the run's other tenants.
@@ -219,7 +251,8 @@ impl TenantShared {
 
     pub fn replace_template(&self, template: ModelInferRequest) {
         self.request_bytes
-            .store(template.encoded_len() as u64, Ordering::Relaxed);
+            .store(Self::charge_of(&template), Ordering::Relaxed);
+        self.response_sized.store(false, Ordering::Relaxed);
         let prepared = Arc::new(PreparedRequest::new(template));
         if let Ok(mut t) = self.template.write() {
             *t = prepared;
@@ -330,6 +363,33 @@ mod tests {
             c.try_acquire().is_some(),
             "room again once a's requests completed"
         );
+    }
+
+    #[test]
+    fn a_request_is_charged_what_it_holds_both_ways() {
+        let budget = Arc::new(ByteBudget::new(MAX_RUN_IN_FLIGHT_BYTES));
+        // A shared-memory request: a few hundred bytes on the wire, charged the fixed cost too.
+        let small = tenant(0, 0, &budget);
+        let first = small.try_acquire().unwrap();
+        assert!(first >= REQUEST_OVERHEAD_BYTES, "{first}");
+        assert_eq!(
+            small.effective_max_in_flight(),
+            1024,
+            "the count bound binds"
+        );
+        // Over plain gRPC, 4 MiB of outputs come back in every answer: charged once learnt.
+        small.note_response_bytes(4 << 20);
+        small.note_response_bytes(4 << 20);
+        let second = small.try_acquire().unwrap();
+        assert_eq!(second, first + (4 << 20));
+        assert_eq!(small.effective_max_in_flight(), 15);
+        small.release(first);
+        small.release(second);
+        assert_eq!(small.in_flight_bytes(), 0);
+        // A new request learns its answer's size afresh.
+        small.replace_template(ModelInferRequest::default());
+        assert!(small.wants_response_size());
+        assert_eq!(small.try_acquire(), Some(REQUEST_OVERHEAD_BYTES));
     }
 
     #[test]

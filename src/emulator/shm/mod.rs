@@ -7,11 +7,16 @@
 //! on until it is unregistered. Tensors are read and written with positioned I/O on that
 //! descriptor, bounds-checked against the registered window, rather than through a mapping: the
 //! crate forbids `unsafe`, and one copy per tensor is what the emulator's own checks need anyway.
+//! A request holds a [`Window`] (a reference, not a copy) until the model needs the bytes, as
+//! Triton's request holds a pointer into the mapping that the backend reads when the batch
+//! executes; a region unregistered while requests still hold it stays listed and usable until the
+//! last of them is done, as Triton's `SharedMemoryManager` defers it (`awaiting_unregister_`).
 //! CUDA shared memory is refused as a Triton built without GPU support refuses it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -27,10 +32,20 @@ const RESERVED_PREFIX: &str = "triton_python_backend_shm_region_";
 /// One registered region: a window of `byte_size` bytes at `offset` in the object behind `key`.
 #[derive(Debug)]
 struct Region {
+    name: String,
     key: String,
     offset: u64,
     byte_size: u64,
     file: File,
+    /// Unregistered while requests held it: removed when the last of them lets go.
+    awaiting_unregister: AtomicBool,
+}
+
+type Map = BTreeMap<String, Arc<Region>>;
+
+fn lock(map: &Mutex<Map>) -> MutexGuard<'_, Map> {
+    map.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A region as Status reports it.
@@ -45,7 +60,7 @@ pub(crate) struct RegionStatus {
 /// The registered system shared memory regions, by name.
 #[derive(Debug, Default)]
 pub(crate) struct Regions {
-    map: Mutex<BTreeMap<String, Arc<Region>>>,
+    map: Arc<Mutex<Map>>,
 }
 
 /// Where one tensor lives in shared memory, as a request's parameters say.
@@ -58,11 +73,45 @@ pub(crate) struct TensorShm {
 
 /// A checked window of a registered region: what one tensor reads or writes. It holds the region,
 /// so an unregister while a request is in flight takes effect when the request is done, as in Triton.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Window {
-    region: Arc<Region>,
+    /// `None` only while the window is dropped (see its `Drop`).
+    region: Option<Arc<Region>>,
+    map: Arc<Mutex<Map>>,
     offset: u64,
     byte_size: u64,
+}
+
+impl Clone for Window {
+    fn clone(&self) -> Window {
+        Window {
+            region: self.region.clone(),
+            map: Arc::clone(&self.map),
+            offset: self.offset,
+            byte_size: self.byte_size,
+        }
+    }
+}
+
+impl Drop for Window {
+    /// Lets go of the region under the map's lock, where Unregister counts its users, so that the
+    /// last user of a region awaiting unregistration removes it and none is missed.
+    fn drop(&mut self) {
+        let mut map = lock(&self.map);
+        let Some(region) = self.region.take() else {
+            return;
+        };
+        // The map's reference and this one: nobody else uses the region.
+        if region.awaiting_unregister.load(Ordering::Relaxed)
+            && Arc::strong_count(&region) == 2
+            && map
+                .get(&region.name)
+                .is_some_and(|r| Arc::ptr_eq(r, &region))
+        {
+            map.remove(&region.name);
+        }
+        drop(region);
+    }
 }
 
 fn internal(message: String) -> ServeError {
@@ -73,10 +122,8 @@ fn internal(message: String) -> ServeError {
 }
 
 impl Regions {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Arc<Region>>> {
-        self.map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, Map> {
+        lock(&self.map)
     }
 
     /// SystemSharedMemoryRegister: opens `key`, checks the window lies inside the object, and keeps
@@ -128,10 +175,12 @@ impl Regions {
         map.insert(
             name.to_string(),
             Arc::new(Region {
+                name: name.to_string(),
                 key: key.to_string(),
                 offset,
                 byte_size,
                 file,
+                awaiting_unregister: AtomicBool::new(false),
             }),
         );
         Ok(())
@@ -158,14 +207,20 @@ impl Regions {
     }
 
     /// SystemSharedMemoryUnregister: an unknown name is not an error (Triton's behaviour); an
-    /// empty name unregisters every region.
+    /// empty name unregisters every region. A region that requests still hold is only marked, and
+    /// goes when the last of them is done.
     pub(crate) fn unregister(&self, name: &str) {
         let mut map = self.lock();
-        if name.is_empty() {
-            map.clear();
-        } else {
-            map.remove(name);
-        }
+        map.retain(|n, region| {
+            if !name.is_empty() && n != name {
+                return true;
+            }
+            let in_use = Arc::strong_count(region) > 1;
+            if in_use {
+                region.awaiting_unregister.store(true, Ordering::Relaxed);
+            }
+            in_use
+        });
     }
 
     /// The part of a region a tensor names, checked as Triton's `GetMemoryInfo` checks it.
@@ -191,7 +246,8 @@ impl Regions {
             )));
         }
         Ok(Window {
-            region: Arc::clone(region),
+            region: Some(Arc::clone(region)),
+            map: Arc::clone(&self.map),
             offset: shm.offset,
             byte_size: shm.byte_size,
         })
@@ -199,14 +255,26 @@ impl Regions {
 }
 
 impl Window {
+    fn region(&self) -> Result<&Region, ServeError> {
+        self.region
+            .as_deref()
+            .ok_or_else(|| internal("shared memory window already released".into()))
+    }
+
+    /// Bytes the window spans (an input's byte size, before it is read).
+    pub(crate) fn len(&self) -> u64 {
+        self.byte_size
+    }
+
     /// The window's bytes, as an input's contents.
     pub(crate) fn read(&self) -> Result<Bytes, ServeError> {
+        let region = self.region()?;
         let len = usize::try_from(self.byte_size)
             .map_err(|_| internal("shared memory window too large".into()))?;
         let mut buf = vec![0u8; len];
-        self.region
+        region
             .file
-            .read_exact_at(&mut buf, self.region.offset + self.offset)
+            .read_exact_at(&mut buf, region.offset + self.offset)
             .map_err(|e| internal(format!("cannot read shared memory: {e}")))?;
         Ok(buf.into())
     }
@@ -221,9 +289,10 @@ impl Window {
                 data.len()
             )));
         }
-        self.region
+        let region = self.region()?;
+        region
             .file
-            .write_all_at(data, self.region.offset + self.offset)
+            .write_all_at(data, region.offset + self.offset)
             .map_err(|e| internal(format!("cannot write shared memory: {e}")))
     }
 }
@@ -354,175 +423,4 @@ fn open_key(_key: &str) -> std::io::Result<File> {
 }
 
 #[cfg(all(test, target_os = "linux"))]
-mod tests {
-    use super::*;
-
-    /// A shared-memory object of `len` bytes, unlinked when dropped.
-    struct Object(String);
-
-    impl Object {
-        fn new(len: u64) -> Object {
-            let key = format!(
-                "/perseus-test-{}-{}",
-                std::process::id(),
-                rand::random::<u64>()
-            );
-            let fd = rustix::shm::open(
-                key.as_str(),
-                rustix::shm::OFlags::CREATE | rustix::shm::OFlags::EXCL | rustix::shm::OFlags::RDWR,
-                rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
-            )
-            .unwrap();
-            rustix::fs::ftruncate(&fd, len).unwrap();
-            Object(key)
-        }
-    }
-
-    impl Drop for Object {
-        fn drop(&mut self) {
-            let _ = rustix::shm::unlink(self.0.as_str());
-        }
-    }
-
-    fn shm(region: &str, offset: u64, byte_size: u64) -> TensorShm {
-        TensorShm {
-            region: region.into(),
-            offset,
-            byte_size,
-        }
-    }
-
-    #[test]
-    fn register_status_unregister_and_triton_errors() {
-        let object = Object::new(4096);
-        let regions = Regions::default();
-        regions.register("a", &object.0, 0, 1024).unwrap();
-        regions.register("b", &object.0, 1024, 3072).unwrap();
-        let err = regions.register("a", &object.0, 0, 16).unwrap_err();
-        assert_eq!(err.code, Code::AlreadyExists);
-        assert_eq!(err.message, "shared memory region 'a' already in manager");
-        let err = regions.register("c", &object.0, 1024, 3073).unwrap_err();
-        assert_eq!(err.code, Code::InvalidArgument);
-        assert_eq!(
-            err.message,
-            "failed to register shared memory region 'c': invalid args"
-        );
-        let err = regions
-            .register("d", "/no-such-perseus-key", 0, 16)
-            .unwrap_err();
-        assert_eq!(err.code, Code::Internal);
-        assert!(err.message.contains("Unable to open shared memory region"));
-        let err = regions
-            .register("e", "/triton_python_backend_shm_region_x", 0, 16)
-            .unwrap_err();
-        assert!(err.message.contains("reserved prefix"), "{}", err.message);
-
-        let all = regions.status("").unwrap();
-        assert_eq!(all.len(), 2);
-        assert_eq!(
-            all[1],
-            RegionStatus {
-                name: "b".into(),
-                key: object.0.clone(),
-                offset: 1024,
-                byte_size: 3072
-            }
-        );
-        let err = regions.status("zz").unwrap_err();
-        assert_eq!(err.code, Code::NotFound);
-        regions.unregister("a");
-        regions.unregister("never-registered");
-        assert_eq!(regions.status("").unwrap().len(), 1);
-        regions.unregister("");
-        assert!(regions.status("").unwrap().is_empty());
-    }
-
-    #[test]
-    fn windows_are_bounds_checked_and_survive_the_unlinked_name() {
-        let object = Object::new(8192);
-        let regions = Regions::default();
-        regions.register("in", &object.0, 4096, 4096).unwrap();
-        // The name goes away at once; the registered region must keep working.
-        rustix::shm::unlink(object.0.as_str()).unwrap();
-
-        let err = regions.window(&shm("in", 4096, 1)).unwrap_err();
-        assert_eq!(err.message, "Invalid offset for shared memory region: 'in'");
-        let err = regions.window(&shm("in", 4000, 97)).unwrap_err();
-        assert_eq!(
-            err.message,
-            "Invalid offset + byte size for shared memory region: 'in'"
-        );
-        let err = regions.window(&shm("out", 0, 1)).unwrap_err();
-        assert_eq!(err.code, Code::NotFound);
-
-        let window = regions.window(&shm("in", 8, 4)).unwrap();
-        let mut targets = OutputTargets::default();
-        targets.push("OUT".into(), window.clone());
-        let mut reply = InferReply {
-            model: "m".into(),
-            version: "1".into(),
-            id: String::new(),
-            outputs: vec![crate::emulator::tensors::OutputTensor {
-                name: "OUT".into(),
-                datatype: "INT32".into(),
-                shape: vec![1],
-                data: 7i32.to_le_bytes().to_vec(),
-            }],
-        };
-        targets.deliver(&mut reply).unwrap();
-        assert!(reply.outputs[0].data.is_empty());
-        assert_eq!(&window.read().unwrap()[..], &7i32.to_le_bytes());
-
-        reply.outputs[0].data = vec![0; 5];
-        let err = targets.deliver(&mut reply).unwrap_err();
-        assert!(
-            err.message
-                .contains("(4 bytes) should be at least 5 bytes to hold the results"),
-            "{}",
-            err.message
-        );
-    }
-
-    #[test]
-    fn parameters_need_a_region_and_the_right_types() {
-        let p = |choice| InferParameter {
-            parameter_choice: Some(choice),
-        };
-        let mut params = HashMap::new();
-        params.insert(
-            "shared_memory_offset".to_string(),
-            p(ParameterChoice::Int64Param(8)),
-        );
-        let err = grpc_params("x", &params).unwrap_err();
-        assert!(
-            err.message.contains("can not be specified without"),
-            "{}",
-            err.message
-        );
-        params.insert(
-            "shared_memory_region".to_string(),
-            p(ParameterChoice::StringParam("r".into())),
-        );
-        params.insert(
-            "shared_memory_byte_size".to_string(),
-            p(ParameterChoice::Int64Param(64)),
-        );
-        assert_eq!(grpc_params("x", &params).unwrap(), Some(shm("r", 8, 64)));
-        params.insert(
-            "shared_memory_byte_size".to_string(),
-            p(ParameterChoice::BoolParam(true)),
-        );
-        assert!(
-            grpc_params("x", &params)
-                .unwrap_err()
-                .message
-                .contains("expected int64_param")
-        );
-        assert_eq!(grpc_params("x", &HashMap::new()).unwrap(), None);
-
-        let json = serde_json::json!({"shared_memory_region": "r", "shared_memory_byte_size": 4});
-        assert_eq!(json_params(Some(&json)).unwrap(), Some(shm("r", 0, 4)));
-        let bad = serde_json::json!({"shared_memory_region": 3});
-        assert!(json_params(Some(&bad)).is_err());
-    }
-}
+mod tests;
