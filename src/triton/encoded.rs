@@ -1,16 +1,17 @@
 //! A tenant's request encoded once and sent as those bytes every time: its tensor is constant, so
 //! re-encoding it (a walk of the message and a copy of every tensor) for each request buys nothing.
+//! Its answer is not decoded either: the load generator needs only its status, which gRPC carries
+//! in the trailers, and its size; decoding would allocate every output's name, datatype and shape.
 
-use bytes::{BufMut, Bytes};
+use bytes::{Buf, BufMut, Bytes};
 use prost::Message;
 use tonic::Status;
-use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic_prost::ProstDecoder;
 
 use super::client::TritonClient;
 use super::error::{Direction, TritonError};
-use crate::proto::{ModelInferRequest, ModelInferResponse};
+use crate::proto::ModelInferRequest;
 
 const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
 
@@ -33,10 +34,24 @@ impl PreparedRequest {
     }
 }
 
-/// Sends bytes that already are an encoded `ModelInferRequest`; decodes the answer with prost.
+/// Sends bytes that already are an encoded `ModelInferRequest`; reads only the answer's size.
 #[derive(Debug, Clone)]
 struct PreEncodedCodec {
     len: usize,
+}
+
+/// Skips an answer's message, keeping its length.
+struct SizeDecoder;
+
+impl Decoder for SizeDecoder {
+    type Item = usize;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<usize>, Status> {
+        let len = src.remaining();
+        src.advance(len);
+        Ok(Some(len))
+    }
 }
 
 struct BytesEncoder {
@@ -61,29 +76,31 @@ impl Encoder for BytesEncoder {
 
 impl Codec for PreEncodedCodec {
     type Encode = Bytes;
-    type Decode = ModelInferResponse;
+    type Decode = usize;
     type Encoder = BytesEncoder;
-    type Decoder = ProstDecoder<ModelInferResponse>;
+    type Decoder = SizeDecoder;
 
     fn encoder(&mut self) -> BytesEncoder {
         BytesEncoder { len: self.len }
     }
 
-    fn decoder(&mut self) -> Self::Decoder {
-        ProstDecoder::default()
+    fn decoder(&mut self) -> SizeDecoder {
+        SizeDecoder
     }
 }
 
 impl TritonClient {
-    /// Runs one inference of a prepared request with this deadline. With
-    /// [`super::ConnectOptions::legacy_grpc`] the request is encoded afresh, as first shipped.
+    /// Runs one inference of a prepared request with this deadline and returns the size of its
+    /// answer (bytes of the message). With [`super::ConnectOptions::legacy_grpc`] the request is
+    /// encoded afresh and its answer decoded, as first shipped.
     pub async fn infer_prepared(
         &self,
         prepared: &PreparedRequest,
         timeout: std::time::Duration,
-    ) -> Result<ModelInferResponse, TritonError> {
+    ) -> Result<usize, TritonError> {
         if self.legacy_grpc() {
-            return self.infer_within(prepared.request.clone(), timeout).await;
+            let response = self.infer_within(prepared.request.clone(), timeout).await?;
+            return Ok(prost::Message::encoded_len(&response));
         }
         let limits = self.limits();
         if prepared.encoded.len() > limits.max_encode {

@@ -69,10 +69,11 @@ async fn send_and_record(shared: &TenantShared, intended: Instant) {
     // The send time decides whether the request counts in the measured period (see the meter).
     let sent = Instant::now();
     shared.recorder.record_sent(sent);
-    let Some(client) = shared.pick_client() else {
+    let Some((clients, i)) = shared.pick_client() else {
         shared.recorder.record_error(sent, "UNAVAILABLE");
         return;
     };
+    let client = &clients[i];
     let send_error = sent.saturating_duration_since(intended);
     if let Ok(mut guard) = shared.send_errors_us.lock()
         && let Some(h) = guard.as_mut()
@@ -85,9 +86,9 @@ async fn send_and_record(shared: &TenantShared, intended: Instant) {
     let result = client.infer_prepared(&request, shared.deadline).await;
     let done = Instant::now();
     match result {
-        Ok(response) => {
+        Ok(response_bytes) => {
             if shared.wants_response_size() {
-                shared.note_response_bytes(prost::Message::encoded_len(&response));
+                shared.note_response_bytes(response_bytes);
             }
             shared.recorder.record_ok(
                 sent,

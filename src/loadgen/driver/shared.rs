@@ -293,13 +293,15 @@ impl TenantShared {
         }
     }
 
-    pub(super) fn pick_client(&self) -> Option<TritonClient> {
-        let clients = self.clients.read().ok()?.clone();
+    /// The connections and the index of the next one to use, round robin. The client is borrowed
+    /// from the shared list rather than cloned (a clone copies its address and two channel handles).
+    pub(super) fn pick_client(&self) -> Option<(Arc<Vec<TritonClient>>, usize)> {
+        let clients = Arc::clone(&*self.clients.read().ok()?);
         if clients.is_empty() {
             return None;
         }
         let i = self.next_client.fetch_add(1, Ordering::Relaxed) % clients.len();
-        Some(clients[i].clone())
+        Some((clients, i))
     }
 }
 
