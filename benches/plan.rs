@@ -6,6 +6,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use perseus::catalog::Catalog;
@@ -66,14 +67,43 @@ impl plan::ArrivalSource for Loadgen {
     }
 }
 
-/// Counts the virtual-time runs.
+/// Counts the virtual-time runs, and times each stage, so the figure says where the time goes.
 #[derive(Default)]
-struct Count(AtomicU64);
+struct Count {
+    steps: AtomicU64,
+    stages: Mutex<Vec<(String, Instant, u64)>>,
+}
 
 impl plan::Progress for Count {
-    fn stage(&self, _name: &str, _total: u64) {}
+    fn stage(&self, name: &str, _total: u64) {
+        if let Ok(mut s) = self.stages.lock() {
+            s.push((
+                name.to_string(),
+                Instant::now(),
+                self.steps.load(Ordering::Relaxed),
+            ));
+        }
+    }
     fn advance(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        self.steps.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl Count {
+    /// Each stage's wall time and steps, the last ending at `end`.
+    fn stages(&self, end: Instant) -> Vec<String> {
+        let stages = self.stages.lock().map(|s| s.clone()).unwrap_or_default();
+        let total = self.steps.load(Ordering::Relaxed);
+        let mut out = Vec::new();
+        for (i, (name, at, steps)) in stages.iter().enumerate() {
+            let (until, steps_then) = stages.get(i + 1).map_or((end, total), |(_, t, s)| (*t, *s));
+            out.push(format!(
+                "  {name:<12} {:>7.2} s {:>6} steps",
+                until.duration_since(*at).as_secs_f64(),
+                steps_then - steps
+            ));
+        }
+        out
     }
 }
 
@@ -87,15 +117,18 @@ fn main() {
         PlanInput::new(spec, gpus, plan::DEFAULT_HEADROOM, plan::DEFAULT_SEED).expect("input");
     let steps = Count::default();
     let start = Instant::now();
-    let report = plan::plan(&input, &catalog, &Loadgen, &steps).expect("a plan");
+    let report = plan::plan(&input, &catalog, Arc::new(Loadgen), &steps).expect("a plan");
     let elapsed = start.elapsed();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "plan of 8 tenants over {types} GPU types: {:.2} s on {cores} cores, {} steps \
          (solo peaks and virtual-time runs)",
         elapsed.as_secs_f64(),
-        steps.0.load(Ordering::Relaxed)
+        steps.steps.load(Ordering::Relaxed)
     );
+    for line in steps.stages(start + elapsed) {
+        println!("{line}");
+    }
     for r in &report.ranking {
         println!(
             "  {:<12} {:>3} GPUs  ${:.3}/h",

@@ -1,6 +1,8 @@
 //! `perseus plan`: the session's tenants placed onto priced GPUs, verified in virtual time, with the
 //! ranked table on stdout, a progress bar on stderr, `--json` and `--write` session files.
 
+use std::sync::Arc;
+
 use anyhow::{Context as _, anyhow};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -78,7 +80,7 @@ pub async fn plan(args: PlanArgs, config: &Config) -> Result<(), Failure> {
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
     let progress = Bar(bar.clone());
     let (report, input) = tokio::task::spawn_blocking(move || {
-        let report = plan::plan(&input, &catalog, &LoadgenArrivals, &progress);
+        let report = plan::plan(&input, &catalog, Arc::new(LoadgenArrivals), &progress);
         (report, input)
     })
     .await

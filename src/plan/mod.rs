@@ -23,18 +23,19 @@ pub use input::{
     DEFAULT_HEADROOM, DEFAULT_SEED, GpuOption, PlanInput, PlanOptions, gpu_options,
     tenants_without_sla,
 };
-pub use oracle::{Choice, MAX_SHARDS, Mix, VirtualTime};
+pub use oracle::{Choice, Dominated, MAX_SHARDS, Mix, Sharing, VirtualTime};
 pub use outcome::{
     Baselines, GpuPlan, PlacedTenant, Placement, PlanReport, Ranked, SCHEMA, TimeSliced, plan,
     render_table,
 };
-pub use search::{Bin, Item, Oracle, cost, dedicated, search};
+pub use search::{Bin, Item, Oracle, cost, dedicated, search, search_from};
 pub use sessions::{gpu_session, write_sessions};
 
 /// Where the arrivals of a tenant come from: the load generator's own processes, so that a plan is
 /// checked against the arrivals `perseus run` would send. The wiring supplies it because the load
-/// generator belongs to the client side, which this module does not import.
-pub trait ArrivalSource: Sync {
+/// generator belongs to the client side, which this module does not import. Shared (`Arc`) because
+/// the capacity code keeps each tenant's process for the runs it makes.
+pub trait ArrivalSource: Send + Sync {
     /// Gaps in seconds between arrivals of `arrival` at `per_s`, seeded with `seed`.
     fn gaps(&self, arrival: &Arrival, per_s: f64, seed: u64) -> GapSource<'static>;
 }

@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::oracle::VirtualTime;
+use std::sync::Arc;
+
+use super::oracle::{Dominated, Sharing, VirtualTime};
 use super::search::{self, Bin, Oracle};
 use super::{ArrivalSource, GpuOption, PlanError, PlanInput, Progress};
 use crate::catalog::Catalog;
@@ -23,6 +25,8 @@ pub struct PlanReport {
     pub headroom: f64,
     pub seed: u64,
     pub gpus_considered: Vec<GpuOption>,
+    /// Types left out of the search: another serves every tenant at least as well for no more.
+    pub gpus_dominated: Vec<Dominated>,
     pub plan: Placement,
     pub baselines: Baselines,
     /// The plan and the baselines, cheapest first.
@@ -51,6 +55,8 @@ pub struct GpuPlan {
     pub display: String,
     pub instance: String,
     pub usd_per_hour: f64,
+    /// `co-located` in one server, or `time-sliced` between dedicated deployments.
+    pub sharing: Sharing,
     /// The largest common scale of its tenants' rates that still meets every SLA.
     pub capacity: f64,
     /// Σ rateᵢ / solo peakᵢ at capacity: dedicated GPUs this one replaces.
@@ -86,12 +92,19 @@ pub struct TimeSliced {
     pub gpus: u32,
     pub usd_per_hour: f64,
     pub usd_per_month: f64,
+    /// Whether time-slicing that many GPUs meets every SLA with the headroom in virtual time
+    /// (each tenant alone on its slice); the formula alone assumes it does.
+    pub verified: bool,
+    /// How many GPUs time-slicing took in virtual time (`None`: a tenant cannot run there).
+    pub verified_gpus: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Ranked {
     /// `plan`, `time-sliced` or `dedicated`.
     pub option: String,
+    /// False for a baseline the virtual-time check did not confirm.
+    pub verified: bool,
     pub gpus: usize,
     pub usd_per_hour: f64,
     pub usd_per_month: f64,
@@ -99,26 +112,45 @@ pub struct Ranked {
 
 /// Plans `input` on the GPU model: the search, then each GPU's capacity and predictions, and the
 /// baselines beside it.
+/// Plans `input` on the GPU model: the search, then each GPU's capacity and predictions, and the
+/// baselines beside it. A time-sliced baseline verified in virtual time is one of the search's
+/// starts, so the plan never costs more than it (nor than dedicated GPUs, another start).
 pub fn plan(
     input: &PlanInput,
     catalog: &Catalog,
-    arrivals: &dyn ArrivalSource,
+    arrivals: Arc<dyn ArrivalSource>,
     progress: &dyn Progress,
 ) -> Result<PlanReport, PlanError> {
     let vt = VirtualTime::new(input, catalog, arrivals, progress)?;
     let no_plan = || PlanError::NoGpus("no GPU type serves every tenant".to_string());
-    let bins = search::search(&vt).ok_or_else(no_plan)?;
+    progress.stage("time-slicing", 0);
+    let (time_sliced, sliced_bins) = match time_sliced(&vt) {
+        Some((ts, bins)) => (Some(ts), bins),
+        None => (None, None),
+    };
+    progress.stage("placing", 0);
+    let bins = search::search_from(&vt, sliced_bins.into_iter().collect()).ok_or_else(no_plan)?;
     let dedicated = search::dedicated(&vt).ok_or_else(no_plan)?;
     progress.stage("capacity", 0);
     let plan = placement(&vt, &bins);
     let dedicated = placement(&vt, &dedicated);
-    let time_sliced = time_sliced(&vt);
     let mut ranking = vec![
-        ranked("plan", plan.gpus.len(), plan.usd_per_hour),
-        ranked("dedicated", dedicated.gpus.len(), dedicated.usd_per_hour),
+        ranked("plan", true, plan.gpus.len(), plan.usd_per_hour),
+        ranked(
+            "dedicated",
+            true,
+            dedicated.gpus.len(),
+            dedicated.usd_per_hour,
+        ),
     ];
     if let Some(ts) = &time_sliced {
-        ranking.insert(1, ranked("time-sliced", ts.gpus as usize, ts.usd_per_hour));
+        let row = ranked(
+            "time-sliced",
+            ts.verified,
+            ts.gpus as usize,
+            ts.usd_per_hour,
+        );
+        ranking.insert(1, row);
     }
     ranking.sort_by(|a, b| a.usd_per_hour.total_cmp(&b.usd_per_hour));
     Ok(PlanReport {
@@ -127,6 +159,7 @@ pub fn plan(
         headroom: input.headroom,
         seed: input.seed,
         gpus_considered: input.gpus.clone(),
+        gpus_dominated: vt.dominated().to_vec(),
         plan,
         baselines: Baselines {
             dedicated,
@@ -136,9 +169,10 @@ pub fn plan(
     })
 }
 
-fn ranked(option: &str, gpus: usize, usd_per_hour: f64) -> Ranked {
+fn ranked(option: &str, verified: bool, gpus: usize, usd_per_hour: f64) -> Ranked {
     Ranked {
         option: option.to_string(),
+        verified,
         gpus,
         usd_per_hour,
         usd_per_month: monthly_usd(usd_per_hour),
@@ -158,8 +192,11 @@ fn placement(vt: &VirtualTime<'_>, bins: &[Bin]) -> Placement {
 fn gpu_plan(vt: &VirtualTime<'_>, bin: &Bin) -> GpuPlan {
     let input = vt.input();
     let option = &input.gpus[bin.gpu];
-    let capacity = vt.capacity(bin.gpu, &bin.items);
-    let at_rate = vt.evaluate(bin.gpu, &bin.items, 1.0);
+    let sharing = vt
+        .sharing(bin.gpu, &bin.items)
+        .unwrap_or(Sharing::CoLocated);
+    let capacity = vt.capacity(bin.gpu, &bin.items, sharing);
+    let at_rate = vt.evaluate(bin.gpu, &bin.items, 1.0, sharing);
     let mut items = bin.items.clone();
     items.sort();
     let mut equivalents = 0.0;
@@ -193,17 +230,19 @@ fn gpu_plan(vt: &VirtualTime<'_>, bin: &Bin) -> GpuPlan {
         display: option.display.clone(),
         instance: option.instance.clone(),
         usd_per_hour: option.usd_per_hour,
+        sharing,
         capacity,
         equivalents_at_capacity: equivalents,
         tenants,
     }
 }
 
-/// The cheapest GPU type to time-slice every tenant on.
-fn time_sliced(vt: &VirtualTime<'_>) -> Option<TimeSliced> {
+/// The cheapest GPU type to time-slice every tenant on by the formula, checked in virtual time;
+/// with the placement that check found when it confirms the formula.
+fn time_sliced(vt: &VirtualTime<'_>) -> Option<(TimeSliced, Option<Vec<Bin>>)> {
     let input = vt.input();
-    let mut best: Option<TimeSliced> = None;
-    for g in 0..vt.types() {
+    let mut best: Option<(usize, TimeSliced)> = None;
+    for g in (0..vt.types()).filter(|&g| !vt.is_dominated(g)) {
         let fraction: Option<f64> = (0..vt.tenants())
             .map(|t| {
                 vt.choice(t, g)
@@ -214,18 +253,29 @@ fn time_sliced(vt: &VirtualTime<'_>) -> Option<TimeSliced> {
         let Some(fraction) = fraction else { continue };
         let gpus = (fraction - 1e-9).ceil().max(1.0) as u32;
         let usd_per_hour = f64::from(gpus) * vt.price(g);
-        if best.as_ref().is_none_or(|b| usd_per_hour < b.usd_per_hour) {
-            best = Some(TimeSliced {
+        if best
+            .as_ref()
+            .is_none_or(|b| usd_per_hour < b.1.usd_per_hour)
+        {
+            let ts = TimeSliced {
                 gpu: input.gpus[g].gpu.clone(),
                 instance: input.gpus[g].instance.clone(),
                 fraction,
                 gpus,
                 usd_per_hour,
                 usd_per_month: monthly_usd(usd_per_hour),
-            });
+                verified: false,
+                verified_gpus: None,
+            };
+            best = Some((g, ts));
         }
     }
-    best
+    let (g, mut ts) = best?;
+    let bins = vt.time_sliced_placement(g);
+    ts.verified_gpus = bins.as_ref().map(|b| b.len() as u32);
+    ts.verified = ts.verified_gpus.is_some_and(|n| n <= ts.gpus);
+    let bins = bins.filter(|_| ts.verified);
+    Some((ts, bins))
 }
 
 /// The ranked table and, per GPU of the plan, what it hosts.
@@ -245,7 +295,7 @@ fn write_table(out: &mut String, r: &PlanReport) -> std::fmt::Result {
     )?;
     writeln!(
         out,
-        "\n{:<4} {:<12} {:>5} {:>10} {:>11} {:>9}",
+        "\n{:<4} {:<24} {:>5} {:>10} {:>11} {:>9}",
         "rank", "option", "GPUs", "$/h", "$/month", "vs plan"
     )?;
     for (i, row) in r.ranking.iter().enumerate() {
@@ -257,11 +307,15 @@ fn write_table(out: &mut String, r: &PlanReport) -> std::fmt::Result {
                 (row.usd_per_hour / r.plan.usd_per_hour.max(1e-12) - 1.0) * 100.0
             )
         };
+        let option = match row.verified {
+            true => row.option.clone(),
+            false => format!("{} (unverified)", row.option),
+        };
         writeln!(
             out,
-            "{:<4} {:<12} {:>5} {:>10.3} {:>11.2} {:>9}",
+            "{:<4} {:<24} {:>5} {:>10.3} {:>11.2} {:>9}",
             i + 1,
-            row.option,
+            option,
             row.gpus,
             row.usd_per_hour,
             row.usd_per_month,
@@ -269,10 +323,24 @@ fn write_table(out: &mut String, r: &PlanReport) -> std::fmt::Result {
         )?;
     }
     if let Some(ts) = &r.baselines.time_sliced {
+        let check = match (ts.verified, ts.verified_gpus) {
+            (true, _) => "verified in virtual time".to_string(),
+            (false, Some(n)) => format!(
+                "NOT verified: in virtual time, each tenant on its slice, it takes {n} GPUs"
+            ),
+            (false, None) => "NOT verified: a tenant cannot run time-sliced there".to_string(),
+        };
         writeln!(
             out,
-            "time-sliced: {} × {} ({}), Σ rate×(1+headroom)/peak = {:.2}",
+            "time-sliced: {} × {} ({}), Σ rate×(1+headroom)/peak = {:.2} · {check}",
             ts.gpus, ts.gpu, ts.instance, ts.fraction
+        )?;
+    }
+    for d in &r.gpus_dominated {
+        writeln!(
+            out,
+            "not searched: {} ({} costs no more and serves every tenant at least as well)",
+            d.gpu, d.by
         )?;
     }
     let mut split: Vec<(usize, &str, u32, &str)> = r
@@ -300,9 +368,13 @@ fn write_table(out: &mut String, r: &PlanReport) -> std::fmt::Result {
 fn write_gpu(out: &mut String, i: usize, n: usize, g: &GpuPlan) -> std::fmt::Result {
     writeln!(
         out,
-        "\nGPU {}/{n}: {} · {} ${:.3}/h · capacity ×{:.2} · {:.2} equivalents at capacity",
+        "\nGPU {}/{n}: {}{} · {} ${:.3}/h · capacity ×{:.2} · {:.2} equivalents at capacity",
         i + 1,
         g.gpu,
+        match g.sharing {
+            Sharing::CoLocated => "",
+            Sharing::TimeSliced => " time-sliced",
+        },
         g.instance,
         g.usd_per_hour,
         g.capacity,

@@ -35,7 +35,8 @@ pub trait Oracle: Sync {
     fn shards(&self, tenant: usize, gpu: usize) -> Option<u32>;
     /// Share of a GPU of type `gpu` one shard takes alone (its rate over its solo peak), for ordering.
     fn weight(&self, tenant: usize, gpu: usize) -> f64;
-    /// Whether `items` together on one GPU of type `gpu` meet every SLA with the headroom.
+    /// Whether `items` together on one GPU of type `gpu` meet every SLA with the headroom, in
+    /// whichever way of sharing it the oracle knows.
     fn fits(&self, gpu: usize, items: &[Item]) -> bool;
 }
 
@@ -45,8 +46,15 @@ const MAX_ROUNDS: usize = 64;
 
 /// The cheapest placement found, or `None` when some tenant fits no GPU type at all.
 pub fn search(o: &dyn Oracle) -> Option<Vec<Bin>> {
+    search_from(o, Vec::new())
+}
+
+/// [`search`] with more placements to start from (each GPU of each must fit), so that the plan
+/// never costs more than any of them: a baseline the oracle verified is one.
+pub fn search_from(o: &dyn Oracle, extra: Vec<Vec<Bin>>) -> Option<Vec<Bin>> {
     let mut starts: Vec<Vec<Bin>> = (0..o.types()).filter_map(|g| first_fit(o, g)).collect();
     starts.extend(dedicated(o));
+    starts.extend(extra);
     let improved = parallel::map(&starts, |s| improve(o, s.clone()));
     let mut best: Option<Vec<Bin>> = None;
     for plan in improved {
@@ -94,6 +102,16 @@ pub fn dedicated(o: &dyn Oracle) -> Option<Vec<Bin>> {
 
 /// First-fit decreasing on GPUs of type `gpu` only; `None` when a tenant cannot run there.
 fn first_fit(o: &dyn Oracle, gpu: usize) -> Option<Vec<Bin>> {
+    first_fit_by(o, gpu, |items| o.fits(gpu, items))
+}
+
+/// First-fit decreasing on GPUs of type `gpu` with `fits` deciding whether a GPU takes one more
+/// shard (a shard alone always has a GPU: it was sized to fit one).
+pub fn first_fit_by(
+    o: &dyn Oracle,
+    gpu: usize,
+    fits: impl Fn(&[Item]) -> bool,
+) -> Option<Vec<Bin>> {
     let mut items = Vec::new();
     for t in 0..o.tenants() {
         let n = o.shards(t, gpu)?;
@@ -109,7 +127,7 @@ fn first_fit(o: &dyn Oracle, gpu: usize) -> Option<Vec<Bin>> {
     });
     let mut bins: Vec<Bin> = Vec::new();
     for item in items {
-        let slot = bins.iter_mut().find(|b| o.fits(gpu, &with(&b.items, item)));
+        let slot = bins.iter_mut().find(|b| fits(&with(&b.items, item)));
         match slot {
             Some(b) => b.items.push(item),
             None => bins.push(Bin {

@@ -1,18 +1,30 @@
 //! The search's questions answered in virtual time: each tenant's server configuration and solo peak
-//! per GPU type, how many GPUs a tenant needs alone, and whether a mix meets every SLA with headroom.
+//! per GPU type, how many GPUs a tenant needs alone, and whether a mix meets every SLA with headroom,
+//! co-located in one server or time-sliced between dedicated deployments ([`slicing`]).
 //!
-//! Everything runs on the emulator's core through [`sim::simulate_offered`] and [`sim::solo_peak`],
-//! the code paths `perseus predict` and the engine's solo peaks use, and every mix is memoised: the
-//! search asks the same question many times.
+//! Every mix runs through the emulator's capacity code ([`sim::evaluate`], [`sim::capacity`]) and
+//! its solo-peak search ([`sim::solo_peak`]), the paths live capacity, what-if and `perseus predict`
+//! use, so a plan's figures are theirs. Every mix is memoised: the search asks the same question
+//! many times.
+
+mod prune;
+mod slicing;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use serde::Serialize;
+
 use super::search::{Item, Oracle};
 use super::{ArrivalSource, PlanError, PlanInput, Progress, parallel};
 use crate::catalog::Catalog;
-use crate::emulator::sim::{self, GpuSetup, ModelReport, ModelSetup, Offered, SearchOptions};
+use crate::emulator::sim::{
+    self, CapacityOptions, GpuSetup, MixArrivals, MixTenant, ModelSetup, SearchOptions,
+    TenantOutcome,
+};
 use crate::vocab::spec::{DynamicBatching, Load, Sla, TenantSpec};
+
+pub use prune::Dominated;
 
 /// Most GPUs one tenant is split across.
 pub const MAX_SHARDS: u32 = 64;
@@ -35,17 +47,64 @@ pub struct Mix {
     pub latency_ms: Vec<f64>,
 }
 
-type Key = (usize, Vec<Item>, u64);
+impl Mix {
+    fn refused(n: usize) -> Mix {
+        Mix {
+            meets: false,
+            latency_ms: vec![f64::INFINITY; n],
+        }
+    }
+
+    fn of(outcomes: &[TenantOutcome]) -> Mix {
+        Mix {
+            meets: !outcomes.is_empty() && outcomes.iter().all(|o| o.meets_sla),
+            latency_ms: outcomes.iter().map(|o| o.latency_ms).collect(),
+        }
+    }
+}
+
+/// How the tenants of one GPU share it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sharing {
+    /// One server runs every model; batches of different models run at once and interfere.
+    CoLocated,
+    /// Each tenant has the GPU to itself for its slice of the time (see [`slicing`]).
+    TimeSliced,
+}
+
+type Key = (usize, Vec<Item>, u64, Sharing);
+
+/// The capacity code's options for every plan run: run lengths follow the loosest SLA of the mix,
+/// as live capacity's do. The seed is unused: each tenant's arrivals carry their own.
+const RUNS: CapacityOptions = CapacityOptions {
+    duration_s: None,
+    seed: 0,
+    iterations: 10,
+};
+
+/// The solo-peak search's runs, with 7 bisection steps rather than its default 12: they resolve a
+/// peak to under 1 % of the model's capacity, finer than a run's length resolves an overload
+/// (about 2.5 %, [`SearchOptions::for_sla`]), at 8 runs instead of 13. Solo peaks are most of a
+/// plan's time: one search per tenant and GPU type.
+fn peak_search(sla: &sim::Sla) -> SearchOptions {
+    SearchOptions {
+        iterations: 7,
+        ..SearchOptions::for_sla(sla.latency_ms)
+    }
+}
 
 /// The virtual-time oracle for one [`PlanInput`].
 pub struct VirtualTime<'a> {
     input: &'a PlanInput,
-    arrivals: &'a dyn ArrivalSource,
+    arrivals: Arc<dyn ArrivalSource>,
     progress: &'a dyn Progress,
     gpus: Vec<GpuSetup>,
     /// `[tenant][gpu]`.
     choice: Vec<Vec<Option<Choice>>>,
     shards: Vec<Vec<Option<u32>>>,
+    /// GPU types left out because another serves every tenant at least as well for no more.
+    dominated: Vec<Dominated>,
     memo: Mutex<HashMap<Key, Arc<Mix>>>,
 }
 
@@ -55,7 +114,7 @@ impl<'a> VirtualTime<'a> {
     pub fn new(
         input: &'a PlanInput,
         catalog: &Catalog,
-        arrivals: &'a dyn ArrivalSource,
+        arrivals: Arc<dyn ArrivalSource>,
         progress: &'a dyn Progress,
     ) -> Result<VirtualTime<'a>, PlanError> {
         let gpus: Vec<GpuSetup> = input
@@ -70,6 +129,7 @@ impl<'a> VirtualTime<'a> {
             gpus,
             choice: Vec::new(),
             shards: Vec::new(),
+            dominated: Vec::new(),
             memo: Mutex::new(HashMap::new()),
         };
         let tenants = input.spec.tenants.len();
@@ -87,10 +147,14 @@ impl<'a> VirtualTime<'a> {
             vt.choice[*t][*g] = c;
         }
         vt.check_meetable(catalog)?;
+        vt.dominated = vt.find_dominated();
         // From here on each new virtual-time run is one step; how many the search needs is not
         // known in advance.
-        progress.stage("placing", 0);
-        let shards = parallel::map(&pairs, |&(t, g)| vt.size(t, g));
+        progress.stage("sizing", 0);
+        let shards = parallel::map(&pairs, |&(t, g)| match vt.is_dominated(g) {
+            true => None,
+            false => vt.size(t, g),
+        });
         vt.shards = (0..tenants).map(|_| vec![None; vt.gpus.len()]).collect();
         for ((t, g), n) in pairs.iter().zip(shards) {
             vt.shards[*t][*g] = n;
@@ -156,12 +220,16 @@ impl<'a> VirtualTime<'a> {
         let tenant = &self.input.spec.tenants[t];
         let mut best: Option<Choice> = None;
         for setup in self.candidates(catalog, t, g) {
-            let peak = sim::solo_peak(
+            let sla = sim::Sla {
+                latency_ms: tenant.sla.latency_ms,
+                percentile: tenant.sla.percentile,
+            };
+            let peak = sim::solo_peak_with(
                 &self.gpus[g],
                 &setup,
                 tenant.batch,
-                tenant.sla.latency_ms,
-                tenant.sla.percentile,
+                &sla,
+                &peak_search(&sla),
             )
             .unwrap_or(0.0);
             if best.as_ref().is_none_or(|b| peak > 1.02 * b.peak) {
@@ -224,33 +292,65 @@ impl<'a> VirtualTime<'a> {
                     s
                 }));
             }
+            let options = CapacityOptions {
+                duration_s: Some(20.0),
+                ..RUNS
+            };
             for setup in setups {
-                let offered = vec![self.offered(t, setup, 1.0)];
-                if let Ok(r) = sim::simulate_offered(&self.gpus[g], offered, 0.0, 20.0)
-                    && let Some(m) = r.models.first()
+                let mix = [self.mix_tenant(t, setup, 1.0)];
+                if let Ok(o) = sim::evaluate(&self.gpus[g], &mix, 1.0, &options)
+                    && let Some(o) = o.first()
+                    && o.latency_ms < best.0
                 {
-                    let ms = m.latency_ms(tenant.sla.percentile);
-                    if ms < best.0 {
-                        best = (ms, self.input.gpus[g].gpu.clone());
-                    }
+                    best = (o.latency_ms, self.input.gpus[g].gpu.clone());
                 }
             }
         }
         best
     }
 
-    fn offered(&self, t: usize, setup: ModelSetup, rate: f64) -> Offered<'static> {
+    /// Tenant `t` as the capacity code takes it, at `rate`, with its own arrival process and seed
+    /// whichever tenants share its GPU (the capacity code's per-position seed is not used).
+    fn mix_tenant(&self, t: usize, setup: ModelSetup, rate: f64) -> MixTenant {
         let tenant = &self.input.spec.tenants[t];
-        let gaps = match &tenant.load {
-            Load::Rate { arrival, .. } => self.arrivals.gaps(arrival, rate, self.input.seed_of(t)),
-            Load::Concurrency(_) => Box::new(|| f64::INFINITY),
+        let arrivals = match &tenant.load {
+            Load::Rate { arrival, .. } => {
+                let (source, arrival) = (Arc::clone(&self.arrivals), arrival.clone());
+                let seed = self.input.seed_of(t);
+                MixArrivals::Process(Arc::new(move |rate, _| source.gaps(&arrival, rate, seed)))
+            }
+            // Refused by `PlanInput::new`; no arrivals rather than a guess.
+            Load::Concurrency(_) => {
+                MixArrivals::Process(Arc::new(|_, _| Box::new(|| f64::INFINITY)))
+            }
         };
-        Offered {
+        MixTenant {
             setup,
             batch: tenant.batch,
             rate_per_s: rate,
-            gaps,
+            arrivals,
+            sla: sim::Sla {
+                latency_ms: tenant.sla.latency_ms,
+                percentile: tenant.sla.percentile,
+            },
         }
+    }
+
+    /// `items` co-located on GPU type `g`, each with its configuration there (the caller checked
+    /// [`VirtualTime::admissible`]).
+    fn mix(&self, g: usize, items: &[Item]) -> Vec<MixTenant> {
+        items
+            .iter()
+            .filter_map(|i| {
+                let c = self.choice(i.tenant, g)?;
+                Some(self.mix_tenant(i.tenant, c.setup.clone(), self.shard_rate(i)))
+            })
+            .collect()
+    }
+
+    /// Rate of one shard of `item`'s tenant.
+    fn shard_rate(&self, item: &Item) -> f64 {
+        self.input.rate(item.tenant) / f64::from(item.shards.max(1))
     }
 
     /// The fewest GPUs of type `g` tenant `t` needs alone: its rate with headroom over its solo
@@ -273,15 +373,19 @@ impl<'a> VirtualTime<'a> {
         })
     }
 
-    /// The mix `items` on GPU type `g` with every rate × `scale`, memoised.
-    pub fn evaluate(&self, g: usize, items: &[Item], scale: f64) -> Arc<Mix> {
+    /// The mix `items` on GPU type `g`, shared as `sharing`, with every rate × `scale`, memoised.
+    /// Latencies come in the order of the sorted items.
+    pub fn evaluate(&self, g: usize, items: &[Item], scale: f64, sharing: Sharing) -> Arc<Mix> {
         let mut sorted = items.to_vec();
         sorted.sort();
-        let key = (g, sorted, scale.to_bits());
+        let key = (g, sorted, scale.to_bits(), sharing);
         if let Some(hit) = self.memo.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return hit;
         }
-        let mix = Arc::new(self.run(g, &key.1, scale));
+        let mix = Arc::new(match sharing {
+            Sharing::CoLocated => self.run(g, &key.1, scale),
+            Sharing::TimeSliced => self.run_sliced(g, &key.1, scale),
+        });
         self.progress.advance(1);
         if let Ok(mut memo) = self.memo.lock() {
             memo.insert(key, Arc::clone(&mix));
@@ -289,75 +393,59 @@ impl<'a> VirtualTime<'a> {
         mix
     }
 
-    fn run(&self, g: usize, items: &[Item], scale: f64) -> Mix {
-        let refused = Mix {
-            meets: false,
-            latency_ms: vec![f64::INFINITY; items.len()],
-        };
+    /// How `items` can share a GPU of type `g` with the headroom: co-located when that meets every
+    /// SLA, else time-sliced when that does, else not at all.
+    pub fn sharing(&self, g: usize, items: &[Item]) -> Option<Sharing> {
+        let scale = 1.0 + self.input.headroom;
+        if self.evaluate(g, items, scale, Sharing::CoLocated).meets {
+            return Some(Sharing::CoLocated);
+        }
+        // Alone, a tenant's slice is the whole GPU: the same run as co-located.
+        (items.len() > 1 && self.evaluate(g, items, scale, Sharing::TimeSliced).meets)
+            .then_some(Sharing::TimeSliced)
+    }
+
+    /// Whether `items` may share one GPU at all: no type left out, every tenant served there, and
+    /// no model twice (one Triton model serves every tenant of that model on a GPU, with one
+    /// configuration, and shards of one tenant never share a GPU).
+    fn admissible(&self, g: usize, items: &[Item]) -> bool {
+        if self.is_dominated(g) || items.is_empty() {
+            return false;
+        }
         let tenants: Vec<&TenantSpec> = items
             .iter()
             .map(|i| &self.input.spec.tenants[i.tenant])
             .collect();
-        // One Triton model serves every tenant of that model on a GPU, with one configuration.
-        for (k, a) in tenants.iter().enumerate() {
-            if tenants[..k]
+        let repeated = tenants.iter().enumerate().any(|(k, a)| {
+            tenants[..k]
                 .iter()
                 .any(|b| b.model.eq_ignore_ascii_case(&a.model))
-            {
-                return refused;
-            }
-        }
-        let mut offered = Vec::with_capacity(items.len());
-        for item in items {
-            let Some(c) = self.choice(item.tenant, g) else {
-                return refused;
-            };
-            let rate = self.input.rate(item.tenant) / f64::from(item.shards.max(1)) * scale;
-            offered.push(self.offered(item.tenant, c.setup.clone(), rate));
-        }
-        let tightest = tenants
-            .iter()
-            .map(|t| t.sla.latency_ms)
-            .fold(f64::INFINITY, f64::min);
-        let duration = SearchOptions::for_sla(tightest).duration_s;
-        let Ok(report) = sim::simulate_offered(&self.gpus[g], offered, 0.0, duration) else {
-            return refused;
-        };
-        let latency_ms: Vec<f64> = report
-            .models
-            .iter()
-            .zip(&tenants)
-            .map(|(m, t)| m.latency_ms(t.sla.percentile))
-            .collect();
-        let meets = report.models.len() == tenants.len()
-            && report
-                .models
-                .iter()
-                .zip(&tenants)
-                .all(|(m, t)| meets(m, &t.sla));
-        Mix { meets, latency_ms }
+        });
+        !repeated && items.iter().all(|i| self.choice(i.tenant, g).is_some())
     }
 
-    /// The largest common scale of the mix's rates at which every SLA still holds (capped at 64).
-    pub fn capacity(&self, g: usize, items: &[Item]) -> f64 {
-        let ok = |k: f64| self.evaluate(g, items, k).meets;
-        let (mut lo, mut hi) = (0.0, 1.0 + self.input.headroom);
-        while ok(hi) {
-            lo = hi;
-            hi *= 2.0;
-            if hi > 64.0 {
-                return lo;
-            }
+    fn run(&self, g: usize, items: &[Item], scale: f64) -> Mix {
+        if !self.admissible(g, items) {
+            return Mix::refused(items.len());
         }
-        for _ in 0..8 {
-            let mid = 0.5 * (lo + hi);
-            if ok(mid) {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
+        match sim::evaluate(&self.gpus[g], &self.mix(g, items), scale, &RUNS) {
+            Ok(outcomes) if outcomes.len() == items.len() => Mix::of(&outcomes),
+            _ => Mix::refused(items.len()),
         }
-        lo
+    }
+
+    /// The largest common scale of the mix's rates at which every SLA still holds, shared as
+    /// `sharing`: the capacity code's search, on the whole mix or on each tenant's slice.
+    pub fn capacity(&self, g: usize, items: &[Item], sharing: Sharing) -> f64 {
+        if !self.admissible(g, items) {
+            return 0.0;
+        }
+        match sharing {
+            Sharing::CoLocated => {
+                sim::capacity(&self.gpus[g], &self.mix(g, items), &RUNS).map_or(0.0, |c| c.k)
+            }
+            Sharing::TimeSliced => self.sliced_capacity(g, items),
+        }
     }
 
     pub fn gpu_count(&self) -> usize {
@@ -374,14 +462,6 @@ fn tuned_batching(sla: &Sla) -> DynamicBatching {
             .round() as u64,
         preferred_batch_sizes: Vec::new(),
     }
-}
-
-/// The SLA check of the virtual-time peak searches: the percentile within the target (queues are
-/// drained, so every arrival has a latency) and no gross backlog hidden under a huge SLA.
-fn meets(report: &ModelReport, sla: &Sla) -> bool {
-    let arrived_per_s = report.submitted as f64 / report.duration_s.max(1e-9);
-    report.latency_ms(sla.percentile) <= sla.latency_ms
-        && report.achieved_per_s >= 0.95 * arrived_per_s
 }
 
 impl Oracle for VirtualTime<'_> {
@@ -409,6 +489,6 @@ impl Oracle for VirtualTime<'_> {
         }
     }
     fn fits(&self, gpu: usize, items: &[Item]) -> bool {
-        self.evaluate(gpu, items, 1.0 + self.input.headroom).meets
+        self.sharing(gpu, items).is_some()
     }
 }
