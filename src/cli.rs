@@ -94,8 +94,17 @@ fn parse_headroom(s: &str) -> Result<f64, String> {
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
-    /// Session file (its target must be an emulated GPU).
+    /// Session file.
     pub session: PathBuf,
+    /// The catalog GPU to predict on (see `perseus catalog`): needed for a session that targets a
+    /// real Triton, and replaces an emulated target's GPU.
+    #[arg(long, value_name = "NAME")]
+    pub gpu: Option<String>,
+    /// For closed-loop tenants: the time from a response leaving the server to the next request
+    /// reaching it (the client's transport both ways and its own turnaround, which the GPU model
+    /// does not see; perf_analyzer's client send + network + client recv). Default 0.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub turnaround: Option<Duration>,
     /// Measured duration of virtual time (default: the session's, else 60s).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,

@@ -37,12 +37,78 @@ fn num(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
-/// The shipped sessions a prediction covers: emulated targets with open-loop tenants.
-/// The shipped sessions whose prediction is checked against a real-time run. `demo.toml` and
-/// `bursty.toml` are not yet: their millisecond latencies are dominated by the client's own transport
-/// (megabyte tensors over loopback gRPC), which the GPU model does not include, so their p95 runs
-/// above the prediction by more than 15 %.
-const SESSIONS: &[&str] = &["sessions/perseus-t4.toml", "sessions/perseus-p4.toml"];
+/// The shipped sessions whose prediction is checked against a real-time run on the emulator.
+const CHECKED: &[&str] = &["sessions/perseus-t4.toml", "sessions/perseus-p4.toml"];
+
+/// Shipped sessions whose real-time run measures the client machine more than the modelled GPU, so
+/// that a prediction of the server cannot agree with it yet; each with the reason. A session in
+/// neither list fails the check below, so none goes unchecked by oversight.
+const NOT_YET: &[(&str, &str)] = &[
+    (
+        "sessions/demo.toml",
+        "millisecond latencies: the client's transport (encoding, loopback, decoding 0.6 MB \
+         tensors) is most of each request's latency and is not modelled",
+    ),
+    (
+        "sessions/bursty.toml",
+        "as demo, and its bursts make the achieved rate depend on where the measured period \
+         falls in the arrival sequence, which the run anchors per tenant at its set-up",
+    ),
+    (
+        "sessions/h100-packing.toml",
+        "eight tenants of megabyte tensors saturate a small client long before the modelled H100",
+    ),
+    (
+        "sessions/triton-local.toml",
+        "the simple model's closed loop runs at the client's round trip, which predict only \
+         takes as --turnaround",
+    ),
+];
+
+/// The shipped session files, multi-target ones left out: a prediction models one GPU.
+fn shipped_sessions() -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("sessions");
+    let mut found: Vec<String> = std::fs::read_dir(&dir)
+        .expect("sessions/ is readable")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .filter(|p| {
+            let text = std::fs::read_to_string(p).expect("a session file is readable");
+            let doc: toml::Table = toml::from_str(&text).expect("a shipped session is TOML");
+            !doc.get("target").is_some_and(toml::Value::is_array)
+        })
+        .map(|p| {
+            format!(
+                "sessions/{}",
+                p.file_name().expect("a file name").to_string_lossy()
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn every_shipped_session_is_checked_or_has_a_reason_it_is_not() {
+    let listed: Vec<&str> = CHECKED
+        .iter()
+        .copied()
+        .chain(NOT_YET.iter().map(|(s, _)| *s))
+        .collect();
+    for session in shipped_sessions() {
+        assert!(
+            listed.contains(&session.as_str()),
+            "{session}: no agreement check and no reason why not"
+        );
+    }
+    for session in &listed {
+        assert!(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(session).exists(),
+            "{session} is listed but not shipped"
+        );
+    }
+}
 
 #[test]
 fn predict_writes_the_run_schema_with_a_predicted_target() {
@@ -95,16 +161,79 @@ fn predict_writes_the_run_schema_with_a_predicted_target() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("predicted"));
 }
 
+/// A closed-loop tenant keeps its concurrency in flight: Little's law holds for it, and a client
+/// turnaround stretches each request's cycle.
 #[test]
-fn predict_refuses_what_it_cannot_model_with_a_reason() {
+fn predict_models_a_closed_loop() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let out = perseus(&["predict", "sessions/h100-packing.toml"], dir.path());
+    let closed = |extra: &[&str]| {
+        let json = dir.path().join("p.json");
+        let mut args = vec![
+            "predict",
+            "sessions/h100-packing.toml",
+            "--duration",
+            "10s",
+            "--json",
+            json.to_str().expect("utf-8 path"),
+        ];
+        args.extend_from_slice(extra);
+        let out = perseus(&args, dir.path());
+        assert!(out.status.success(), "{}", text(&out));
+        let v = json_of(&json);
+        let t = v["tenants"]
+            .as_array()
+            .expect("tenants")
+            .iter()
+            .find(|t| t["arrival"] == "concurrency")
+            .expect("the closed-loop tenant")
+            .clone();
+        assert_eq!(t["concurrency"], 2, "{t}");
+        assert!(t["target_rate"].is_null(), "{t}");
+        (num(&t["achieved_rate"]), num(&t["latency_ms"]["mean"]))
+    };
+    let (rate, mean_ms) = closed(&[]);
+    let in_flight = rate * mean_ms / 1e3;
+    assert!((in_flight - 2.0).abs() < 0.05, "{in_flight} in flight");
+    let (slower, slower_ms) = closed(&["--turnaround", "2ms"]);
+    assert!(slower < 0.5 * rate, "{slower} vs {rate}");
+    assert!((slower * slower_ms / 1e3 - 2.0).abs() < 0.05);
+}
+
+/// A real Triton does not say which GPU it runs on: predict asks for one, and predicts on it.
+#[test]
+fn predict_on_a_real_target_needs_the_gpu_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = perseus(&["predict", "sessions/triton-local.toml"], dir.path());
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("closed-loop"),
+        String::from_utf8_lossy(&out.stderr).contains("--gpu"),
         "{}",
         text(&out)
     );
+    let json = dir.path().join("p.json");
+    let out = perseus(
+        &[
+            "predict",
+            "sessions/triton-local.toml",
+            "--gpu",
+            "t4",
+            "--duration",
+            "5s",
+            "--json",
+            json.to_str().expect("utf-8 path"),
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let v = json_of(&json);
+    assert_eq!(v["target"]["kind"], "predicted");
+    assert!(
+        v["target"]["gpu"]
+            .as_str()
+            .is_some_and(|g| g.contains("T4")),
+        "{v}"
+    );
+    assert_eq!(v["tenants"].as_array().map(Vec::len), Some(2));
 }
 
 /// How a real-time run compared with the prediction.
@@ -154,7 +283,7 @@ fn agreement(session: &str, p: &Value, r: &Value) -> Verdict {
 /// runs; any run that kept its schedule must agree, and a session never checked fails.
 #[test]
 fn predictions_agree_with_real_time_runs_of_the_shipped_sessions() {
-    for session in SESSIONS {
+    for session in CHECKED {
         let dir = tempfile::tempdir().expect("temp dir");
         let predicted = dir.path().join("predicted.json");
         let measured = dir.path().join("run.json");

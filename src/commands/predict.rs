@@ -12,7 +12,7 @@ use crate::catalog::Catalog;
 use crate::cli::PredictArgs;
 use crate::commands::run::load_session;
 use crate::commands::{BadInput, Failure, load_catalog, load_prices};
-use crate::emulator::sim::{self, ModelReport, Offered, SimReport};
+use crate::emulator::sim::{self, ClosedLoop, Demand, ModelReport, Offered, SimReport};
 use crate::loadgen::ArrivalProcess;
 use crate::report::{self, CostBlock, GpuBlock, RunResult, ServerBlock, SlaBlock, TenantBlock};
 use crate::session::Config;
@@ -33,9 +33,13 @@ pub async fn predict(args: PredictArgs, config: &Config) -> Result<(), Failure> 
         spec.duration = d;
     }
     let price = prices.resolve(&spec.cost).bad_input()?;
-    let result = tokio::task::spawn_blocking(move || prediction(&spec, &catalog, &price))
-        .await
-        .map_err(|e| Failure::Target(anyhow!("the prediction stopped unexpectedly: {e}")))??;
+    let gpu = args.gpu.clone();
+    let turnaround = args.turnaround.unwrap_or_default();
+    let result = tokio::task::spawn_blocking(move || {
+        prediction(&spec, gpu.as_deref(), turnaround, &catalog, &price)
+    })
+    .await
+    .map_err(|e| Failure::Target(anyhow!("the prediction stopped unexpectedly: {e}")))??;
     // With the JSON on stdout, the table goes to stderr, as `perseus run` does.
     if args.json.as_deref() == Some(Path::new("-")) {
         eprint!("{}", report::table(&result));
@@ -52,54 +56,39 @@ pub async fn predict(args: PredictArgs, config: &Config) -> Result<(), Failure> 
 /// The session on its GPU model: warm-up and measured period as `perseus run` has them.
 pub fn prediction(
     spec: &RunSpec,
+    gpu_override: Option<&str>,
+    turnaround: std::time::Duration,
     catalog: &Catalog,
     price: &crate::cost::ResolvedPrice,
 ) -> Result<RunResult, Failure> {
-    let TargetSpec::Emulated { gpu, profile } = &spec.target else {
-        return Err(Failure::BadInput(anyhow!(
-            "predict models the emulator's GPUs: session '{}' targets a real Triton",
-            spec.name
-        )));
-    };
+    let (gpu, profile) = predicted_gpu(spec, gpu_override)?;
     let gpu_spec = catalog
-        .gpu(gpu)
+        .gpu(&gpu)
         .ok_or_else(|| Failure::BadInput(anyhow!("unknown GPU '{gpu}' in the catalog")))?;
     let gpu_setup = sim::gpu_setup(gpu_spec);
-    let mut setups = Vec::with_capacity(spec.tenants.len());
+    let setups = served_setups(spec, catalog, gpu_spec, profile.as_deref())?;
     let mut offered = Vec::with_capacity(spec.tenants.len());
-    for (index, tenant) in spec.tenants.iter().enumerate() {
-        let setup = crate::emulator::served_setup(
-            catalog,
-            gpu_spec,
-            profile.as_deref(),
-            &tenant.model,
-            tenant.instances,
-            tenant.dynamic_batching.as_ref(),
-        )
-        .ok_or_else(|| {
-            Failure::BadInput(anyhow!(
-                "model '{}' has no performance entry for GPU '{gpu}'",
-                tenant.model
-            ))
-        })?;
-        let Load::Rate { per_s, arrival } = &tenant.load else {
-            return Err(Failure::BadInput(anyhow!(
-                "tenant {} ({}): predict models open-loop rates; a closed-loop concurrency has no \
-                 arrival process to replay",
-                index + 1,
-                tenant.model
-            )));
-        };
-        let mut process = ArrivalProcess::new(arrival, *per_s, arrival_seed(index));
-        offered.push(Offered {
-            setup: setup.clone(),
-            batch: tenant.batch,
-            rate_per_s: *per_s,
-            gaps: Box::new(move || process.next_gap().as_secs_f64()),
+    for (index, (tenant, setup)) in spec.tenants.iter().zip(&setups).enumerate() {
+        offered.push(match &tenant.load {
+            Load::Rate { per_s, arrival } => {
+                let mut process = ArrivalProcess::new(arrival, *per_s, arrival_seed(index));
+                Demand::Open(Offered {
+                    setup: setup.clone(),
+                    batch: tenant.batch,
+                    rate_per_s: *per_s,
+                    gaps: Box::new(move || process.next_gap().as_secs_f64()),
+                })
+            }
+            // N in flight from the start, each successor sent as its predecessor completes.
+            Load::Concurrency(n) => Demand::Closed(ClosedLoop {
+                setup: setup.clone(),
+                batch: tenant.batch,
+                concurrency: *n,
+                turnaround_s: turnaround.as_secs_f64(),
+            }),
         });
-        setups.push(setup);
     }
-    let report = sim::simulate_offered(
+    let report = sim::simulate_demands(
         &gpu_setup,
         offered,
         spec.warmup.as_secs_f64(),
@@ -117,6 +106,63 @@ pub fn prediction(
     let mut result = result(spec, gpu_spec, &report, &peaks, price);
     result.capacity = Some(capacity_block(estimate, &peaks, price));
     Ok(result)
+}
+
+/// The catalog GPU and profile to predict on: `--gpu` where given, else the emulated target's. A real
+/// Triton says nothing over its protocol about the GPU it runs on, so such a session needs `--gpu`.
+fn predicted_gpu(
+    spec: &RunSpec,
+    gpu_override: Option<&str>,
+) -> Result<(String, Option<String>), Failure> {
+    match (&spec.target, gpu_override) {
+        // The profile belongs to the session's GPU; another GPU is predicted with its own figures.
+        (TargetSpec::Emulated { gpu, profile }, Some(g)) if g == gpu => {
+            Ok((gpu.clone(), profile.clone()))
+        }
+        (_, Some(g)) => Ok((g.to_string(), None)),
+        (TargetSpec::Emulated { gpu, profile }, None) => Ok((gpu.clone(), profile.clone())),
+        (_, None) => Err(Failure::BadInput(anyhow!(
+            "session '{}' targets a real Triton, whose GPU predict cannot know: pass --gpu NAME \
+             with the catalog GPU it runs on (`perseus catalog` lists them)",
+            spec.name
+        ))),
+    }
+}
+
+/// Each tenant's model as the server runs it. Tenants of one model share it on the server, loaded
+/// with the configuration of the first tenant that sets one (instances, dynamic batching).
+fn served_setups(
+    spec: &RunSpec,
+    catalog: &Catalog,
+    gpu: &crate::catalog::GpuSpec,
+    profile: Option<&str>,
+) -> Result<Vec<sim::ModelSetup>, Failure> {
+    spec.tenants
+        .iter()
+        .map(|tenant| {
+            let configured = spec
+                .tenants
+                .iter()
+                .filter(|t| t.model == tenant.model)
+                .find(|t| t.instances.is_some() || t.dynamic_batching.is_some())
+                .unwrap_or(tenant);
+            crate::emulator::served_setup(
+                catalog,
+                gpu,
+                profile,
+                &tenant.model,
+                configured.instances,
+                configured.dynamic_batching.as_ref(),
+            )
+            .ok_or_else(|| {
+                Failure::BadInput(anyhow!(
+                    "model '{}' has no performance entry for GPU '{}'",
+                    tenant.model,
+                    gpu.name
+                ))
+            })
+        })
+        .collect()
 }
 
 /// The same `capacity` block a run writes, from the same search.
@@ -212,9 +258,9 @@ fn result(
 }
 
 fn tenant_block(t: &TenantSpec, m: &ModelReport, peak: SoloPeak, measured_s: f64) -> TenantBlock {
-    let (arrival, target_rate) = match &t.load {
-        Load::Rate { per_s, arrival } => (arrival.label().to_string(), Some(*per_s)),
-        Load::Concurrency(_) => ("concurrency".to_string(), None),
+    let (arrival, target_rate, concurrency) = match &t.load {
+        Load::Rate { per_s, arrival } => (arrival.label().to_string(), Some(*per_s), None),
+        Load::Concurrency(n) => ("concurrency".to_string(), None, Some(*n)),
     };
     let ms = |q: f64| m.latency_us.value_at_quantile(q) as f64 / 1000.0;
     let latency = Percentiles {
@@ -240,7 +286,7 @@ fn tenant_block(t: &TenantSpec, m: &ModelReport, peak: SoloPeak, measured_s: f64
         model: t.model.clone(),
         arrival,
         target_rate,
-        concurrency: None,
+        concurrency,
         achieved_rate: m.completed as f64 / measured_s.max(1e-9),
         sent: m.submitted,
         ok: m.completed,

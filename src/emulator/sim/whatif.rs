@@ -9,6 +9,7 @@ use rand::rngs::StdRng;
 use rand_distr::{Distribution, Exp};
 
 use super::core::Sim;
+use super::traffic::{Demand, Source};
 use super::types::{Completion, GpuSetup, ModelCounters, ModelSetup, Nanos, SimError};
 
 /// How requests arrive: Poisson (exponential gaps, what many independent clients produce) or evenly spaced.
@@ -136,38 +137,57 @@ pub fn simulate_offered(
     warmup_s: f64,
     duration_s: f64,
 ) -> Result<SimReport, SimError> {
+    let demands = models.into_iter().map(Demand::Open).collect();
+    simulate_demands(gpu, demands, warmup_s, duration_s)
+}
+
+/// [`simulate_offered`] for open and closed-loop tenants alike, several of them on one model where a
+/// session has them. Sends stop at the end of the measured period, as a run's load generator stops;
+/// what is in flight then still finishes and counts.
+pub fn simulate_demands(
+    gpu: &GpuSetup,
+    demands: Vec<Demand<'_>>,
+    warmup_s: f64,
+    duration_s: f64,
+) -> Result<SimReport, SimError> {
     let mut sim = Sim::new(gpu.clone());
-    let mut ids = Vec::with_capacity(models.len());
-    for m in &models {
-        let id = sim.load(m.setup.clone())?;
-        if m.batch == 0 || m.batch > m.setup.max_batch {
+    let mut ids = Vec::with_capacity(demands.len());
+    for d in &demands {
+        let (setup, batch) = (d.setup(), d.batch());
+        // Tenants of one model share its queue and instances, as they share it on a server; the
+        // first tenant's setup is the model's.
+        let id = match sim.model_id(&setup.name) {
+            Some(id) => id,
+            None => sim.load(setup.clone())?,
+        };
+        if batch == 0 || batch > setup.max_batch {
             return Err(SimError::BatchTooLarge {
-                model: m.setup.name.clone(),
-                batch: m.batch,
-                max: m.setup.max_batch,
+                model: setup.name.clone(),
+                batch,
+                max: setup.max_batch,
             });
         }
         ids.push(id);
     }
     let start: Nanos = (warmup_s.max(0.0) * 1e9) as Nanos;
     let end: Nanos = start + (duration_s.max(0.0) * 1e9) as Nanos;
-    let mut meta: Vec<(String, u32, f64)> = Vec::with_capacity(models.len());
-    let mut streams: Vec<Stream> = Vec::with_capacity(models.len());
-    for m in models {
-        meta.push((m.setup.name.clone(), m.batch, m.rate_per_s));
-        streams.push(Stream::new(m.gaps));
+    let mut meta: Vec<(String, u32, f64)> = Vec::with_capacity(demands.len());
+    let mut sources: Vec<Source> = Vec::with_capacity(demands.len());
+    for d in demands {
+        meta.push((d.setup().name.clone(), d.batch(), d.rate_per_s()));
+        sources.push(Source::new(d));
     }
     let mut stats: Vec<Tally> = meta.iter().map(|_| Tally::new()).collect();
-    // Per token: arrival time, model index, and whether it arrived in the measured period.
+    // Per token: the client's send time, model index, and whether it was sent in the measured period.
     let mut tokens: Vec<(Nanos, usize, bool)> = Vec::new();
     let mut done: Vec<Completion> = Vec::new();
     let mut gpu_at_end = None;
     let mut last: Nanos = start;
 
     loop {
-        let next_arrival = streams
+        let next_arrival = sources
             .iter()
-            .filter_map(|s| s.next)
+            .filter_map(Source::next)
             .filter(|&t| t < end)
             .min();
         let mut t = match (next_arrival, sim.next_event()) {
@@ -189,24 +209,25 @@ pub fn simulate_offered(
         sim.advance(t, &mut done);
         for c in done.drain(..) {
             let (arrived, index, counted) = tokens[c.token as usize];
-            if !counted {
-                continue;
+            sources[index].completed(c.finished_at);
+            if counted {
+                stats[index].record(arrived, c.finished_at, end);
             }
-            stats[index].record(arrived, c.finished_at, end);
         }
         if t == end && gpu_at_end.is_none() {
             gpu_at_end = Some(sim.gpu_counters());
         }
-        for (i, stream) in streams.iter_mut().enumerate() {
-            while stream.next == Some(t) && t < end {
+        for (i, source) in sources.iter_mut().enumerate() {
+            while source.next().is_some_and(|n| n <= t) && t < end {
                 let token = tokens.len() as u64;
-                let counted = t >= start;
-                tokens.push((t, i, counted));
+                let sent = source.sent_at(t);
+                let counted = sent >= start;
+                tokens.push((sent, i, counted));
                 sim.submit(t, ids[i], meta[i].1, token)?;
                 if counted {
                     stats[i].submitted += 1;
                 }
-                stream.step();
+                source.step();
             }
         }
         last = t;
@@ -324,36 +345,6 @@ impl Tally {
             latency_us: Histogram::new(3)
                 .expect("3 significant figures is a valid histogram precision"),
         }
-    }
-}
-
-/// One model's arrivals as absolute times.
-struct Stream<'a> {
-    next: Option<Nanos>,
-    /// Time of the last arrival, in ns (fractional, so gaps do not round away).
-    clock: f64,
-    gaps: GapSource<'a>,
-}
-
-impl<'a> Stream<'a> {
-    fn new(gaps: GapSource<'a>) -> Stream<'a> {
-        let mut stream = Stream {
-            next: None,
-            clock: 0.0,
-            gaps,
-        };
-        stream.step();
-        stream
-    }
-
-    fn step(&mut self) {
-        let gap = (self.gaps)() * 1e9;
-        self.clock += gap.max(0.0);
-        self.next = if self.clock.is_finite() && self.clock < u64::MAX as f64 {
-            Some(self.clock as Nanos)
-        } else {
-            None
-        };
     }
 }
 
