@@ -35,8 +35,8 @@ fn perseus_pair(catalog: &Catalog) -> (GpuSetup, Vec<MixTenant>) {
             sla: PERSEUS_SLA,
         };
     let mix = vec![
-        tenant("resnet50", 76.0, Some(&batching)),
-        tenant("inception_v3", 143.0, None),
+        tenant("resnet50", 72.0, Some(&batching)),
+        tenant("inception_v3", 136.0, None),
     ];
     (gpu_setup(gpu_spec), mix)
 }
