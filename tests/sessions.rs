@@ -6,10 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use perseus::session::{
-    DEMO_SESSION, ModelLookup, StaticModels, fresh_session_path, load_session, parse_session,
-    save_atomic, to_toml,
+    DEMO_SESSION, ModelLookup, StaticModels, fleet_to_toml, fresh_session_path, load_fleet_session,
+    load_session, parse_fleet_session, parse_session, save_atomic, to_toml,
 };
-use perseus::vocab::spec::{Arrival, CostSpec, Load, RunSpec, TargetSpec};
+use perseus::vocab::spec::{Arrival, CostSpec, FleetSpec, Load, RunSpec, TargetSpec, Transport};
 
 /// The emulator catalog's models, as the CLI would look them up.
 fn catalog() -> StaticModels {
@@ -76,10 +76,101 @@ fn every_shipped_session_parses_and_round_trips() {
         );
     }
     for file in &files {
-        let spec = load_session(file, &catalog()).unwrap_or_else(|e| panic!("{e}"));
-        assert!(!spec.tenants.is_empty(), "{}: no tenants", file.display());
-        assert_round_trips(&spec, file);
+        let fleet = load_fleet_session(file, &catalog()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            fleet.tenants().next().is_some(),
+            "{}: no tenants",
+            file.display()
+        );
+        assert_fleet_round_trips(&fleet, file);
+        if !fleet.is_fleet() {
+            let spec = load_session(file, &catalog()).unwrap_or_else(|e| panic!("{e}"));
+            assert_round_trips(&spec, file);
+        }
     }
+}
+
+/// As [`assert_round_trips`], for every target of a session.
+fn assert_fleet_round_trips(fleet: &FleetSpec, file: &Path) {
+    let text = fleet_to_toml(fleet);
+    let again = parse_fleet_session(&text, file, &catalog()).unwrap_or_else(|e| {
+        panic!(
+            "{}: fleet_to_toml output does not parse: {e}\n{text}",
+            file.display()
+        )
+    });
+    assert_eq!(
+        &again,
+        fleet,
+        "{}: round trip changed the session\n{text}",
+        file.display()
+    );
+}
+
+#[test]
+fn multi_target_sessions_place_each_tenant_on_its_target_and_round_trip() {
+    let files = toml_files("tests/sessions/fleet");
+    assert!(files.len() >= 3, "too few fleet cases: {files:?}");
+    for file in &files {
+        let fleet = load_fleet_session(file, &catalog()).unwrap_or_else(|e| panic!("{e}"));
+        assert_fleet_round_trips(&fleet, file);
+    }
+    let fleet = load_fleet_session(
+        Path::new("tests/sessions/fleet/two-emulated.toml"),
+        &catalog(),
+    )
+    .unwrap();
+    let placed: Vec<(&str, Vec<&str>)> = fleet
+        .targets
+        .iter()
+        .map(|t| {
+            (
+                t.label(),
+                t.spec.tenants.iter().map(|x| x.model.as_str()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        placed,
+        [
+            ("gpu-a", vec!["resnet50", "inception_v3"]),
+            ("gpu-b", vec!["mobilenet_v2"])
+        ]
+    );
+    let (a, b) = (&fleet.targets[0].spec, &fleet.targets[1].spec);
+    // Each target has its own price; one that names none takes the session's [cost].
+    assert_eq!(a.cost, CostSpec::Instance("aws:g4dn.xlarge".into()));
+    assert_eq!(b.cost, CostSpec::UsdPerHour(1.5));
+    assert_eq!(b.transport, Some(Transport::Grpc));
+    assert_eq!(
+        b.target,
+        TargetSpec::Emulated {
+            gpu: "l4".into(),
+            profile: None
+        }
+    );
+    // The session-wide settings are every target's.
+    assert!(fleet.targets.iter().all(
+        |t| t.spec.name == "two GPUs" && t.spec.duration == std::time::Duration::from_secs(20)
+    ));
+
+    // A single [[target]] is a run on one target, named, for every command.
+    let one = Path::new("tests/sessions/fleet/one-named.toml");
+    let fleet = load_fleet_session(one, &catalog()).unwrap();
+    assert!(!fleet.is_fleet());
+    assert_eq!(fleet.targets[0].name.as_deref(), Some("only"));
+    let spec = load_session(one, &catalog()).unwrap();
+    assert_eq!(spec, fleet.targets[0].spec);
+}
+
+#[test]
+fn a_single_target_session_is_a_fleet_of_one_unnamed_target() {
+    let fleet = parse_fleet_session(DEMO_SESSION, Path::new("demo.toml"), &catalog()).unwrap();
+    let spec = parse_session(DEMO_SESSION, Path::new("demo.toml"), &catalog()).unwrap();
+    assert_eq!(fleet, FleetSpec::single(spec.clone()));
+    assert_eq!(fleet.targets[0].label(), "default");
+    // And it is written exactly as before.
+    assert_eq!(fleet_to_toml(&fleet), to_toml(&spec));
 }
 
 #[test]

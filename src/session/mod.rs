@@ -10,6 +10,7 @@
 
 mod config;
 mod export;
+mod fleet;
 mod inputs;
 pub mod limits;
 mod parse;
@@ -25,7 +26,11 @@ pub use config::{
     sessions_dir,
 };
 pub use export::{csv_header_of, export_csv};
-pub use parse::{AnyModel, ModelLookup, StaticModels, is_loopback, load_session, parse_session};
+pub use fleet::MAX_TARGETS;
+pub use parse::{
+    AnyModel, ModelLookup, StaticModels, is_loopback, load_fleet_session, load_session,
+    parse_fleet_session, parse_session,
+};
 pub use printable::printable;
 pub use recording::{
     Damage, RECORDING_SCHEMA, Recorder, Recording, RecordingError, RecordingHeader, RecordingIndex,
@@ -36,7 +41,7 @@ pub use spanned::SessionError;
 pub use tenant::{
     DEFAULT_BURST_FACTOR, DEFAULT_BURST_OFF, DEFAULT_BURST_ON, DEFAULT_SLA, parse_gaps,
 };
-pub use write::{fresh_session_path, save_atomic, to_toml};
+pub use write::{fleet_to_toml, fresh_session_path, save_atomic, save_fleet_atomic, to_toml};
 
 /// The default session (three CNNs on one emulated T4), embedded so that `perseus` with no
 /// arguments works from any directory.

@@ -12,15 +12,19 @@
 //! session works from any directory.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
+use super::fleet;
 use super::limits;
 use super::spanned::{Doc, Field, Result, SessionError, Table, did_you_mean};
 use super::tenant::parse_tenant;
-use crate::vocab::spec::{CostSpec, RunSpec, TargetSpec, TlsSpec, Transport};
+use crate::vocab::spec::{
+    CostSpec, FleetSpec, NamedTarget, RunSpec, TargetSpec, TenantSpec, TlsSpec, Transport,
+};
 
 /// What the target can serve, so a session naming a model it lacks fails at load with a
 /// suggestion instead of at the first request.
@@ -82,21 +86,72 @@ const MIN_TICK: Duration = Duration::from_millis(10);
 
 /// Reads a session file from disk; see [`parse_session`].
 pub fn load_session(file: &Path, models: &dyn ModelLookup) -> Result<RunSpec> {
-    let text = std::fs::read_to_string(file).map_err(|e| SessionError {
+    let text = read_session(file)?;
+    parse_session(&text, file, models)
+}
+
+fn read_session(file: &Path) -> Result<String> {
+    std::fs::read_to_string(file).map_err(|e| SessionError {
         file: file.to_path_buf(),
         line: 0,
         column: 0,
         key: String::new(),
         message: format!("cannot read session file: {e}"),
-    })?;
-    parse_session(&text, file, models)
+    })
 }
 
 /// Validates a session file's text into a run. `file` names it in errors and anchors relative
-/// paths (trace files, TLS files).
+/// paths (trace files, TLS files). A session with several `[[target]]` tables is refused here,
+/// at its second target, after every part of it was checked: see [`parse_fleet_session`].
 pub fn parse_session(text: &str, file: &Path, models: &dyn ModelLookup) -> Result<RunSpec> {
+    let (mut fleet, spans) = parse_doc(text, file, models)?;
+    if fleet.targets.len() > 1 {
+        let doc = Doc { file, text };
+        let key = "target[1]";
+        return Err(doc.error(
+            spans.get(1).cloned().unwrap_or(0..0),
+            key,
+            format!(
+                "this command drives one target; the session has {} [[target]] tables \
+                 (perseus run and perseus tui drive several)",
+                fleet.targets.len()
+            ),
+        ));
+    }
+    let only = fleet.targets.pop().ok_or_else(|| {
+        Doc { file, text }.error(0..0, "target", "expected at least one [[target]] table")
+    })?;
+    Ok(only.spec)
+}
+
+/// Validates a session file's text into its targets, each with its tenants and price; a single
+/// `[target]` (or none) gives one unnamed target.
+pub fn parse_fleet_session(text: &str, file: &Path, models: &dyn ModelLookup) -> Result<FleetSpec> {
+    parse_doc(text, file, models).map(|(fleet, _)| fleet)
+}
+
+/// Reads a session file from disk; see [`parse_fleet_session`].
+pub fn load_fleet_session(file: &Path, models: &dyn ModelLookup) -> Result<FleetSpec> {
+    let text = read_session(file)?;
+    parse_fleet_session(&text, file, models)
+}
+
+/// The session's targets and, for each, where its table starts.
+fn parse_doc(
+    text: &str,
+    file: &Path,
+    models: &dyn ModelLookup,
+) -> Result<(FleetSpec, Vec<Range<usize>>)> {
     let doc = Doc { file, text };
     let root = DeTable::parse(text).map_err(|e| {
+        if let Some(at) = mixed_target_tables(text) {
+            return doc.error(
+                at..at,
+                "target",
+                "a session has either one [target] or [[target]] tables, each with a name; \
+                 this one mixes both",
+            );
+        }
         let span = e.span().unwrap_or(0..0);
         let message = e.message().trim().replace('\n', "; ");
         doc.error(span, "", format!("invalid TOML: {message}"))
@@ -132,23 +187,36 @@ pub fn parse_session(text: &str, file: &Path, models: &dyn ModelLookup) -> Resul
         .unwrap_or(RunSpec::DEFAULT_WINDOW);
     let tick = parse_tick(&doc, &root, window, models)?;
 
-    let (target, transport) = match root.get("target") {
-        Some(f) => parse_target(&doc, f, base, models)?,
-        None => (
+    let cost = match root.get("cost") {
+        Some(f) => parse_cost(&doc, f, models)?,
+        None => CostSpec::default(),
+    };
+    let targets = match root.get("target") {
+        Some(f) if matches!(f.value.get_ref(), DeValue::Array(_)) => {
+            fleet::parse_targets(&doc, f, base, models, &cost)?
+        }
+        Some(f) => {
+            let (target, transport) = parse_target(&doc, f, base, models)?;
+            vec![fleet::ParsedTarget::single(
+                target,
+                transport,
+                cost,
+                f.span(),
+            )]
+        }
+        None => vec![fleet::ParsedTarget::single(
             TargetSpec::Emulated {
                 gpu: "t4".to_string(),
                 profile: None,
             },
             None,
-        ),
-    };
-    let cost = match root.get("cost") {
-        Some(f) => parse_cost(&doc, f, models)?,
-        None => CostSpec::default(),
+            cost,
+            0..0,
+        )],
     };
 
-    let catalog = models.models(&target);
-    let mut tenants = Vec::new();
+    let catalogs: Vec<_> = targets.iter().map(|t| models.models(&t.target)).collect();
+    let mut tenants: Vec<Vec<TenantSpec>> = targets.iter().map(|_| Vec::new()).collect();
     if let Some(f) = root.get("tenant") {
         if matches!(f.value.get_ref(), DeValue::Table(_)) {
             return Err(f.fail("expected [[tenant]] with double brackets, one per tenant"));
@@ -173,21 +241,53 @@ pub fn parse_session(text: &str, file: &Path, models: &dyn ModelLookup) -> Resul
                 key: &key,
                 value: item,
             };
-            tenants.push(parse_tenant(field, catalog.as_ref(), base)?);
+            let at = fleet::tenant_target(field, &targets)?;
+            tenants[at].push(parse_tenant(field, catalogs[at].as_ref(), base)?);
         }
     }
 
-    Ok(RunSpec {
-        name,
-        duration,
-        warmup,
-        window,
-        tick,
-        target,
-        transport,
-        cost,
-        tenants,
-    })
+    let spans = targets.iter().map(|t| t.span.clone()).collect();
+    let targets = targets
+        .into_iter()
+        .zip(tenants)
+        .map(|(t, tenants)| NamedTarget {
+            name: t.name,
+            spec: RunSpec {
+                name: name.clone(),
+                duration,
+                warmup,
+                window,
+                tick,
+                target: t.target,
+                transport: t.transport,
+                cost: t.cost,
+                tenants,
+            },
+        })
+        .collect();
+    Ok((FleetSpec { targets }, spans))
+}
+
+/// Where the second kind of target header starts when a text has both `[target]` and
+/// `[[target]]` (TOML itself only says "duplicate key").
+fn mixed_target_tables(text: &str) -> Option<usize> {
+    let mut single = false;
+    let mut array = false;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let header: String = line.chars().filter(|c| !c.is_whitespace()).collect();
+        let header = header.split('#').next().unwrap_or("");
+        match header {
+            "[target]" => single = true,
+            "[[target]]" => array = true,
+            _ => {}
+        }
+        if single && array {
+            return Some(offset);
+        }
+        offset += line.len();
+    }
+    None
 }
 
 /// The session's `tick`, else the config file's, else the default; checked against the window.
@@ -295,6 +395,17 @@ pub(super) fn absolute(base: &Path, p: &str) -> PathBuf {
     std::path::absolute(&joined).unwrap_or(joined)
 }
 
+/// The keys of a `[target]` table; a `[[target]]` adds its name and price.
+pub(super) const TARGET_KEYS: &[&str] = &[
+    "emulate",
+    "profile",
+    "triton",
+    "metrics",
+    "gpu",
+    "tls",
+    "transport",
+];
+
 fn parse_target(
     doc: &Doc<'_>,
     f: Field<'_, '_, '_>,
@@ -305,16 +416,18 @@ fn parse_target(
         doc,
         f.key.to_string(),
         f.table("a [target] table")?,
-        &[
-            "emulate",
-            "profile",
-            "triton",
-            "metrics",
-            "gpu",
-            "tls",
-            "transport",
-        ],
+        TARGET_KEYS,
     )?;
+    target_of(doc, &t, base, models)
+}
+
+/// What a `[target]` or `[[target]]` table drives, and how requests carry their tensors.
+pub(super) fn target_of(
+    doc: &Doc<'_>,
+    t: &Table<'_, '_, '_>,
+    base: &Path,
+    models: &dyn ModelLookup,
+) -> Result<(TargetSpec, Option<Transport>)> {
     let transport = match t.get("transport") {
         Some(f) => Some(match f.str("\"grpc\" or \"shm\"")? {
             "grpc" => (Transport::Grpc, f),
@@ -484,12 +597,17 @@ fn parse_cost(doc: &Doc<'_>, f: Field<'_, '_, '_>, models: &dyn ModelLookup) -> 
         f.table("a [cost] table")?,
         &["instance", "usd_per_hour"],
     )?;
+    Ok(cost_of(&t, models)?.unwrap_or_default())
+}
+
+/// The price a table's `instance` or `usd_per_hour` gives; `None` when it names neither.
+pub(super) fn cost_of(t: &Table<'_, '_, '_>, models: &dyn ModelLookup) -> Result<Option<CostSpec>> {
     match (t.get("instance"), t.get("usd_per_hour")) {
         (Some(_), Some(p)) => Err(p.fail("give either instance or usd_per_hour, not both")),
         (Some(i), None) => {
             let name = nonempty(&i, "a catalog instance such as 'aws:g4dn.xlarge'")?;
             choose(i, "instance", name, models.instances())?;
-            Ok(CostSpec::Instance(name.to_string()))
+            Ok(Some(CostSpec::Instance(name.to_string())))
         }
         (None, Some(p)) => {
             let what = "a price in US dollars per GPU-hour above zero";
@@ -497,8 +615,8 @@ fn parse_cost(doc: &Doc<'_>, f: Field<'_, '_, '_>, models: &dyn ModelLookup) -> 
             if usd <= 0.0 || usd > 10_000.0 {
                 return Err(p.fail(format!("expected {what} (at most 10000), found {usd}")));
             }
-            Ok(CostSpec::UsdPerHour(usd))
+            Ok(Some(CostSpec::UsdPerHour(usd)))
         }
-        (None, None) => Ok(CostSpec::default()),
+        (None, None) => Ok(None),
     }
 }

@@ -41,6 +41,7 @@ const TENANT_KEYS: &[&str] = &[
     "max_in_flight",
     "deadline",
     "inputs",
+    "target",
 ];
 
 pub(super) fn parse_tenant(

@@ -8,7 +8,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::vocab::spec::{Arrival, CostSpec, InputData, Load, RunSpec, TargetSpec, TenantSpec};
+use crate::vocab::spec::{
+    Arrival, CostSpec, FleetSpec, InputData, Load, RunSpec, TargetSpec, TenantSpec,
+};
 
 /// A TOML basic string with toml's own escaping.
 fn quote(s: &str) -> String {
@@ -46,15 +48,67 @@ pub fn to_toml(spec: &RunSpec) -> String {
     out
 }
 
-fn write_spec(out: &mut String, spec: &RunSpec) -> std::fmt::Result {
+/// The session file for every target of `fleet`: a single unnamed target is written as
+/// [`to_toml`] writes it, several as `[[target]]` tables with each tenant naming its own.
+pub fn fleet_to_toml(fleet: &FleetSpec) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = write_fleet(&mut out, fleet);
+    out
+}
+
+fn write_fleet(out: &mut String, fleet: &FleetSpec) -> std::fmt::Result {
+    match fleet.targets.as_slice() {
+        [] => Ok(()),
+        [only] if only.name.is_none() => write_spec(out, &only.spec),
+        [first, ..] => {
+            write_header(out, &first.spec)?;
+            for t in &fleet.targets {
+                writeln!(out, "\n[[target]]")?;
+                writeln!(out, "name = {}", quote(t.label()))?;
+                write_target(out, &t.spec)?;
+                write_price(out, &t.spec.cost)?;
+            }
+            for t in &fleet.targets {
+                for tenant in &t.spec.tenants {
+                    write_tenant(out, tenant, Some(t.label()))?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn write_header(out: &mut String, spec: &RunSpec) -> std::fmt::Result {
     writeln!(out, "# Saved by Perseus; see DESIGN §3 for the format.")?;
     writeln!(out, "name = {}", quote(&spec.name))?;
     writeln!(out, "duration = {}", duration(spec.duration))?;
     writeln!(out, "warmup = {}", duration(spec.warmup))?;
     writeln!(out, "window = {}", duration(spec.window))?;
-    writeln!(out, "tick = {}", duration(spec.tick))?;
+    writeln!(out, "tick = {}", duration(spec.tick))
+}
 
+fn write_spec(out: &mut String, spec: &RunSpec) -> std::fmt::Result {
+    write_header(out, spec)?;
     writeln!(out, "\n[target]")?;
+    write_target(out, spec)?;
+    writeln!(out, "\n[cost]")?;
+    write_price(out, &spec.cost)?;
+    for tenant in &spec.tenants {
+        write_tenant(out, tenant, None)?;
+    }
+    Ok(())
+}
+
+fn write_price(out: &mut String, cost: &CostSpec) -> std::fmt::Result {
+    match cost {
+        CostSpec::Instance(name) => writeln!(out, "instance = {}", quote(name)),
+        CostSpec::UsdPerHour(usd) => writeln!(out, "usd_per_hour = {}", number(*usd)),
+    }
+}
+
+/// The keys of a target table (after its header and name).
+fn write_target(out: &mut String, spec: &RunSpec) -> std::fmt::Result {
     match &spec.target {
         TargetSpec::Emulated { gpu, profile } => {
             writeln!(out, "emulate = {}", quote(gpu))?;
@@ -101,21 +155,15 @@ fn write_spec(out: &mut String, spec: &RunSpec) -> std::fmt::Result {
         writeln!(out, "transport = {}", quote(t.label()))?;
     }
 
-    writeln!(out, "\n[cost]")?;
-    match &spec.cost {
-        CostSpec::Instance(name) => writeln!(out, "instance = {}", quote(name))?,
-        CostSpec::UsdPerHour(usd) => writeln!(out, "usd_per_hour = {}", number(*usd))?,
-    }
-
-    for tenant in &spec.tenants {
-        write_tenant(out, tenant)?;
-    }
     Ok(())
 }
 
-fn write_tenant(out: &mut String, t: &TenantSpec) -> std::fmt::Result {
+fn write_tenant(out: &mut String, t: &TenantSpec, target: Option<&str>) -> std::fmt::Result {
     writeln!(out, "\n[[tenant]]")?;
     writeln!(out, "model = {}", quote(&t.model))?;
+    if let Some(name) = target {
+        writeln!(out, "target = {}", quote(name))?;
+    }
     match &t.load {
         Load::Concurrency(n) => writeln!(out, "concurrency = {n}")?,
         Load::Rate { per_s, arrival } => {
@@ -196,6 +244,11 @@ fn write_tenant(out: &mut String, t: &TenantSpec) -> std::fmt::Result {
 /// file or the new one, never half of either.
 pub fn save_atomic(spec: &RunSpec, path: &Path) -> io::Result<()> {
     crate::atomic::write_atomic(path, to_toml(spec).as_bytes())
+}
+
+/// As [`save_atomic`], for a session with several targets.
+pub fn save_fleet_atomic(fleet: &FleetSpec, path: &Path) -> io::Result<()> {
+    crate::atomic::write_atomic(path, fleet_to_toml(fleet).as_bytes())
 }
 
 /// A new file name for a saved session in `dir` (`<timestamp>-<session>.toml`), for the TUI's

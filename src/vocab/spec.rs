@@ -203,3 +203,51 @@ pub enum InputData {
     Zero,
     Random,
 }
+
+/// A session's targets, each with its own tenants and price: what `[[target]]` tables resolve to.
+/// A session with a single `[target]` is a fleet of one unnamed target whose [`RunSpec`] is
+/// exactly what [`RunSpec`]-only callers get, so they keep working unchanged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetSpec {
+    pub targets: Vec<NamedTarget>,
+}
+
+/// One target of a session with its tenants; every target's run shares the session's name,
+/// duration, warm-up, window and tick.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamedTarget {
+    /// The `[[target]]`'s `name`; `None` for a single `[target]`, which has none.
+    pub name: Option<String>,
+    pub spec: RunSpec,
+}
+
+impl NamedTarget {
+    /// The name Prometheus labels and reports use for a target (see [`DEFAULT_TARGET_NAME`]).
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or(DEFAULT_TARGET_NAME)
+    }
+}
+
+/// What an unnamed target is called where a name is needed (labels, reports).
+pub const DEFAULT_TARGET_NAME: &str = "default";
+
+impl FleetSpec {
+    /// One unnamed target: a single-target run.
+    pub fn single(spec: RunSpec) -> Self {
+        FleetSpec {
+            targets: vec![NamedTarget { name: None, spec }],
+        }
+    }
+
+    /// Whether the session drives several targets (and so reports per target).
+    pub fn is_fleet(&self) -> bool {
+        self.targets.len() > 1
+    }
+
+    /// Every tenant of every target, in target order.
+    pub fn tenants(&self) -> impl Iterator<Item = (&NamedTarget, &TenantSpec)> {
+        self.targets
+            .iter()
+            .flat_map(|t| t.spec.tenants.iter().map(move |x| (t, x)))
+    }
+}
