@@ -17,6 +17,7 @@ pub mod cost;
 pub mod emulator;
 pub mod engine;
 pub mod exporter;
+pub mod fleet;
 pub mod loadgen;
 pub mod measure;
 pub mod plan;

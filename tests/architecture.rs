@@ -17,6 +17,7 @@ const CLIENT: &[&str] = &[
     "triton",
     "loadgen",
     "engine",
+    "fleet",
     "exporter",
     "measure",
     "telemetry",

@@ -6,6 +6,7 @@
 mod capacity;
 mod completions;
 mod emulate;
+mod fleet_run;
 mod hooks;
 mod output;
 mod plan;

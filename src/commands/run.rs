@@ -22,10 +22,10 @@ use crate::session::{self, Config};
 use crate::telemetry::GpuSummaryAcc;
 use crate::vocab::command::Command;
 use crate::vocab::snapshot::{ConnState, Phase, Snapshot};
-use crate::vocab::spec::RunSpec;
+use crate::vocab::spec::{FleetSpec, RunSpec};
 
 /// How long a headless run waits for its target before giving up.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub async fn run(args: RunArgs, config: &Config) -> Result<(), Failure> {
     // First, so that a signal from here on stops the run instead of killing it unreported.
@@ -33,7 +33,20 @@ pub async fn run(args: RunArgs, config: &Config) -> Result<(), Failure> {
     let outputs = Outputs::from_args(&args)?;
     let catalog = load_catalog(config)?;
     let prices = load_prices(config)?;
-    let mut spec = load_session(&args.session, &catalog, &prices, config)?;
+    let mut fleet = load_fleet(&args.session, &catalog, &prices, config)?;
+    if fleet.is_fleet() {
+        let ctx = super::fleet_run::Context {
+            catalog: &catalog,
+            prices: &prices,
+            config,
+        };
+        return super::fleet_run::run(args, fleet, ctx, outputs, &mut signals).await;
+    }
+    let Some(only) = fleet.targets.pop() else {
+        return Err(Failure::BadInput(anyhow!("the session has no target")));
+    };
+    let label = only.label().to_string();
+    let mut spec = only.spec;
     if spec.tenants.is_empty() {
         return Err(Failure::BadInput(anyhow!(
             "{}: no tenants: a headless run needs at least one [[tenant]]",
@@ -50,7 +63,15 @@ pub async fn run(args: RunArgs, config: &Config) -> Result<(), Failure> {
     let price = prices.resolve(&spec.cost).bad_input()?;
     let metrics = bind_metrics(args.metrics_listen).await?;
     let target = target::resolve(&spec, &catalog, config.catalog_dir.as_deref()).await?;
-    let result = measure(&spec, &target, price, args.record, metrics, &mut signals).await;
+    let result = measure(
+        &spec,
+        &target,
+        price,
+        args.record,
+        metrics.map(|m| (label, m)),
+        &mut signals,
+    )
+    .await;
     target.shutdown().await;
     let measured = result?;
     outputs.write(&measured.result)?;
@@ -61,7 +82,7 @@ pub async fn run(args: RunArgs, config: &Config) -> Result<(), Failure> {
 }
 
 /// The `--json` and `--csv` destinations, checked before the run.
-struct Outputs {
+pub(crate) struct Outputs {
     json: Option<Sink>,
     csv: Option<Sink>,
 }
@@ -90,7 +111,12 @@ impl Outputs {
             .map(|j| j + "\n")
             .map_err(|e| Failure::Output(e.into()))?;
         let csv = report::csv(result).map_err(|e| Failure::Output(e.into()))?;
-        let sinks: Vec<(&Sink, &str)> = [(&self.json, json.as_str()), (&self.csv, csv.as_str())]
+        self.write_texts(&json, &csv, &report::table(result))
+    }
+
+    /// Writes the JSON, CSV and summary texts where they go.
+    pub(crate) fn write_texts(&self, json: &str, csv: &str, table: &str) -> Result<(), Failure> {
+        let sinks: Vec<(&Sink, &str)> = [(&self.json, json), (&self.csv, csv)]
             .into_iter()
             .filter_map(|(sink, text)| sink.as_ref().map(|s| (s, text)))
             .collect();
@@ -100,10 +126,9 @@ impl Outputs {
                 failed.push(describe(&e));
             }
         }
-        let table = report::table(result);
         if sinks.iter().any(|(s, _)| s.is_stdout()) {
-            output::stderr(&table);
-        } else if let Err(e) = output::stdout(&table) {
+            output::stderr(table);
+        } else if let Err(e) = output::stdout(table) {
             failed.push(describe(&e));
         }
         for (sink, text) in sinks.iter().filter(|(s, _)| s.is_stdout()) {
@@ -132,6 +157,21 @@ pub fn load_session(
         tick: config_tick(config),
     };
     session::load_session(path, &lookup).map_err(|e| Failure::BadInput(anyhow!("{e}")))
+}
+
+/// Loads and validates a session file with all its targets; see [`load_session`].
+pub fn load_fleet(
+    path: &Path,
+    catalog: &Catalog,
+    prices: &crate::cost::Prices,
+    config: &Config,
+) -> Result<FleetSpec, Failure> {
+    let lookup = hooks::CatalogLookup {
+        catalog,
+        prices,
+        tick: config_tick(config),
+    };
+    session::load_fleet_session(path, &lookup).map_err(|e| Failure::BadInput(anyhow!("{e}")))
 }
 
 /// The tick a config file sets, where it differs from the built-in default.
@@ -167,7 +207,7 @@ async fn measure(
     target: &Target,
     price: crate::cost::ResolvedPrice,
     record: bool,
-    metrics: Option<MetricsListener>,
+    metrics: Option<(String, MetricsListener)>,
     signals: &mut StopSignals,
 ) -> Result<Measured, Failure> {
     let telemetry = hooks::start_telemetry(target);
@@ -186,7 +226,8 @@ async fn measure(
         record,
     })
     .map_err(|e| Failure::Target(e.into()))?;
-    let exporter = metrics.map(|m| m.serve(handle.snapshots.clone()));
+    let exporter =
+        metrics.map(|(label, m)| m.serve_targets(vec![(label, handle.snapshots.clone())]));
 
     let bar = progress_bar(spec);
     let mut snapshots = handle.snapshots.clone();
@@ -280,7 +321,7 @@ pub(crate) fn setup_failed(snap: &Snapshot) -> Option<String> {
     errors.map(|e| e.join("; "))
 }
 
-fn progress_bar(spec: &RunSpec) -> ProgressBar {
+pub(crate) fn progress_bar(spec: &RunSpec) -> ProgressBar {
     let total = spec.warmup + spec.duration;
     let bar = ProgressBar::with_draw_target(
         Some(total.as_millis() as u64),
@@ -339,7 +380,7 @@ fn progress_message(snap: &Snapshot) -> String {
 
 /// A run whose tenants got nothing through failed on the target's side; one whose recording
 /// failed is incomplete.
-fn check_outcome(snap: &Snapshot) -> Result<(), Failure> {
+pub(crate) fn check_outcome(snap: &Snapshot) -> Result<(), Failure> {
     if let Some(why) = &snap.recording_error {
         return Err(Failure::Target(anyhow!("{why}")));
     }

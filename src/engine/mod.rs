@@ -127,15 +127,42 @@ pub fn start(cfg: EngineConfig) -> std::io::Result<EngineHandle> {
     start_with(cfg, connector)
 }
 
+/// Where an engine sits among the engines of a multi-target run.
+#[derive(Debug, Clone, Copy)]
+pub struct FleetPlace {
+    /// Its tenants' ids start here, so that an id names one tenant across the whole fleet and a
+    /// command can be routed by it.
+    pub first_tenant_id: TenantId,
+    /// The fleet's start: every engine's elapsed time and notices read from one instant.
+    pub started: Instant,
+}
+
+/// Starts one target's run of a multi-target session, connecting over gRPC.
+pub fn start_in_fleet(cfg: EngineConfig, place: FleetPlace) -> std::io::Result<EngineHandle> {
+    let connector = Arc::new(TritonConnector {
+        options: cfg.connect.clone(),
+        connections: cfg.connections,
+    });
+    start_placed(cfg, connector, Some(place))
+}
+
 /// Starts a run that reaches its server through `connector`.
 pub(crate) fn start_with(
     cfg: EngineConfig,
     connector: Arc<dyn Connector>,
 ) -> std::io::Result<EngineHandle> {
+    start_placed(cfg, connector, None)
+}
+
+fn start_placed(
+    cfg: EngineConfig,
+    connector: Arc<dyn Connector>,
+    place: Option<FleetPlace>,
+) -> std::io::Result<EngineHandle> {
     let clock = Clock::start(tokio::runtime::Handle::current())?;
     let (cmd_tx, cmd_rx) = mpsc::channel(256);
     let (ev_tx, ev_rx) = mpsc::channel(1024);
-    let mut engine = Engine::new(cfg, connector, clock, ev_tx);
+    let mut engine = Engine::new(cfg, connector, clock, ev_tx, place);
     let first = Arc::new(engine.snapshot(Instant::now()));
     let (snap_tx, snap_rx) = watch::channel(first);
     let done = tokio::spawn(engine.run(cmd_rx, ev_rx, snap_tx));
@@ -187,15 +214,17 @@ impl Engine {
         connector: Arc<dyn Connector>,
         clock: Clock,
         events: mpsc::Sender<Event>,
+        place: Option<FleetPlace>,
     ) -> Self {
+        let first = place.map_or(0, |p| p.first_tenant_id);
         let tenants: Vec<Tenant> = cfg
             .spec
             .tenants
             .iter()
             .enumerate()
-            .map(|(i, t)| Tenant::new(i as TenantId, t.clone()))
+            .map(|(i, t)| Tenant::new(first + i as TenantId, t.clone()))
             .collect();
-        let next_id = tenants.len() as TenantId;
+        let next_id = first + tenants.len() as TenantId;
         let window = cfg.spec.window;
         let history = Arc::new(History::for_tick(cfg.spec.tick.as_secs_f64()));
         Engine {
@@ -203,7 +232,7 @@ impl Engine {
             connector,
             clock,
             events,
-            started: Instant::now(),
+            started: place.map_or_else(Instant::now, |p| p.started),
             measuring_since: None,
             measure_end: None,
             drain_until: None,

@@ -28,6 +28,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("perseus_goodput_requests_per_second", "gauge"),
     ("perseus_in_flight_requests", "gauge"),
     ("perseus_sla_latency_seconds", "gauge"),
+    ("perseus_client_bound", "gauge"),
     ("perseus_target_connected", "gauge"),
     ("perseus_measured_seconds", "gauge"),
     ("perseus_gpu_utilization_ratio", "gauge"),
@@ -206,6 +207,13 @@ fn tenant_gauges(enc: &mut DescriptorEncoder, f: &Figures) -> Result<(), Error> 
         "The tenant's SLA latency (at its SLA percentile).",
         Some(&Unit::Seconds),
         rows().map(|(l, g)| (l, Some(g.sla_latency_s))),
+    )?;
+    gauge(
+        enc,
+        "client_bound",
+        "1 while the load generator cannot keep the tenant's schedule (its latencies then measure the client machine), else 0.",
+        None,
+        rows().map(|(l, g)| (l, Some(f64::from(u8::from(g.client_bound))))),
     )
 }
 

@@ -120,6 +120,8 @@ pub struct TenantGauges {
     pub goodput_per_s: f64,
     pub in_flight: u32,
     pub sla_latency_s: f64,
+    /// The generator could not keep this tenant's schedule over the window.
+    pub client_bound: bool,
 }
 
 /// A target's latest figures.
@@ -145,35 +147,40 @@ struct Seen {
 /// Everything the exporter serves.
 #[derive(Debug, Default)]
 pub struct Figures {
-    seen: BTreeMap<TenantId, Seen>,
+    seen: BTreeMap<(String, TenantId), Seen>,
     pub counters: BTreeMap<SeriesKey, Counters>,
     pub tenants: BTreeMap<SeriesKey, TenantGauges>,
     pub targets: BTreeMap<String, TargetGauges>,
 }
 
 impl Figures {
-    /// Takes in one snapshot. Counters move only in the measured period, as the run's totals do,
-    /// so that a finished run's counters equal its JSON figures.
+    /// Takes in one snapshot of the single target of a run, labelled [`DEFAULT_TARGET`].
     pub fn update(&mut self, snap: &Snapshot) {
-        let target = DEFAULT_TARGET.to_string();
+        self.update_target(DEFAULT_TARGET, snap);
+    }
+
+    /// Takes in one snapshot of the target labelled `target`, leaving the other targets' series
+    /// as they are. Counters move only in the measured period, as the run's totals do, so that a
+    /// finished run's counters equal its JSON figures.
+    pub fn update_target(&mut self, target: &str, snap: &Snapshot) {
         self.seen
-            .retain(|id, _| snap.tenants.iter().any(|t| t.id == *id));
-        self.tenants.clear();
+            .retain(|(t, id), _| t != target || snap.tenants.iter().any(|tenant| tenant.id == *id));
+        self.tenants.retain(|k, _| k.target != target);
         let counting = matches!(snap.phase, Phase::Measuring | Phase::Finished);
         for t in &snap.tenants {
-            let key = self.key_for(&target, t);
+            let key = self.key_for(target, t);
             if counting {
-                self.count(t, key.clone());
+                self.count(target, t, key.clone());
             }
             self.tenants.insert(key, tenant_gauges(t));
         }
-        self.targets.insert(target, target_gauges(snap));
+        self.targets.insert(target.to_string(), target_gauges(snap));
     }
 
     /// The series of a tenant id: fixed when the id is first seen, so a label never moves to
     /// another tenant while both exist.
     fn key_for(&mut self, target: &str, t: &TenantView) -> SeriesKey {
-        if let Some(seen) = self.seen.get(&t.id) {
+        if let Some(seen) = self.seen.get(&(target.to_string(), t.id)) {
             return seen.key.clone();
         }
         let taken = |name: &str| {
@@ -192,7 +199,7 @@ impl Figures {
             model: t.model.clone(),
         };
         self.seen.insert(
-            t.id,
+            (target.to_string(), t.id),
             Seen {
                 key: key.clone(),
                 last: Totals::default(),
@@ -201,8 +208,8 @@ impl Figures {
         key
     }
 
-    fn count(&mut self, t: &TenantView, key: SeriesKey) {
-        let Some(seen) = self.seen.get_mut(&t.id) else {
+    fn count(&mut self, target: &str, t: &TenantView, key: SeriesKey) {
+        let Some(seen) = self.seen.get_mut(&(target.to_string(), t.id)) else {
             return;
         };
         // Totals that went back started afresh (a new measured period): count them from zero.
@@ -223,6 +230,7 @@ fn tenant_gauges(t: &TenantView) -> TenantGauges {
         goodput_per_s: t.window.goodput_per_s,
         in_flight: t.window.in_flight,
         sla_latency_s: t.sla.latency_ms / 1000.0,
+        client_bound: t.window.client_bound.is_some(),
     }
 }
 

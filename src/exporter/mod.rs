@@ -88,29 +88,34 @@ impl MetricsListener {
     }
 
     /// Serves `/metrics` from the snapshots of `snapshots` until the returned [`Exporter`] is shut
-    /// down or dropped. Must be called within a tokio runtime.
+    /// down or dropped, labelled `target="default"`. Must be called within a tokio runtime.
     pub fn serve(self, snapshots: watch::Receiver<Arc<Snapshot>>) -> Exporter {
+        self.serve_targets(vec![(DEFAULT_TARGET.to_string(), snapshots)])
+    }
+
+    /// Serves the figures of every target, each labelled with its name.
+    pub fn serve_targets(self, targets: Vec<(String, watch::Receiver<Arc<Snapshot>>)>) -> Exporter {
         let figures = Arc::new(Mutex::new(Figures::default()));
         let registry = Arc::new(encode::registry(Arc::clone(&figures)));
         let cancel = CancellationToken::new();
-        let follower = tokio::spawn(follow(snapshots, figures, cancel.clone()));
+        let mut tasks: Vec<JoinHandle<()>> = targets
+            .into_iter()
+            .map(|(name, rx)| tokio::spawn(follow(name, rx, Arc::clone(&figures), cancel.clone())))
+            .collect();
         let router = axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || scrape(Arc::clone(&registry))),
         );
         let stop = cancel.clone();
-        let server = tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             let served = axum::serve(self.listener, router)
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await;
             if let Err(e) = served {
                 tracing::error!("the metrics exporter stopped: {e}");
             }
-        });
-        Exporter {
-            cancel,
-            tasks: vec![follower, server],
-        }
+        }));
+        Exporter { cancel, tasks }
     }
 }
 
@@ -138,6 +143,7 @@ impl Drop for Exporter {
 }
 
 async fn follow(
+    target: String,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     figures: Arc<Mutex<Figures>>,
     cancel: CancellationToken,
@@ -148,7 +154,7 @@ async fn follow(
         figures
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .update(&snap);
+            .update_target(&target, &snap);
         tokio::select! {
             changed = snapshots.changed() => if changed.is_err() { return },
             _ = cancel.cancelled() => return,

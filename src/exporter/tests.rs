@@ -278,6 +278,44 @@ fn every_declared_family_is_in_the_table() {
 }
 
 #[test]
+fn each_target_keeps_its_own_series_and_client_bound_tenants_say_so() {
+    let mut f = Figures::default();
+    let mut bound = tenant(1 << 20, "resnet50", 10);
+    bound.window.client_bound = Some(crate::vocab::snapshot::ClientBound {
+        reasons: vec![crate::vocab::snapshot::ClientBoundReason::LateSends],
+        behind_ms: 5.0,
+        late_share: 0.5,
+        dropped_share: 0.0,
+        cpu_share: None,
+        cores: 2,
+    });
+    f.update_target(
+        "gpu-a",
+        &snapshot(Phase::Measuring, vec![tenant(0, "resnet50", 4)]),
+    );
+    f.update_target("gpu-b", &snapshot(Phase::Measuring, vec![bound]));
+    // gpu-a's next snapshot leaves gpu-b's series alone.
+    f.update_target(
+        "gpu-a",
+        &snapshot(Phase::Measuring, vec![tenant(0, "resnet50", 6)]),
+    );
+    let m = parse(&text(f));
+    let a = "model=resnet50,target=gpu-a,tenant=resnet50";
+    let b = "model=resnet50,target=gpu-b,tenant=resnet50";
+    assert_eq!(m[&("perseus_requests_ok_total".into(), a.into())], 6.0);
+    assert_eq!(m[&("perseus_requests_ok_total".into(), b.into())], 10.0);
+    assert_eq!(m[&("perseus_client_bound".into(), a.into())], 0.0);
+    assert_eq!(m[&("perseus_client_bound".into(), b.into())], 1.0);
+    for t in ["gpu-a", "gpu-b"] {
+        let key = (
+            "perseus_target_connected".to_string(),
+            format!("target={t}"),
+        );
+        assert!(m.contains_key(&key), "{key:?}");
+    }
+}
+
+#[test]
 fn listen_addresses() {
     let local = |port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
     assert_eq!(parse_listen("9464"), Ok(local(9464)));

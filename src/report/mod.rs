@@ -4,12 +4,16 @@
 //! report and the dashboard can never disagree about a figure.
 
 mod capacity;
+mod fleet;
 
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
 pub use capacity::{CapacityBlock, CapacityTenant};
+pub use fleet::{
+    ConnectionBlock, FleetResult, SCHEMA_V2, TargetRun, fleet_csv, fleet_result, fleet_table,
+};
 
 use crate::vocab::snapshot::{ClientBound, CostView, PeakKind, Percentiles, Snapshot, TargetKind};
 use crate::vocab::spec::Load;
@@ -411,6 +415,9 @@ fn write_client_bound(out: &mut String, r: &RunResult) {
 #[derive(Debug, Default, Serialize)]
 struct CsvRow<'a> {
     session: &'a str,
+    /// The target's name, in multi-target runs only (a single-target CSV keeps its columns).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<&'a str>,
     model: &'a str,
     arrival: &'a str,
     target_rate: Option<f64>,
@@ -443,9 +450,10 @@ struct CsvRow<'a> {
 }
 
 impl<'a> CsvRow<'a> {
-    fn new(session: &'a str, t: &'a TenantBlock) -> Self {
+    fn new(session: &'a str, target: Option<&'a str>, t: &'a TenantBlock) -> Self {
         CsvRow {
             session,
+            target,
             model: &t.model,
             arrival: &t.arrival,
             target_rate: t.target_rate,
@@ -489,7 +497,7 @@ impl<'a> CsvRow<'a> {
 pub fn csv(r: &RunResult) -> std::io::Result<String> {
     let mut w = csv::Writer::from_writer(Vec::new());
     for t in &r.tenants {
-        w.serialize(CsvRow::new(&r.session, t))?;
+        w.serialize(CsvRow::new(&r.session, None, t))?;
     }
     let mut bytes = w.into_inner().map_err(|e| e.into_error())?;
     if r.tenants.is_empty() {

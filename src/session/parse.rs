@@ -113,7 +113,7 @@ pub fn parse_session(text: &str, file: &Path, models: &dyn ModelLookup) -> Resul
             key,
             format!(
                 "this command drives one target; the session has {} [[target]] tables \
-                 (perseus run and perseus tui drive several)",
+                 (perseus run drives several)",
                 fleet.targets.len()
             ),
         ));

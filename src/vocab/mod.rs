@@ -7,5 +7,6 @@
 pub mod capacity;
 pub mod command;
 pub mod datatype;
+pub mod fleet;
 pub mod snapshot;
 pub mod spec;
