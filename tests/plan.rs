@@ -214,13 +214,29 @@ fn written_sessions_meet_every_sla_in_real_time_runs() {
         .map(|e| e.expect("entry").path())
         .collect();
     written.sort();
-    assert_eq!(written.len(), 2, "{written:?}\n{}", text(&out));
-    for path in &written {
-        let body = std::fs::read_to_string(path).expect("readable");
-        assert!(body.contains("emulate = \"t4\""), "{body}");
-        assert!(body.contains("instance = \""), "{body}");
-        assert!(body.contains("instances = "), "{body}");
-        run_until_checked(path, dir.path());
+    // One session with a named target per planned GPU.
+    assert_eq!(written.len(), 1, "{written:?}\n{}", text(&out));
+    let path = &written[0];
+    assert!(path.ends_with("plan.toml"), "{written:?}");
+    let body = std::fs::read_to_string(path).expect("readable");
+    assert_eq!(body.matches("[[target]]").count(), 2, "{body}");
+    for name in ["name = \"gpu1-t4\"", "name = \"gpu2-t4\""] {
+        assert!(body.contains(name), "{body}");
+    }
+    assert_eq!(body.matches("emulate = \"t4\"").count(), 2, "{body}");
+    assert!(body.contains("instance = \""), "{body}");
+    assert!(body.contains("instances = "), "{body}");
+    run_until_checked(path, dir.path());
+}
+
+/// Every tenant of a run's JSON: v1's, or those of every target of v2.
+fn run_tenants(v: &Value) -> Vec<Value> {
+    match v["targets"].as_array() {
+        Some(targets) => targets
+            .iter()
+            .flat_map(|t| t["tenants"].as_array().cloned().unwrap_or_default())
+            .collect(),
+        None => v["tenants"].as_array().expect("tenants").clone(),
     }
 }
 
@@ -248,7 +264,7 @@ fn run_until_checked(session: &Path, dir: &Path) {
             text(&out)
         );
         let v = json_of(&json);
-        let tenants = v["tenants"].as_array().expect("tenants");
+        let tenants = run_tenants(&v);
         let missed: Vec<&Value> = tenants.iter().filter(|t| t["sla"]["met"] != true).collect();
         if missed.is_empty() {
             return;

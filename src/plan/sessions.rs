@@ -1,13 +1,14 @@
-//! A plan as session files, one per GPU, ready for `perseus run` and `perseus tui`: each targets
-//! the emulated GPU of its type at its price and runs its tenants (or their shares) with the
-//! configuration the plan chose. Written through the session writer, atomically, so they parse back.
+//! A plan as one multi-target session, ready for `perseus run` and `perseus tui`: a named
+//! `[[target]]` per planned GPU (`gpu1-t4`, …), each the emulated GPU of its type at its price,
+//! running its tenants (or their shares) with the configuration the plan chose. Written through
+//! the session writer, atomically, so it parses back.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 use super::{PlanInput, PlanReport};
 use crate::session;
-use crate::vocab::spec::{CostSpec, Load, RunSpec, TargetSpec, TenantSpec};
+use crate::vocab::spec::{CostSpec, FleetSpec, Load, NamedTarget, RunSpec, TargetSpec, TenantSpec};
 
 /// The session for GPU `index` of the plan.
 pub fn gpu_session(report: &PlanReport, input: &PlanInput, index: usize) -> Option<RunSpec> {
@@ -46,21 +47,32 @@ pub fn gpu_session(report: &PlanReport, input: &PlanInput, index: usize) -> Opti
     })
 }
 
-/// Writes `gpu01-<type>.toml`, `gpu02-…` into `dir` (created if missing); returns their paths.
+/// The plan as one session: a `[[target]]` named `gpu<N>-<type>` per planned GPU.
+pub fn plan_session(report: &PlanReport, input: &PlanInput) -> io::Result<FleetSpec> {
+    let name = format!("{} · plan", input.spec.name);
+    let mut targets = Vec::new();
+    for (i, gpu) in report.plan.gpus.iter().enumerate() {
+        let mut spec = gpu_session(report, input, i).ok_or_else(|| {
+            io::Error::other(format!("GPU {} of the plan names an unknown tenant", i + 1))
+        })?;
+        spec.name.clone_from(&name);
+        targets.push(NamedTarget {
+            name: Some(format!("gpu{}-{}", i + 1, gpu.gpu)),
+            spec,
+        });
+    }
+    Ok(FleetSpec { targets })
+}
+
+/// Writes `plan.toml` into `dir` (created if missing); returns its path.
 pub fn write_sessions(
     report: &PlanReport,
     input: &PlanInput,
     dir: &Path,
 ) -> io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
-    let mut written = Vec::new();
-    for (i, gpu) in report.plan.gpus.iter().enumerate() {
-        let spec = gpu_session(report, input, i).ok_or_else(|| {
-            io::Error::other(format!("GPU {} of the plan names an unknown tenant", i + 1))
-        })?;
-        let path = dir.join(format!("gpu{:02}-{}.toml", i + 1, gpu.gpu));
-        session::save_atomic(&spec, &path)?;
-        written.push(path);
-    }
-    Ok(written)
+    let fleet = plan_session(report, input)?;
+    let path = dir.join("plan.toml");
+    session::save_fleet_atomic(&fleet, &path)?;
+    Ok(vec![path])
 }
