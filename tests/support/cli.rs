@@ -60,8 +60,19 @@ pub fn num_or_null(v: &Value, what: &str) {
     );
 }
 
-/// Checks a result against the schema documented in the README (perseus.run.v1).
+/// Checks a result against the schema documented in the README: perseus.run.v1, or v2 (a session
+/// with several targets), whose every target block is a v1 result with its name.
 pub fn check_schema(r: &Value) {
+    if r["schema"] == "perseus.run.v2" {
+        let targets = r["targets"].as_array().expect("v2: targets array");
+        assert!(targets.len() >= 2, "v2 is for several targets: {r}");
+        for t in targets {
+            assert!(t["name"].is_string(), "v2: each target is named: {t}");
+            check_schema(t);
+        }
+        assert!(r["fleet"]["usd_per_hour"].is_number(), "v2: fleet line: {r}");
+        return;
+    }
     assert_eq!(r["schema"], "perseus.run.v1");
     assert!(r["session"].is_string());
     let kind = r["target"]["kind"].as_str().expect("target.kind");
