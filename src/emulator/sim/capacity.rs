@@ -111,7 +111,7 @@ pub fn evaluate(
     options: &CapacityOptions,
 ) -> Result<Vec<TenantOutcome>, CapacityError> {
     check(mix)?;
-    let duration_s = duration(mix, options);
+    let duration_s = duration(mix, scale, options);
     let offered = mix
         .iter()
         .enumerate()
@@ -212,10 +212,24 @@ fn ceiling(gpu: &GpuSetup, mix: &[MixTenant]) -> Option<f64> {
     (load > 0.0 && load.is_finite()).then(|| 1.05 / load)
 }
 
-fn duration(mix: &[MixTenant], options: &CapacityOptions) -> f64 {
+/// Requests one evaluation may simulate before its run is shortened (to no less than
+/// [`MIN_DURATION_S`]). An overload by ε shows as about ε·duration of extra latency whatever the
+/// rate, so a shorter run only resolves the edge more coarsely; without the bound, a light mix with a
+/// loose SLA (headroom in the hundreds) simulated millions of requests per step and kept
+/// `perseus run` busy for half a minute after its measured period.
+const MAX_REQUESTS: f64 = 200_000.0;
+const MIN_DURATION_S: f64 = 5.0;
+
+fn duration(mix: &[MixTenant], scale: f64, options: &CapacityOptions) -> f64 {
     options.duration_s.unwrap_or_else(|| {
         let loosest = mix.iter().map(|t| t.sla.latency_ms).fold(0.0, f64::max);
-        SearchOptions::for_sla(loosest).duration_s
+        let by_sla = SearchOptions::for_sla(loosest).duration_s;
+        let rate: f64 = mix.iter().map(|t| t.rate_per_s * scale).sum();
+        if rate > 0.0 {
+            by_sla.min((MAX_REQUESTS / rate).max(MIN_DURATION_S))
+        } else {
+            by_sla
+        }
     })
 }
 
