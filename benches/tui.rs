@@ -46,6 +46,7 @@ fn main() {
         let snap = &snaps[i % 2];
         let view = View {
             snap,
+            fleet: None,
             app: &app,
             theme: &themes[0],
             keymap: &keymap,
@@ -87,6 +88,7 @@ fn main() {
         for i in 0..FRAMES / 4 {
             let view = View {
                 snap: &snaps[i % 2],
+                fleet: None,
                 app: &app,
                 theme: &themes[0],
                 keymap: &keymap,

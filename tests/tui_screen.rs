@@ -36,6 +36,7 @@ fn draw_with(
                 frame,
                 &View {
                     snap,
+                    fleet: None,
                     app,
                     theme,
                     keymap: &keymap,
@@ -548,4 +549,66 @@ fn a_tenant_without_successes_shows_no_latency_and_set_up_is_not_connecting() {
         .find(|l| l.contains(&snap.tenants[0].model) && l.contains("500/"))
         .unwrap_or_else(|| panic!("no tenant row:\n{s}"));
     assert!(row.matches('–').count() >= 3, "{row}");
+}
+
+/// Draws a fleet as the run loop does: the panels get the selected tenant's target.
+fn draw_fleet(
+    fleet: &perseus::vocab::fleet::FleetView,
+    app: &App,
+    width: u16,
+    height: u16,
+) -> Terminal<TestBackend> {
+    let keymap = Keymap::new(&BTreeMap::new()).unwrap();
+    let focus = perseus::tui::fleet::selected_target(fleet, app.selected);
+    let snap = &fleet.targets[focus].snapshot;
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal
+        .draw(|frame| {
+            screen::draw(
+                frame,
+                &View {
+                    snap,
+                    fleet: Some(fleet),
+                    app,
+                    theme: &themes()[0],
+                    keymap: &keymap,
+                },
+            )
+        })
+        .unwrap();
+    terminal
+}
+
+#[test]
+fn a_two_target_fleet_groups_tenants_and_the_panels_follow_the_selection() {
+    let fleet = tui_fixture::fleet();
+    let mut app = live_app();
+    let t = draw_fleet(&fleet, &app, 160, 48);
+    insta::assert_snapshot!("fleet_160x48", t.backend());
+    let s = text(&t);
+    for must in [
+        "▪ t4 · emulated T4 16 GiB · connected · $0.526/h · 2 tenants",
+        "▪ l4 · emulated L4 24 GiB · connected · $0.707/h · 1 tenant",
+        "fleet of 2",
+        "$1.233/h",
+        "worst SLA 93.0% inception_v3 on l4",
+        " on t4 ",
+        "aws:g4dn.xlarge",
+    ] {
+        assert!(s.contains(must), "missing {must}:\n{s}");
+    }
+    // Selecting the L4's tenant turns the panels to the L4.
+    app.selected = Some(fleet.targets[1].snapshot.tenants[0].id);
+    let s = text(&draw_fleet(&fleet, &app, 160, 48));
+    assert!(s.contains(" on l4 "), "{s}");
+    assert!(s.contains("gcp:g2-standard-4"), "{s}");
+    assert!(!s.contains(" on t4 "), "{s}");
+    assert!(!s.contains("● REC"), "{s}");
+    // Each target records its own file; the header counts them.
+    let mut fleet = fleet;
+    let mut l4 = (*fleet.targets[1].snapshot).clone();
+    l4.recording = Some("/runs/l4.jsonl".to_string());
+    fleet.targets[1].snapshot = std::sync::Arc::new(l4);
+    let s = text(&draw_fleet(&fleet, &app, 160, 48));
+    assert!(s.contains("● REC 1 of 2"), "{s}");
 }

@@ -695,3 +695,85 @@ fn what_if_discards_on_the_same_key() {
             .is_some_and(|n| n.text.contains("nothing staged"))
     );
 }
+
+/// A fleet's dashboard as the run loop drives it: the app reads the fleet's app snapshot (taken
+/// afresh after each action, as the selection may have moved to another target), and its
+/// commands go through the fleet's real router to one channel per target.
+#[tokio::test]
+async fn in_a_fleet_selection_crosses_targets_and_edits_reach_the_tenants_own_target() {
+    use perseus::tui::fleet::app_snapshot;
+    let fleet = tui_fixture::fleet();
+    let (t4_tx, mut t4) = mpsc::channel(16);
+    let (l4_tx, mut l4) = mpsc::channel(16);
+    let engines = vec![t4_tx, l4_tx];
+    let control = Control::Fleet {
+        router: perseus::fleet::router(engines.clone()),
+        engines,
+    };
+    let keymap = Keymap::new(&BTreeMap::new()).unwrap();
+    let mut app = App::new(0, 5, false);
+    let press = |app: &mut App, code: KeyCode| {
+        let snap = app_snapshot(&fleet, app.selected).unwrap();
+        if let Some(out) = app.key(&KeyEvent::new(code, KeyModifiers::NONE), &keymap, &snap) {
+            app.deliver(out, &control, &snap);
+        }
+    };
+    let t4_ids: Vec<u32> = fleet.targets[0]
+        .snapshot
+        .tenants
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    let l4_id = fleet.targets[1].snapshot.tenants[0].id;
+    press(&mut app, KeyCode::Down);
+    assert_eq!(app.selected, Some(t4_ids[1]));
+    press(&mut app, KeyCode::Down);
+    assert_eq!(
+        app.selected,
+        Some(l4_id),
+        "the selection moves on into the next target"
+    );
+    press(&mut app, KeyCode::Down);
+    assert_eq!(app.selected, Some(l4_id), "and stops at the last tenant");
+
+    // The L4's tenant runs closed-loop at c=8: `+` raises it there, and only there.
+    press(&mut app, KeyCode::Char('+'));
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), l4.recv()).await;
+    assert_eq!(
+        got.ok().flatten(),
+        Some(Command::SetConcurrency {
+            tenant: l4_id,
+            n: 9
+        })
+    );
+    // A tenant added with the L4's tenant selected goes to the L4.
+    press(&mut app, KeyCode::Char('a'));
+    press(&mut app, KeyCode::Enter);
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), l4.recv()).await;
+    assert!(matches!(got.ok().flatten(), Some(Command::AddTenant(_))));
+    // Back up on the T4, a rate change goes to the T4.
+    press(&mut app, KeyCode::Up);
+    press(&mut app, KeyCode::Char('+'));
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), t4.recv()).await;
+    assert!(
+        matches!(got.ok().flatten(), Some(Command::SetRate { tenant, .. }) if tenant == t4_ids[1])
+    );
+    assert!(matches!(t4.try_recv(), Err(TryRecvError::Empty)));
+    assert!(matches!(l4.try_recv(), Err(TryRecvError::Empty)));
+}
+
+#[test]
+fn saving_a_fleet_from_the_dashboard_is_refused_with_a_notice() {
+    let fleet = tui_fixture::fleet();
+    let (router, mut rx) = mpsc::channel(16);
+    let control = Control::Fleet {
+        router,
+        engines: Vec::new(),
+    };
+    let mut app = App::new(0, 5, false);
+    let snap = perseus::tui::fleet::app_snapshot(&fleet, None).unwrap();
+    let out = app.action(Action::SaveSession, &snap).unwrap();
+    app.deliver(out, &control, &snap);
+    assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
+    assert!(app.notice.unwrap().text.contains("not supported"));
+}

@@ -7,20 +7,37 @@ use anyhow::{Context as _, anyhow};
 use tokio::sync::{mpsc, watch};
 
 use crate::cli::{ReplayArgs, TuiArgs};
+use crate::commands::fleet_run::{Context, members, refuse_target_flags, resolve_all};
 use crate::commands::hooks::{self, Files, recording_header};
-use crate::commands::run::{bind_metrics, load_session};
+use crate::commands::run::{bind_metrics, load_fleet};
 use crate::commands::target;
 use crate::commands::{BadInput, Failure, load_catalog, load_prices};
 use crate::engine::{self, EngineConfig};
+use crate::fleet;
 use crate::session::{self, Config};
 use crate::tui::{Control, TuiOptions};
 use crate::vocab::command::Command;
+use crate::vocab::spec::FleetSpec;
 
 pub async fn run(args: TuiArgs, config: &Config) -> Result<(), Failure> {
     let catalog = load_catalog(config)?;
     let prices = load_prices(config)?;
     let mut spec = match &args.session {
-        Some(path) => load_session(path, &catalog, &prices, config)?,
+        Some(path) => {
+            let mut fleet = load_fleet(path, &catalog, &prices, config)?;
+            if fleet.is_fleet() {
+                let ctx = Context {
+                    catalog: &catalog,
+                    prices: &prices,
+                    config,
+                };
+                return run_fleet(args, fleet, ctx).await;
+            }
+            match fleet.targets.pop() {
+                Some(only) => only.spec,
+                None => return Err(Failure::BadInput(anyhow!("the session has no target"))),
+            }
+        }
         None => session::parse_session(
             session::DEMO_SESSION,
             std::path::Path::new("sessions/demo.toml"),
@@ -67,6 +84,51 @@ pub async fn run(args: TuiArgs, config: &Config) -> Result<(), Failure> {
     }
     target.shutdown().await;
     shown.map_err(|e| Failure::Target(anyhow::Error::new(e).context("the dashboard failed")))
+}
+
+/// The dashboard of a session with several targets: one engine per target, as `perseus run`
+/// starts them, shown as one fleet.
+async fn run_fleet(args: TuiArgs, fleet: FleetSpec, ctx: Context<'_>) -> Result<(), Failure> {
+    refuse_target_flags(&args.target)?;
+    let metrics = bind_metrics(args.metrics_listen).await?;
+    let resolved = resolve_all(&fleet, &ctx).await?;
+    let started = fleet::start(members(&fleet, &resolved, false, args.record))
+        .map_err(|e| Failure::Target(e.into()));
+    let shown = match started {
+        Ok(handle) => {
+            let exporter = metrics.map(|m| {
+                m.serve_targets(
+                    handle
+                        .names
+                        .iter()
+                        .cloned()
+                        .zip(handle.snapshots.iter().cloned())
+                        .collect(),
+                )
+            });
+            let control = Control::Fleet {
+                router: handle.commands.clone(),
+                engines: handle.engines.clone(),
+            };
+            let shown = crate::tui::run_fleet(
+                tui_options(args.theme, ctx.config),
+                handle.view.clone(),
+                control,
+            )
+            .await;
+            let _ = handle.commands.send(Command::Stop).await;
+            let _ = handle.finish().await;
+            if let Some(exporter) = exporter {
+                exporter.shutdown().await;
+            }
+            Ok(shown)
+        }
+        Err(e) => Err(e),
+    };
+    for (target, _) in resolved {
+        target.shutdown().await;
+    }
+    shown?.map_err(|e| Failure::Target(anyhow::Error::new(e).context("the dashboard failed")))
 }
 
 pub async fn replay(args: ReplayArgs, config: &Config) -> Result<(), Failure> {

@@ -62,14 +62,13 @@ pub fn start(members: Vec<Member>) -> std::io::Result<FleetHandle> {
     let engines: Vec<_> = handles.iter().map(|h| h.commands.clone()).collect();
     let (view_tx, view_rx) = watch::channel(Arc::new(combine(&names, &snapshots)));
     tokio::spawn(publish(names.clone(), snapshots.clone(), view_tx, tick));
-    let (cmd_tx, cmd_rx) = mpsc::channel(256);
-    tokio::spawn(route(cmd_rx, engines.clone()));
+    let commands = router(engines.clone());
     Ok(FleetHandle {
         names,
         snapshots,
         engines,
         view: view_rx,
-        commands: cmd_tx,
+        commands,
         done: handles.into_iter().map(|h| h.done).collect(),
     })
 }
@@ -154,6 +153,14 @@ fn destinations(cmd: &Command, engines: usize) -> Vec<usize> {
         Command::AddTenant(_) | Command::ApplyStaged { .. } => vec![0],
         _ => (0..engines).collect(),
     }
+}
+
+/// Starts the fleet's command router over `engines` (in session order) on the current tokio
+/// runtime; public so that a consumer's routing can be tested against the real router.
+pub fn router(engines: Vec<mpsc::Sender<Command>>) -> mpsc::Sender<Command> {
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(route(rx, engines));
+    tx
 }
 
 async fn route(mut commands: mpsc::Receiver<Command>, engines: Vec<mpsc::Sender<Command>>) {

@@ -12,6 +12,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use crate::tui::Control;
 use crate::tui::keymap::{Action, Keymap, Scope, entry_for};
 use crate::vocab::command::{Command, ReplayCommand, StagedSetup};
+use crate::vocab::fleet::FleetView;
 use crate::vocab::snapshot::{Notice, NoticeLevel, Snapshot, TenantId, TenantView};
 use crate::vocab::spec::{Load, TenantSpec};
 
@@ -330,6 +331,28 @@ impl App {
             (Outgoing::Live(c), Control::Live(tx)) => tx
                 .try_send(c)
                 .map_err(|e| matches!(e, TrySendError::Full(_))),
+            (Outgoing::Live(Command::SaveSession { .. }), Control::Fleet { .. }) => {
+                // Each engine saves its own target; one file for the fleet needs them gathered.
+                self.say(
+                    snap,
+                    NoticeLevel::Info,
+                    "saving a multi-target session from the dashboard is not supported yet",
+                );
+                Ok(())
+            }
+            (Outgoing::Live(c), Control::Fleet { router, engines }) => {
+                let target = self
+                    .selected_tenant(snap)
+                    .map_or(0, |t| FleetView::owner(t.id));
+                let tx = match &c {
+                    Command::AddTenant(_) | Command::ApplyStaged { .. } => {
+                        engines.get(target).unwrap_or(router)
+                    }
+                    _ => router,
+                };
+                tx.try_send(c)
+                    .map_err(|e| matches!(e, TrySendError::Full(_)))
+            }
             (Outgoing::Replay(c), Control::Replay(tx)) => tx
                 .try_send(c)
                 .map_err(|e| matches!(e, TrySendError::Full(_))),

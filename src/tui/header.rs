@@ -8,9 +8,14 @@ use ratatui::widgets::Paragraph;
 
 use crate::tui::format;
 use crate::tui::screen::View;
+use crate::vocab::fleet::FleetView;
 use crate::vocab::snapshot::{ConnState, Phase, TargetKind};
 
 pub fn render(frame: &mut Frame, area: Rect, view: &View) {
+    if let Some(fleet) = view.fleet {
+        render_fleet(frame, area, view, fleet);
+        return;
+    }
     let (snap, theme) = (view.snap, view.theme);
     let sep = || Span::styled(" ─ ", theme.border);
     let mut spans = vec![Span::styled("Perseus", theme.title), sep()];
@@ -124,6 +129,64 @@ pub fn render(frame: &mut Frame, area: Rect, view: &View) {
             format!("window {}", format::span(snap.window_s)),
             theme.dim,
         ));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// A multi-target run's top line: the fleet line (what it all costs and does, and its weakest
+/// SLA, naming the tenant and its target); each target's own state is on its row in the table.
+fn render_fleet(frame: &mut Frame, area: Rect, view: &View, fleet: &FleetView) {
+    let (snap, theme) = (view.snap, view.theme);
+    let sep = || Span::styled(" ─ ", theme.border);
+    let line = &fleet.line;
+    let mut spans = vec![
+        Span::styled("Perseus", theme.title),
+        sep(),
+        Span::styled(format!("fleet of {}", fleet.targets.len()), theme.text),
+        sep(),
+        Span::styled(snap.session.clone(), theme.accent),
+        sep(),
+        Span::styled(format::clock(snap.elapsed_s), theme.text),
+        sep(),
+        Span::styled(
+            format!("{}/h", format::usd(line.usd_per_hour)),
+            theme.accent,
+        ),
+        sep(),
+        Span::styled(
+            format!(
+                "{} · goodput {}",
+                format::rate(line.throughput_per_s),
+                format::rate(line.goodput_per_s)
+            ),
+            theme.text,
+        ),
+    ];
+    if let Some(w) = &line.worst_sla {
+        spans.push(sep());
+        spans.push(Span::styled(
+            format!(
+                "worst SLA {} {} on {}",
+                format::percent(w.attainment),
+                w.tenant,
+                w.target
+            ),
+            theme.warn,
+        ));
+    }
+    let recording = fleet
+        .targets
+        .iter()
+        .filter(|t| t.snapshot.recording.is_some());
+    match recording.count() {
+        0 => {}
+        n => {
+            spans.push(sep());
+            spans.push(Span::styled(
+                format!("● REC {n} of {}", fleet.targets.len()),
+                theme.bad,
+            ));
+        }
     }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }

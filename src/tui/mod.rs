@@ -10,6 +10,8 @@
 
 pub mod app;
 pub mod cost;
+pub mod fleet;
+pub mod fleet_table;
 pub mod footer;
 pub mod format;
 pub mod frontier;
@@ -31,7 +33,7 @@ use std::path::PathBuf;
 
 use crate::vocab::command::{Command, ReplayCommand};
 
-pub use run::run;
+pub use run::{run, run_fleet};
 
 /// How the dashboard looks and which keys it answers to, resolved from flags and the config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +71,13 @@ impl Default for TuiOptions {
 pub enum Control {
     Live(tokio::sync::mpsc::Sender<Command>),
     Replay(tokio::sync::mpsc::Sender<ReplayCommand>),
+    /// A multi-target run: `router` takes what names a tenant (it goes to the tenant's own
+    /// target) or concerns every target; what belongs to the selected tenant's target without
+    /// naming a live tenant (an add, applying a what-if) goes straight to that target's engine.
+    Fleet {
+        router: tokio::sync::mpsc::Sender<Command>,
+        engines: Vec<tokio::sync::mpsc::Sender<Command>>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +88,8 @@ pub enum TuiError {
     Keymap(#[from] keymap::KeymapError),
     #[error(transparent)]
     Theme(#[from] theme::ThemeError),
+    #[error("the multi-target run has no targets to show")]
+    NoTargets,
     #[error("render_fps must be 1 to 120, got {0}")]
     Fps(u32),
 }

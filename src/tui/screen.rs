@@ -22,12 +22,13 @@
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::Line;
-use ratatui::widgets::Paragraph;
+use ratatui::widgets::{Block, Paragraph};
 
 use crate::tui::app::App;
 use crate::tui::keymap::Keymap;
 use crate::tui::theme::Theme;
 use crate::tui::{cost, footer, frontier, gpu, header, latency, overlay, tenants, whatif};
+use crate::vocab::fleet::FleetView;
 use crate::vocab::snapshot::Snapshot;
 
 pub const MIN_WIDTH: u16 = 80;
@@ -35,7 +36,10 @@ pub const MIN_HEIGHT: u16 = 24;
 
 /// Everything a panel may read while drawing one frame.
 pub struct View<'a> {
+    /// The snapshot the panels draw: in a multi-target run, the selected tenant's target's.
     pub snap: &'a Snapshot,
+    /// The whole fleet in a multi-target run, for the tenant table and the header.
+    pub fleet: Option<&'a FleetView>,
     pub app: &'a App,
     pub theme: &'a Theme,
     pub keymap: &'a Keymap,
@@ -106,9 +110,17 @@ impl ScreenLayout {
     }
 }
 
+/// Rows the tenant table needs: one per tenant, and in a fleet one more per target.
+pub fn table_len(view: &View) -> usize {
+    match view.fleet {
+        Some(fleet) => crate::tui::fleet::table_rows(fleet).len(),
+        None => view.snap.tenants.len(),
+    }
+}
+
 pub fn draw(frame: &mut Frame, view: &View) {
     let area = frame.area();
-    let Some(layout) = ScreenLayout::new(area, view.snap.tenants.len()) else {
+    let Some(layout) = ScreenLayout::new(area, table_len(view)) else {
         too_small(frame, area, view.theme);
         return;
     };
@@ -129,9 +141,38 @@ pub fn draw(frame: &mut Frame, view: &View) {
             }
         }
     }
+    if view.fleet.is_some() {
+        let panels = [
+            Some(layout.gpu),
+            Some(layout.latency),
+            Some(layout.cost),
+            layout.frontier,
+        ];
+        for panel in panels.into_iter().flatten() {
+            tag_target(frame, panel, view);
+        }
+    }
     footer::render_notice(frame, layout.notice, view);
     footer::render(frame, layout.footer, view);
     overlay::render(frame, area, view);
+}
+
+/// Names the target a panel shows on its top border, right-aligned, so that in a fleet no panel
+/// can be read as another target's (the panels themselves stay single-target).
+fn tag_target(frame: &mut Frame, area: Rect, view: &View) {
+    let Some(fleet) = view.fleet else { return };
+    let i = crate::tui::fleet::selected_target(fleet, view.app.selected);
+    let Some(target) = fleet.targets.get(i) else {
+        return;
+    };
+    let inside = Rect {
+        x: area.x + 1,
+        width: area.width.saturating_sub(2),
+        height: area.height.min(1),
+        ..area
+    };
+    let tag = Line::styled(format!(" on {} ", target.name), view.theme.accent).right_aligned();
+    frame.render_widget(Block::new().title_top(tag), inside);
 }
 
 fn too_small(frame: &mut Frame, area: Rect, theme: &Theme) {

@@ -15,12 +15,12 @@ use crate::tui::theme::{Theme, Verdict};
 use crate::vocab::snapshot::{PeakKind, TenantView};
 use crate::vocab::spec::Load;
 
-struct Column {
-    title: &'static str,
-    width: u16,
+pub(crate) struct Column {
+    pub(crate) title: &'static str,
+    pub(crate) width: u16,
     /// Lower is kept longer.
     priority: u8,
-    cell: fn(&TenantView, &View) -> Span<'static>,
+    pub(crate) cell: fn(&TenantView, &View) -> Span<'static>,
 }
 
 const COLUMNS: &[Column] = &[
@@ -138,6 +138,10 @@ pub fn rows_area(area: Rect) -> Rect {
 }
 
 pub fn render(frame: &mut Frame, area: Rect, view: &View) {
+    if let Some(fleet) = view.fleet {
+        crate::tui::fleet_table::render(frame, area, view, fleet);
+        return;
+    }
     let (snap, app, theme) = (view.snap, view.app, view.theme);
     let inner_width = area.width.saturating_sub(2);
     let columns = fit_columns(inner_width);
@@ -201,7 +205,10 @@ pub fn render(frame: &mut Frame, area: Rect, view: &View) {
 
 /// Which tenant the client cannot keep up with, and by how much, on the table's top border beside
 /// the rows marked ⚠ (the first such tenant; the count of any others).
-fn client_bound_title(snap: &crate::vocab::snapshot::Snapshot, width: u16) -> Option<String> {
+pub(crate) fn client_bound_title(
+    snap: &crate::vocab::snapshot::Snapshot,
+    width: u16,
+) -> Option<String> {
     let mut flagged = snap
         .tenants
         .iter()
@@ -219,7 +226,7 @@ fn client_bound_title(snap: &crate::vocab::snapshot::Snapshot, width: u16) -> Op
 }
 
 /// The most important columns that fit, in their display order.
-fn fit_columns(width: u16) -> Vec<&'static Column> {
+pub(crate) fn fit_columns(width: u16) -> Vec<&'static Column> {
     let mut order: Vec<usize> = (0..COLUMNS.len()).collect();
     order.sort_by_key(|&i| (COLUMNS[i].priority, i));
     let mut chosen = vec![false; COLUMNS.len()];

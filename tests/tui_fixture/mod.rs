@@ -316,3 +316,39 @@ pub fn snapshot(n: usize) -> Snapshot {
     snap.history = Arc::new(history);
     snap
 }
+
+/// A two-target fleet: `t4` with the first two tenants, `l4` (an L4 at its own price) with one,
+/// its ids in its own range as a fleet gives them.
+pub fn fleet() -> perseus::vocab::fleet::FleetView {
+    use perseus::vocab::fleet::{FleetTarget, FleetView, TENANT_ID_STRIDE};
+    let t4 = snapshot(2);
+    let mut l4 = snapshot(3);
+    l4.tenants.drain(..2);
+    let mut history = (*l4.history).clone();
+    history.tenants = std::mem::take(&mut history.tenants)
+        .into_iter()
+        .filter(|(id, _)| l4.tenants.iter().any(|t| t.id == *id))
+        .map(|(id, h)| (id + TENANT_ID_STRIDE, h))
+        .collect();
+    l4.history = Arc::new(history);
+    for t in &mut l4.tenants {
+        t.id += TENANT_ID_STRIDE;
+    }
+    l4.target.gpu = Some("L4 24 GiB".to_string());
+    l4.target.address = "127.0.0.1:40223".to_string();
+    l4.gpu.name = Some("NVIDIA L4".to_string());
+    if let Some(cost) = &mut l4.cost {
+        cost.instance = Some("gcp:g2-standard-4".to_string());
+        cost.usd_per_hour = 0.707;
+    }
+    FleetView::new(vec![
+        FleetTarget {
+            name: "t4".to_string(),
+            snapshot: Arc::new(t4),
+        },
+        FleetTarget {
+            name: "l4".to_string(),
+            snapshot: Arc::new(l4),
+        },
+    ])
+}

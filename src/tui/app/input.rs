@@ -5,8 +5,10 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, MouseEvent, MouseEventKind};
 use ratatui::layout::Rect;
 
 use super::{App, MAX_CONCURRENCY, MAX_RATE, Mode, Outgoing};
+use crate::tui::fleet::TableRow;
 use crate::tui::keymap::Action;
 use crate::vocab::command::Command;
+use crate::vocab::fleet::FleetView;
 use crate::vocab::snapshot::{NoticeLevel, Snapshot, TenantId};
 use crate::vocab::spec::{Arrival, InputData, Load, Sla, TenantSpec};
 
@@ -139,6 +141,33 @@ impl App {
                 ))));
             }
             _ => {}
+        }
+        None
+    }
+
+    /// As [`App::mouse`] for a fleet's grouped table, whose `table` rows include a header per
+    /// target: a click on a tenant's row selects it, one on a header does nothing.
+    pub fn mouse_in_fleet(
+        &mut self,
+        event: &MouseEvent,
+        rows: Rect,
+        offset: usize,
+        fleet: &FleetView,
+        table: &[TableRow],
+        snap: &Snapshot,
+    ) -> Option<Outgoing> {
+        let clicked = matches!(event.kind, MouseEventKind::Down(_))
+            && self.mode == Mode::Normal
+            && event.column >= rows.x
+            && event.column < rows.x + rows.width
+            && event.row >= rows.y
+            && event.row < rows.y + rows.height;
+        if !clicked {
+            return self.mouse(event, None, offset, snap);
+        }
+        let row = table.get(offset + usize::from(event.row - rows.y));
+        if let Some(id) = row.and_then(|r| crate::tui::fleet::row_tenant(fleet, *r)) {
+            self.selected = Some(id);
         }
         None
     }

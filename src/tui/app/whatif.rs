@@ -7,6 +7,7 @@
 
 use super::{App, Outgoing};
 use crate::vocab::command::{BatchingChange, Command, StagedSetup};
+use crate::vocab::fleet::FleetView;
 use crate::vocab::snapshot::{NoticeLevel, Snapshot, TenantId, TenantView};
 use crate::vocab::spec::{Load, TenantSpec};
 
@@ -17,9 +18,12 @@ impl App {
             self.say(snap, NoticeLevel::Info, "what-if discarded");
             return Some(Outgoing::Live(Command::WhatIf(None)));
         }
+        // A what-if is one target's: in a fleet, the selected tenant's (ids name their target).
+        let target = self.selected_tenant(snap).map(|t| FleetView::owner(t.id));
         let tenants = snap
             .tenants
             .iter()
+            .filter(|t| target.is_none_or(|n| FleetView::owner(t.id) == n))
             .map(|t| (Some(t.id), spec_of(self, t)))
             .collect();
         self.stage_counter += 1;
