@@ -70,7 +70,10 @@ pub fn check_schema(r: &Value) {
             assert!(t["name"].is_string(), "v2: each target is named: {t}");
             check_schema(t);
         }
-        assert!(r["fleet"]["usd_per_hour"].is_number(), "v2: fleet line: {r}");
+        assert!(
+            r["fleet"]["usd_per_hour"].is_number(),
+            "v2: fleet line: {r}"
+        );
         return;
     }
     assert_eq!(r["schema"], "perseus.run.v1");
