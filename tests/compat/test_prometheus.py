@@ -132,6 +132,22 @@ def test_promql_achieved_rate_matches_the_run_json(tmp_path):
         start = next(t for t, v in samples if v > 0)
         end = next(t for t, v in samples if v >= top)
         assert end - start > DURATION_S - 5, samples
+        # The JSON's achieved rate counts the requests *sent* in the measured period that succeeded,
+        # whenever they completed, over the measured seconds. rate() over the period lags that by
+        # whatever was still in flight at its end, which a loaded machine makes a few percent; the
+        # counter's last value over the gauge's last value is the JSON's own definition in PromQL.
+        span = f"{DURATION_S + 60}s"
+        for tenant in report["tenants"]:
+            promql = (
+                f'sum(max_over_time(perseus_requests_ok_total{{tenant="{tenant["model"]}"}}[{span}]))'
+                f" / scalar(max_over_time(perseus_measured_seconds[{span}]))"
+            )
+            got = query(api, promql, now)
+            assert got, f"no result for {promql}"
+            rate = float(got[0]["value"][1])
+            want = tenant["achieved_rate"]
+            assert abs(rate - want) <= 0.02 * want, f"{promql} = {rate}, JSON achieved_rate = {want}"
+        # And the rate a dashboard plots, over the measured period: within 5 % of it.
         window = int(end - start) - 2
         for tenant in report["tenants"]:
             promql = f'sum(rate(perseus_requests_ok_total{{tenant="{tenant["model"]}"}}[{window}s]))'
@@ -139,7 +155,7 @@ def test_promql_achieved_rate_matches_the_run_json(tmp_path):
             assert got, f"no result for {promql}"
             rate = float(got[0]["value"][1])
             want = tenant["achieved_rate"]
-            assert abs(rate - want) <= 0.02 * want, f"{promql} = {rate}, JSON achieved_rate = {want}"
+            assert abs(rate - want) <= 0.05 * want, f"{promql} = {rate}, JSON achieved_rate = {want}"
     finally:
         prom.terminate()
         prom.wait(timeout=30)
