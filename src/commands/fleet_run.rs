@@ -202,16 +202,7 @@ async fn measure(
 ) -> Result<Measured, Failure> {
     let handle = fleet::start(members(fleet, resolved, true, record))
         .map_err(|e| Failure::Target(e.into()))?;
-    let exporter = metrics.map(|m| {
-        m.serve_targets(
-            handle
-                .names
-                .iter()
-                .cloned()
-                .zip(handle.snapshots.iter().cloned())
-                .collect(),
-        )
-    });
+    let exporter = metrics.map(|m| m.serve_targets(handle.named_snapshots()));
     let first = &fleet.targets[0].spec;
     let bar = progress_bar(first);
     let mut follow: Vec<Follow> = handle.names.iter().map(|_| Follow::default()).collect();

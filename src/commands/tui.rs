@@ -96,16 +96,7 @@ async fn run_fleet(args: TuiArgs, fleet: FleetSpec, ctx: Context<'_>) -> Result<
         .map_err(|e| Failure::Target(e.into()));
     let shown = match started {
         Ok(handle) => {
-            let exporter = metrics.map(|m| {
-                m.serve_targets(
-                    handle
-                        .names
-                        .iter()
-                        .cloned()
-                        .zip(handle.snapshots.iter().cloned())
-                        .collect(),
-                )
-            });
+            let exporter = metrics.map(|m| m.serve_targets(handle.named_snapshots()));
             let control = Control::Fleet {
                 router: handle.commands.clone(),
                 engines: handle.engines.clone(),

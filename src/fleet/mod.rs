@@ -74,6 +74,15 @@ pub fn start(members: Vec<Member>) -> std::io::Result<FleetHandle> {
 }
 
 impl FleetHandle {
+    /// Each target's name with its own snapshots, in session order: what the exporter follows.
+    pub fn named_snapshots(&self) -> Vec<(String, watch::Receiver<Arc<Snapshot>>)> {
+        self.names
+            .iter()
+            .cloned()
+            .zip(self.snapshots.iter().cloned())
+            .collect()
+    }
+
     /// Waits for every engine to end and returns each target's final snapshot, in session order.
     /// An engine that panicked is an error naming its target.
     pub async fn finish(self) -> Result<Vec<Arc<Snapshot>>, FleetError> {

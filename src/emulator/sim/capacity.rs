@@ -215,8 +215,7 @@ fn ceiling(gpu: &GpuSetup, mix: &[MixTenant]) -> Option<f64> {
 /// Requests one evaluation may simulate before its run is shortened (to no less than
 /// [`MIN_DURATION_S`]). An overload by ε shows as about ε·duration of extra latency whatever the
 /// rate, so a shorter run only resolves the edge more coarsely; without the bound, a light mix with a
-/// loose SLA (headroom in the hundreds) simulated millions of requests per step and kept
-/// `perseus run` busy for half a minute after its measured period.
+/// loose SLA (headroom in the hundreds) would simulate millions of requests per step.
 const MAX_REQUESTS: f64 = 200_000.0;
 const MIN_DURATION_S: f64 = 5.0;
 
