@@ -13,11 +13,10 @@ use anyhow::anyhow;
 use crate::catalog::Catalog;
 use crate::cli::{RunArgs, TargetArgs};
 use crate::commands::hooks::{self, Files, recording_header};
-use crate::commands::output;
 use crate::commands::run::{
     CONNECT_TIMEOUT, Outputs, bind_metrics, check_outcome, progress_bar, setup_failed,
 };
-use crate::commands::signals::StopSignals;
+use crate::commands::signals::{StopSignals, stop_or_quit};
 use crate::commands::target::{self, Target};
 use crate::commands::{BadInput, Failure};
 use crate::engine::EngineConfig;
@@ -214,15 +213,7 @@ async fn measure(
         tokio::select! {
             _ = tokio::time::timeout(Duration::from_secs(1), view.changed()) => {},
             signal = signals.next() => {
-                if interrupted.is_some() {
-                    bar.finish_and_clear();
-                    output::stderr(&format!("{signal} again: quitting without results\n"));
-                    std::process::exit(130);
-                }
-                bar.suspend(|| output::stderr(&format!(
-                    "{signal}: stopping; the results so far follow ({signal} again to quit at once)\n"
-                )));
-                interrupted = Some(signal);
+                stop_or_quit(signal, &mut interrupted, &bar);
                 let _ = handle.commands.send(Command::Stop).await;
                 continue;
             }

@@ -12,7 +12,7 @@ use crate::catalog::Catalog;
 use crate::cli::RunArgs;
 use crate::commands::hooks::{self, Files, recording_header};
 use crate::commands::output::{self, Sink};
-use crate::commands::signals::StopSignals;
+use crate::commands::signals::{StopSignals, stop_or_quit};
 use crate::commands::target::{self, Target};
 use crate::commands::{BadInput, Failure, describe, load_catalog, load_prices};
 use crate::engine::{self, EngineConfig};
@@ -239,15 +239,7 @@ async fn measure(
         let changed = tokio::select! {
             changed = tokio::time::timeout(Duration::from_secs(1), snapshots.changed()) => changed,
             signal = signals.next() => {
-                if interrupted.is_some() {
-                    bar.finish_and_clear();
-                    output::stderr(&format!("{signal} again: quitting without results\n"));
-                    std::process::exit(130);
-                }
-                bar.suspend(|| output::stderr(&format!(
-                    "{signal}: stopping; the results so far follow ({signal} again to quit at once)\n"
-                )));
-                interrupted = Some(signal);
+                stop_or_quit(signal, &mut interrupted, &bar);
                 let _ = commands.send(Command::Stop).await;
                 continue;
             }

@@ -46,3 +46,23 @@ impl StopSignals {
         }
     }
 }
+
+/// What a headless run does on a signal: the first asks it to stop so that what it measured is
+/// still reported; a second, while it stops, quits at once without results.
+pub(crate) fn stop_or_quit(
+    signal: &'static str,
+    interrupted: &mut Option<&'static str>,
+    bar: &indicatif::ProgressBar,
+) {
+    if interrupted.is_some() {
+        bar.finish_and_clear();
+        crate::commands::output::stderr(&format!("{signal} again: quitting without results\n"));
+        std::process::exit(130);
+    }
+    bar.suspend(|| {
+        crate::commands::output::stderr(&format!(
+            "{signal}: stopping; the results so far follow ({signal} again to quit at once)\n"
+        ))
+    });
+    *interrupted = Some(signal);
+}

@@ -2,15 +2,14 @@
 //! above its tenants, with the single-target table's columns.
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Rect};
+use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Paragraph, Row, Table};
 
-use crate::tui::app::Mode;
 use crate::tui::fleet::{self, TableRow};
 use crate::tui::format;
 use crate::tui::screen::View;
-use crate::tui::tenants::{fit_columns, offset, rows_area};
+use crate::tui::tenants::{fit_columns, header_and_widths, offset, rows_area, tenant_row};
 use crate::vocab::fleet::{FleetTarget, FleetView};
 use crate::vocab::snapshot::{ConnState, Phase, TargetKind};
 
@@ -48,21 +47,10 @@ pub fn render(frame: &mut Frame, area: Rect, view: &View, fleet: &FleetView) {
             else {
                 return Row::new(Vec::<Cell>::new());
             };
-            let style = if Some(i) == selected && app.mode == Mode::Normal {
-                theme.selected
-            } else if t.paused {
-                theme.dim
-            } else {
-                theme.text
-            };
-            Row::new(columns.iter().map(|c| Cell::from((c.cell)(t, view)))).style(style)
+            tenant_row(t, Some(i) == selected, &columns, view)
         })
         .collect();
-    let header = Row::new(columns.iter().map(|c| Cell::from(c.title))).style(theme.dim);
-    let widths: Vec<Constraint> = columns
-        .iter()
-        .map(|c| Constraint::Length(c.width))
-        .collect();
+    let (header, widths) = header_and_widths(&columns, view);
     let tenants = rows.len() - fleet.targets.len();
     let more = if rows.len() > visible {
         format!(

@@ -62,40 +62,36 @@ fn two_tenants(frame: &mut Frame, area: Rect, view: &View, f: &FrontierView) {
     let capacity: Vec<(f64, f64)> = cap.into_iter().collect();
 
     let datasets = vec![
-        Dataset::default()
-            .name("time-slicing")
-            .marker(Marker::Braille)
-            .graph_type(GraphType::Line)
-            .style(theme.sla)
-            .data(&line),
-        Dataset::default()
-            .marker(Marker::Braille)
-            .graph_type(GraphType::Scatter)
-            .style(theme.dim)
-            .data(&trail),
-        Dataset::default()
-            .name("dedicated peaks")
-            .marker(Marker::Dot)
-            .graph_type(GraphType::Scatter)
-            .style(theme.accent)
-            .data(&line),
-        Dataset::default()
-            .marker(Marker::Braille)
-            .graph_type(GraphType::Scatter)
-            .style(theme.dim)
-            .data(&ray),
-        Dataset::default()
-            .name("capacity")
-            .marker(Marker::Block)
-            .graph_type(GraphType::Scatter)
-            .style(theme.ok)
-            .data(&capacity),
-        Dataset::default()
-            .name("now")
-            .marker(Marker::Block)
-            .graph_type(GraphType::Scatter)
-            .style(theme.title)
-            .data(&point),
+        dataset(
+            Some("time-slicing"),
+            Marker::Braille,
+            GraphType::Line,
+            theme.sla,
+            &line,
+        ),
+        dataset(None, Marker::Braille, GraphType::Scatter, theme.dim, &trail),
+        dataset(
+            Some("dedicated peaks"),
+            Marker::Dot,
+            GraphType::Scatter,
+            theme.accent,
+            &line,
+        ),
+        dataset(None, Marker::Braille, GraphType::Scatter, theme.dim, &ray),
+        dataset(
+            Some("capacity"),
+            Marker::Block,
+            GraphType::Scatter,
+            theme.ok,
+            &capacity,
+        ),
+        dataset(
+            Some("now"),
+            Marker::Block,
+            GraphType::Scatter,
+            theme.title,
+            &point,
+        ),
     ];
     let x_title = format!(
         "{} req/s (solo {})",
@@ -193,18 +189,20 @@ fn equivalents(frame: &mut Frame, area: Rect, view: &View) {
     let top = nice_ceiling(pts.iter().fold(1.0_f64, |m, p| m.max(p.1)) * 1.15);
     let one = [(from, 1.0), (now, 1.0)];
     let datasets = vec![
-        Dataset::default()
-            .name("time-slicing")
-            .marker(Marker::Braille)
-            .graph_type(GraphType::Line)
-            .style(theme.sla)
-            .data(&one),
-        Dataset::default()
-            .name("equivalents")
-            .marker(Marker::Braille)
-            .graph_type(GraphType::Line)
-            .style(theme.accent)
-            .data(&pts),
+        dataset(
+            Some("time-slicing"),
+            Marker::Braille,
+            GraphType::Line,
+            theme.sla,
+            &one,
+        ),
+        dataset(
+            Some("equivalents"),
+            Marker::Braille,
+            GraphType::Line,
+            theme.accent,
+            &pts,
+        ),
     ];
     let chart = Chart::new(datasets)
         .block(block)
@@ -227,4 +225,23 @@ fn equivalents(frame: &mut Frame, area: Rect, view: &View) {
                 ]),
         );
     frame.render_widget(chart, area);
+}
+
+/// One series of a chart; unnamed ones stay out of the legend.
+fn dataset<'a>(
+    name: Option<&'static str>,
+    marker: Marker,
+    kind: GraphType,
+    style: ratatui::style::Style,
+    data: &'a [(f64, f64)],
+) -> Dataset<'a> {
+    let d = Dataset::default()
+        .marker(marker)
+        .graph_type(kind)
+        .style(style)
+        .data(data);
+    match name {
+        Some(n) => d.name(n),
+        None => d,
+    }
 }

@@ -137,6 +137,37 @@ pub fn rows_area(area: Rect) -> Rect {
     }
 }
 
+/// A tenant's row, highlighted when selected (outside an editing mode) and dimmed when paused.
+pub(crate) fn tenant_row(
+    t: &TenantView,
+    selected: bool,
+    columns: &[&Column],
+    view: &View,
+) -> Row<'static> {
+    let theme = view.theme;
+    let style = if selected && view.app.mode == Mode::Normal {
+        theme.selected
+    } else if t.paused {
+        theme.dim
+    } else {
+        theme.text
+    };
+    Row::new(columns.iter().map(|c| Cell::from((c.cell)(t, view)))).style(style)
+}
+
+/// The header row and column widths of the columns that fit.
+pub(crate) fn header_and_widths(
+    columns: &[&Column],
+    view: &View,
+) -> (Row<'static>, Vec<Constraint>) {
+    let header = Row::new(columns.iter().map(|c| Cell::from(c.title))).style(view.theme.dim);
+    let widths = columns
+        .iter()
+        .map(|c| Constraint::Length(c.width))
+        .collect();
+    (header, widths)
+}
+
 pub fn render(frame: &mut Frame, area: Rect, view: &View) {
     if let Some(fleet) = view.fleet {
         crate::tui::fleet_table::render(frame, area, view, fleet);
@@ -155,23 +186,10 @@ pub fn render(frame: &mut Frame, area: Rect, view: &View) {
         .enumerate()
         .skip(first)
         .take(visible)
-        .map(|(i, t)| {
-            let style = if Some(i) == selected && app.mode == Mode::Normal {
-                theme.selected
-            } else if t.paused {
-                theme.dim
-            } else {
-                theme.text
-            };
-            Row::new(columns.iter().map(|c| Cell::from((c.cell)(t, view)))).style(style)
-        })
+        .map(|(i, t)| tenant_row(t, Some(i) == selected, &columns, view))
         .collect();
 
-    let header = Row::new(columns.iter().map(|c| Cell::from(c.title))).style(theme.dim);
-    let widths: Vec<Constraint> = columns
-        .iter()
-        .map(|c| Constraint::Length(c.width))
-        .collect();
+    let (header, widths) = header_and_widths(&columns, view);
     let step = match app.selected_tenant(snap).map(|t| &t.load) {
         Some(Load::Concurrency(_)) => "±1 in flight".to_string(),
         _ => format!("±{}/s", app.step()),
