@@ -5,6 +5,7 @@
 //! them without any arrow pointing back up.
 
 pub mod capacity;
+pub mod client_bound;
 pub mod command;
 pub mod datatype;
 pub mod fleet;
