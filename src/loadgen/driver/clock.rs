@@ -1,4 +1,8 @@
 //! The open-loop clock: one OS thread that issues every rate-driven tenant's arrivals on time.
+//!
+//! It sleeps to each arrival with its timer slack tightened (see [`crate::timing`]) and never spins:
+//! a spin takes a core that, on a small machine, the requests it times and the server they go to
+//! need, and those would then be late for want of CPU.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,14 +19,8 @@ use crate::loadgen::arrival::ArrivalProcess;
 use crate::loadgen::driver::{TenantShared, send_one};
 use crate::vocab::snapshot::TenantId;
 
-/// How long before an arrival the clock thread stops sleeping and starts spinning. With the timer
-/// slack tightened, a sleep overshoots by the wake-up latency alone; the margin absorbs most of its
-/// tail and costs at most this much CPU per arrival.
-const SPIN_MARGIN: Duration = Duration::from_micros(50);
-/// The share of one core the clock thread may spin (see [`crate::timing`]). Sending on time is what
-/// the load generator is for, so it gets more than the emulator's clock; past it, at thousands of
-/// arrivals a second, it sleeps to each arrival instead.
-const SPIN_SHARE: f64 = 0.15;
+/// The longest the clock sleeps without looking at its messages or its tenants again.
+const MAX_SLEEP: Duration = Duration::from_millis(50);
 
 enum ClockMsg {
     Add {
@@ -106,7 +104,6 @@ fn clock_loop(rx: mpsc::Receiver<ClockMsg>, runtime: Handle) {
     crate::timing::tighten_timer_slack();
     // The first poll of a send (see `dispatch`) needs the runtime's context for its timers and I/O.
     let _runtime_context = runtime.enter();
-    let mut budget = crate::timing::SpinBudget::new(SPIN_SHARE);
     let mut tenants: HashMap<TenantId, Scheduled> = HashMap::new();
     loop {
         // Apply every pending message first: a rate change takes effect before the next arrival.
@@ -128,7 +125,7 @@ fn clock_loop(rx: mpsc::Receiver<ClockMsg>, runtime: Handle) {
             .min();
         let now = Instant::now();
         match next {
-            None => match rx.recv_timeout(Duration::from_millis(50)) {
+            None => match rx.recv_timeout(MAX_SLEEP) {
                 Ok(msg) => {
                     if !apply(&mut tenants, msg) {
                         return;
@@ -138,18 +135,8 @@ fn clock_loop(rx: mpsc::Receiver<ClockMsg>, runtime: Handle) {
                 Err(RecvTimeoutError::Disconnected) => return,
             },
             Some(due) if due > now => {
-                // Sleep, but wake for messages (a rate change must not wait for a slow arrival);
-                // spin the last stretch when the budget allows, else sleep all the way.
-                if due <= now + SPIN_MARGIN && budget.spin_until(due, || true) {
-                    continue;
-                }
-                let margin = if due > now + SPIN_MARGIN {
-                    SPIN_MARGIN
-                } else {
-                    Duration::ZERO
-                };
-                let wait = (due - now - margin).min(Duration::from_millis(50));
-                match rx.recv_timeout(wait) {
+                // Sleep, but wake for messages: a rate change must not wait for a slow arrival.
+                match rx.recv_timeout((due - now).min(MAX_SLEEP)) {
                     Ok(msg) => {
                         if !apply(&mut tenants, msg) {
                             return;

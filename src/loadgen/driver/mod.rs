@@ -2,7 +2,7 @@
 //!
 //! Open-loop arrivals are timed by a dedicated OS thread rather than tokio's timer, whose 1 ms
 //! granularity alone would exceed the send-time error budget (p99 ≤ 200 µs). The thread sleeps until
-//! shortly before the earliest due arrival and spins the rest (see [`crate::timing`]). It then issues
+//! the earliest due arrival with its timer slack tightened (see [`crate::timing`]). It then issues
 //! the request itself — the first poll of the send runs on the clock thread, up to handing the request
 //! to the gRPC channel — and only the wait for the response moves to the tokio runtime. Spawning
 //! first would add a runtime worker's wake-up to every send, and on a busy small machine that wake-up,
