@@ -11,7 +11,8 @@
 //! - **client only**: the emulator runs as a child process (`perseus emulate`), so the figure is the
 //!   load generator's alone.
 //!
-//! Then, for each transport, a short search finds the largest common scale factor of the demo's
+//! Then the floor that separates plain gRPC from shared memory: the CPU of a bare loopback TCP
+//! transfer of the demo's mean request. And, for each transport, a short search finds the largest common scale factor of the demo's
 //! rates at which every tenant still meets its SLA with no errors (embedded).
 //!
 //! `cargo bench --bench client_cost` (add `-- --seconds 10` for longer runs, `-- --no-search` to
@@ -27,8 +28,9 @@ use std::time::Duration;
 use perseus::emulator::{Emulator, EmulatorConfig, RunningEmulator};
 use perseus::engine::hooks::{NoKnowledge, NoPersistence, NoTelemetry};
 use perseus::engine::{self, EngineConfig};
+use perseus::loadgen::tensors::build_request;
 use perseus::session::{AnyModel, load_session};
-use perseus::triton::ConnectOptions;
+use perseus::triton::{ConnectOptions, PreparedRequest, TritonClient};
 use perseus::vocab::snapshot::{Snapshot, TargetInfo, TargetKind};
 use perseus::vocab::spec::{Load, RunSpec, TargetSpec, Transport};
 use standalone::Standalone;
@@ -199,15 +201,18 @@ impl Server {
     }
 }
 
-/// A fresh emulator for each measurement, so none inherits another's queue.
-async fn server(embedded: bool, models: &[String]) -> Server {
+/// A fresh emulator for each measurement, so none inherits another's queue. Embedded, it serves
+/// the baseline's transport as first shipped too; a child serves the current one in every row.
+async fn server(embedded: bool, models: &[String], mode: Mode) -> Server {
     if embedded {
-        let emu = Emulator::start(EmulatorConfig {
+        let mut config = EmulatorConfig {
             models: models.to_vec(),
             ..EmulatorConfig::embedded("t4")
-        })
-        .await
-        .expect("the embedded emulator starts");
+        };
+        config.limits.legacy_grpc = mode.legacy;
+        let emu = Emulator::start(config)
+            .await
+            .expect("the embedded emulator starts");
         Server::Embedded(emu)
     } else {
         Server::Child(Standalone::spawn(&[
@@ -228,28 +233,82 @@ async fn table(spec: &RunSpec, models: &[String], embedded: bool) {
     };
     println!("{what}");
     println!(
-        "  {:<30} {:>12} {:>10} {:>10} {:>8}",
-        "transport", "CPU ms/req", "requests", "vs first", "errors"
+        "  {:<30} {:>12} {:>10} {:>10} {:>8} {:>16}",
+        "transport", "CPU ms/req", "requests", "vs first", "errors", "late p50/p99 µs"
     );
     let mut first = None;
     for mode in MODES {
-        let emu = server(embedded, models).await;
+        let emu = server(embedded, models, mode).await;
         let o = run(spec, &emu.address(), mode, 1.0).await;
         let per_req_ms = 1e3 * o.cpu_s / o.completed.max(1) as f64;
         let base = *first.get_or_insert(per_req_ms);
+        // The emulated GPU's completions, delivered late by the clock thread's wake-ups.
+        let lateness = match &emu {
+            Server::Embedded(e) => {
+                let s = e.scheduling_error();
+                format!("{:.0}/{:.0}", s.p50_us, s.p99_us)
+            }
+            Server::Child(_) => "—".to_string(),
+        };
         println!(
-            "  {:<30} {:>12.3} {:>10} {:>10.2} {:>8}  {}",
+            "  {:<30} {:>12.3} {:>10} {:>10.2} {:>8} {:>16}  {}",
             mode.label,
             per_req_ms,
             o.completed,
             per_req_ms / base,
             o.errors,
+            lateness,
             o.why
         );
         if let Server::Embedded(e) = emu {
             e.shutdown().await;
         }
     }
+}
+
+/// The demo mix's mean request on the wire, in bytes: each tenant's request weighted by its rate.
+async fn mean_request_bytes(spec: &RunSpec, address: &str) -> f64 {
+    let client = TritonClient::connect(&ConnectOptions::new(address))
+        .await
+        .expect("connects");
+    let (mut bytes, mut rate) = (0.0, 0.0);
+    for t in &spec.tenants {
+        let Load::Rate { per_s, .. } = t.load else {
+            continue;
+        };
+        let meta = client.model_metadata(&t.model, "").await.expect("metadata");
+        let config = client.model_config(&t.model, "").await.expect("config");
+        let request = build_request(&meta, config.max_batch_size as u32, t.batch, t.data, 0)
+            .expect("request");
+        bytes += per_s * PreparedRequest::new(request).encoded_len() as f64;
+        rate += per_s;
+    }
+    bytes / rate.max(f64::MIN_POSITIVE)
+}
+
+/// CPU per message (ms) of a bare loopback TCP transfer of `bytes`, written by one thread and
+/// read by another into a reused buffer: the kernel's copy in and its copy out, which every
+/// request over plain gRPC pays and one over shared memory does not.
+fn loopback_floor_ms(bytes: usize, messages: usize) -> f64 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    let addr = listener.local_addr().expect("address");
+    let reader = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accepts");
+        let mut buf = vec![0u8; bytes];
+        for _ in 0..messages {
+            stream.read_exact(&mut buf).expect("reads");
+        }
+    });
+    let mut stream = std::net::TcpStream::connect(addr).expect("connects");
+    let _ = stream.set_nodelay(true);
+    let message = vec![1u8; bytes];
+    let before = cpu_seconds();
+    for _ in 0..messages {
+        stream.write_all(&message).expect("writes");
+    }
+    reader.join().expect("the reader finishes");
+    1e3 * (cpu_seconds() - before) / messages as f64
 }
 
 fn main() {
@@ -274,10 +333,21 @@ fn main() {
         println!("CPU per request, demo mix, {seconds} s (+1 s warm-up) each");
         table(&spec, &models, true).await;
         table(&spec, &models, false).await;
+        let emu = server(true, &models, MODES[1]).await;
+        let mean = mean_request_bytes(&spec, &emu.address()).await;
+        if let Server::Embedded(e) = emu {
+            e.shutdown().await;
+        }
+        println!(
+            "floor of plain gRPC over shared memory: a bare loopback TCP transfer of the mean \
+             request ({:.0} kB) costs {:.3} ms of CPU",
+            mean / 1e3,
+            loopback_floor_ms(mean as usize, 5_000)
+        );
         if with_search {
             println!("largest scale factor of the demo's rates with every SLA met (embedded)");
             for mode in MODES {
-                let emu = server(true, &models).await;
+                let emu = server(true, &models, mode).await;
                 let k = search(&spec, &emu.address(), mode).await;
                 println!("  {:<30} {k:>6.2}×", mode.label);
                 if let Server::Embedded(e) = emu {

@@ -170,6 +170,45 @@ async fn simple_sums_and_differences_raw_and_typed() {
     emulator.shutdown().await;
 }
 
+/// ModelInfer has two receive paths: decoded where the frame arrived (the default) and tonic's
+/// (compressed requests; the benchmark's as-first-shipped server). A client must not tell them apart.
+#[tokio::test]
+async fn every_grpc_receive_path_answers_and_fails_alike() {
+    let (current, mut client) = start(&["simple"]).await;
+    let mut config = EmulatorConfig::embedded("t4");
+    config.models = vec!["simple".into()];
+    config.limits.legacy_grpc = true;
+    let legacy = Emulator::start(config).await.expect("starts");
+    let mut legacy_client = GrpcInferenceServiceClient::connect(legacy.grpc_url())
+        .await
+        .expect("connects");
+    let mut gzip_client = client
+        .clone()
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let (a, b) = operands();
+    let unknown = proto::ModelInferRequest {
+        model_name: "resnet5".into(),
+        ..simple_request(&a, &b)
+    };
+    for (path, c) in [
+        ("legacy", &mut legacy_client),
+        ("compressed", &mut gzip_client),
+    ] {
+        let expected = client.model_infer(simple_request(&a, &b)).await.unwrap();
+        let got = c.model_infer(simple_request(&a, &b)).await.unwrap();
+        assert_eq!(got.into_inner(), expected.into_inner(), "{path}");
+        let expected = client.model_infer(unknown.clone()).await.unwrap_err();
+        let got = c.model_infer(unknown.clone()).await.unwrap_err();
+        assert_eq!(
+            (got.code(), got.message()),
+            (expected.code(), expected.message()),
+            "{path}"
+        );
+    }
+    legacy.shutdown().await;
+    current.shutdown().await;
+}
+
 #[tokio::test]
 async fn resnet50_answers_a_batch_with_the_catalog_output_shape() {
     let (emulator, mut client) = start(&["resnet50"]).await;

@@ -20,7 +20,9 @@ use perseus::proto::model_repository_parameter::ParameterChoice;
 use perseus::proto::{
     self, model_infer_response::InferOutputTensor, repository_index_response::ModelIndex,
 };
-use perseus::triton::{ConnectOptions, Direction, TlsOptions, TritonClient, TritonError};
+use perseus::triton::{
+    ConnectOptions, Direction, PreparedRequest, TlsOptions, TritonClient, TritonError,
+};
 use tokio::sync::oneshot;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
@@ -431,6 +433,40 @@ async fn infer_carries_raw_tensors_both_ways() {
     assert_eq!(response.id, "42");
     assert_eq!(response.outputs[0].name, "OUTPUT0");
     assert_eq!(response.raw_output_contents, request.raw_input_contents);
+}
+
+/// The load generator's path: the request encoded once and sent as those bytes, swapped in under
+/// tonic's request. A stock gRPC server must see the same message and honour the same deadline.
+#[tokio::test]
+async fn a_prepared_request_reaches_a_stock_grpc_server_intact() {
+    let server = start(TestTriton::default()).await;
+    let client = TritonClient::connect(&options(server.address))
+        .await
+        .unwrap();
+    let mut request = simple_request(&[1; 16], &[2; 16]);
+    // A megabyte tensor, the size the send path is for.
+    request.raw_input_contents[0] = vec![9u8; 1 << 20].into();
+    let echoed = client.infer(request.clone()).await.unwrap();
+    let prepared = PreparedRequest::new(request);
+    let answered = client
+        .infer_prepared(&prepared, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(answered, prost::Message::encoded_len(&echoed));
+    assert!(answered > 1 << 20, "the tensor went there and back");
+
+    let slow = start(TestTriton {
+        infer_delay: Duration::from_secs(30),
+        ..TestTriton::default()
+    })
+    .await;
+    let client = TritonClient::connect(&options(slow.address)).await.unwrap();
+    let deadline = Duration::from_millis(100);
+    let err = client
+        .infer_prepared(&prepared, deadline)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code_name(), "DEADLINE_EXCEEDED", "{err:?}");
 }
 
 #[tokio::test]

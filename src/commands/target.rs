@@ -260,12 +260,14 @@ fn embedded_limits() -> ServeLimits {
     let run = crate::loadgen::driver::MAX_RUN_IN_FLIGHT_BYTES;
     ServeLimits {
         max_queued_bytes: run + run / 4,
+        legacy_grpc: legacy_grpc(),
         ..ServeLimits::default()
     }
 }
 
 /// `PERSEUS_LEGACY_GRPC=1` sends over plain gRPC as first shipped (see
-/// [`ConnectOptions::legacy_grpc`]); undocumented for users, it is the benchmark's baseline.
+/// [`ConnectOptions::legacy_grpc`]), and the embedded emulator serves it so; undocumented for
+/// users, it is the benchmark's baseline.
 fn legacy_grpc() -> bool {
     std::env::var_os("PERSEUS_LEGACY_GRPC").is_some_and(|v| v == "1")
 }

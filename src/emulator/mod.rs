@@ -11,6 +11,7 @@ mod admission;
 mod config;
 mod examples;
 mod grpc;
+mod grpc_framed;
 mod grpc_stream;
 mod guard;
 mod http;
