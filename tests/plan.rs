@@ -414,6 +414,33 @@ fn a_gpu_type_dominated_on_price_for_every_tenant_is_left_out_and_named() {
     );
 }
 
+/// A type another could dominate on price, memory and interference has its peaks checked with one
+/// run per tenant, after the other's: left out that way it has no peak searches of its own (no
+/// choice), and the type that beats it has every tenant's.
+#[test]
+fn a_dominated_type_is_left_out_before_its_peak_searches() {
+    let catalog = Catalog::embedded().expect("catalog");
+    let prices = Prices::embedded().expect("prices");
+    let spec = parse_session(TIGHT, Path::new("tight.toml"), &AnyModel).expect("session");
+    let names = ["a100-40gb".to_string(), "a100-80gb".to_string()];
+    let gpus = plan::gpu_options(&catalog, &prices, Some(&names), None).expect("priced GPUs");
+    let input = PlanInput::new(spec, gpus, 0.2, plan::DEFAULT_SEED).expect("input");
+    let vt = VirtualTime::new(&input, &catalog, Arc::new(Loadgen), &Quiet).expect("oracle");
+    let index = |name: &str| input.gpus.iter().position(|g| g.gpu == name).expect("GPU");
+    let (small, large) = (index("a100-40gb"), index("a100-80gb"));
+    assert!(vt.is_dominated(small) && !vt.is_dominated(large));
+    for t in 0..vt.tenants() {
+        assert!(
+            vt.choice(t, small).is_none(),
+            "tenant {t} searched on the left-out type"
+        );
+        assert!(
+            vt.choice(t, large).is_some_and(|c| c.peak > 0.0),
+            "tenant {t}"
+        );
+    }
+}
+
 fn refused(dir: &Path, session: &Path, extra: &[&str]) -> String {
     let mut args = vec!["plan", arg(session)];
     args.extend_from_slice(extra);

@@ -132,8 +132,7 @@ pub fn plan(
     let bins = search::search_from(&vt, sliced_bins.into_iter().collect()).ok_or_else(no_plan)?;
     let dedicated = search::dedicated(&vt).ok_or_else(no_plan)?;
     progress.stage("capacity", 0);
-    let plan = placement(&vt, &bins);
-    let dedicated = placement(&vt, &dedicated);
+    let (plan, dedicated) = placements(&vt, &bins, &dedicated);
     let mut ranking = vec![
         ranked("plan", true, plan.gpus.len(), plan.usd_per_hour),
         ranked(
@@ -179,14 +178,21 @@ fn ranked(option: &str, verified: bool, gpus: usize, usd_per_hour: f64) -> Ranke
     }
 }
 
-fn placement(vt: &VirtualTime<'_>, bins: &[Bin]) -> Placement {
-    let gpus: Vec<GpuPlan> = super::parallel::map(bins, |b| gpu_plan(vt, b));
-    let usd_per_hour = search::cost(vt, bins);
-    Placement {
-        usd_per_hour,
-        usd_per_month: monthly_usd(usd_per_hour),
-        gpus,
-    }
+/// The plan's and the dedicated baseline's GPUs described in one parallel map, so that both cores
+/// stay busy until the last capacity search ends (apart, the plan's two or three GPUs left one idle).
+fn placements(vt: &VirtualTime<'_>, plan: &[Bin], dedicated: &[Bin]) -> (Placement, Placement) {
+    let all: Vec<&Bin> = plan.iter().chain(dedicated).collect();
+    let mut gpus: Vec<GpuPlan> = super::parallel::map(&all, |b| gpu_plan(vt, b));
+    let dedicated_gpus = gpus.split_off(plan.len());
+    let placement = |bins: &[Bin], gpus: Vec<GpuPlan>| {
+        let usd_per_hour = search::cost(vt, bins);
+        Placement {
+            usd_per_hour,
+            usd_per_month: monthly_usd(usd_per_hour),
+            gpus,
+        }
+    };
+    (placement(plan, gpus), placement(dedicated, dedicated_gpus))
 }
 
 fn gpu_plan(vt: &VirtualTime<'_>, bin: &Bin) -> GpuPlan {

@@ -52,7 +52,12 @@ pub fn search(o: &dyn Oracle) -> Option<Vec<Bin>> {
 /// [`search`] with more placements to start from (each GPU of each must fit), so that the plan
 /// never costs more than any of them: a baseline the oracle verified is one.
 pub fn search_from(o: &dyn Oracle, extra: Vec<Vec<Bin>>) -> Option<Vec<Bin>> {
-    let mut starts: Vec<Vec<Bin>> = (0..o.types()).filter_map(|g| first_fit(o, g)).collect();
+    // Each type's packing on its own thread: they ask different questions (one GPU type each).
+    let types: Vec<usize> = (0..o.types()).collect();
+    let mut starts: Vec<Vec<Bin>> = parallel::map(&types, |&g| first_fit(o, g))
+        .into_iter()
+        .flatten()
+        .collect();
     starts.extend(dedicated(o));
     starts.extend(extra);
     let improved = parallel::map(&starts, |s| improve(o, s.clone()));

@@ -11,6 +11,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Exp};
 
+use super::threshold::{self, Probe};
 use super::types::{GpuSetup, ModelSetup, SimError};
 use super::whatif::{GapSource, ModelReport, Offered, SearchOptions, Sla, simulate_offered};
 
@@ -133,8 +134,10 @@ pub fn evaluate(
         .collect())
 }
 
-/// The mix's capacity: bisection on k between a scale that meets every SLA and one that does not,
+/// The mix's capacity: bisection's k between a scale that meets every SLA and one that does not,
 /// the upper end bounded by what the GPU could serve at all, so the search never runs unbounded.
+/// The scales are a grid of 2^iterations steps searched with [`threshold`], each run's tightest
+/// latency against its SLA placing the next, so k is bisection's in fewer runs.
 pub fn capacity(
     gpu: &GpuSetup,
     mix: &[MixTenant],
@@ -143,42 +146,61 @@ pub fn capacity(
     check(mix)?;
     let ceiling = ceiling(gpu, mix).ok_or(CapacityError::NoLoad)?;
     let at_operating = evaluate(gpu, mix, 1.0, options)?;
-    let all_meet = |o: &[TenantOutcome]| o.iter().all(|t| t.meets_sla);
-    let (mut lo, mut hi) = if all_meet(&at_operating) {
+    let operating = probe(mix, &at_operating);
+    let (lo, hi) = if operating.pass {
         (1.0_f64.min(ceiling), ceiling.max(1.0))
     } else {
         (0.0, 1.0_f64.min(ceiling))
     };
-    let mut best = if lo >= 1.0 {
-        Some(at_operating.clone())
-    } else {
-        None
-    };
-    let top = evaluate(gpu, mix, hi, options)?;
-    if all_meet(&top) {
-        lo = hi;
-        best = Some(top);
-    } else {
-        for _ in 0..options.iterations {
-            let mid = 0.5 * (lo + hi);
-            let o = evaluate(gpu, mix, mid, options)?;
-            if all_meet(&o) {
-                lo = mid;
-                best = Some(o);
-            } else {
-                hi = mid;
-            }
-        }
+    let steps = 1u32 << options.iterations.min(30);
+    let scale = |i: u32| lo + (hi - lo) * f64::from(i) / f64::from(steps);
+    // The operating point is one end of the grid (or beyond it): its run is not made again.
+    let mut known = Vec::new();
+    let mut prior = (1.0, -1.0);
+    if lo == 1.0 {
+        prior.0 = operating.slack;
+    } else if hi == 1.0 {
+        known.push((steps, operating));
     }
-    let at_capacity = match best {
-        Some(o) => o,
-        None => evaluate(gpu, mix, lo, options)?,
+    let mut runs: Vec<(u32, Vec<TenantOutcome>)> = Vec::new();
+    let found = threshold::last_passing(steps, prior, &known, |i| {
+        let o = evaluate(gpu, mix, scale(i), options)?;
+        let p = probe(mix, &o);
+        runs.push((i, o));
+        Ok::<_, CapacityError>(p)
+    })?;
+    let k = scale(found);
+    let at_capacity = match runs.into_iter().find(|(i, _)| *i == found) {
+        Some((_, o)) => o,
+        None if found == 0 && lo == 1.0 => at_operating.clone(),
+        None if found == steps && hi == 1.0 => at_operating.clone(),
+        None => evaluate(gpu, mix, k, options)?,
     };
     Ok(MixCapacity {
-        k: lo,
+        k,
         at_operating,
         at_capacity,
     })
+}
+
+/// A run of the mix as the grid search sees it: passing when every tenant meets its SLA, its slack
+/// the tightest tenant's.
+fn probe(mix: &[MixTenant], outcomes: &[TenantOutcome]) -> Probe {
+    let pass = !outcomes.is_empty() && outcomes.iter().all(|t| t.meets_sla);
+    let tightest = mix
+        .iter()
+        .zip(outcomes)
+        .map(|(t, o)| Probe::of_latency(o.meets_sla, o.latency_ms, t.sla.latency_ms).slack)
+        .fold(f64::INFINITY, f64::min);
+    let slack = if tightest.is_finite() { tightest } else { -1.0 };
+    Probe {
+        pass,
+        slack: if pass {
+            slack.max(1e-6)
+        } else {
+            slack.min(-1e-6)
+        },
+    }
 }
 
 fn check(mix: &[MixTenant]) -> Result<(), CapacityError> {

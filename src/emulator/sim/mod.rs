@@ -16,6 +16,8 @@ mod batcher;
 mod capacity;
 mod catalog;
 mod core;
+mod peak;
+mod threshold;
 mod traffic;
 mod types;
 mod whatif;
@@ -27,12 +29,12 @@ pub use self::capacity::{
 pub use self::catalog::{engine_bytes_per_image, gpu_setup, model_setup};
 pub use self::core::Sim;
 pub use self::traffic::{ClosedLoop, Demand};
+pub use peak::{GridRun, PeakGrid, solo_peak, solo_peak_with};
 pub use types::{
     BatchCounters, COPY_SETUP_NS, Completion, GpuCounters, GpuSetup, ModelCounters, ModelId,
     ModelSetup, Mps, Nanos, PairGamma, SimError,
 };
 pub use whatif::{
     Arrivals, Colocation, GapSource, ModelReport, Offered, SearchOptions, SimReport, Sla, Workload,
-    best_colocation, colocation_point, simulate, simulate_demands, simulate_offered, solo_peak,
-    solo_peak_with,
+    best_colocation, colocation_point, simulate, simulate_demands, simulate_offered,
 };

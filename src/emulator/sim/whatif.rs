@@ -388,52 +388,10 @@ impl SearchOptions {
 /// the target. An overloaded queue grows for the whole run, so overload by a fraction ε shows up as a
 /// latency of about ε·duration: runs must be long next to the SLA (a 60 s run resolves 1.25 % at 750 ms).
 /// The completion check only guards against huge SLAs hiding a gross overload.
-fn meets(report: &ModelReport, sla: &Sla) -> bool {
+pub(super) fn meets(report: &ModelReport, sla: &Sla) -> bool {
     let arrived_per_s = report.submitted as f64 / report.duration_s.max(1e-9);
     report.latency_ms(sla.percentile) <= sla.latency_ms
         && report.achieved_per_s >= 0.95 * arrived_per_s
-}
-
-/// The highest Poisson request rate (req/s, `batch` images each) at which `model` alone on `gpu` meets
-/// `percentile` ≤ `sla_ms`, with [`SearchOptions::for_sla`].
-pub fn solo_peak(
-    gpu: &GpuSetup,
-    model: &ModelSetup,
-    batch: u32,
-    sla_ms: f64,
-    percentile: f64,
-) -> Result<f64, SimError> {
-    let sla = Sla {
-        latency_ms: sla_ms,
-        percentile,
-    };
-    solo_peak_with(gpu, model, batch, &sla, &SearchOptions::for_sla(sla_ms))
-}
-
-/// [`solo_peak`] with explicit search options.
-pub fn solo_peak_with(
-    gpu: &GpuSetup,
-    model: &ModelSetup,
-    batch: u32,
-    sla: &Sla,
-    options: &SearchOptions,
-) -> Result<f64, SimError> {
-    let capacity = model.capacity_images_per_s(batch, gpu) / f64::from(batch.max(1));
-    let ok = |rate: f64| -> Result<bool, SimError> {
-        let workload = Workload {
-            rate_per_s: rate,
-            batch,
-            arrivals: Arrivals::Poisson,
-        };
-        let report = simulate(
-            gpu,
-            &[(model.clone(), workload)],
-            options.duration_s,
-            options.seed,
-        )?;
-        Ok(report.models.first().is_some_and(|m| meets(m, sla)))
-    };
-    bisect(0.0, capacity * 1.02, options.iterations, ok)
 }
 
 /// Largest x in [lo, hi] with ok(x), assuming ok is true below some threshold and false above it.

@@ -19,8 +19,8 @@ use super::search::{Item, Oracle};
 use super::{ArrivalSource, PlanError, PlanInput, Progress, parallel};
 use crate::catalog::Catalog;
 use crate::emulator::sim::{
-    self, CapacityOptions, GpuSetup, MixArrivals, MixTenant, ModelSetup, SearchOptions,
-    TenantOutcome,
+    self, CapacityOptions, GpuSetup, GridRun, MixArrivals, MixTenant, ModelSetup, PeakGrid,
+    SearchOptions, TenantOutcome,
 };
 use crate::vocab::spec::{DynamicBatching, Load, Sla, TenantSpec};
 
@@ -83,10 +83,10 @@ const RUNS: CapacityOptions = CapacityOptions {
     iterations: 10,
 };
 
-/// The solo-peak search's runs, with 7 bisection steps rather than its default 12: they resolve a
+/// The solo-peak search's runs, on a grid of 2⁷ steps rather than its default 2¹²: they resolve a
 /// peak to under 1 % of the model's capacity, finer than a run's length resolves an overload
-/// (about 2.5 %, [`SearchOptions::for_sla`]), at 8 runs instead of 13. Solo peaks are most of a
-/// plan's time: one search per tenant and GPU type.
+/// (about 2.5 %, [`SearchOptions::for_sla`]), in fewer runs. Solo peaks are most of a plan's
+/// time: one search per tenant and GPU type.
 fn peak_search(sla: &sim::Sla) -> SearchOptions {
     SearchOptions {
         iterations: 7,
@@ -137,17 +137,14 @@ impl<'a> VirtualTime<'a> {
             .flat_map(|t| (0..vt.gpus.len()).map(move |g| (t, g)))
             .collect();
         progress.stage("solo peaks", pairs.len() as u64);
-        let chosen = parallel::map(&pairs, |&(t, g)| {
-            let c = vt.choose(catalog, t, g);
-            progress.advance(1);
-            c
-        });
-        vt.choice = (0..tenants).map(|_| vec![None; vt.gpus.len()]).collect();
-        for ((t, g), c) in pairs.iter().zip(chosen) {
-            vt.choice[*t][*g] = c;
-        }
+        let (choice, left_out) = vt.choose_all(catalog);
+        vt.choice = choice;
+        vt.dominated = left_out;
         vt.check_meetable(catalog)?;
-        vt.dominated = vt.find_dominated();
+        let dominated = vt.find_dominated();
+        vt.dominated.extend(dominated);
+        let order = |d: &Dominated| input.gpus.iter().position(|g| g.gpu == d.gpu);
+        vt.dominated.sort_by_key(order);
         // From here on each new virtual-time run is one step; how many the search needs is not
         // known in advance.
         progress.stage("sizing", 0);
@@ -172,6 +169,16 @@ impl<'a> VirtualTime<'a> {
             }
         }
         Ok(vt)
+    }
+
+    /// Tenant `t`'s solo-peak search with `setup` on GPU type `g`.
+    fn peak_grid<'s>(&'s self, g: usize, t: usize, setup: &'s ModelSetup) -> PeakGrid<'s> {
+        let tenant = &self.input.spec.tenants[t];
+        let sla = sim::Sla {
+            latency_ms: tenant.sla.latency_ms,
+            percentile: tenant.sla.percentile,
+        };
+        PeakGrid::new(&self.gpus[g], setup, tenant.batch, &sla, &peak_search(&sla))
     }
 
     pub fn input(&self) -> &PlanInput {
@@ -216,22 +223,12 @@ impl<'a> VirtualTime<'a> {
     }
 
     /// The candidate with the highest solo peak; a rival must beat the simpler one by 2 % to win.
-    fn choose(&self, catalog: &Catalog, t: usize, g: usize) -> Option<Choice> {
-        let tenant = &self.input.spec.tenants[t];
+    /// `known` are runs of the first candidate's peak search already made.
+    fn choose(&self, catalog: &Catalog, t: usize, g: usize, known: &[GridRun]) -> Option<Choice> {
         let mut best: Option<Choice> = None;
-        for setup in self.candidates(catalog, t, g) {
-            let sla = sim::Sla {
-                latency_ms: tenant.sla.latency_ms,
-                percentile: tenant.sla.percentile,
-            };
-            let peak = sim::solo_peak_with(
-                &self.gpus[g],
-                &setup,
-                tenant.batch,
-                &sla,
-                &peak_search(&sla),
-            )
-            .unwrap_or(0.0);
+        for (k, setup) in self.candidates(catalog, t, g).into_iter().enumerate() {
+            let known = if k == 0 { known } else { &[] };
+            let peak = self.peak_grid(g, t, &setup).peak(known).unwrap_or(0.0);
             if best.as_ref().is_none_or(|b| peak > 1.02 * b.peak) {
                 best = Some(Choice {
                     instances: setup.instances,
