@@ -19,6 +19,8 @@ pub(crate) struct Tenant {
     /// The tenant's measurements; the load generator records through its recorder handle.
     pub meter: Option<TenantMeter>,
     pub closed: Option<ClosedLoop>,
+    /// Its arrivals (or closed loop) have been started; they start once, however often it is set up.
+    pub driving: bool,
     pub server: Option<ServerModel>,
     /// Shared memory regions the tenant's requests refer to (released when replaced or removed).
     pub shm: Option<TenantRegions>,
@@ -45,6 +47,7 @@ impl Tenant {
             shared: None,
             meter: None,
             closed: None,
+            driving: false,
             server: None,
             shm: None,
             peak: SoloPeak::UNKNOWN,
