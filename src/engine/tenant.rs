@@ -181,6 +181,8 @@ fn server_figures(
         compute_input_us: w.compute_input_us.unwrap_or(0.0),
         compute_infer_us: w.compute_infer_us.unwrap_or(0.0),
         compute_output_us: w.compute_output_us.unwrap_or(0.0),
+        request_us: (w.delta.success.count > 0)
+            .then(|| w.delta.success.ns as f64 / w.delta.success.count as f64 / 1e3),
         avg_batch: w.avg_batch.unwrap_or(0.0),
         inferences_per_s: w.inferences_per_s,
         executions_per_s: w.executions_per_s,
