@@ -100,11 +100,15 @@ pub struct PredictArgs {
     /// real Triton, and replaces an emulated target's GPU.
     #[arg(long, value_name = "NAME")]
     pub gpu: Option<String>,
-    /// For closed-loop tenants: the time from a response leaving the server to the next request
-    /// reaching it (the client's transport both ways and its own turnaround, which the GPU model
-    /// does not see; perf_analyzer's client send + network + client recv). Default 0.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    /// Every tenant's client turnaround: the client's transport both ways, which the GPU model
+    /// does not see (perf_analyzer's client send + network + client recv). It adds to each
+    /// request's latency, and a closed loop's cycle. Default 0: a client with no transport cost.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", conflicts_with = "client_from")]
     pub turnaround: Option<Duration>,
+    /// Each tenant's turnaround as a `perseus run` of this session measured it on this machine:
+    /// the `client_ms` of its JSON (service latency less the server's own time per request).
+    #[arg(long, value_name = "RUN.json")]
+    pub client_from: Option<PathBuf>,
     /// Measured duration of virtual time (default: the session's, else 60s).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,

@@ -5,6 +5,7 @@
 //! and the same `perseus.run.v1` result, so a prediction and a run can be compared figure by figure.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::anyhow;
 
@@ -34,9 +35,12 @@ pub async fn predict(args: PredictArgs, config: &Config) -> Result<(), Failure> 
     }
     let price = prices.resolve(&spec.cost).bad_input()?;
     let gpu = args.gpu.clone();
-    let turnaround = args.turnaround.unwrap_or_default();
+    let turnarounds = match &args.client_from {
+        Some(path) => measured_turnarounds(path, &spec)?,
+        None => vec![args.turnaround.unwrap_or_default(); spec.tenants.len()],
+    };
     let result = tokio::task::spawn_blocking(move || {
-        prediction(&spec, gpu.as_deref(), turnaround, &catalog, &price)
+        prediction(&spec, gpu.as_deref(), &turnarounds, &catalog, &price)
     })
     .await
     .map_err(|e| Failure::Target(anyhow!("the prediction stopped unexpectedly: {e}")))??;
@@ -53,11 +57,53 @@ pub async fn predict(args: PredictArgs, config: &Config) -> Result<(), Failure> 
     Ok(())
 }
 
-/// The session on its GPU model: warm-up and measured period as `perseus run` has them.
+/// Each tenant's client turnaround from a run's JSON (`client_ms`), for `--client-from`: the run
+/// must be of this session, tenant for tenant.
+fn measured_turnarounds(path: &Path, spec: &RunSpec) -> Result<Vec<Duration>, Failure> {
+    let bad = |why: String| Failure::BadInput(anyhow!("{}: {why}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let run: RunResult =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not a perseus run JSON ({e})")))?;
+    if run.tenants.len() != spec.tenants.len() {
+        return Err(bad(format!(
+            "the run has {} tenants, session '{}' {}",
+            run.tenants.len(),
+            spec.name,
+            spec.tenants.len()
+        )));
+    }
+    spec.tenants
+        .iter()
+        .zip(&run.tenants)
+        .enumerate()
+        .map(|(i, (want, got))| {
+            if want.model != got.model {
+                return Err(bad(format!(
+                    "tenant {} is '{}' in the run but '{}' in the session",
+                    i + 1,
+                    got.model,
+                    want.model
+                )));
+            }
+            let ms = got.client_ms.ok_or_else(|| {
+                bad(format!(
+                    "tenant {} ('{}') has no client_ms: the run had no server statistics or \
+                     no completions for it",
+                    i + 1,
+                    got.model
+                ))
+            })?;
+            Ok(Duration::from_secs_f64(ms.max(0.0) / 1e3))
+        })
+        .collect()
+}
+
+/// The session on its GPU model: warm-up and measured period as `perseus run` has them, each
+/// tenant's client `turnarounds` away from the server.
 pub fn prediction(
     spec: &RunSpec,
     gpu_override: Option<&str>,
-    turnaround: std::time::Duration,
+    turnarounds: &[Duration],
     catalog: &Catalog,
     price: &crate::cost::ResolvedPrice,
 ) -> Result<RunResult, Failure> {
@@ -69,22 +115,30 @@ pub fn prediction(
     let setups = served_setups(spec, catalog, gpu_spec, profile.as_deref())?;
     let mut offered = Vec::with_capacity(spec.tenants.len());
     for (index, (tenant, setup)) in spec.tenants.iter().zip(&setups).enumerate() {
+        let turnaround_s = turnarounds
+            .get(index)
+            .copied()
+            .unwrap_or_default()
+            .as_secs_f64();
         offered.push(match &tenant.load {
             Load::Rate { per_s, arrival } => {
                 let mut process = ArrivalProcess::new(arrival, *per_s, arrival_seed(index));
-                Demand::Open(Offered {
-                    setup: setup.clone(),
-                    batch: tenant.batch,
-                    rate_per_s: *per_s,
-                    gaps: Box::new(move || process.next_gap().as_secs_f64()),
-                })
+                Demand::OpenWithTurnaround {
+                    offered: Offered {
+                        setup: setup.clone(),
+                        batch: tenant.batch,
+                        rate_per_s: *per_s,
+                        gaps: Box::new(move || process.next_gap().as_secs_f64()),
+                    },
+                    turnaround_s,
+                }
             }
             // N in flight from the start, each successor sent as its predecessor completes.
             Load::Concurrency(n) => Demand::Closed(ClosedLoop {
                 setup: setup.clone(),
                 batch: tenant.batch,
                 concurrency: *n,
-                turnaround_s: turnaround.as_secs_f64(),
+                turnaround_s,
             }),
         });
     }
@@ -104,6 +158,9 @@ pub fn prediction(
     let estimate =
         super::capacity::mix_capacity(catalog, gpu_spec, profile.as_deref(), &spec.tenants);
     let mut result = result(spec, gpu_spec, &report, &peaks, price);
+    for (t, turnaround) in result.tenants.iter_mut().zip(turnarounds) {
+        t.client_ms = Some(turnaround.as_secs_f64() * 1e3);
+    }
     result.capacity = Some(capacity_block(estimate, &peaks, price));
     Ok(result)
 }
@@ -298,6 +355,7 @@ fn tenant_block(t: &TenantSpec, m: &ModelReport, peak: SoloPeak, measured_s: f64
         client_bound: None,
         latency_ms: latency,
         service_latency_ms: latency,
+        client_ms: None,
         server_ms: Some(ServerBlock {
             queue: mean(c.queue_ns, c.queue_count),
             compute_input: mean(c.compute_input_ns, c.compute_input_count),

@@ -141,25 +141,62 @@ impl Engine {
             );
             t.meter = Some(meter);
             shared.set_paused(t.paused);
-            match &t.spec.load {
-                Load::Rate { per_s, arrival } => {
-                    let seed = 0x5eed_0000 + u64::from(id);
-                    self.clock.add(
-                        Arc::clone(&shared),
-                        ArrivalProcess::new(arrival, *per_s, seed),
-                    );
-                }
-                Load::Concurrency(n) => {
-                    t.closed = Some(ClosedLoop::start(Arc::clone(&shared), *n));
-                }
-            }
             t.shared = Some(shared);
+            // The run's first tenants start together once all are set up (see `start_loads`);
+            // one added to a running engine starts at once.
+            if self.phase != Phase::Connecting {
+                self.start_load(idx);
+            }
         }
         if peak_needed {
             self.spawn_peak(idx, server);
         }
         if self.phase == Phase::Connecting && self.tenants.iter().all(|t| t.shared.is_some()) {
             self.begin_measuring_or_warmup(Instant::now());
+        }
+    }
+
+    /// Starts tenant `idx`'s arrivals (or its closed loop), once.
+    fn start_load(&mut self, idx: usize) {
+        let t = &mut self.tenants[idx];
+        if t.driving {
+            return;
+        }
+        let Some(shared) = t.shared.clone() else {
+            return;
+        };
+        t.driving = true;
+        match &t.spec.load {
+            Load::Rate { per_s, arrival } => {
+                let seed = 0x5eed_0000 + u64::from(t.id);
+                self.clock
+                    .add(shared, ArrivalProcess::new(arrival, *per_s, seed));
+            }
+            Load::Concurrency(n) => {
+                t.closed = Some(ClosedLoop::start(shared, *n));
+            }
+        }
+    }
+
+    /// Starts every set-up tenant's load at one moment: the arrival sequences of all tenants then
+    /// share one origin, which the warm-up and the measured period are counted from, as `perseus
+    /// predict` counts them from its time zero. Tenants started one by one as each set-up ended
+    /// would each see the measured period at another place in their sequence (a burst in or out).
+    fn start_loads(&mut self) {
+        for idx in 0..self.tenants.len() {
+            self.start_load(idx);
+        }
+    }
+
+    /// The next moment the run changes phase on its own (end of warm-up, end of the measured
+    /// period), so the engine can wake for it exactly rather than at the next tick.
+    pub(super) fn phase_deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::WarmingUp => self.warmup_until,
+            Phase::Measuring if self.cfg.headless && self.measure_end.is_none() => self
+                .measuring_since
+                .and_then(|s| s.checked_add(self.cfg.spec.duration)),
+            _ => None,
         }
     }
 
@@ -237,6 +274,7 @@ impl Engine {
     }
 
     fn begin_measuring_or_warmup(&mut self, now: Instant) {
+        self.start_loads();
         if self.cfg.headless && !self.cfg.spec.warmup.is_zero() {
             self.phase = Phase::WarmingUp;
             self.warmup_until = now.checked_add(self.cfg.spec.warmup);

@@ -118,6 +118,14 @@ enum Event {
     },
 }
 
+/// Sleeps until `deadline`, or forever when there is none.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Starts a run on the current tokio runtime, connecting over gRPC.
 pub fn start(cfg: EngineConfig) -> std::io::Result<EngineHandle> {
     let connector = Arc::new(TritonConnector {
@@ -276,6 +284,7 @@ impl Engine {
         let mut tick = tokio::time::interval(self.cfg.spec.tick);
         tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
         loop {
+            let deadline = self.phase_deadline();
             tokio::select! {
                 biased;
                 cmd = commands.recv() => match cmd {
@@ -283,6 +292,9 @@ impl Engine {
                     Some(cmd) => self.apply(cmd),
                 },
                 Some(ev) = events.recv() => self.on_event(ev),
+                // The warm-up and the measured period end on time, not at the next tick: a period
+                // a tick long too far would count arrivals that a prediction of it does not.
+                () = until(deadline) => self.advance_phase(Instant::now()),
                 _ = tick.tick() => {
                     let now = Instant::now();
                     self.on_tick(now);

@@ -19,6 +19,8 @@ pub(crate) struct Tenant {
     /// The tenant's measurements; the load generator records through its recorder handle.
     pub meter: Option<TenantMeter>,
     pub closed: Option<ClosedLoop>,
+    /// Its arrivals (or closed loop) have been started; they start once, however often it is set up.
+    pub driving: bool,
     pub server: Option<ServerModel>,
     /// Shared memory regions the tenant's requests refer to (released when replaced or removed).
     pub shm: Option<TenantRegions>,
@@ -45,6 +47,7 @@ impl Tenant {
             shared: None,
             meter: None,
             closed: None,
+            driving: false,
             server: None,
             shm: None,
             peak: SoloPeak::UNKNOWN,
@@ -178,6 +181,8 @@ fn server_figures(
         compute_input_us: w.compute_input_us.unwrap_or(0.0),
         compute_infer_us: w.compute_infer_us.unwrap_or(0.0),
         compute_output_us: w.compute_output_us.unwrap_or(0.0),
+        request_us: (w.delta.success.count > 0)
+            .then(|| w.delta.success.ns as f64 / w.delta.success.count as f64 / 1e3),
         avg_batch: w.avg_batch.unwrap_or(0.0),
         inferences_per_s: w.inferences_per_s,
         executions_per_s: w.executions_per_s,

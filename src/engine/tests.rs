@@ -42,6 +42,8 @@ struct FakeState {
     reset_stats: bool,
     /// Tenant set-ups seen (each reads the model's metadata once).
     setups: u32,
+    /// How long reading a model's metadata takes (a slow set-up), per model.
+    setup_delay: BTreeMap<String, Duration>,
 }
 
 /// The fake server; clones share one state.
@@ -121,7 +123,13 @@ impl ServerControl for Fake {
     ) -> BoxFuture<'a, Result<ModelMetadataResponse, TritonError>> {
         Box::pin(async move {
             self.check_model(model)?;
-            self.with(|s| s.setups += 1);
+            let delay = self.with(|s| {
+                s.setups += 1;
+                s.setup_delay.get(model).copied()
+            });
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
             let tensor = |name: &str| TensorMetadata {
                 name: name.into(),
                 datatype: "INT32".into(),
@@ -563,4 +571,44 @@ async fn a_generator_that_cannot_keep_its_schedule_is_flagged_client_bound() {
     let back: Snapshot = serde_json::from_str(&json).unwrap();
     assert_eq!(back.client, snap.client);
     assert_eq!(back.tenants[0].window.client_bound, Some(flag));
+}
+
+/// Every tenant's arrivals start at one origin, once all are set up, and the measured period is the
+/// run's duration from there, not rounded up to a tick: what `perseus predict` counts too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arrivals_share_one_origin_and_the_measured_period_ends_on_time() {
+    // A burst of 25 sends 20 ms apart, then 2 s of quiet: which of them fall in the measured period
+    // depends on where the period starts in the sequence.
+    let mut burst = tenant("a");
+    let mut gaps = vec![20_000; 25];
+    gaps.push(2_000_000);
+    burst.load = Load::Rate {
+        per_s: 26.0 / 2.5,
+        arrival: Arrival::Trace {
+            path: PathBuf::from("burst.txt"),
+            gaps_us: Arc::new(gaps),
+        },
+    };
+    let fake = Fake::serving(&["a", "b"]);
+    fake.with(|s| {
+        s.setup_delay
+            .insert("b".to_string(), Duration::from_millis(700))
+    });
+    let mut cfg = config(vec![burst, tenant("b")], Arc::new(NoPersistence));
+    cfg.headless = true;
+    cfg.spec.duration = Duration::from_millis(400);
+    cfg.spec.tick = Duration::from_secs(1);
+    let h = start(&fake, cfg);
+    let fin = h.done.await.unwrap();
+    assert_eq!(fin.phase, Phase::Finished);
+    // Started at its own set-up, 0.7 s before the other's, the burst would be over before the
+    // period began.
+    let sent = fin.tenants[0].totals.sent;
+    assert!((15..=25).contains(&sent), "{sent} of the burst measured");
+    // Ended at the next 1 s tick, the period would be about twice as long.
+    assert!(
+        fin.measured_s >= 0.4 && fin.measured_s < 0.65,
+        "{}",
+        fin.measured_s
+    );
 }

@@ -69,6 +69,11 @@ pub struct TenantBlock {
     /// From the actual send time.
     pub service_latency_ms: Percentiles,
     pub server_ms: Option<ServerBlock>,
+    /// Mean time per request the client saw beyond the server's own (service latency less the
+    /// server's time from arrival to response): its transport both ways, which `perseus predict --client-from` takes as the
+    /// tenant's turnaround. Absent without server statistics or completions.
+    #[serde(default)]
+    pub client_ms: Option<f64>,
     pub avg_batch: Option<f64>,
     pub sla: SlaBlock,
     pub goodput: f64,
@@ -233,6 +238,11 @@ fn tenant_block(t: &crate::vocab::snapshot::TenantView) -> TenantBlock {
             compute_infer: s.compute_infer_us / 1000.0,
             compute_output: s.compute_output_us / 1000.0,
         }),
+        client_ms: tot
+            .server
+            .and_then(|s| s.request_us)
+            .filter(|_| tot.ok > 0)
+            .map(|server_us| (tot.service_latency_ms.mean - server_us / 1000.0).max(0.0)),
         avg_batch: tot.server.map(|s| s.avg_batch),
         sla: SlaBlock {
             latency_ms: t.sla.latency_ms,
@@ -527,6 +537,7 @@ mod tests {
             latency_ms: Percentiles::default(),
             service_latency_ms: Percentiles::default(),
             server_ms: None,
+            client_ms: None,
             avg_batch: None,
             sla: SlaBlock {
                 latency_ms: 100.0,

@@ -265,6 +265,10 @@ pub struct ServerWindow {
     pub compute_input_us: f64,
     pub compute_infer_us: f64,
     pub compute_output_us: f64,
+    /// Mean time per successful request inside the server, arrival to response (Triton's
+    /// `success` duration), µs: what the client's latency holds beyond its transport.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_us: Option<f64>,
     pub avg_batch: f64,
     pub inferences_per_s: f64,
     pub executions_per_s: f64,

@@ -121,6 +121,7 @@ fn tenant(i: usize, t: f64) -> TenantView {
             compute_input_us: 40.0,
             compute_infer_us: base_ms * 600.0,
             compute_output_us: 20.0,
+            request_us: None,
             avg_batch: 2.5,
             inferences_per_s: achieved,
             executions_per_s: achieved / 2.5,

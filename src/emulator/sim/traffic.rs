@@ -26,21 +26,29 @@ pub struct ClosedLoop {
 
 /// One tenant's load for a virtual-time run.
 pub enum Demand<'a> {
+    /// Arrivals at the server as the process gives them (a client with no transport cost).
     Open(Offered<'a>),
+    /// The process gives the client's send times, and each request reaches the server
+    /// `turnaround_s` later: the client's transport both ways (see [`ClosedLoop::turnaround_s`]),
+    /// part of the latency it sees but never of the server's clocks.
+    OpenWithTurnaround {
+        offered: Offered<'a>,
+        turnaround_s: f64,
+    },
     Closed(ClosedLoop),
 }
 
 impl Demand<'_> {
     pub fn setup(&self) -> &ModelSetup {
         match self {
-            Demand::Open(o) => &o.setup,
+            Demand::Open(o) | Demand::OpenWithTurnaround { offered: o, .. } => &o.setup,
             Demand::Closed(c) => &c.setup,
         }
     }
 
     pub fn batch(&self) -> u32 {
         match self {
-            Demand::Open(o) => o.batch,
+            Demand::Open(o) | Demand::OpenWithTurnaround { offered: o, .. } => o.batch,
             Demand::Closed(c) => c.batch,
         }
     }
@@ -48,19 +56,26 @@ impl Demand<'_> {
     /// The nominal rate a report calls offered; a closed loop has none (its rate is an outcome).
     pub fn rate_per_s(&self) -> f64 {
         match self {
-            Demand::Open(o) => o.rate_per_s,
+            Demand::Open(o) | Demand::OpenWithTurnaround { offered: o, .. } => o.rate_per_s,
             Demand::Closed(_) => 0.0,
         }
     }
 }
 
+fn turnaround_ns(seconds: f64) -> Nanos {
+    (seconds.max(0.0) * 1e9).round() as Nanos
+}
+
 /// One tenant's send times as absolute virtual times.
 pub(super) enum Source<'a> {
     Open {
+        /// The next arrival at the server.
         next: Option<Nanos>,
-        /// Time of the last arrival, in ns (fractional, so gaps do not round away).
+        /// Time of the last send, in ns (fractional, so gaps do not round away).
         clock: f64,
         gaps: GapSource<'a>,
+        /// From a send to its arrival at the server.
+        turnaround_ns: Nanos,
     },
     Closed {
         /// Sends due, in time order: completions come in time order and the turnaround is fixed.
@@ -72,18 +87,24 @@ pub(super) enum Source<'a> {
 impl<'a> Source<'a> {
     /// The source of `demand`; a closed loop sends its first `concurrency` requests at time zero.
     pub(super) fn new(demand: Demand<'a>) -> Source<'a> {
+        let open = |o: Offered<'a>, turnaround_ns| {
+            let mut source = Source::Open {
+                next: None,
+                clock: 0.0,
+                gaps: o.gaps,
+                turnaround_ns,
+            };
+            source.step();
+            source
+        };
         match demand {
-            Demand::Open(o) => {
-                let mut source = Source::Open {
-                    next: None,
-                    clock: 0.0,
-                    gaps: o.gaps,
-                };
-                source.step();
-                source
-            }
+            Demand::Open(o) => open(o, 0),
+            Demand::OpenWithTurnaround {
+                offered,
+                turnaround_s,
+            } => open(offered, turnaround_ns(turnaround_s)),
             Demand::Closed(c) => {
-                let turnaround_ns = (c.turnaround_s.max(0.0) * 1e9).round() as Nanos;
+                let turnaround_ns = turnaround_ns(c.turnaround_s);
                 Source::Closed {
                     due: std::iter::repeat_n(turnaround_ns, c.concurrency as usize).collect(),
                     turnaround_ns,
@@ -103,11 +124,17 @@ impl<'a> Source<'a> {
     /// Moves past the send at [`next`](Self::next).
     pub(super) fn step(&mut self) {
         match self {
-            Source::Open { next, clock, gaps } => {
+            Source::Open {
+                next,
+                clock,
+                gaps,
+                turnaround_ns,
+            } => {
                 let gap = gaps() * 1e9;
                 *clock += gap.max(0.0);
-                *next = if clock.is_finite() && *clock < u64::MAX as f64 {
-                    Some(*clock as Nanos)
+                let arrival = *clock + *turnaround_ns as f64;
+                *next = if arrival.is_finite() && arrival < u64::MAX as f64 {
+                    Some(arrival as Nanos)
                 } else {
                     None
                 };
@@ -122,8 +149,9 @@ impl<'a> Source<'a> {
     /// period are the client's, from its send.
     pub(super) fn sent_at(&self, arrival: Nanos) -> Nanos {
         match self {
-            Source::Open { .. } => arrival,
-            Source::Closed { turnaround_ns, .. } => arrival.saturating_sub(*turnaround_ns),
+            Source::Open { turnaround_ns, .. } | Source::Closed { turnaround_ns, .. } => {
+                arrival.saturating_sub(*turnaround_ns)
+            }
         }
     }
 
@@ -223,6 +251,63 @@ mod tests {
         assert!((four.achieved_per_s / 500.0 - 1.0).abs() < 0.01, "{four:?}");
         let in_system = four.achieved_per_s * four.mean_latency_ms / 1e3;
         assert!((in_system - 4.0).abs() < 0.05, "{in_system}");
+    }
+
+    #[test]
+    fn an_open_source_with_a_turnaround_reaches_the_server_that_much_after_each_send() {
+        let mut s = Source::new(Demand::OpenWithTurnaround {
+            offered: Offered {
+                setup: setup(),
+                batch: 1,
+                rate_per_s: 1000.0,
+                gaps: Box::new(|| 0.001),
+            },
+            turnaround_s: 250e-6,
+        });
+        assert_eq!(s.next(), Some(1_250_000));
+        assert_eq!(
+            s.sent_at(1_250_000),
+            1_000_000,
+            "latency counts from the send"
+        );
+        s.step();
+        assert_eq!(
+            s.next(),
+            Some(2_250_000),
+            "the sends keep the process's gaps"
+        );
+    }
+
+    /// An open tenant's latency is the server's plus the turnaround; the server's own work and the
+    /// rate achieved do not change.
+    #[test]
+    fn a_turnaround_adds_to_an_open_tenants_latency_only() {
+        let catalog = crate::catalog::Catalog::embedded().expect("embedded catalog");
+        let gpu = super::super::gpu_setup(catalog.gpu("t4").expect("t4"));
+        let run = |turnaround_s: f64| {
+            let offered = Offered {
+                setup: setup(),
+                batch: 1,
+                rate_per_s: 100.0,
+                gaps: Box::new(|| 0.01),
+            };
+            let demand = Demand::OpenWithTurnaround {
+                offered,
+                turnaround_s,
+            };
+            let report =
+                super::super::simulate_demands(&gpu, vec![demand], 1.0, 10.0).expect("runs");
+            report.models.into_iter().next().expect("one model")
+        };
+        let (direct, remote) = (run(0.0), run(0.003));
+        assert_eq!(direct.completed, remote.completed);
+        assert!(
+            (remote.mean_latency_ms - direct.mean_latency_ms - 3.0).abs() < 0.01,
+            "{} vs {}",
+            remote.mean_latency_ms,
+            direct.mean_latency_ms
+        );
+        assert_eq!(direct.counters.queue_ns, remote.counters.queue_ns);
     }
 
     #[test]
