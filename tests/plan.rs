@@ -389,9 +389,16 @@ fn a_time_sliced_baseline_that_fails_in_virtual_time_says_so() {
         .iter()
         .find(|r| r["option"] == "time-sliced")
         .expect("a time-sliced row");
-    assert_eq!(row["verified"], false, "{row}");
-    assert!(table.contains("time-sliced (unverified)"), "{table}");
+    // Ranked at what virtual time takes, never at the formula's cheaper count.
+    assert_eq!(row["verified"], true, "{row}");
+    assert_eq!(row["gpus"], ts["verified_gpus"], "{row} {ts:#}");
+    assert!(!table.contains("(unverified)"), "{table}");
     assert!(table.contains("NOT verified"), "{table}");
+    let plan_cost = num(&v["plan"]["usd_per_hour"], "plan $/h");
+    assert!(
+        plan_cost <= num(&row["usd_per_hour"], "time-sliced $/h") + 1e-9,
+        "the plan costs more than time-slicing as verified: {row} {table}"
+    );
 }
 
 /// The 40 GB A100 costs more per GPU than the 80 GB one and serves no tenant better, so the search

@@ -143,13 +143,7 @@ pub fn plan(
         ),
     ];
     if let Some(ts) = &time_sliced {
-        let row = ranked(
-            "time-sliced",
-            ts.verified,
-            ts.gpus as usize,
-            ts.usd_per_hour,
-        );
-        ranking.insert(1, row);
+        ranking.insert(1, time_sliced_row(ts));
     }
     ranking.sort_by(|a, b| a.usd_per_hour.total_cmp(&b.usd_per_hour));
     Ok(PlanReport {
@@ -166,6 +160,23 @@ pub fn plan(
         },
         ranking,
     })
+}
+
+/// Time-slicing ranked at what it takes in virtual time when the formula's count falls short:
+/// ranking the formula's cheaper figure would offer an option that misses its SLAs.
+fn time_sliced_row(ts: &TimeSliced) -> Ranked {
+    match ts.verified_gpus {
+        Some(n) if !ts.verified => {
+            let per_gpu = ts.usd_per_hour / f64::from(ts.gpus.max(1));
+            ranked("time-sliced", true, n as usize, per_gpu * f64::from(n))
+        }
+        _ => ranked(
+            "time-sliced",
+            ts.verified,
+            ts.gpus as usize,
+            ts.usd_per_hour,
+        ),
+    }
 }
 
 fn ranked(option: &str, verified: bool, gpus: usize, usd_per_hour: f64) -> Ranked {
@@ -280,7 +291,8 @@ fn time_sliced(vt: &VirtualTime<'_>) -> Option<(TimeSliced, Option<Vec<Bin>>)> {
     let bins = vt.time_sliced_placement(g);
     ts.verified_gpus = bins.as_ref().map(|b| b.len() as u32);
     ts.verified = ts.verified_gpus.is_some_and(|n| n <= ts.gpus);
-    let bins = bins.filter(|_| ts.verified);
+    // Verified, the placement is a start of the search whatever its size, so the plan never costs
+    // more than the time-sliced row it is ranked against.
     Some((ts, bins))
 }
 
