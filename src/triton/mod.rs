@@ -12,15 +12,15 @@
 
 mod capabilities;
 mod client;
+mod connect;
 mod encoded;
 mod error;
 pub mod shm;
 mod stats;
 
 pub use capabilities::{Capabilities, Extension};
-pub use client::{
-    ConnectOptions, DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_ENCODE_BYTES, TlsOptions, TritonClient,
-};
+pub use client::TritonClient;
+pub use connect::{ConnectOptions, DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_ENCODE_BYTES, TlsOptions};
 pub use encoded::PreparedRequest;
 pub use error::{Direction, TritonError, code_name};
 pub use stats::{BatchStat, DurationStat, ModelStats, StatsWindow};

@@ -94,7 +94,7 @@ pub struct Sim {
     stash: Vec<Completion>,
     next_seq: u64,
     /// Scratch lists reused at every event, so that a virtual-time run allocates nothing per event
-    /// (allocation was a fifth of a plan's time).
+    /// (allocation per event was a large share of a plan's time).
     ready: Vec<usize>,
     computing: Vec<(ModelId, f64)>,
 }
