@@ -267,3 +267,58 @@ fn apply(tenants: &mut HashMap<TenantId, Scheduled>, msg: ClockMsg) -> bool {
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use std::task::Poll;
+
+    use super::*;
+
+    #[test]
+    fn a_send_woken_during_its_first_poll_or_later_still_finishes() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (done_tx, done_rx) = mpsc::channel();
+
+        // Woken from inside the clock thread's poll: the wake must not be lost.
+        let early_tx = done_tx.clone();
+        let mut polled = false;
+        Deferred::start(
+            runtime.handle(),
+            Box::pin(std::future::poll_fn(move |cx| {
+                if polled {
+                    let _ = early_tx.send("early");
+                    return Poll::Ready(true);
+                }
+                polled = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            })),
+        );
+
+        // Woken from another thread once the clock thread has let go of it.
+        let (wake_tx, wake_rx) = tokio::sync::oneshot::channel::<()>();
+        Deferred::start(
+            runtime.handle(),
+            Box::pin(async move {
+                let _ = wake_rx.await;
+                let _ = done_tx.send("late");
+                true
+            }),
+        );
+        thread::spawn(move || wake_tx.send(()));
+
+        let mut seen: Vec<&str> = (0..2)
+            .map(|_| {
+                done_rx
+                    .recv_timeout(Duration::from_secs(10))
+                    .expect("both sends finish")
+            })
+            .collect();
+        seen.sort_unstable();
+        assert_eq!(seen, ["early", "late"]);
+    }
+}
