@@ -16,10 +16,14 @@
 //! rates at which every tenant still meets its SLA with no errors (embedded).
 //!
 //! `cargo bench --bench client_cost` (add `-- --seconds 10` for longer runs, `-- --no-search` to
-//! skip the scale search).
+//! skip the scale search, `-- --threads` for each thread's CPU and context switches per request,
+//! `-- --scale 0.05` for the demo's rates scaled, `-- --embedded-only` to skip the client-only
+//! table, `-- --only shared` for the transports whose label has that word).
 
 #[path = "../tests/support/standalone.rs"]
 mod standalone;
+#[path = "support/threads.rs"]
+mod threads;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -34,6 +38,7 @@ use perseus::triton::{ConnectOptions, PreparedRequest, TritonClient};
 use perseus::vocab::snapshot::{Snapshot, TargetInfo, TargetKind};
 use perseus::vocab::spec::{Load, RunSpec, TargetSpec, Transport};
 use standalone::Standalone;
+use threads::ThreadSampler;
 
 /// `/proc` reports CPU times in USER_HZ, which Linux fixes at 100 per second for this interface.
 const TICKS_PER_S: f64 = 100.0;
@@ -81,6 +86,7 @@ fn cpu_seconds() -> f64 {
 
 struct Outcome {
     cpu_s: f64,
+    wall_s: f64,
     completed: u64,
     all_met: bool,
     errors: u64,
@@ -126,8 +132,10 @@ async fn run(spec: &RunSpec, address: &str, mode: Mode, scale: f64) -> Outcome {
     })
     .expect("engine starts");
     let before = cpu_seconds();
+    let started = std::time::Instant::now();
     let last: Arc<Snapshot> = handle.done.await.expect("the run ends");
     let cpu_s = cpu_seconds() - before;
+    let wall_s = started.elapsed().as_secs_f64();
     let completed = last.tenants.iter().map(|t| t.totals.ok).sum();
     let errors = last
         .tenants
@@ -154,6 +162,7 @@ async fn run(spec: &RunSpec, address: &str, mode: Mode, scale: f64) -> Outcome {
             .all(|t| t.totals.sla_met == Some(true) && t.totals.errors == 0);
     Outcome {
         cpu_s,
+        wall_s,
         completed,
         all_met,
         errors,
@@ -224,8 +233,19 @@ async fn server(embedded: bool, models: &[String], mode: Mode) -> Server {
     }
 }
 
+/// What a table measures beyond the default.
+#[derive(Clone, Copy)]
+struct Options {
+    /// The demo's rates times this (a small one shows the fixed cost of a run: ticks, sampling).
+    scale: f64,
+    /// Each mode's CPU and context switches per request by thread, embedded.
+    threads: bool,
+    /// Only the transports whose label contains this (for a profiler's run of one).
+    only: Option<&'static str>,
+}
+
 /// One table: CPU per request for each transport, and its ratio to the first.
-async fn table(spec: &RunSpec, models: &[String], embedded: bool) {
+async fn table(spec: &RunSpec, models: &[String], embedded: bool, opts: Options) {
     let what = if embedded {
         "embedded emulator (client and server, one process)"
     } else {
@@ -233,13 +253,18 @@ async fn table(spec: &RunSpec, models: &[String], embedded: bool) {
     };
     println!("{what}");
     println!(
-        "  {:<30} {:>12} {:>10} {:>10} {:>8} {:>16}",
-        "transport", "CPU ms/req", "requests", "vs first", "errors", "late p50/p99 µs"
+        "  {:<30} {:>12} {:>10} {:>10} {:>8} {:>9} {:>16}",
+        "transport", "CPU ms/req", "requests", "vs first", "errors", "CPU ms/s", "late p50/p99 µs"
     );
     let mut first = None;
     for mode in MODES {
+        if opts.only.is_some_and(|o| !mode.label.contains(o)) {
+            continue;
+        }
         let emu = server(embedded, models, mode).await;
-        let o = run(spec, &emu.address(), mode, 1.0).await;
+        let sampler = (opts.threads && embedded).then(ThreadSampler::start);
+        let o = run(spec, &emu.address(), mode, opts.scale).await;
+        let per_thread = sampler.map(ThreadSampler::finish);
         let per_req_ms = 1e3 * o.cpu_s / o.completed.max(1) as f64;
         let base = *first.get_or_insert(per_req_ms);
         // The emulated GPU's completions, delivered late by the clock thread's wake-ups.
@@ -251,15 +276,24 @@ async fn table(spec: &RunSpec, models: &[String], embedded: bool) {
             Server::Child(_) => "—".to_string(),
         };
         println!(
-            "  {:<30} {:>12.3} {:>10} {:>10.2} {:>8} {:>16}  {}",
+            "  {:<30} {:>12.3} {:>10} {:>10.2} {:>8} {:>9.1} {:>16}  {}",
             mode.label,
             per_req_ms,
             o.completed,
             per_req_ms / base,
             o.errors,
+            1e3 * o.cpu_s / o.wall_s,
             lateness,
             o.why
         );
+        for (name, usage) in per_thread.unwrap_or_default() {
+            let n = o.completed.max(1) as f64;
+            println!(
+                "      {name:<26} {:>8.3} ms/req {:>7.2} switches/req",
+                1e3 * usage.cpu_s / n,
+                usage.switches as f64 / n
+            );
+        }
         if let Server::Embedded(e) = emu {
             e.shutdown().await;
         }
@@ -320,6 +354,21 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     let with_search = !args.iter().any(|a| a == "--no-search");
+    let opts = Options {
+        scale: args
+            .iter()
+            .skip_while(|a| *a != "--scale")
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1.0),
+        threads: args.iter().any(|a| a == "--threads"),
+        only: args
+            .iter()
+            .skip_while(|a| *a != "--only")
+            .nth(1)
+            .map(|s| &*s.clone().leak()),
+    };
+    let client_only = !args.iter().any(|a| a == "--embedded-only");
     let session = Path::new(env!("CARGO_MANIFEST_DIR")).join("sessions/demo.toml");
     let mut spec = load_session(&session, &AnyModel).expect("the demo session parses");
     let models: Vec<String> = spec.tenants.iter().map(|t| t.model.clone()).collect();
@@ -331,8 +380,10 @@ fn main() {
         .expect("runtime");
     rt.block_on(async {
         println!("CPU per request, demo mix, {seconds} s (+1 s warm-up) each");
-        table(&spec, &models, true).await;
-        table(&spec, &models, false).await;
+        table(&spec, &models, true, opts).await;
+        if client_only {
+            table(&spec, &models, false, opts).await;
+        }
         let emu = server(true, &models, MODES[1]).await;
         let mean = mean_request_bytes(&spec, &emu.address()).await;
         if let Server::Embedded(e) = emu {

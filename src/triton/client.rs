@@ -6,7 +6,8 @@ use std::time::Duration;
 use tonic::transport::Channel;
 
 use super::capabilities::{Capabilities, Extension};
-use super::connect::{ConnectOptions, endpoint};
+use super::connect::{ConnectOptions, endpoint, endpoint_uri};
+use super::direct::Direct;
 use super::error::{Direction, Limits, TritonError, error_chain};
 use super::stats::ModelStats;
 use crate::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
@@ -30,6 +31,8 @@ pub struct TritonClient {
     request_timeout: Option<Duration>,
     limits: Limits,
     legacy_grpc: bool,
+    /// ModelInfer's own connection to a plaintext target, for prepared requests (see [`Direct`]).
+    direct: Option<Arc<Direct>>,
     /// What this server offers beyond the KServe-v2 core, shared by the clients of one pool.
     caps: Arc<Capabilities>,
 }
@@ -88,6 +91,18 @@ impl TritonClient {
         let inner = GrpcInferenceServiceClient::new(channel.clone())
             .max_decoding_message_size(opts.max_decode_bytes)
             .max_encoding_message_size(opts.max_encode_bytes);
+        let direct = (!opts.legacy_grpc && opts.tls.is_none())
+            .then(|| endpoint_uri(&opts.address, false).ok())
+            .flatten()
+            .filter(|uri| uri.scheme_str() == Some("http"))
+            .map(|uri| {
+                Arc::new(Direct::new(
+                    &opts.address,
+                    &uri,
+                    opts.connect_timeout,
+                    opts.limits(),
+                ))
+            });
         Self {
             inner,
             channel,
@@ -95,6 +110,7 @@ impl TritonClient {
             request_timeout: opts.request_timeout,
             limits: opts.limits(),
             legacy_grpc: opts.legacy_grpc,
+            direct,
             caps,
         }
     }
@@ -109,6 +125,10 @@ impl TritonClient {
 
     pub(super) fn legacy_grpc(&self) -> bool {
         self.legacy_grpc
+    }
+
+    pub(super) fn direct(&self) -> Option<&Direct> {
+        self.direct.as_deref()
     }
 
     /// Which of Triton's extensions the server offers, as far as this client has found out.

@@ -133,8 +133,9 @@ impl Codec for PreEncodedCodec {
 
 impl TritonClient {
     /// Runs one inference of a prepared request with this deadline and returns the size of its
-    /// answer (bytes of the message). With [`super::ConnectOptions::legacy_grpc`] the request is
-    /// encoded afresh and its answer decoded, as first shipped.
+    /// answer (bytes of the message): on ModelInfer's own connection to a plaintext target, else
+    /// on the channel. With [`super::ConnectOptions::legacy_grpc`] the request is encoded afresh
+    /// and its answer decoded, as first shipped.
     pub async fn infer_prepared(
         &self,
         prepared: &PreparedRequest,
@@ -151,6 +152,9 @@ impl TritonClient {
                 limit: limits.max_encode,
                 message: format!("request is {} bytes", prepared.encoded_len()),
             });
+        }
+        if let Some(direct) = self.direct() {
+            return direct.infer(prepared.framed.clone(), timeout).await;
         }
         let mut grpc = tonic::client::Grpc::new(FramedSend(self.channel()))
             .max_decoding_message_size(limits.max_decode)

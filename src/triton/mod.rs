@@ -13,6 +13,7 @@
 mod capabilities;
 mod client;
 mod connect;
+mod direct;
 mod encoded;
 mod error;
 pub mod shm;

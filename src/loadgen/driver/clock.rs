@@ -7,9 +7,9 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::task::{Context, Waker};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Wake, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -89,14 +89,80 @@ struct Scheduled {
 }
 
 /// Issues one arrival from the clock thread: polls the send once here, which takes it up to the
-/// gRPC channel (or into the backlog), and spawns the rest — the wait for the response — onto the
-/// runtime. Polling with a no-op waker is sound: the spawned task polls again at once, registering
-/// its real waker, and every future involved re-checks readiness on each poll.
+/// gRPC connection (or into the backlog), and leaves the rest — the wait for the response — to the
+/// runtime, handed over only when something wakes it (see [`Deferred`]).
 fn dispatch(runtime: &Handle, shared: Arc<TenantShared>, intended: Instant) {
-    let mut send: Pin<Box<dyn Future<Output = bool> + Send>> = Box::pin(send_one(shared, intended));
-    let mut cx = Context::from_waker(Waker::noop());
-    if send.as_mut().poll(&mut cx).is_pending() {
-        runtime.spawn(send);
+    let send: SendFuture = Box::pin(send_one(shared, intended));
+    Deferred::start(runtime, send);
+}
+
+type SendFuture = Pin<Box<dyn Future<Output = bool> + Send>>;
+
+/// A send first polled on the clock thread and spawned onto the runtime by its first wake-up: the
+/// response's arrival (or its deadline) then schedules it from the worker that saw it, where
+/// spawning at once from the clock thread would have a worker woken, across threads, only to poll
+/// it and find nothing yet.
+struct Deferred {
+    runtime: Handle,
+    state: Mutex<Stage>,
+}
+
+enum Stage {
+    /// The clock thread is polling it.
+    Polling,
+    /// Woken while the clock thread was polling: spawn as soon as the poll returns.
+    WokenEarly,
+    /// Pending, waiting for its wake-up.
+    Waiting(SendFuture),
+    /// Spawned, or finished on the clock thread.
+    Gone,
+}
+
+impl Deferred {
+    fn start(runtime: &Handle, mut send: SendFuture) {
+        let deferred = Arc::new(Deferred {
+            runtime: runtime.clone(),
+            state: Mutex::new(Stage::Polling),
+        });
+        let waker = Waker::from(Arc::clone(&deferred));
+        let mut cx = Context::from_waker(&waker);
+        if send.as_mut().poll(&mut cx).is_ready() {
+            *deferred.lock() = Stage::Gone;
+            return;
+        }
+        let mut state = deferred.lock();
+        if matches!(*state, Stage::WokenEarly) {
+            *state = Stage::Gone;
+            drop(state);
+            runtime.spawn(send);
+        } else {
+            *state = Stage::Waiting(send);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Stage> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Wake for Deferred {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let mut state = self.lock();
+        match std::mem::replace(&mut *state, Stage::Gone) {
+            Stage::Polling => *state = Stage::WokenEarly,
+            Stage::Waiting(send) => {
+                drop(state);
+                // Spawned, it is polled again at once with the runtime's own waker.
+                self.runtime.spawn(send);
+            }
+            other => *state = other,
+        }
     }
 }
 
@@ -200,4 +266,59 @@ fn apply(tenants: &mut HashMap<TenantId, Scheduled>, msg: ClockMsg) -> bool {
         ClockMsg::Stop => return false,
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Poll;
+
+    use super::*;
+
+    #[test]
+    fn a_send_woken_during_its_first_poll_or_later_still_finishes() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (done_tx, done_rx) = mpsc::channel();
+
+        // Woken from inside the clock thread's poll: the wake must not be lost.
+        let early_tx = done_tx.clone();
+        let mut polled = false;
+        Deferred::start(
+            runtime.handle(),
+            Box::pin(std::future::poll_fn(move |cx| {
+                if polled {
+                    let _ = early_tx.send("early");
+                    return Poll::Ready(true);
+                }
+                polled = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            })),
+        );
+
+        // Woken from another thread once the clock thread has let go of it.
+        let (wake_tx, wake_rx) = tokio::sync::oneshot::channel::<()>();
+        Deferred::start(
+            runtime.handle(),
+            Box::pin(async move {
+                let _ = wake_rx.await;
+                let _ = done_tx.send("late");
+                true
+            }),
+        );
+        thread::spawn(move || wake_tx.send(()));
+
+        let mut seen: Vec<&str> = (0..2)
+            .map(|_| {
+                done_rx
+                    .recv_timeout(Duration::from_secs(10))
+                    .expect("both sends finish")
+            })
+            .collect();
+        seen.sort_unstable();
+        assert_eq!(seen, ["early", "late"]);
+    }
 }
