@@ -129,10 +129,22 @@ pub fn plan(
         None => (None, None),
     };
     progress.stage("placing", 0);
-    let bins = search::search_from(&vt, sliced_bins.into_iter().collect()).ok_or_else(no_plan)?;
     let dedicated = search::dedicated(&vt).ok_or_else(no_plan)?;
-    progress.stage("capacity", 0);
-    let (plan, dedicated) = placements(&vt, &bins, &dedicated);
+    // The dedicated baseline's GPUs (their capacity searches) are described while the search
+    // places the tenants, which leaves a core idle much of the time, and then the plan's GPUs.
+    let (bins, plan_gpus, dedicated_gpus) = std::thread::scope(|scope| {
+        let baseline = scope.spawn(|| describe(&vt, &dedicated));
+        let bins = search::search_from(&vt, sliced_bins.into_iter().collect());
+        progress.stage("capacity", 0);
+        let plan_gpus = bins.as_deref().map(|b| describe(&vt, b));
+        let dedicated_gpus = baseline
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (bins, plan_gpus, dedicated_gpus)
+    });
+    let (bins, plan_gpus) = bins.zip(plan_gpus).ok_or_else(no_plan)?;
+    let plan = placement(&vt, &bins, plan_gpus);
+    let dedicated = placement(&vt, &dedicated, dedicated_gpus);
     let mut ranking = vec![
         ranked("plan", true, plan.gpus.len(), plan.usd_per_hour),
         ranked(
@@ -189,21 +201,18 @@ fn ranked(option: &str, verified: bool, gpus: usize, usd_per_hour: f64) -> Ranke
     }
 }
 
-/// The plan's and the dedicated baseline's GPUs described in one parallel map, so that both cores
-/// stay busy until the last capacity search ends (apart, the plan's two or three GPUs left one idle).
-fn placements(vt: &VirtualTime<'_>, plan: &[Bin], dedicated: &[Bin]) -> (Placement, Placement) {
-    let all: Vec<&Bin> = plan.iter().chain(dedicated).collect();
-    let mut gpus: Vec<GpuPlan> = super::parallel::map(&all, |b| gpu_plan(vt, b));
-    let dedicated_gpus = gpus.split_off(plan.len());
-    let placement = |bins: &[Bin], gpus: Vec<GpuPlan>| {
-        let usd_per_hour = search::cost(vt, bins);
-        Placement {
-            usd_per_hour,
-            usd_per_month: monthly_usd(usd_per_hour),
-            gpus,
-        }
-    };
-    (placement(plan, gpus), placement(dedicated, dedicated_gpus))
+/// Each GPU of a placement described, its capacity search and run at its rates, in parallel.
+fn describe(vt: &VirtualTime<'_>, bins: &[Bin]) -> Vec<GpuPlan> {
+    super::parallel::map(bins, |b| gpu_plan(vt, b))
+}
+
+fn placement(vt: &VirtualTime<'_>, bins: &[Bin], gpus: Vec<GpuPlan>) -> Placement {
+    let usd_per_hour = search::cost(vt, bins);
+    Placement {
+        usd_per_hour,
+        usd_per_month: monthly_usd(usd_per_hour),
+        gpus,
+    }
 }
 
 fn gpu_plan(vt: &VirtualTime<'_>, bin: &Bin) -> GpuPlan {
@@ -212,8 +221,7 @@ fn gpu_plan(vt: &VirtualTime<'_>, bin: &Bin) -> GpuPlan {
     let sharing = vt
         .sharing(bin.gpu, &bin.items)
         .unwrap_or(Sharing::CoLocated);
-    let capacity = vt.capacity(bin.gpu, &bin.items, sharing);
-    let at_rate = vt.evaluate(bin.gpu, &bin.items, 1.0, sharing);
+    let (capacity, at_rate) = vt.capacity(bin.gpu, &bin.items, sharing);
     let mut items = bin.items.clone();
     items.sort();
     let mut equivalents = 0.0;

@@ -11,9 +11,11 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Exp};
 
+use super::early::Missed;
 use super::threshold::{self, Probe};
+use super::traffic::Demand;
 use super::types::{GpuSetup, ModelSetup, SimError};
-use super::whatif::{GapSource, ModelReport, Offered, SearchOptions, Sla, simulate_offered};
+use super::whatif::{GapSource, ModelReport, Offered, SearchOptions, Sla, simulate_watched};
 
 /// How a tenant's requests arrive, at whatever rate the search asks for.
 #[derive(Clone)]
@@ -111,27 +113,58 @@ pub fn evaluate(
     scale: f64,
     options: &CapacityOptions,
 ) -> Result<Vec<TenantOutcome>, CapacityError> {
+    match run(gpu, mix, scale, options, false)? {
+        Ok(outcomes) => Ok(outcomes),
+        Err(missed) => unreachable!("a run with no SLA watched ended early: {missed:?}"),
+    }
+}
+
+/// [`evaluate`] for a pass/fail question: the run ends as soon as some tenant certainly misses
+/// its SLA, and then only that is known. A run that passes is exactly [`evaluate`]'s.
+pub fn evaluate_watched(
+    gpu: &GpuSetup,
+    mix: &[MixTenant],
+    scale: f64,
+    options: &CapacityOptions,
+) -> Result<Result<Vec<TenantOutcome>, Missed>, CapacityError> {
+    run(gpu, mix, scale, options, true)
+}
+
+fn run(
+    gpu: &GpuSetup,
+    mix: &[MixTenant],
+    scale: f64,
+    options: &CapacityOptions,
+    watch: bool,
+) -> Result<Result<Vec<TenantOutcome>, Missed>, CapacityError> {
     check(mix)?;
     let duration_s = duration(mix, scale, options);
-    let offered = mix
+    let demands = mix
         .iter()
         .enumerate()
         .map(|(i, t)| {
             let rate = t.rate_per_s * scale;
-            Offered {
+            Demand::Open(Offered {
                 setup: t.setup.clone(),
                 batch: t.batch,
                 rate_per_s: rate,
                 gaps: gaps(&t.arrivals, rate, stream_seed(options.seed, i)),
-            }
+            })
         })
         .collect();
-    let report = simulate_offered(gpu, offered, 0.0, duration_s)?;
-    Ok(mix
+    let slas: Vec<Option<Sla>> = match watch {
+        true => mix.iter().map(|t| Some(t.sla)).collect(),
+        false => Vec::new(),
+    };
+    let report = match simulate_watched(gpu, demands, 0.0, duration_s, &slas)? {
+        Ok(report) => report,
+        Err(missed) => return Ok(Err(missed)),
+    };
+    Ok(Ok(mix
         .iter()
         .zip(&report.models)
         .map(|(t, m)| outcome(m, &t.sla, t.rate_per_s * scale))
-        .collect())
+        .collect()))
 }
 
 /// The mix's capacity: bisection's k between a scale that meets every SLA and one that does not,
@@ -164,7 +197,13 @@ pub fn capacity(
     }
     let mut runs: Vec<(u32, Vec<TenantOutcome>)> = Vec::new();
     let found = threshold::last_passing(steps, prior, &known, |i| {
-        let o = evaluate(gpu, mix, scale(i), options)?;
+        let o = match evaluate_watched(gpu, mix, scale(i), options)? {
+            Ok(o) => o,
+            Err(missed) => {
+                let sla_ms = mix.get(missed.tenant).map_or(0.0, |t| t.sla.latency_ms);
+                return Ok(Probe::of_latency(false, missed.latency_ms, sla_ms));
+            }
+        };
         let p = probe(mix, &o);
         runs.push((i, o));
         Ok::<_, CapacityError>(p)

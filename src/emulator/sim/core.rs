@@ -97,6 +97,9 @@ pub struct Sim {
     /// (allocation per event was a large share of a plan's time).
     ready: Vec<usize>,
     computing: Vec<(ModelId, f64)>,
+    /// γ between the models of every two slots, `[slot][slot]`, kept with the model table: rates are
+    /// recomputed at every event, and looking γ up by model name there cost more than the rest.
+    gammas: Vec<Vec<f64>>,
 }
 
 impl Sim {
@@ -116,6 +119,7 @@ impl Sim {
             next_seq: 0,
             ready: Vec::new(),
             computing: Vec::new(),
+            gammas: Vec::new(),
         }
     }
 
@@ -171,6 +175,16 @@ impl Sim {
                 self.slots.len() - 1
             }
         };
+        self.gammas = self
+            .slots
+            .iter()
+            .map(|a| {
+                let gpu = &self.gpu;
+                let row = self.slots.iter();
+                row.map(|b| gpu.gamma_between(&a.setup.name, &b.setup.name))
+                    .collect()
+            })
+            .collect();
         Ok(self.id_of(slot))
     }
 
@@ -575,14 +589,13 @@ impl Sim {
                 .filter(|e| e.phase == Phase::Infer)
                 .map(|e| (e.model, e.occupancy)),
         );
-        let slots = &self.slots;
-        let gpu = &self.gpu;
+        let gammas = &self.gammas;
         for e in self.execs.iter_mut().filter(|e| e.phase == Phase::Infer) {
-            let own = &slots[e.model.slot].setup.name;
+            let own = &gammas[e.model.slot];
             let others: f64 = computing
                 .iter()
                 .filter(|(m, _)| *m != e.model)
-                .map(|&(m, occ)| gpu.gamma_between(own, &slots[m.slot].setup.name) * occ)
+                .map(|&(m, occ)| own[m.slot] * occ)
                 .sum();
             e.rate = 1.0 / (u.max(1.0) * (1.0 + others));
             e.ends = now + (e.remaining / e.rate).ceil() as u64;

@@ -16,6 +16,7 @@ mod batcher;
 mod capacity;
 mod catalog;
 mod core;
+mod early;
 mod peak;
 mod threshold;
 mod traffic;
@@ -24,10 +25,11 @@ mod whatif;
 
 pub use self::capacity::{
     CapacityError, CapacityOptions, MixArrivals, MixCapacity, MixTenant, TenantOutcome, capacity,
-    evaluate,
+    evaluate, evaluate_watched,
 };
 pub use self::catalog::{engine_bytes_per_image, gpu_setup, model_setup};
 pub use self::core::Sim;
+pub use self::early::Missed;
 pub use self::traffic::{ClosedLoop, Demand};
 pub use peak::{GridRun, PeakGrid, solo_peak, solo_peak_with};
 pub use types::{
@@ -37,4 +39,5 @@ pub use types::{
 pub use whatif::{
     Arrivals, Colocation, GapSource, ModelReport, Offered, SearchOptions, SimReport, Sla, Workload,
     best_colocation, colocation_point, simulate, simulate_demands, simulate_offered,
+    simulate_watched,
 };

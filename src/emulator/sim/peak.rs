@@ -7,7 +7,7 @@
 
 use super::threshold::{self, Probe};
 use super::types::{GpuSetup, ModelSetup, SimError};
-use super::whatif::{Arrivals, SearchOptions, Sla, Workload, meets, simulate};
+use super::whatif::{Arrivals, SearchOptions, Sla, Workload, meets, simulate_against};
 
 /// The highest Poisson request rate (req/s, `batch` images each) at which `model` alone on `gpu` meets
 /// `percentile` ≤ `sla_ms`, with [`SearchOptions::for_sla`].
@@ -84,14 +84,26 @@ impl<'a> PeakGrid<'a> {
             batch: self.batch,
             arrivals: Arrivals::Poisson,
         };
-        let report = simulate(
+        let sla = &self.sla;
+        let floor = trickle_ms(self.gpu, self.model, self.batch);
+        // A run that certainly misses is ended there; its guessed latency only places the next probe.
+        let report = match simulate_against(
             self.gpu,
             &[(self.model.clone(), workload)],
             self.options.duration_s,
             self.options.seed,
-        )?;
-        let sla = &self.sla;
-        let floor = trickle_ms(self.gpu, self.model, self.batch);
+            &[Some(*sla)],
+        )? {
+            Ok(report) => report,
+            Err(missed) => {
+                return Ok(Probe::of_latency_over(
+                    false,
+                    missed.latency_ms,
+                    sla.latency_ms,
+                    floor,
+                ));
+            }
+        };
         Ok(match report.models.first() {
             Some(m) => Probe::of_latency_over(
                 meets(m, sla),

@@ -9,6 +9,7 @@ use rand::rngs::StdRng;
 use rand_distr::{Distribution, Exp};
 
 use super::core::Sim;
+use super::early::{Missed, Watch};
 use super::traffic::{Demand, Source};
 use super::types::{Completion, GpuSetup, ModelCounters, ModelSetup, Nanos, SimError};
 
@@ -116,7 +117,26 @@ pub fn simulate(
     duration_s: f64,
     seed: u64,
 ) -> Result<SimReport, SimError> {
-    let offered = models
+    simulate_offered(gpu, offered(models, seed), 0.0, duration_s)
+}
+
+/// [`simulate`], ended as [`simulate_watched`] ends a run.
+pub(super) fn simulate_against(
+    gpu: &GpuSetup,
+    models: &[(ModelSetup, Workload)],
+    duration_s: f64,
+    seed: u64,
+    slas: &[Option<Sla>],
+) -> Result<Result<SimReport, Missed>, SimError> {
+    let demands = offered(models, seed)
+        .into_iter()
+        .map(Demand::Open)
+        .collect();
+    simulate_watched(gpu, demands, 0.0, duration_s, slas)
+}
+
+fn offered(models: &[(ModelSetup, Workload)], seed: u64) -> Vec<Offered<'static>> {
+    models
         .iter()
         .enumerate()
         .map(|(i, (setup, w))| Offered {
@@ -125,8 +145,7 @@ pub fn simulate(
             rate_per_s: w.rate_per_s,
             gaps: workload_gaps(w, seed, i),
         })
-        .collect();
-    simulate_offered(gpu, offered, 0.0, duration_s)
+        .collect()
 }
 
 /// Runs the offered loads for `warmup_s + duration_s` of virtual time and reports on the requests that
@@ -150,6 +169,22 @@ pub fn simulate_demands(
     warmup_s: f64,
     duration_s: f64,
 ) -> Result<SimReport, SimError> {
+    match simulate_watched(gpu, demands, warmup_s, duration_s, &[])? {
+        Ok(report) => Ok(report),
+        Err(missed) => unreachable!("a run with no SLA watched ended early: {missed:?}"),
+    }
+}
+
+/// [`simulate_demands`], ended as soon as some tenant certainly misses its SLA in `slas` (one per
+/// demand, `None` for none): then `Err` names it, and nothing else of the run is known. A run that
+/// is not ended is exactly the full run, report and all; see [`early`](super::early).
+pub fn simulate_watched(
+    gpu: &GpuSetup,
+    demands: Vec<Demand<'_>>,
+    warmup_s: f64,
+    duration_s: f64,
+    slas: &[Option<Sla>],
+) -> Result<Result<SimReport, Missed>, SimError> {
     let mut sim = Sim::new(gpu.clone());
     let mut ids = Vec::with_capacity(demands.len());
     for d in &demands {
@@ -171,6 +206,13 @@ pub fn simulate_demands(
     }
     let start: Nanos = (warmup_s.max(0.0) * 1e9) as Nanos;
     let end: Nanos = start + (duration_s.max(0.0) * 1e9) as Nanos;
+    let (demands, mut watch) = match slas.iter().any(Option::is_some) {
+        true => {
+            let (demands, watch) = Watch::new(demands, slas, start, end);
+            (demands, Some(watch))
+        }
+        false => (demands, None),
+    };
     let mut meta: Vec<(String, u32, f64)> = Vec::with_capacity(demands.len());
     let mut sources: Vec<Source> = Vec::with_capacity(demands.len());
     for d in demands {
@@ -211,7 +253,13 @@ pub fn simulate_demands(
             let (arrived, index, counted) = tokens[c.token as usize];
             sources[index].completed(c.finished_at);
             if counted {
-                stats[index].record(arrived, c.finished_at, end);
+                let micros = stats[index].record(arrived, c.finished_at, end);
+                if let Some(missed) = watch
+                    .as_mut()
+                    .and_then(|w| w.record(index, micros, c.finished_at))
+                {
+                    return Ok(Err(missed));
+                }
             }
         }
         if t == end && gpu_at_end.is_none() {
@@ -246,7 +294,7 @@ pub fn simulate_demands(
         })
         .collect();
     let seconds = (total / 1e9).max(1e-9);
-    Ok(SimReport {
+    Ok(Ok(SimReport {
         duration_s,
         models: reports,
         gpu_utilization: gpu_end.busy_ns as f64 / total,
@@ -255,7 +303,7 @@ pub fn simulate_demands(
         energy_j: gpu_end.energy_j,
         memory_used_bytes: gpu_end.memory_used_bytes,
         memory_total_bytes: gpu_end.memory_total_bytes,
-    })
+    }))
 }
 
 /// The simulator's own arrival streams, each with its own generator so that adding a model does not shift
@@ -287,7 +335,7 @@ struct Tally {
 impl Tally {
     /// One request that arrived at `arrived` and finished at `finished`; it counts towards the
     /// achieved rate only if it finished by `end`.
-    fn record(&mut self, arrived: Nanos, finished: Nanos, end: Nanos) {
+    fn record(&mut self, arrived: Nanos, finished: Nanos, end: Nanos) -> u64 {
         let latency = finished.saturating_sub(arrived);
         let micros = latency.div_ceil(1_000).max(1);
         // Auto-resizing, so `record` grows to fit; saturating only guards the impossible error.
@@ -299,6 +347,7 @@ impl Tally {
         if finished <= end {
             self.completed_in_window += 1;
         }
+        micros
     }
 
     /// The model's report over a measured span of `span_ns`.
@@ -341,11 +390,15 @@ impl Tally {
             completed_in_window: 0,
             in_system_ns: 0.0,
             latency_sum_ns: 0.0,
-            // Auto-resizing, so any latency records; creation fails only for > 5 significant figures.
-            latency_us: Histogram::new(3)
-                .expect("3 significant figures is a valid histogram precision"),
+            latency_us: latency_histogram(),
         }
     }
+}
+
+/// The histogram a run's latencies are recorded in, microseconds.
+pub(super) fn latency_histogram() -> Histogram<u64> {
+    // Auto-resizing, so any latency records; creation fails only for > 5 significant figures.
+    Histogram::new(3).expect("3 significant figures is a valid histogram precision")
 }
 
 /// A latency objective: `percentile` (0–100) of latencies within `latency_ms`.

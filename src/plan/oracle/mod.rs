@@ -11,7 +11,7 @@ mod prune;
 mod slicing;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 
@@ -53,6 +53,11 @@ impl Mix {
             meets: false,
             latency_ms: vec![f64::INFINITY; n],
         }
+    }
+
+    /// A run ended once some tenant certainly missed its SLA: no latency is known.
+    fn missed(n: usize) -> Mix {
+        Mix::refused(n)
     }
 
     fn of(outcomes: &[TenantOutcome]) -> Mix {
@@ -105,7 +110,9 @@ pub struct VirtualTime<'a> {
     shards: Vec<Vec<Option<u32>>>,
     /// GPU types left out because another serves every tenant at least as well for no more.
     dominated: Vec<Dominated>,
-    memo: Mutex<HashMap<Key, Arc<Mix>>>,
+    /// One cell per mix, taken under the lock and filled outside it: a thread asking for a mix
+    /// another is running waits for that run instead of making it again.
+    memo: Mutex<HashMap<Key, Arc<OnceLock<Arc<Mix>>>>>,
 }
 
 impl<'a> VirtualTime<'a> {
@@ -370,24 +377,24 @@ impl<'a> VirtualTime<'a> {
         })
     }
 
-    /// The mix `items` on GPU type `g`, shared as `sharing`, with every rate × `scale`, memoised.
-    /// Latencies come in the order of the sorted items.
+    /// Whether the mix `items` on GPU type `g`, shared as `sharing`, with every rate × `scale`,
+    /// meets every SLA, memoised. A run that misses is ended as soon as that is certain, so only
+    /// a passing mix has its latencies (in the order of the sorted items).
     pub fn evaluate(&self, g: usize, items: &[Item], scale: f64, sharing: Sharing) -> Arc<Mix> {
-        let mut sorted = items.to_vec();
-        sorted.sort();
-        let key = (g, sorted, scale.to_bits(), sharing);
-        if let Some(hit) = self.memo.lock().ok().and_then(|m| m.get(&key).cloned()) {
-            return hit;
-        }
-        let mix = Arc::new(match sharing {
-            Sharing::CoLocated => self.run(g, &key.1, scale),
-            Sharing::TimeSliced => self.run_sliced(g, &key.1, scale),
+        let key = (g, sorted(items), scale.to_bits(), sharing);
+        let cell = match self.memo.lock() {
+            Ok(mut memo) => Arc::clone(memo.entry(key.clone()).or_default()),
+            Err(_) => Arc::new(OnceLock::new()),
+        };
+        let mix = cell.get_or_init(|| {
+            let mix = match sharing {
+                Sharing::CoLocated => self.run(g, &key.1, scale, true),
+                Sharing::TimeSliced => self.run_sliced(g, &key.1, scale, true),
+            };
+            self.progress.advance(1);
+            Arc::new(mix)
         });
-        self.progress.advance(1);
-        if let Ok(mut memo) = self.memo.lock() {
-            memo.insert(key, Arc::clone(&mix));
-        }
-        mix
+        Arc::clone(mix)
     }
 
     /// How `items` can share a GPU of type `g` with the headroom: co-located when that meets every
@@ -421,33 +428,59 @@ impl<'a> VirtualTime<'a> {
         !repeated && items.iter().all(|i| self.choice(i.tenant, g).is_some())
     }
 
-    fn run(&self, g: usize, items: &[Item], scale: f64) -> Mix {
+    /// The co-located run; `watch` ends it once it certainly misses (see [`Mix::missed`]).
+    fn run(&self, g: usize, items: &[Item], scale: f64, watch: bool) -> Mix {
         if !self.admissible(g, items) {
             return Mix::refused(items.len());
         }
-        match sim::evaluate(&self.gpus[g], &self.mix(g, items), scale, &RUNS) {
-            Ok(outcomes) if outcomes.len() == items.len() => Mix::of(&outcomes),
+        let (gpu, mix) = (&self.gpus[g], self.mix(g, items));
+        let outcomes = match watch {
+            true => sim::evaluate_watched(gpu, &mix, scale, &RUNS),
+            false => sim::evaluate(gpu, &mix, scale, &RUNS).map(Ok),
+        };
+        match outcomes {
+            Ok(Ok(outcomes)) if outcomes.len() == items.len() => Mix::of(&outcomes),
+            Ok(Err(_)) => Mix::missed(items.len()),
             _ => Mix::refused(items.len()),
         }
     }
 
     /// The largest common scale of the mix's rates at which every SLA still holds, shared as
-    /// `sharing`: the capacity code's search, on the whole mix or on each tenant's slice.
-    pub fn capacity(&self, g: usize, items: &[Item], sharing: Sharing) -> f64 {
+    /// `sharing` (the capacity code's search, on the whole mix or on each tenant's slice), and
+    /// the whole run of the mix at its rates (in sorted order). Co-located, that run is the
+    /// search's first when the items come sorted.
+    pub fn capacity(&self, g: usize, items: &[Item], sharing: Sharing) -> (f64, Mix) {
         if !self.admissible(g, items) {
-            return 0.0;
+            return (0.0, Mix::refused(items.len()));
         }
+        let in_order = items.is_sorted();
         match sharing {
-            Sharing::CoLocated => {
-                sim::capacity(&self.gpus[g], &self.mix(g, items), &RUNS).map_or(0.0, |c| c.k)
-            }
-            Sharing::TimeSliced => self.sliced_capacity(g, items),
+            Sharing::CoLocated => match sim::capacity(&self.gpus[g], &self.mix(g, items), &RUNS) {
+                // Tenants load in the order given, so only a run in sorted order is reused.
+                Ok(c) if in_order && c.at_operating.len() == items.len() => {
+                    (c.k, Mix::of(&c.at_operating))
+                }
+                c => (
+                    c.map_or(0.0, |c| c.k),
+                    self.run(g, &sorted(items), 1.0, false),
+                ),
+            },
+            Sharing::TimeSliced => (
+                self.sliced_capacity(g, items),
+                self.run_sliced(g, &sorted(items), 1.0, false),
+            ),
         }
     }
 
     pub fn gpu_count(&self) -> usize {
         self.gpus.len()
     }
+}
+
+fn sorted(items: &[Item]) -> Vec<Item> {
+    let mut sorted = items.to_vec();
+    sorted.sort();
+    sorted
 }
 
 /// A dynamic batcher for a tenant whose session and profile leave batching open: a queue delay of

@@ -42,8 +42,9 @@ impl VirtualTime<'_> {
         Some(demand.iter().map(|d| d / total).collect())
     }
 
-    /// The time-sliced mix at `scale`: each shard alone on its slice, against its SLA.
-    pub(super) fn run_sliced(&self, g: usize, items: &[Item], scale: f64) -> Mix {
+    /// The time-sliced mix at `scale`: each shard alone on its slice, against its SLA; `watch`
+    /// ends a shard's run once it certainly misses (see [`Mix::missed`]).
+    pub(super) fn run_sliced(&self, g: usize, items: &[Item], scale: f64, watch: bool) -> Mix {
         let refused = || Mix::refused(items.len());
         if !self.admissible(g, items) {
             return refused();
@@ -61,8 +62,13 @@ impl VirtualTime<'_> {
                 on_slice(&c.setup, slice),
                 self.shard_rate(item),
             )];
-            match sim::evaluate(&self.gpus[g], &alone, scale, &RUNS) {
-                Ok(o) if o.len() == 1 => outcomes.extend(o),
+            let outcome = match watch {
+                true => sim::evaluate_watched(&self.gpus[g], &alone, scale, &RUNS),
+                false => sim::evaluate(&self.gpus[g], &alone, scale, &RUNS).map(Ok),
+            };
+            match outcome {
+                Ok(Ok(o)) if o.len() == 1 => outcomes.extend(o),
+                Ok(Err(_)) => return Mix::missed(items.len()),
                 _ => return refused(),
             }
         }
