@@ -71,7 +71,7 @@ impl TenantRecorder {
     pub fn record_lateness(&self, sent_at: Instant, lateness: Duration, late_after: Duration) {
         let late = lateness > late_after;
         self.with(|l| {
-            let measured = !l.measure_from.is_some_and(|from| sent_at < from);
+            let measured = l.measure_from.is_none_or(|from| sent_at >= from);
             let i = l.bucket(sent_at);
             i.late += u64::from(late);
             if measured {
