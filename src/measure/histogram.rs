@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use hdrhistogram::{Counter, Histogram};
 
+use crate::vocab::quantiles::Quantiles;
 use crate::vocab::snapshot::Percentiles;
 
 /// Lowest value the histogram discerns, in microseconds.
@@ -163,6 +164,33 @@ impl<C: Counter> LatencyHistogram<C> {
         }
     }
 
+    /// The values at ascending quantiles `qs` (each in [0, 1]), in one pass over the buckets:
+    /// quantile 0 is the least value, 1 the greatest. Empty when nothing was recorded.
+    pub fn quantiles(&self, qs: &[f64]) -> Quantiles {
+        let n = self.hist.len();
+        if n == 0 {
+            return Quantiles::default();
+        }
+        let mut ms = Vec::with_capacity(qs.len());
+        let mut wanted = qs
+            .iter()
+            .map(|q| ((q.clamp(0.0, 1.0) * n as f64).ceil() as u64).max(1));
+        let mut next = wanted.next();
+        let mut seen = 0u64;
+        for v in self.hist.iter_recorded() {
+            seen += v.count_at_value().as_u64();
+            while next.is_some_and(|rank| rank <= seen) {
+                ms.push(self.hist.highest_equivalent(v.value_iterated_to()) as f64 / 1000.0);
+                next = wanted.next();
+            }
+        }
+        // Ranks past the count (rounding) read as the greatest value.
+        while ms.len() < qs.len() {
+            ms.push(self.hist.max() as f64 / 1000.0);
+        }
+        Quantiles { q: qs.to_vec(), ms }
+    }
+
     /// Forgets every value, keeping the allocation.
     pub fn reset(&mut self) {
         self.hist.reset();
@@ -191,6 +219,22 @@ fn duration_us(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantiles_run_from_the_least_value_to_the_greatest() {
+        let mut h = LatencyHistogram::<u64>::new();
+        for us in 1..=1000 {
+            h.record(Duration::from_micros(us));
+        }
+        let q = h.quantiles(&[0.0, 0.5, 0.9, 0.999, 1.0]);
+        assert_eq!(q.q, vec![0.0, 0.5, 0.9, 0.999, 1.0]);
+        assert_eq!(q.ms, vec![0.001, 0.5, 0.9, 0.999, 1.0]);
+        assert_eq!(q.validate(), Ok(()));
+        assert_eq!(
+            LatencyHistogram::<u64>::new().quantiles(&[0.5]),
+            Quantiles::default()
+        );
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

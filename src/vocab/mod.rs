@@ -9,5 +9,6 @@ pub mod client_bound;
 pub mod command;
 pub mod datatype;
 pub mod fleet;
+pub mod quantiles;
 pub mod snapshot;
 pub mod spec;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::vocab::capacity::{CapacityView, WhatIfView};
 pub use crate::vocab::client_bound::{ClientBound, ClientBoundReason, ClientView};
+use crate::vocab::quantiles::Quantiles;
 use crate::vocab::spec::{DynamicBatching, Load, Sla};
 
 /// Identifies a tenant for the whole run (indices shift when tenants are removed; ids do not).
@@ -216,6 +217,10 @@ pub struct Totals {
     /// Over the measured period.
     pub latency_ms: Percentiles,
     pub service_latency_ms: Percentiles,
+    /// How late the client sent requests of the measured period, from their intended send times
+    /// (a closed loop's from its predecessor's response); `None` before any send.
+    #[serde(default)]
+    pub send_lateness_ms: Option<Quantiles>,
     pub attainment: Option<f64>,
     pub sla_met: Option<bool>,
     pub achieved_per_s: f64,

@@ -117,14 +117,16 @@ fn within_us(sla_ms: f64) -> u64 {
 
 /// `demand` with its sends up to `end` drawn now, and how many of them the run measures (sent at
 /// or after `start`). The sends are drawn through a [`Source`] as the run's loop steps one, so the
-/// count is that of the run; the demand returned replays the same gaps. `None` for a closed loop.
+/// count is that of the run; the demand returned replays the same gaps, and its send delays come
+/// from the same seed. `None` for a closed loop.
 fn drawn<'a>(demand: Demand<'a>, start: Nanos, end: Nanos) -> (Demand<'a>, Option<u64>) {
-    let (offered, turnaround_s) = match demand {
-        Demand::Open(o) => (o, None),
+    let (offered, turnaround_s, lateness) = match demand {
+        Demand::Open(o) => (o, None, None),
         Demand::OpenWithTurnaround {
             offered,
             turnaround_s,
-        } => (offered, Some(turnaround_s)),
+            lateness,
+        } => (offered, Some(turnaround_s), lateness),
         closed @ Demand::Closed(_) => return (closed, None),
     };
     let Offered {
@@ -152,13 +154,14 @@ fn drawn<'a>(demand: Demand<'a>, start: Nanos, end: Nanos) -> (Demand<'a>, Optio
             Some(turnaround_s) => Demand::OpenWithTurnaround {
                 offered,
                 turnaround_s,
+                lateness: lateness.clone(),
             },
         }
     };
     let mut source = Source::new(rebuild(recording));
     let mut measured = 0u64;
     while let Some(t) = source.next().filter(|&t| t < end) {
-        if source.sent_at(t) >= start {
+        if source.intended().unwrap_or(t) >= start {
             measured += 1;
         }
         source.step();

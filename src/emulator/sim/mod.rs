@@ -30,7 +30,7 @@ pub use self::capacity::{
 pub use self::catalog::{engine_bytes_per_image, gpu_setup, model_setup};
 pub use self::core::Sim;
 pub use self::early::Missed;
-pub use self::traffic::{ClosedLoop, Demand};
+pub use self::traffic::{ClosedLoop, Demand, Lateness};
 pub use peak::{GridRun, PeakGrid, solo_peak, solo_peak_with};
 pub use types::{
     BatchCounters, COPY_SETUP_NS, Completion, GpuCounters, GpuSetup, ModelCounters, ModelId,

@@ -4,10 +4,15 @@
 //! Both are the same thing to the run loop, a source of send times, so open and closed tenants share
 //! one loop and one tally.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 
 use super::types::{ModelSetup, Nanos};
 use super::whatif::{GapSource, Offered};
+use crate::vocab::quantiles::Quantiles;
 
 /// A closed-loop tenant for [`simulate_demands`](super::simulate_demands): `concurrency` requests always
 /// in flight, as perf_analyzer's concurrency mode and the load generator's closed loop keep them.
@@ -19,21 +24,34 @@ pub struct ClosedLoop {
     /// Requests in flight at every moment.
     pub concurrency: u32,
     /// Seconds from a response leaving the server to the next request reaching it: the transport
-    /// both ways, which the server's clocks never see. The client is taken to send at once (as the
-    /// load generator's workers do), so the whole turnaround is part of the latency the client sees.
+    /// both ways, which the server's clocks never see. The whole turnaround is part of the latency
+    /// the client sees.
     pub turnaround_s: f64,
+    /// The client's gap from a response to its successor's send, drawn per request; none sends
+    /// at once. Latency counts from the response, as the load generator's closed loop counts it.
+    pub lateness: Option<Lateness>,
+}
+
+/// How late a client sends, as a distribution to draw each request's delay from, seeded so that a
+/// prediction is repeatable: a run's measured send lateness, replayed in virtual time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lateness {
+    pub quantiles: Quantiles,
+    pub seed: u64,
 }
 
 /// One tenant's load for a virtual-time run.
 pub enum Demand<'a> {
     /// Arrivals at the server as the process gives them (a client with no transport cost).
     Open(Offered<'a>),
-    /// The process gives the client's send times, and each request reaches the server
-    /// `turnaround_s` later: the client's transport both ways (see [`ClosedLoop::turnaround_s`]),
-    /// part of the latency it sees but never of the server's clocks.
+    /// The process gives the client's intended send times; each request is sent its drawn
+    /// `lateness` after that (none: on time) and reaches the server `turnaround_s` after its send:
+    /// the client's transport both ways (see [`ClosedLoop::turnaround_s`]). Both are part of the
+    /// latency it sees, which counts from the intended time, but never of the server's clocks.
     OpenWithTurnaround {
         offered: Offered<'a>,
         turnaround_s: f64,
+        lateness: Option<Lateness>,
     },
     Closed(ClosedLoop),
 }
@@ -66,100 +84,152 @@ fn turnaround_ns(seconds: f64) -> Nanos {
     (seconds.max(0.0) * 1e9).round() as Nanos
 }
 
-/// One tenant's send times as absolute virtual times.
-pub(super) enum Source<'a> {
+/// Draws each request's send delay from a [`Lateness`]; none draws zero.
+pub(super) struct Delays {
+    draw: Option<(Quantiles, StdRng)>,
+}
+
+impl Delays {
+    fn new(lateness: Option<Lateness>) -> Delays {
+        Delays {
+            draw: lateness.map(|l| (l.quantiles, StdRng::seed_from_u64(l.seed))),
+        }
+    }
+
+    /// The next delay, in ns.
+    fn next_ns(&mut self) -> f64 {
+        match &mut self.draw {
+            Some((q, rng)) => q.value_at(rng.random::<f64>()) * 1e6,
+            None => 0.0,
+        }
+    }
+}
+
+/// Requests sent but not yet at the server, earliest arrival first: (arrival, intended send).
+type InTransit = BinaryHeap<Reverse<(Nanos, Nanos)>>;
+
+/// One tenant's arrivals at the server as absolute virtual times, each with its intended send time.
+pub(super) struct Source<'a> {
+    kind: Kind<'a>,
+    in_transit: InTransit,
+    /// From a send to its arrival at the server.
+    turnaround_ns: Nanos,
+    delays: Delays,
+}
+
+enum Kind<'a> {
     Open {
-        /// The next arrival at the server.
-        next: Option<Nanos>,
-        /// Time of the last send, in ns (fractional, so gaps do not round away).
-        clock: f64,
+        /// The next intended send not yet in transit, in ns (fractional, so gaps do not round
+        /// away); `None` once the process has no more.
+        upcoming: Option<f64>,
         gaps: GapSource<'a>,
-        /// From a send to its arrival at the server.
-        turnaround_ns: Nanos,
     },
-    Closed {
-        /// Sends due, in time order: completions come in time order and the turnaround is fixed.
-        due: VecDeque<Nanos>,
-        turnaround_ns: Nanos,
-    },
+    /// Sends come from completions.
+    Closed,
 }
 
 impl<'a> Source<'a> {
-    /// The source of `demand`; a closed loop sends its first `concurrency` requests at time zero.
+    /// The source of `demand`; a closed loop means to send its first `concurrency` requests at
+    /// time zero.
     pub(super) fn new(demand: Demand<'a>) -> Source<'a> {
-        let open = |o: Offered<'a>, turnaround_ns| {
-            let mut source = Source::Open {
-                next: None,
-                clock: 0.0,
-                gaps: o.gaps,
-                turnaround_ns,
+        let open = |o: Offered<'a>, turnaround_s, lateness| {
+            let mut source = Source {
+                kind: Kind::Open {
+                    upcoming: Some(0.0),
+                    gaps: o.gaps,
+                },
+                in_transit: InTransit::new(),
+                turnaround_ns: turnaround_ns(turnaround_s),
+                delays: Delays::new(lateness),
             };
-            source.step();
+            // The process's first gap leads to its first send, as the load generator's clock has it.
+            source.advance_upcoming();
+            source.fill();
             source
         };
         match demand {
-            Demand::Open(o) => open(o, 0),
+            Demand::Open(o) => open(o, 0.0, None),
             Demand::OpenWithTurnaround {
                 offered,
                 turnaround_s,
-            } => open(offered, turnaround_ns(turnaround_s)),
+                lateness,
+            } => open(offered, turnaround_s, lateness),
             Demand::Closed(c) => {
-                let turnaround_ns = turnaround_ns(c.turnaround_s);
-                Source::Closed {
-                    due: std::iter::repeat_n(turnaround_ns, c.concurrency as usize).collect(),
-                    turnaround_ns,
-                }
-            }
-        }
-    }
-
-    /// The next send time, if any.
-    pub(super) fn next(&self) -> Option<Nanos> {
-        match self {
-            Source::Open { next, .. } => *next,
-            Source::Closed { due, .. } => due.front().copied(),
-        }
-    }
-
-    /// Moves past the send at [`next`](Self::next).
-    pub(super) fn step(&mut self) {
-        match self {
-            Source::Open {
-                next,
-                clock,
-                gaps,
-                turnaround_ns,
-            } => {
-                let gap = gaps() * 1e9;
-                *clock += gap.max(0.0);
-                let arrival = *clock + *turnaround_ns as f64;
-                *next = if arrival.is_finite() && arrival < u64::MAX as f64 {
-                    Some(arrival as Nanos)
-                } else {
-                    None
+                let mut source = Source {
+                    kind: Kind::Closed,
+                    in_transit: InTransit::new(),
+                    turnaround_ns: turnaround_ns(c.turnaround_s),
+                    delays: Delays::new(c.lateness),
                 };
-            }
-            Source::Closed { due, .. } => {
-                due.pop_front();
-            }
-        }
-    }
-
-    /// When the client sent a request that reaches the server at `arrival`: latency and the measured
-    /// period are the client's, from its send.
-    pub(super) fn sent_at(&self, arrival: Nanos) -> Nanos {
-        match self {
-            Source::Open { turnaround_ns, .. } | Source::Closed { turnaround_ns, .. } => {
-                arrival.saturating_sub(*turnaround_ns)
+                for _ in 0..c.concurrency {
+                    source.send(0.0);
+                }
+                source
             }
         }
     }
 
-    /// One of this source's requests completed at `at`: a closed loop sends its successor after the
-    /// turnaround; an open process does not care.
+    /// Puts the request intended for `intended` (ns) in transit, its delay drawn.
+    fn send(&mut self, intended: f64) {
+        let arrival = intended + self.delays.next_ns() + self.turnaround_ns as f64;
+        if arrival.is_finite() && arrival < u64::MAX as f64 {
+            self.in_transit
+                .push(Reverse((arrival as Nanos, intended as Nanos)));
+        }
+    }
+
+    fn advance_upcoming(&mut self) {
+        if let Kind::Open { upcoming, gaps } = &mut self.kind {
+            *upcoming = upcoming
+                .map(|at| at + (gaps() * 1e9).max(0.0))
+                .filter(|at| at.is_finite() && *at < u64::MAX as f64);
+        }
+    }
+
+    /// Sends from the open process until no later send can arrive before the earliest in
+    /// transit: a delay is never negative, so nothing intended later can arrive before its own
+    /// intended time plus the turnaround.
+    fn fill(&mut self) {
+        loop {
+            let Kind::Open {
+                upcoming: Some(at), ..
+            } = self.kind
+            else {
+                return;
+            };
+            let earliest = self.in_transit.peek().map(|Reverse((a, _))| *a as f64);
+            if earliest.is_some_and(|e| e <= at + self.turnaround_ns as f64) {
+                return;
+            }
+            self.send(at);
+            self.advance_upcoming();
+        }
+    }
+
+    /// The next arrival at the server, if any.
+    pub(super) fn next(&self) -> Option<Nanos> {
+        self.in_transit.peek().map(|Reverse((arrival, _))| *arrival)
+    }
+
+    /// When the client meant to send the request arriving at [`next`](Self::next): latency and
+    /// the measured period are the client's, from that time.
+    pub(super) fn intended(&self) -> Option<Nanos> {
+        self.in_transit
+            .peek()
+            .map(|Reverse((_, intended))| *intended)
+    }
+
+    /// Moves past the arrival at [`next`](Self::next).
+    pub(super) fn step(&mut self) {
+        self.in_transit.pop();
+        self.fill();
+    }
+
+    /// One of this source's requests completed at `at`: a closed loop means to send its
+    /// successor then; an open process does not care.
     pub(super) fn completed(&mut self, at: Nanos) {
-        if let Source::Closed { due, turnaround_ns } = self {
-            due.push_back(at.saturating_add(*turnaround_ns));
+        if matches!(self.kind, Kind::Closed) {
+            self.send(at as f64);
         }
     }
 }
@@ -189,6 +259,7 @@ mod tests {
             batch: 1,
             concurrency: 2,
             turnaround_s: 1e-6,
+            lateness: None,
         }));
         assert_eq!(
             s.next(),
@@ -206,9 +277,9 @@ mod tests {
             "the successor follows the turnaround"
         );
         assert_eq!(
-            s.sent_at(6_000),
-            5_000,
-            "the client sent it as the response came back"
+            s.intended(),
+            Some(5_000),
+            "the client meant to send it as the response came back"
         );
     }
 
@@ -222,6 +293,7 @@ mod tests {
             batch: 1,
             concurrency,
             turnaround_s,
+            lateness: None,
         });
         let report = super::super::simulate_demands(&gpu, vec![demand], 1.0, 10.0).expect("runs");
         report.models.into_iter().next().expect("one model")
@@ -263,11 +335,12 @@ mod tests {
                 gaps: Box::new(|| 0.001),
             },
             turnaround_s: 250e-6,
+            lateness: None,
         });
         assert_eq!(s.next(), Some(1_250_000));
         assert_eq!(
-            s.sent_at(1_250_000),
-            1_000_000,
+            s.intended(),
+            Some(1_000_000),
             "latency counts from the send"
         );
         s.step();
@@ -294,6 +367,7 @@ mod tests {
             let demand = Demand::OpenWithTurnaround {
                 offered,
                 turnaround_s,
+                lateness: None,
             };
             let report =
                 super::super::simulate_demands(&gpu, vec![demand], 1.0, 10.0).expect("runs");
@@ -308,6 +382,67 @@ mod tests {
             direct.mean_latency_ms
         );
         assert_eq!(direct.counters.queue_ns, remote.counters.queue_ns);
+    }
+
+    fn lateness(ms: Vec<f64>) -> Option<Lateness> {
+        let q = (0..ms.len())
+            .map(|i| i as f64 / (ms.len() - 1) as f64)
+            .collect();
+        Some(Lateness {
+            quantiles: Quantiles { q, ms },
+            seed: 7,
+        })
+    }
+
+    /// Late sends reach the server in the order they arrive, not the order they were meant to go
+    /// out, and each keeps its intended time; the delays drawn follow the distribution.
+    #[test]
+    fn an_open_source_sends_each_request_a_drawn_delay_late() {
+        let mut s = Source::new(Demand::OpenWithTurnaround {
+            offered: Offered {
+                setup: setup(),
+                batch: 1,
+                rate_per_s: 1000.0,
+                gaps: Box::new(|| 0.001),
+            },
+            turnaround_s: 0.0,
+            // Uniform from 0 to 3 ms: sends 1 ms apart overtake one another.
+            lateness: lateness(vec![0.0, 3.0]),
+        });
+        let (mut last, mut last_intended, mut delays, mut reordered) = (0, 0, Vec::new(), false);
+        for _ in 0..10_000 {
+            let (arrival, intended) = (s.next().expect("open"), s.intended().expect("open"));
+            assert!(arrival >= last, "arrivals come in time order");
+            assert!(arrival >= intended);
+            reordered |= intended < last_intended;
+            (last, last_intended) = (arrival, intended);
+            delays.push((arrival - intended) as f64 / 1e6);
+            s.step();
+        }
+        assert!(reordered, "a later send overtook an earlier one");
+        let mean = delays.iter().sum::<f64>() / delays.len() as f64;
+        assert!((mean - 1.5).abs() < 0.05, "mean delay {mean} ms");
+        assert!(delays.iter().all(|d| (0.0..=3.0).contains(d)));
+    }
+
+    /// A closed loop's cycle holds the client's gap: one in flight on a 2 ms request, a constant
+    /// 1 ms gap, a cycle of 3 ms, and latency counts from the response that freed the slot.
+    #[test]
+    fn a_closed_loops_gap_stretches_its_cycle() {
+        let catalog = crate::catalog::Catalog::embedded().expect("embedded catalog");
+        let mut gpu = super::super::gpu_setup(catalog.gpu("t4").expect("t4"));
+        gpu.link_bytes_per_s = 0.0;
+        let demand = Demand::Closed(ClosedLoop {
+            setup: setup(),
+            batch: 1,
+            concurrency: 1,
+            turnaround_s: 0.0,
+            lateness: lateness(vec![1.0, 1.0]),
+        });
+        let report = super::super::simulate_demands(&gpu, vec![demand], 1.0, 10.0).expect("runs");
+        let m = &report.models[0];
+        assert!((m.achieved_per_s / 333.3 - 1.0).abs() < 0.01, "{m:?}");
+        assert!((m.mean_latency_ms - 3.0).abs() < 0.05, "{m:?}");
     }
 
     #[test]

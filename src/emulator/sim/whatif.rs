@@ -48,7 +48,8 @@ impl Workload {
     }
 }
 
-/// One model's outcome of a run. Latency is server-side: arrival at the sim to completion.
+/// One model's outcome of a run. Latency is the client's, from its (intended) send to completion:
+/// without a client, from arrival at the sim.
 #[derive(Debug, Clone)]
 pub struct ModelReport {
     pub name: String,
@@ -66,6 +67,9 @@ pub struct ModelReport {
     /// Images per executed batch.
     pub mean_batch: f64,
     pub mean_latency_ms: f64,
+    /// Mean time from arrival at the server to completion: the latency less the client's part
+    /// (its send delay and transport), as the server's own clocks measure a request.
+    pub mean_server_ms: f64,
     /// Latency histogram in microseconds.
     pub latency_us: Histogram<u64>,
     /// The model's server-side statistics at the end of the run, as ModelStatistics would report them.
@@ -220,8 +224,9 @@ pub fn simulate_watched(
         sources.push(Source::new(d));
     }
     let mut stats: Vec<Tally> = meta.iter().map(|_| Tally::new()).collect();
-    // Per token: the client's send time, model index, and whether it was sent in the measured period.
-    let mut tokens: Vec<(Nanos, usize, bool)> = Vec::new();
+    // Per token: the client's send time, its arrival at the server, model index, and whether it
+    // was sent in the measured period.
+    let mut tokens: Vec<(Nanos, Nanos, usize, bool)> = Vec::new();
     let mut done: Vec<Completion> = Vec::new();
     let mut gpu_at_end = None;
     let mut last: Nanos = start;
@@ -250,10 +255,11 @@ pub fn simulate_watched(
         }
         sim.advance(t, &mut done);
         for c in done.drain(..) {
-            let (arrived, index, counted) = tokens[c.token as usize];
+            let (sent, arrived, index, counted) = tokens[c.token as usize];
             sources[index].completed(c.finished_at);
             if counted {
-                let micros = stats[index].record(arrived, c.finished_at, end);
+                let micros = stats[index].record(sent, c.finished_at, end);
+                stats[index].server_sum_ns += c.finished_at.saturating_sub(arrived) as f64;
                 if let Some(missed) = watch
                     .as_mut()
                     .and_then(|w| w.record(index, micros, c.finished_at))
@@ -268,9 +274,9 @@ pub fn simulate_watched(
         for (i, source) in sources.iter_mut().enumerate() {
             while source.next().is_some_and(|n| n <= t) && t < end {
                 let token = tokens.len() as u64;
-                let sent = source.sent_at(t);
+                let sent = source.intended().unwrap_or(t);
                 let counted = sent >= start;
-                tokens.push((sent, i, counted));
+                tokens.push((sent, t, i, counted));
                 sim.submit(t, ids[i], meta[i].1, token)?;
                 if counted {
                     stats[i].submitted += 1;
@@ -329,6 +335,8 @@ struct Tally {
     completed_in_window: u64,
     in_system_ns: f64,
     latency_sum_ns: f64,
+    /// Time from arrival at the server to completion, summed: the server's share of the latency.
+    server_sum_ns: f64,
     latency_us: Histogram<u64>,
 }
 
@@ -378,6 +386,11 @@ impl Tally {
             } else {
                 self.latency_sum_ns / self.completed as f64 / 1e6
             },
+            mean_server_ms: if self.completed == 0 {
+                0.0
+            } else {
+                self.server_sum_ns / self.completed as f64 / 1e6
+            },
             latency_us: self.latency_us,
             counters,
         }
@@ -391,6 +404,7 @@ impl Tally {
             in_system_ns: 0.0,
             latency_sum_ns: 0.0,
             latency_us: latency_histogram(),
+            server_sum_ns: 0.0,
         }
     }
 }

@@ -68,6 +68,10 @@ async fn closed_worker(
     wake: Arc<Notify>,
     stopped: Arc<AtomicBool>,
 ) {
+    // A closed loop means to send each request as its predecessor's response comes back, so that
+    // moment is the intended send time: the client's gap between the two is its lateness, part of
+    // each cycle (and of the latency from the intended time).
+    let mut intended = Instant::now();
     loop {
         if stopped.load(Ordering::Relaxed) || index >= target.load(Ordering::Relaxed) {
             break;
@@ -79,13 +83,15 @@ async fn closed_worker(
             if shared.is_paused() {
                 let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
             }
+            intended = Instant::now();
             continue;
         }
-        let sent = send_one(Arc::clone(&shared), Instant::now()).await;
+        let sent = send_one(Arc::clone(&shared), intended).await;
         if !sent || shared.connection_lost.load(Ordering::Relaxed) {
             // Do not spin against a server that is down.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        intended = Instant::now();
     }
     running.fetch_sub(1, Ordering::Relaxed);
 }

@@ -80,9 +80,9 @@ async fn send_and_record(shared: &TenantShared, intended: Instant) {
     {
         h.saturating_record(send_error.as_micros() as u64);
     }
-    if send_error > LATE_THRESHOLD {
-        shared.recorder.record_late(sent);
-    }
+    shared
+        .recorder
+        .record_lateness(sent, send_error, LATE_THRESHOLD);
     let result = client.infer_prepared(&request, shared.deadline).await;
     let done = Instant::now();
     match result {

@@ -21,6 +21,7 @@ use crate::measure::client::{ClientFigures, LagTrend, assess};
 use crate::measure::histogram::LatencyHistogram;
 use crate::measure::peak::ProbeWindow;
 use crate::measure::window::{Interval, Window, WindowError};
+use crate::vocab::quantiles::RECORDED_QUANTILES;
 use crate::vocab::snapshot::{LATENCY_BUCKET_BOUNDS_US, LatencyBuckets, Totals, WindowStats};
 use crate::vocab::spec::Sla;
 
@@ -45,6 +46,7 @@ pub use recorder::TenantRecorder;
 struct Cumulative {
     latency: LatencyHistogram<u64>,
     service: LatencyHistogram<u64>,
+    lateness: LatencyHistogram<u64>,
     sent: u64,
     ok: u64,
     errors: u64,
@@ -98,6 +100,7 @@ pub struct TenantMeter {
     recorder: TenantRecorder,
     spare: Interval,
     spare_before: Interval,
+    spare_lateness: LatencyHistogram<u32>,
     window: Window,
     totals: Cumulative,
     in_flight: u32,
@@ -131,6 +134,7 @@ impl TenantMeter {
             },
             spare: Interval::default(),
             spare_before: Interval::default(),
+            spare_lateness: LatencyHistogram::default(),
             window: Window::new(window, tick)?,
             totals: Cumulative::default(),
             in_flight: 0,
@@ -183,10 +187,12 @@ impl TenantMeter {
     pub fn tick_elapsed(&mut self, span: Duration) {
         self.spare.clear();
         self.spare_before.clear();
+        self.spare_lateness.reset();
         let first_messages = &mut self.first_messages;
         self.in_flight = self.recorder.with(|live| {
             std::mem::swap(&mut live.interval, &mut self.spare);
             std::mem::swap(&mut live.before, &mut self.spare_before);
+            std::mem::swap(&mut live.lateness, &mut self.spare_lateness);
             // Codes are only ever added, so a count that differs means something new to copy.
             if live.first_messages.len() != first_messages.len() {
                 first_messages.clone_from(&live.first_messages);
@@ -194,6 +200,7 @@ impl TenantMeter {
             live.in_flight
         });
         self.totals.absorb(&self.spare);
+        self.totals.lateness.merge_from(&self.spare_lateness);
         let lag = self.spare.lag_max.max(self.spare_before.lag_max);
         self.falling_behind = self.lag_trend.push(lag);
         self.totals.fell_behind |= self.falling_behind;
@@ -222,6 +229,7 @@ impl TenantMeter {
             let from = at.max(Instant::now());
             live.before.absorb(&live.interval);
             live.interval.clear();
+            live.lateness.reset();
             live.measure_from = Some(from);
         });
     }
@@ -373,6 +381,8 @@ impl TenantMeter {
                 .collect(),
             latency_ms: t.latency.percentiles(),
             service_latency_ms: t.service.percentiles(),
+            send_lateness_ms: (t.lateness.count() > 0)
+                .then(|| t.lateness.quantiles(&RECORDED_QUANTILES)),
             attainment: verdict.attainment,
             sla_met: verdict.met,
             achieved_per_s: per_s(t.ok, measured_s),

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::measure::client::CLIENT_LAG;
+use crate::measure::histogram::LatencyHistogram;
 use crate::measure::window::Interval;
 
 #[derive(Debug, Default)]
@@ -14,6 +15,9 @@ pub(super) struct Live {
     /// Records of requests sent before the measured period began that resolved after: they belong
     /// in the live window but never in the run's totals (DESIGN §4, warm-up).
     pub(super) before: Interval,
+    /// How late each request of the measured period was sent, from its intended time: kept apart
+    /// from the interval because only the run's totals need it, not every slot of the window.
+    pub(super) lateness: LatencyHistogram<u32>,
     pub(super) in_flight: u32,
     /// When the measured period began; `None` while no period has begun.
     pub(super) measure_from: Option<Instant>,
@@ -62,6 +66,20 @@ impl TenantRecorder {
         self.with(|l| l.bucket(sent_at).late += 1);
     }
 
+    /// The request sent at `sent_at` went out `lateness` after its intended send time (for a
+    /// closed loop, after its predecessor's response); beyond `late_after` it also counts as late.
+    pub fn record_lateness(&self, sent_at: Instant, lateness: Duration, late_after: Duration) {
+        let late = lateness > late_after;
+        self.with(|l| {
+            let measured = l.measure_from.is_none_or(|from| sent_at >= from);
+            let i = l.bucket(sent_at);
+            i.late += u64::from(late);
+            if measured {
+                l.lateness.record(lateness);
+            }
+        });
+    }
+
     /// A successful completion of the request sent at `sent_at`: latency from the intended send
     /// time and from the actual send.
     pub fn record_ok(
@@ -108,7 +126,7 @@ impl TenantRecorder {
     }
 
     /// The generator dispatched the arrival intended for `intended` `lag` after that time
-    /// (zero for a closed loop). What happens to it next is recorded as a send or a drop.
+    /// (for a closed loop, after its predecessor's response). What happens to it next is recorded as a send or a drop.
     pub fn record_dispatch(&self, intended: Instant, lag: Duration) {
         let behind = lag > CLIENT_LAG;
         self.with(|l| {

@@ -291,3 +291,31 @@ fn bad_settings_are_errors() {
     assert!(TenantMeter::new(sla(10.0, 100.0), w, TICK, now).is_err());
     assert!(TenantMeter::new(sla(10.0, 95.0), ms(10), TICK, now).is_err());
 }
+
+/// Send lateness counts the measured period's sends only, into the totals' quantiles, and a send
+/// beyond the threshold counts as late as well.
+#[test]
+fn send_lateness_is_measured_over_the_measured_period() {
+    let t0 = Instant::now() + Duration::from_secs(3600);
+    let start = t0 + Duration::from_secs(3);
+    let mut m = meter(1);
+    let recorder = m.recorder();
+    assert_eq!(m.totals(1.0).send_lateness_ms, None, "nothing sent yet");
+    m.start_measuring(start);
+    // A warm-up send, recorded late, stays out.
+    recorder.record_lateness(start - ms(1), ms(500), ms(1));
+    for i in 0..100 {
+        let lateness = Duration::from_micros(if i < 90 { 100 } else { 5_000 });
+        recorder.record_lateness(start + ms(i), lateness, ms(1));
+    }
+    m.tick_elapsed(TICK);
+    let t = m.totals(1.0);
+    assert_eq!(t.late, 10);
+    let q = t.send_lateness_ms.expect("measured sends");
+    assert_eq!(q.validate(), Ok(()));
+    assert!((q.value_at(0.5) - 0.1).abs() < 0.001, "{q:?}");
+    assert!((q.value_at(1.0) - 5.0).abs() < 0.01, "{q:?}");
+    // Another tick keeps the totals: nothing is lost when the live histogram is swapped out.
+    m.tick_elapsed(TICK);
+    assert_eq!(m.totals(1.0).send_lateness_ms, Some(q));
+}

@@ -5,9 +5,13 @@
 //! and the same `perseus.run.v1` result, so a prediction and a run can be compared figure by figure.
 
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::anyhow;
+
+mod client;
+
+pub use client::ClientCosts;
+use client::measured_clients;
 
 use crate::catalog::Catalog;
 use crate::cli::PredictArgs;
@@ -26,6 +30,11 @@ fn arrival_seed(index: usize) -> u64 {
     0x5eed_0000 + index as u64
 }
 
+/// Seed of tenant `index`'s send delays: its own stream, so another tenant's draws never shift it.
+fn lateness_seed(index: usize) -> u64 {
+    0x1a7e_0000 + index as u64
+}
+
 pub async fn predict(args: PredictArgs, config: &Config) -> Result<(), Failure> {
     let catalog = load_catalog(config)?;
     let prices = load_prices(config)?;
@@ -35,12 +44,18 @@ pub async fn predict(args: PredictArgs, config: &Config) -> Result<(), Failure> 
     }
     let price = prices.resolve(&spec.cost).bad_input()?;
     let gpu = args.gpu.clone();
-    let turnarounds = match &args.client_from {
-        Some(path) => measured_turnarounds(path, &spec)?,
-        None => vec![args.turnaround.unwrap_or_default(); spec.tenants.len()],
+    let clients = match &args.client_from {
+        Some(path) => measured_clients(path, &spec)?,
+        None => vec![
+            ClientCosts {
+                turnaround: args.turnaround.unwrap_or_default(),
+                ..ClientCosts::default()
+            };
+            spec.tenants.len()
+        ],
     };
     let result = tokio::task::spawn_blocking(move || {
-        prediction(&spec, gpu.as_deref(), &turnarounds, &catalog, &price)
+        prediction(&spec, gpu.as_deref(), &clients, &catalog, &price)
     })
     .await
     .map_err(|e| Failure::Target(anyhow!("the prediction stopped unexpectedly: {e}")))??;
@@ -57,53 +72,12 @@ pub async fn predict(args: PredictArgs, config: &Config) -> Result<(), Failure> 
     Ok(())
 }
 
-/// Each tenant's client turnaround from a run's JSON (`client_ms`), for `--client-from`: the run
-/// must be of this session, tenant for tenant.
-fn measured_turnarounds(path: &Path, spec: &RunSpec) -> Result<Vec<Duration>, Failure> {
-    let bad = |why: String| Failure::BadInput(anyhow!("{}: {why}", path.display()));
-    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-    let run: RunResult =
-        serde_json::from_str(&text).map_err(|e| bad(format!("not a perseus run JSON ({e})")))?;
-    if run.tenants.len() != spec.tenants.len() {
-        return Err(bad(format!(
-            "the run has {} tenants, session '{}' {}",
-            run.tenants.len(),
-            spec.name,
-            spec.tenants.len()
-        )));
-    }
-    spec.tenants
-        .iter()
-        .zip(&run.tenants)
-        .enumerate()
-        .map(|(i, (want, got))| {
-            if want.model != got.model {
-                return Err(bad(format!(
-                    "tenant {} is '{}' in the run but '{}' in the session",
-                    i + 1,
-                    got.model,
-                    want.model
-                )));
-            }
-            let ms = got.client_ms.ok_or_else(|| {
-                bad(format!(
-                    "tenant {} ('{}') has no client_ms: the run had no server statistics or \
-                     no completions for it",
-                    i + 1,
-                    got.model
-                ))
-            })?;
-            Ok(Duration::from_secs_f64(ms.max(0.0) / 1e3))
-        })
-        .collect()
-}
-
 /// The session on its GPU model: warm-up and measured period as `perseus run` has them, each
-/// tenant's client `turnarounds` away from the server.
+/// tenant's client with the costs in `clients`.
 pub fn prediction(
     spec: &RunSpec,
     gpu_override: Option<&str>,
-    turnarounds: &[Duration],
+    clients: &[ClientCosts],
     catalog: &Catalog,
     price: &crate::cost::ResolvedPrice,
 ) -> Result<RunResult, Failure> {
@@ -113,42 +87,26 @@ pub fn prediction(
         .ok_or_else(|| Failure::BadInput(anyhow!("unknown GPU '{gpu}' in the catalog")))?;
     let gpu_setup = sim::gpu_setup(gpu_spec);
     let setups = served_setups(spec, catalog, gpu_spec, profile.as_deref())?;
-    let mut offered = Vec::with_capacity(spec.tenants.len());
-    for (index, (tenant, setup)) in spec.tenants.iter().zip(&setups).enumerate() {
-        let turnaround_s = turnarounds
-            .get(index)
-            .copied()
-            .unwrap_or_default()
-            .as_secs_f64();
-        offered.push(match &tenant.load {
-            Load::Rate { per_s, arrival } => {
-                let mut process = ArrivalProcess::new(arrival, *per_s, arrival_seed(index));
-                Demand::OpenWithTurnaround {
-                    offered: Offered {
-                        setup: setup.clone(),
-                        batch: tenant.batch,
-                        rate_per_s: *per_s,
-                        gaps: Box::new(move || process.next_gap().as_secs_f64()),
-                    },
-                    turnaround_s,
-                }
-            }
-            // N in flight from the start, each successor sent as its predecessor completes.
-            Load::Concurrency(n) => Demand::Closed(ClosedLoop {
-                setup: setup.clone(),
-                batch: tenant.batch,
-                concurrency: *n,
-                turnaround_s,
-            }),
-        });
-    }
-    let report = sim::simulate_demands(
-        &gpu_setup,
-        offered,
-        spec.warmup.as_secs_f64(),
-        spec.duration.as_secs_f64(),
-    )
-    .map_err(|e| Failure::BadInput(anyhow!("{e}")))?;
+    let run = |clients: &[ClientCosts]| {
+        sim::simulate_demands(
+            &gpu_setup,
+            demands(spec, &setups, clients),
+            spec.warmup.as_secs_f64(),
+            spec.duration.as_secs_f64(),
+        )
+        .map_err(|e| Failure::BadInput(anyhow!("{e}")))
+    };
+    let mut report = run(clients)?;
+    // Tenants sharing a model share its server statistics: their turnarounds are split anew,
+    // the model's server time shared out as this prediction has it, and the session run again.
+    let split = client::split_shared(spec, clients, &report);
+    let clients = match split {
+        Some(split) => {
+            report = run(&split)?;
+            split
+        }
+        None => clients.to_vec(),
+    };
     let peaks: Vec<SoloPeak> = spec
         .tenants
         .iter()
@@ -158,8 +116,9 @@ pub fn prediction(
     let estimate =
         super::capacity::mix_capacity(catalog, gpu_spec, profile.as_deref(), &spec.tenants);
     let mut result = result(spec, gpu_spec, &report, &peaks, price);
-    for (t, turnaround) in result.tenants.iter_mut().zip(turnarounds) {
-        t.client_ms = Some(turnaround.as_secs_f64() * 1e3);
+    for (t, client) in result.tenants.iter_mut().zip(&clients) {
+        t.client_ms = Some(client.turnaround.as_secs_f64() * 1e3);
+        t.send_lateness_ms.clone_from(&client.lateness);
     }
     result.capacity = Some(capacity_block(estimate, &peaks, price));
     Ok(result)
@@ -184,6 +143,47 @@ fn predicted_gpu(
             spec.name
         ))),
     }
+}
+
+/// Each tenant's load for the sim, its client's costs added.
+fn demands<'a>(
+    spec: &RunSpec,
+    setups: &[sim::ModelSetup],
+    clients: &[ClientCosts],
+) -> Vec<Demand<'a>> {
+    let mut offered = Vec::with_capacity(spec.tenants.len());
+    for (index, (tenant, setup)) in spec.tenants.iter().zip(setups).enumerate() {
+        let client = clients.get(index).cloned().unwrap_or_default();
+        let turnaround_s = client.turnaround.as_secs_f64();
+        let lateness = client.lateness.map(|quantiles| sim::Lateness {
+            quantiles,
+            seed: lateness_seed(index),
+        });
+        offered.push(match &tenant.load {
+            Load::Rate { per_s, arrival } => {
+                let mut process = ArrivalProcess::new(arrival, *per_s, arrival_seed(index));
+                Demand::OpenWithTurnaround {
+                    offered: Offered {
+                        setup: setup.clone(),
+                        batch: tenant.batch,
+                        rate_per_s: *per_s,
+                        gaps: Box::new(move || process.next_gap().as_secs_f64()),
+                    },
+                    turnaround_s,
+                    lateness,
+                }
+            }
+            // N in flight from the start, each successor sent as its predecessor completes.
+            Load::Concurrency(n) => Demand::Closed(ClosedLoop {
+                setup: setup.clone(),
+                batch: tenant.batch,
+                concurrency: *n,
+                turnaround_s,
+                lateness,
+            }),
+        });
+    }
+    offered
 }
 
 /// Each tenant's model as the server runs it. Tenants of one model share it on the server, loaded
@@ -356,6 +356,7 @@ fn tenant_block(t: &TenantSpec, m: &ModelReport, peak: SoloPeak, measured_s: f64
         latency_ms: latency,
         service_latency_ms: latency,
         client_ms: None,
+        send_lateness_ms: None,
         server_ms: Some(ServerBlock {
             queue: mean(c.queue_ns, c.queue_count),
             compute_input: mean(c.compute_input_ns, c.compute_input_count),
