@@ -7,9 +7,9 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Wake, Waker};
+use std::task::{Context, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -89,80 +89,14 @@ struct Scheduled {
 }
 
 /// Issues one arrival from the clock thread: polls the send once here, which takes it up to the
-/// gRPC connection (or into the backlog), and leaves the rest — the wait for the response — to the
-/// runtime, handed over only when something wakes it (see [`Deferred`]).
+/// gRPC channel (or into the backlog), and spawns the rest — the wait for the response — onto the
+/// runtime. Polling with a no-op waker is sound: the spawned task polls again at once, registering
+/// its real waker, and every future involved re-checks readiness on each poll.
 fn dispatch(runtime: &Handle, shared: Arc<TenantShared>, intended: Instant) {
-    let send: SendFuture = Box::pin(send_one(shared, intended));
-    Deferred::start(runtime, send);
-}
-
-type SendFuture = Pin<Box<dyn Future<Output = bool> + Send>>;
-
-/// A send first polled on the clock thread and spawned onto the runtime by its first wake-up: the
-/// response's arrival (or its deadline) then schedules it from the worker that saw it, where
-/// spawning at once from the clock thread would have a worker woken, across threads, only to poll
-/// it and find nothing yet.
-struct Deferred {
-    runtime: Handle,
-    state: Mutex<Stage>,
-}
-
-enum Stage {
-    /// The clock thread is polling it.
-    Polling,
-    /// Woken while the clock thread was polling: spawn as soon as the poll returns.
-    WokenEarly,
-    /// Pending, waiting for its wake-up.
-    Waiting(SendFuture),
-    /// Spawned, or finished on the clock thread.
-    Gone,
-}
-
-impl Deferred {
-    fn start(runtime: &Handle, mut send: SendFuture) {
-        let deferred = Arc::new(Deferred {
-            runtime: runtime.clone(),
-            state: Mutex::new(Stage::Polling),
-        });
-        let waker = Waker::from(Arc::clone(&deferred));
-        let mut cx = Context::from_waker(&waker);
-        if send.as_mut().poll(&mut cx).is_ready() {
-            *deferred.lock() = Stage::Gone;
-            return;
-        }
-        let mut state = deferred.lock();
-        if matches!(*state, Stage::WokenEarly) {
-            *state = Stage::Gone;
-            drop(state);
-            runtime.spawn(send);
-        } else {
-            *state = Stage::Waiting(send);
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Stage> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-impl Wake for Deferred {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        let mut state = self.lock();
-        match std::mem::replace(&mut *state, Stage::Gone) {
-            Stage::Polling => *state = Stage::WokenEarly,
-            Stage::Waiting(send) => {
-                drop(state);
-                // Spawned, it is polled again at once with the runtime's own waker.
-                self.runtime.spawn(send);
-            }
-            other => *state = other,
-        }
+    let mut send: Pin<Box<dyn Future<Output = bool> + Send>> = Box::pin(send_one(shared, intended));
+    let mut cx = Context::from_waker(Waker::noop());
+    if send.as_mut().poll(&mut cx).is_pending() {
+        runtime.spawn(send);
     }
 }
 
