@@ -17,6 +17,8 @@ mod capacity;
 mod catalog;
 mod core;
 mod early;
+#[cfg(test)]
+mod fixtures;
 mod peak;
 mod threshold;
 mod traffic;
