@@ -62,19 +62,7 @@ impl TargetKnowledge for EmulatorKnowledge {
         let setup = sim::gpu_setup(gpu);
         ms.instances = server.instances.max(1);
         ms.dynamic_batching = server.dynamic_batching.clone();
-        match sim::solo_peak(
-            &setup,
-            &ms,
-            tenant.batch,
-            tenant.sla.latency_ms,
-            tenant.sla.percentile,
-        ) {
-            Ok(per_s) if per_s > 0.0 => SoloPeak {
-                kind: PeakKind::Computed,
-                per_s: Some(per_s),
-            },
-            _ => SoloPeak::UNKNOWN,
-        }
+        super::predict::solo_peak(&setup, &ms, tenant)
     }
 
     fn model_memory(&self, model: &str) -> Option<u64> {

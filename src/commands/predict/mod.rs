@@ -241,7 +241,11 @@ fn capacity_block(
 }
 
 /// A tenant's solo peak on the model, as the engine computes it for an emulated target.
-fn solo_peak(gpu: &sim::GpuSetup, setup: &sim::ModelSetup, tenant: &TenantSpec) -> SoloPeak {
+pub(super) fn solo_peak(
+    gpu: &sim::GpuSetup,
+    setup: &sim::ModelSetup,
+    tenant: &TenantSpec,
+) -> SoloPeak {
     match sim::solo_peak(
         gpu,
         setup,
