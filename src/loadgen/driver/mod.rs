@@ -4,9 +4,9 @@
 //! granularity alone would exceed the send-time error budget (p99 ≤ 200 µs). The thread sleeps until
 //! the earliest due arrival with its timer slack tightened (see [`crate::timing`]). It then issues
 //! the request itself — the first poll of the send runs on the clock thread, up to handing the request
-//! to the gRPC channel — and only the wait for the response moves to the tokio runtime. Spawning
-//! first would add a runtime worker's wake-up to every send, and on a busy small machine that wake-up,
-//! not the clock, is what makes sends late. Latency is measured from the *intended* send time, so a
+//! to the gRPC connection — and only the wait for the response moves to the tokio runtime, when the
+//! response (or the deadline) wakes it. Spawning first would add a runtime worker's wake-up to every
+//! send, and on a busy small machine that wake-up, not the clock, is what makes sends late. Latency is measured from the *intended* send time, so a
 //! late client never hides queueing (no coordinated omission). Closed-loop tenants are tokio tasks
 //! that keep N requests in flight.
 //!
