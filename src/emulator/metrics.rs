@@ -150,8 +150,7 @@ fn render(state: &MetricsState) -> String {
         }
     }
     let names: Vec<&str> = models.iter().map(|(m, _)| m.as_str()).collect();
-    core.summaries
-        .render(&mut out, &names, now, MODEL_VERSION);
+    core.summaries.render(&mut out, &names, now, MODEL_VERSION);
 
     let uuid = escape(&core.gpu.uuid);
     let gpu_metrics: [(&str, &str, &str, f64); 6] = [

@@ -20,16 +20,19 @@ const MAX_AGE_NS: Nanos = 60_000_000_000;
 const AGE_BUCKETS: usize = 5;
 const SLICE_NS: Nanos = MAX_AGE_NS / AGE_BUCKETS as Nanos;
 
+/// Which of a completion's durations a family takes, in ns.
+type Duration = fn(&Completion) -> u64;
+
 /// Triton's default `summary_quantiles`.
 pub(crate) const QUANTILES: [f64; 4] = [0.5, 0.9, 0.95, 0.99];
 
 /// The families in Triton's order, with its help texts (the compute ones say "Cumulative" in
 /// Triton's own output too), and which of a completion's durations each takes, in ns.
-const FAMILIES: [(&str, &str, fn(&Completion) -> u64); 5] = [
+const FAMILIES: [(&str, &str, Duration); 5] = [
     (
         "nv_inference_request_summary_us",
         "Summary of inference request duration in microseconds (includes cached requests)",
-        |c| c.queue_ns + c.compute_input_ns + c.compute_infer_ns + c.compute_output_ns,
+        |c| c.finished_at.saturating_sub(c.arrived),
     ),
     (
         "nv_inference_queue_summary_us",
@@ -199,6 +202,7 @@ mod tests {
             compute_input_ns: 0,
             compute_infer_ns: infer_us * 1000,
             compute_output_ns: 0,
+            arrived: (at_s * 1e9) as Nanos - (queue_us + infer_us) * 1000,
             finished_at: (at_s * 1e9) as Nanos,
         }
     }
@@ -221,12 +225,18 @@ mod tests {
         let mut out = String::new();
         s.render(&mut out, &["m", "idle"], 2_000_000_000, "1");
         let req = "nv_inference_request_summary_us";
-        assert_eq!(value(&out, &format!("{req}_count{{model=\"m\",version=\"1\"}}")), 100.0);
+        assert_eq!(
+            value(&out, &format!("{req}_count{{model=\"m\",version=\"1\"}}")),
+            100.0
+        );
         assert_eq!(
             value(&out, &format!("{req}_sum{{model=\"m\",version=\"1\"}}")),
             (1..=100).map(|i| 1000.0 + i as f64).sum::<f64>()
         );
-        let p95 = value(&out, &format!("{req}{{model=\"m\",version=\"1\",quantile=\"0.95\"}}"));
+        let p95 = value(
+            &out,
+            &format!("{req}{{model=\"m\",version=\"1\",quantile=\"0.95\"}}"),
+        );
         assert!((1090.0..=1110.0).contains(&p95), "{p95}");
         let q50 = value(
             &out,
@@ -234,7 +244,13 @@ mod tests {
         );
         assert!((49.0..=51.0).contains(&q50), "{q50}");
         // A ready model with no request yet: zeros and NaN, as Triton shows it.
-        assert_eq!(value(&out, &format!("{req}_count{{model=\"idle\",version=\"1\"}}")), 0.0);
+        assert_eq!(
+            value(
+                &out,
+                &format!("{req}_count{{model=\"idle\",version=\"1\"}}")
+            ),
+            0.0
+        );
         assert!(out.contains(&format!(
             "{req}{{model=\"idle\",version=\"1\",quantile=\"0.99\"}} NaN"
         )));
@@ -267,7 +283,10 @@ mod tests {
         let mut out = String::new();
         s.render(&mut out, &["m"], 200_000_000_000, "1");
         assert_eq!(
-            value(&out, "nv_inference_compute_infer_summary_us_count{model=\"m\",version=\"1\"}"),
+            value(
+                &out,
+                "nv_inference_compute_infer_summary_us_count{model=\"m\",version=\"1\"}"
+            ),
             2.0
         );
     }
