@@ -13,6 +13,7 @@ use std::sync::Mutex;
 
 use hdrhistogram::Histogram;
 
+use crate::emulator::metrics::escape;
 use crate::emulator::sim::{Completion, Nanos};
 
 /// prometheus-cpp's default window, as Triton builds its summaries.
@@ -175,13 +176,6 @@ fn number(v: f64) -> String {
     } else {
         v.to_string()
     }
-}
-
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
