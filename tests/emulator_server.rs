@@ -593,6 +593,22 @@ async fn http_health_and_prometheus_metrics_with_triton_names() {
         .and_then(|v| v.parse().ok())
         .unwrap();
     assert!((0.0..=1.0).contains(&utilization));
+    // Triton's latency summaries, as it serves them with summary_latencies=true: the three
+    // requests counted, and their server-side quantiles read by the client's parser.
+    assert!(
+        text.contains("nv_inference_request_summary_us_count{model=\"simple\",version=\"1\"} 3\n"),
+        "{text}"
+    );
+    for family in ["queue", "compute_input", "compute_infer", "compute_output"] {
+        assert!(
+            text.contains(&format!("# TYPE nv_inference_{family}_summary_us summary")),
+            "{family}"
+        );
+    }
+    let summaries = perseus::telemetry::parse_request_summaries(&text).expect("parses");
+    let quantiles: Vec<f64> = summaries["simple"].iter().map(|(q, _)| *q).collect();
+    assert_eq!(quantiles, [0.5, 0.9, 0.95, 0.99]);
+    assert!(summaries["simple"].iter().all(|(_, ms)| *ms >= 0.0));
     emulator.shutdown().await;
 }
 

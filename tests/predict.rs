@@ -37,37 +37,42 @@ fn num(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
-/// The shipped sessions whose prediction is checked against a real-time run on the emulator: achieved
-/// rates and p95.
+/// The shipped sessions whose prediction is checked against a real-time run on the emulator in
+/// full: achieved rates, the server's p95 and the p95 the client saw.
 const CHECKED: &[&str] = &["sessions/perseus-t4.toml", "sessions/perseus-p4.toml"];
 
-/// Shipped sessions whose achieved rates are checked but not their p95, each with the reason. A
-/// session in neither list fails the check below, so none goes unchecked by oversight.
-const RATES_ONLY: &[(&str, &str)] = &[
+/// Shipped sessions whose achieved rates and server-side p95 (the GPU model's own figure, from
+/// the server's request summary) are checked, but not the p95 the client saw, each with the
+/// reason. A session in neither list fails the check below, so none goes unchecked by oversight.
+const CLIENT_TAIL_UNCHECKED: &[(&str, &str)] = &[
     (
         "sessions/demo.toml",
-        "millisecond latencies: the prediction replays the run's send lateness and mean \
-         turnaround, but not the turnaround's own tail, which a run on a busy machine has and \
-         the server's statistics (a mean per model) cannot separate from the server's time: \
-         mobilenet_v2 2.38 ms predicted against 3.11 ms run at load average 5 to 6",
+        "millisecond latencies whose tail is the client machine's: on this 2-core box the \
+         client's p95 is its scheduling on a busy machine (mobilenet_v2: server p95 0.8 ms, \
+         client p95 2.7 ms at load average 5), which no GPU model predicts",
     ),
     (
         "sessions/bursty.toml",
-        "millisecond latencies, as for demo: mobilenet_v2 2.14 ms predicted against 4.10 ms run \
-         at load average 5 to 6",
-    ),
-    (
-        "sessions/triton-local.toml",
-        "the p95 of the closed-loop simple tenant's 1 ms requests is the client's scheduling \
-         tail: 1.34 ms predicted against 4.82 ms run at load average 5 to 6",
+        "millisecond latencies, as for demo: mobilenet_v2's server p95 0.83 ms measured, 0.80 \
+         predicted, its client p95 2.73 ms at load average 5.6",
     ),
     (
         "sessions/h100-packing.toml",
-        "eight tenants' 0.6 to 4.8 MB requests keep the client busy: a 4 to 5 ms mean turnaround \
-         whose tail the mean does not carry (resnet50 10.5 ms predicted against 18.1 ms run at \
-         load average 5 to 6)",
+        "eight tenants' 0.6 to 4.8 MB requests keep the client busy: a 4 to 5 ms mean \
+         turnaround whose tail is the client machine's",
     ),
 ];
+
+/// Shipped sessions whose achieved rates alone are checked, each with the reason.
+const RATES_ONLY: &[(&str, &str)] = &[(
+    "sessions/triton-local.toml",
+    "its closed loop runs at the client's pace (4 in flight, about 9,000 req/s of 30 us \
+     requests): when those land, and so how often they delay resnet50's copies and compute, \
+     follows the client's round-trip times, of which the prediction replays the mean and the \
+     send gaps but not the spread. resnet50's server p50 agrees (1.02 ms both), its server p95 \
+     reads 1.50 ms predicted against 1.65 to 1.96 ms run at load average 4.7, and the client's \
+     p95 is its scheduling tail",
+)];
 
 /// The shipped session files, multi-target ones left out: a prediction models one GPU.
 fn shipped_sessions() -> Vec<String> {
@@ -98,6 +103,7 @@ fn every_shipped_session_is_checked_or_has_a_reason_it_is_not() {
     let listed: Vec<&str> = CHECKED
         .iter()
         .copied()
+        .chain(CLIENT_TAIL_UNCHECKED.iter().map(|(s, _)| *s))
         .chain(RATES_ONLY.iter().map(|(s, _)| *s))
         .collect();
     for session in shipped_sessions() {
@@ -249,8 +255,18 @@ enum Verdict {
     ClientBound(String),
 }
 
-/// Compares one prediction with one real-time run.
-fn agreement(session: &str, p: &Value, r: &Value, check_p95: bool) -> Verdict {
+/// How much of a prediction a session's check holds it to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Checks {
+    Rates,
+    ServerP95,
+    ClientP95,
+}
+
+/// Compares one prediction with one real-time run: achieved rates within 3 %, then as `checks`
+/// says, the server-side p95 within 15 % (the run has it from the emulator's request summary,
+/// which covers its last minute, warm-up included) and the p95 the client saw within 15 %.
+fn agreement(session: &str, p: &Value, r: &Value, checks: Checks) -> Verdict {
     let pt = p["tenants"].as_array().expect("tenants");
     let rt = r["tenants"].as_array().expect("tenants");
     assert_eq!(pt.len(), rt.len());
@@ -259,9 +275,14 @@ fn agreement(session: &str, p: &Value, r: &Value, check_p95: bool) -> Verdict {
         let model = &a["model"];
         let (pa, ra) = (num(&a["achieved_rate"]), num(&b["achieved_rate"]));
         let (pp, rp) = (num(&a["latency_ms"]["p95"]), num(&b["latency_ms"]["p95"]));
+        let (ps, rs) = (
+            num(&a["server_latency_ms"]["p95"]),
+            num(&b["server_latency_ms"]["p95"]),
+        );
         eprintln!(
-            "{session} {model}: achieved {pa:.1} vs {ra:.1} req/s, p95 {pp:.2} vs {rp:.2} ms \
-             (predicted vs run), client turnaround {:.2} ms",
+            "{session} {model}: achieved {pa:.1} vs {ra:.1} req/s, server p95 {ps:.2} vs \
+             {rs:.2} ms, client p95 {pp:.2} vs {rp:.2} ms (predicted vs run), client turnaround \
+             {:.2} ms",
             num(&a["client_ms"])
         );
         if why.is_some() {
@@ -269,7 +290,9 @@ fn agreement(session: &str, p: &Value, r: &Value, check_p95: bool) -> Verdict {
         }
         if (pa / ra - 1.0).abs() > 0.03 {
             why = Some(format!("{model}: achieved {pa} predicted vs {ra} run"));
-        } else if check_p95 && (pp / rp - 1.0).abs() > 0.15 {
+        } else if checks >= Checks::ServerP95 && (ps / rs - 1.0).abs() > 0.15 {
+            why = Some(format!("{model}: server p95 {ps} predicted vs {rs} run"));
+        } else if checks >= Checks::ClientP95 && (pp / rp - 1.0).abs() > 0.15 {
             why = Some(format!("{model}: p95 {pp} predicted vs {rp} run"));
         }
     }
@@ -309,9 +332,10 @@ fn on_the_emulator(session: &str, dir: &Path) -> (String, Vec<&'static str>) {
     )
 }
 
-/// The issue's check: for each shipped session, the prediction's achieved rates are within 3 % and its
-/// p95 within 15 % (for the sessions in [`CHECKED`]) of a brief real-time run on the emulator,
-/// predicted with the client turnaround and send lateness that run measured (`--client-from`). A busy machine can starve the real-time side: a run that
+/// The issue's check: for each shipped session, the prediction's achieved rates are within 3 %,
+/// its server-side p95 within 15 % (all but [`RATES_ONLY`]) and the client's p95 within 15 % (for
+/// [`CHECKED`]) of a brief real-time run on the emulator, predicted with the client turnaround and send
+/// lateness that run measured (`--client-from`). A busy machine can starve the real-time side: a run that
 /// reports itself client-bound measured the machine, and is retried, up to three runs; any run
 /// that is not client-bound must agree. A session whose every run was client-bound is skipped, and
 /// the test says so.
@@ -320,12 +344,16 @@ fn predictions_agree_with_real_time_runs_of_the_shipped_sessions() {
     let mut skipped = Vec::new();
     let sessions = CHECKED
         .iter()
-        .map(|s| (*s, true))
+        .map(|s| (*s, Checks::ClientP95))
+        .chain(CLIENT_TAIL_UNCHECKED.iter().map(|(s, why)| {
+            eprintln!("{s}: rates and server p95 only, the client's p95 not checked: {why}");
+            (*s, Checks::ServerP95)
+        }))
         .chain(RATES_ONLY.iter().map(|(s, why)| {
-            eprintln!("{s}: achieved rates only, p95 not checked: {why}");
-            (*s, false)
+            eprintln!("{s}: achieved rates only: {why}");
+            (*s, Checks::Rates)
         }));
-    for (session, check_p95) in sessions {
+    for (session, checks) in sessions {
         let dir = tempfile::tempdir().expect("temp dir");
         let predicted = dir.path().join("predicted.json");
         let measured = dir.path().join("run.json");
@@ -358,12 +386,7 @@ fn predictions_agree_with_real_time_runs_of_the_shipped_sessions() {
             args.extend_from_slice(&gpu);
             let out = perseus(&args, dir.path());
             assert!(out.status.success(), "{session}: {}", text(&out));
-            match agreement(
-                session,
-                &json_of(&predicted),
-                &json_of(&measured),
-                check_p95,
-            ) {
+            match agreement(session, &json_of(&predicted), &json_of(&measured), checks) {
                 Verdict::Agrees => {
                     checked = true;
                     break;

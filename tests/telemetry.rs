@@ -430,3 +430,34 @@ mod embedded_emulator {
         emulator.shutdown().await;
     }
 }
+
+/// Triton's request summary (with `summary_latencies=true`) gives each model's server-side
+/// quantiles in ms; NaN quantiles (an empty window) and other families are left out.
+#[test]
+fn request_summaries_give_each_models_server_quantiles() {
+    let got = perseus::telemetry::parse_request_summaries(FIXTURE).expect("parses");
+    assert_eq!(
+        got.get("resnet50"),
+        Some(&vec![(0.5, 8.9), (0.99, 14.1)]),
+        "{got:?}"
+    );
+    assert_eq!(got.len(), 1, "{got:?}");
+    let idle = "# TYPE nv_inference_request_summary_us summary\n\
+        nv_inference_request_summary_us_count{model=\"m\",version=\"1\"} 0\n\
+        nv_inference_request_summary_us_sum{model=\"m\",version=\"1\"} 0\n\
+        nv_inference_request_summary_us{model=\"m\",version=\"1\",quantile=\"0.5\"} NaN\n";
+    assert!(
+        perseus::telemetry::parse_request_summaries(idle)
+            .expect("parses")
+            .is_empty()
+    );
+    let latency = perseus::report::ServerLatency::from_points(&got["resnet50"]).expect("two known");
+    assert_eq!(
+        (latency.p50, latency.p90, latency.p99),
+        (Some(8.9), None, Some(14.1))
+    );
+    assert_eq!(
+        perseus::report::ServerLatency::from_points(&[(0.42, 1.0)]),
+        None
+    );
+}

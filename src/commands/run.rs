@@ -287,13 +287,32 @@ async fn measure(
         .done
         .await
         .map_err(|e| Failure::Target(anyhow!("the engine stopped unexpectedly: {e}")))?;
-    let result = report::run_result(&last, Some(gpu.finish().into()), Some(&price));
+    let mut result = report::run_result(&last, Some(gpu.finish().into()), Some(&price));
+    if let Some(url) = &target.metrics_url {
+        add_server_latency(&mut result, url).await;
+    }
     Ok(Measured {
         result,
         last,
         interrupted,
         _exporter: exporter,
     })
+}
+
+/// Each tenant's model's server-side latency quantiles, read once from the server's request
+/// summary as the run ends. A server without summaries (Triton's default) or an unreachable
+/// endpoint leaves the field out: the rest of the result stands.
+async fn add_server_latency(result: &mut report::RunResult, url: &str) {
+    match crate::telemetry::fetch_request_summaries(url, Duration::from_secs(2)).await {
+        Ok(models) => {
+            for t in &mut result.tenants {
+                t.server_latency_ms = models
+                    .get(&t.model)
+                    .and_then(|points| report::ServerLatency::from_points(points));
+            }
+        }
+        Err(e) => tracing::debug!("no server latency summaries from {url}: {e}"),
+    }
 }
 
 /// Every tenant's set-up came back refused by a server that is up: waiting longer would only

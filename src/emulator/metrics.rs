@@ -149,6 +149,8 @@ fn render(state: &MetricsState) -> String {
             );
         }
     }
+    let names: Vec<&str> = models.iter().map(|(m, _)| m.as_str()).collect();
+    core.summaries.render(&mut out, &names, now, MODEL_VERSION);
 
     let uuid = escape(&core.gpu.uuid);
     let gpu_metrics: [(&str, &str, &str, f64); 6] = [
@@ -248,7 +250,7 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// Label values escape backslash, quote and newline in the exposition format.
-fn escape(value: &str) -> String {
+pub(crate) fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")

@@ -28,6 +28,7 @@ mod shm;
 mod shm_http;
 mod statistics;
 mod status;
+mod summaries;
 mod tensors;
 mod ticking;
 

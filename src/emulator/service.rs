@@ -72,6 +72,8 @@ pub(crate) struct Core {
     pub settings: Settings,
     /// Registered system shared memory regions (see [`crate::emulator::shm`]).
     pub shm: crate::emulator::shm::Regions,
+    /// Each model's latency summaries, for `/metrics`.
+    pub summaries: crate::emulator::summaries::Summaries,
 }
 
 impl Core {
@@ -104,6 +106,7 @@ impl Core {
             sequences: Sequences::default(),
             settings: Settings::default(),
             shm: Default::default(),
+            summaries: Default::default(),
         })
     }
 
@@ -382,6 +385,7 @@ impl Core {
                 ),
             });
         }
+        self.summaries.observe(&call.model, &completion);
         Ok(())
     }
 

@@ -80,6 +80,13 @@ pub struct TenantBlock {
     /// Absent before any send, and in files written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_lateness_ms: Option<Quantiles>,
+    /// The server's own time per request of this tenant's model at its quantiles: what the GPU
+    /// and its queue took, without the client's share. A real-time run reads it from Triton's
+    /// request summary as the run ends (its window is the server's last minute, warm-up included,
+    /// and it is per model); a prediction from the model. Absent where the server serves no
+    /// summaries (Triton without `--metrics-config summary_latencies=true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_latency_ms: Option<ServerLatency>,
     pub avg_batch: Option<f64>,
     pub sla: SlaBlock,
     pub goodput: f64,
@@ -88,6 +95,39 @@ pub struct TenantBlock {
     /// Set when the generator could not keep this tenant's schedule over the measured period.
     #[serde(default)]
     pub client_bound: Option<ClientBound>,
+}
+
+/// Server-side request duration at Triton's default summary quantiles, in milliseconds; a
+/// quantile the server left out (nothing in its window) is absent.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct ServerLatency {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p90: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p95: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99: Option<f64>,
+}
+
+impl ServerLatency {
+    /// From (quantile, ms) points such as a summary's; `None` when none is one of the four.
+    pub fn from_points(points: &[(f64, f64)]) -> Option<ServerLatency> {
+        let at = |q: f64| {
+            points
+                .iter()
+                .find(|(pq, _)| (pq - q).abs() < 1e-9)
+                .map(|(_, ms)| *ms)
+        };
+        let s = ServerLatency {
+            p50: at(0.5),
+            p90: at(0.9),
+            p95: at(0.95),
+            p99: at(0.99),
+        };
+        (s != ServerLatency::default()).then_some(s)
+    }
 }
 
 /// Mean server-side time per request, in milliseconds.
@@ -250,6 +290,7 @@ fn tenant_block(t: &crate::vocab::snapshot::TenantView) -> TenantBlock {
             .filter(|_| tot.ok > 0)
             .map(|server_us| (tot.service_latency_ms.mean - server_us / 1000.0).max(0.0)),
         send_lateness_ms: tot.send_lateness_ms.clone(),
+        server_latency_ms: None,
         avg_batch: tot.server.map(|s| s.avg_batch),
         sla: SlaBlock {
             latency_ms: t.sla.latency_ms,
@@ -297,13 +338,14 @@ pub fn table(r: &RunResult) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<16} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>14} {:>8} {:>7} {:>6} {:>6}",
+        "{:<16} {:>9} {:>9} {:>8} {:>8} {:>8} {:>10} {:>8} {:>14} {:>8} {:>7} {:>6} {:>6}",
         "model",
         "target/s",
         "achieved",
         "p50 ms",
         "p95 ms",
         "p99 ms",
+        "server p95",
         "queue ms",
         "SLA",
         "attain",
@@ -329,13 +371,14 @@ pub fn table(r: &RunResult) -> String {
         );
         let _ = writeln!(
             out,
-            "{:<16} {:>9} {:>9.1} {:>8} {:>8} {:>8} {:>8} {:>14} {:>8} {:>7} {:>6} {:>6}",
+            "{:<16} {:>9} {:>9.1} {:>8} {:>8} {:>8} {:>10} {:>8} {:>14} {:>8} {:>7} {:>6} {:>6}",
             t.model,
             target,
             t.achieved_rate,
             latency(t, t.latency_ms.p50),
             latency(t, t.latency_ms.p95),
             latency(t, t.latency_ms.p99),
+            opt(t.server_latency_ms.and_then(|s| s.p95), 2),
             opt(t.server_ms.map(|s| s.queue), 2),
             sla,
             t.sla

@@ -19,6 +19,7 @@ fn tenant(model: &str) -> TenantBlock {
         server_ms: None,
         client_ms: None,
         send_lateness_ms: None,
+        server_latency_ms: None,
         avg_batch: None,
         sla: SlaBlock {
             latency_ms: 100.0,

@@ -126,3 +126,40 @@ fn gpu_field(name: &str) -> Option<(GpuField, bool)> {
         _ => return None,
     })
 }
+
+/// Triton's summary of each request's server-side duration, which it serves with
+/// `--metrics-config summary_latencies=true` (the emulator always does).
+pub const REQUEST_SUMMARY: &str = "nv_inference_request_summary_us";
+
+/// Each model's server-side request duration at the quantiles Triton's summary reports, in ms
+/// (quantile, ms), ascending, from a `/metrics` text. Quantiles that read NaN (nothing in the
+/// summary's window) are left out, and so is a model with none left; an endpoint without
+/// summaries gives an empty map.
+pub fn parse_request_summaries(
+    text: &str,
+) -> Result<BTreeMap<String, Vec<(f64, f64)>>, TelemetryError> {
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .map_err(|e| TelemetryError::Parse(e.to_string()))?;
+    let mut out = BTreeMap::new();
+    for sample in &scrape.samples {
+        let Value::Summary(counts) = &sample.value else {
+            continue;
+        };
+        if sample.metric != REQUEST_SUMMARY {
+            continue;
+        }
+        let Some(model) = sample.labels.get("model") else {
+            continue;
+        };
+        let mut points: Vec<(f64, f64)> = counts
+            .iter()
+            .filter(|c| c.quantile.is_finite() && c.count.is_finite())
+            .map(|c| (c.quantile, c.count / 1000.0))
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if !points.is_empty() {
+            out.insert(model.to_owned(), points);
+        }
+    }
+    Ok(out)
+}

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::vocab::snapshot::{GpuView, Source};
 
-pub use metrics::parse_metrics;
+pub use metrics::{parse_metrics, parse_request_summaries};
 pub use nvml::NvmlSource;
 pub use sample::{Figure, GpuSample, GpuSource, SourceSample};
 pub use summary::{GpuSummary, GpuSummaryAcc};
@@ -332,6 +332,17 @@ async fn start_nvml(
         Ok(_) => {}
         Err(e) => lock(&state).record(Err(e), nvml::NVML_LABEL),
     }
+}
+
+/// One read of each model's server-side request-duration quantiles from a `/metrics` endpoint
+/// (see [`parse_request_summaries`]), as a run ends.
+pub async fn fetch_request_summaries(
+    url: &str,
+    timeout: Duration,
+) -> Result<std::collections::BTreeMap<String, Vec<(f64, f64)>>, TelemetryError> {
+    let mut client = HttpClient::new(HttpUrl::parse(url)?, timeout, MAX_METRICS_BYTES);
+    let text = client.get_text().await?;
+    parse_request_summaries(&text)
 }
 
 #[cfg(test)]

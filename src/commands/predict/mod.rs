@@ -19,7 +19,9 @@ use crate::commands::run::load_session;
 use crate::commands::{BadInput, Failure, load_catalog, load_prices};
 use crate::emulator::sim::{self, ClosedLoop, Demand, ModelReport, Offered, SimReport};
 use crate::loadgen::ArrivalProcess;
-use crate::report::{self, CostBlock, GpuBlock, RunResult, ServerBlock, SlaBlock, TenantBlock};
+use crate::report::{
+    self, CostBlock, GpuBlock, RunResult, ServerBlock, ServerLatency, SlaBlock, TenantBlock,
+};
 use crate::session::Config;
 use crate::vocab::capacity::{CapacityEstimate, CapacityState, CapacityView};
 use crate::vocab::snapshot::{PeakKind, Percentiles, SoloPeak};
@@ -269,13 +271,16 @@ fn result(
     price: &crate::cost::ResolvedPrice,
 ) -> RunResult {
     let measured_s = spec.duration.as_secs_f64();
-    let tenants: Vec<TenantBlock> = spec
+    let mut tenants: Vec<TenantBlock> = spec
         .tenants
         .iter()
         .zip(&report.models)
         .zip(peaks)
         .map(|((t, m), peak)| tenant_block(t, m, *peak, measured_s))
         .collect();
+    for (i, t) in tenants.iter_mut().enumerate() {
+        t.server_latency_ms = server_latency(spec, report, i);
+    }
     let loads: Vec<crate::cost::TenantLoad> = tenants
         .iter()
         .zip(peaks)
@@ -316,6 +321,29 @@ fn result(
         cost: Some(CostBlock::from(v)),
         capacity: None,
     }
+}
+
+/// Tenant `index`'s model's server time at the summary's quantiles, over every tenant of that
+/// model, as Triton's per-model summary has it.
+fn server_latency(spec: &RunSpec, report: &SimReport, index: usize) -> Option<ServerLatency> {
+    let model = &spec.tenants.get(index)?.model;
+    let mut merged = report.models.get(index)?.server_us.clone();
+    merged.reset();
+    for (t, m) in spec.tenants.iter().zip(&report.models) {
+        if &t.model == model {
+            merged.add(&m.server_us).ok()?;
+        }
+    }
+    if merged.is_empty() {
+        return None;
+    }
+    let ms = |q: f64| Some(merged.value_at_quantile(q) as f64 / 1000.0);
+    Some(ServerLatency {
+        p50: ms(0.5),
+        p90: ms(0.9),
+        p95: ms(0.95),
+        p99: ms(0.99),
+    })
 }
 
 fn tenant_block(t: &TenantSpec, m: &ModelReport, peak: SoloPeak, measured_s: f64) -> TenantBlock {
@@ -361,6 +389,7 @@ fn tenant_block(t: &TenantSpec, m: &ModelReport, peak: SoloPeak, measured_s: f64
         service_latency_ms: latency,
         client_ms: None,
         send_lateness_ms: None,
+        server_latency_ms: None,
         server_ms: Some(ServerBlock {
             queue: mean(c.queue_ns, c.queue_count),
             compute_input: mean(c.compute_input_ns, c.compute_input_count),

@@ -222,6 +222,7 @@ impl Sim {
                 compute_input_ns: 0,
                 compute_infer_ns: 0,
                 compute_output_ns: 0,
+                arrived: request.arrived,
                 finished_at: now,
             });
         }
@@ -637,6 +638,7 @@ impl Sim {
                 compute_input_ns: e.input_ns,
                 compute_infer_ns: e.infer_ns,
                 compute_output_ns: e.output_ns,
+                arrived: r.arrived,
                 finished_at: now,
             });
         }

@@ -273,6 +273,10 @@ pub struct Completion {
     pub compute_input_ns: u64,
     pub compute_infer_ns: u64,
     pub compute_output_ns: u64,
+    /// When the request reached the server's queue: with `finished_at`, its whole time at the
+    /// server, which the four durations above do not add up to (a batch whose inputs are in can
+    /// wait for its instance's previous batch to finish computing).
+    pub arrived: Nanos,
     pub finished_at: Nanos,
 }
 

@@ -72,6 +72,9 @@ pub struct ModelReport {
     pub mean_server_ms: f64,
     /// Latency histogram in microseconds.
     pub latency_us: Histogram<u64>,
+    /// Time from arrival at the server to completion, microseconds: the distribution Triton's
+    /// request summary reports, without the client's share.
+    pub server_us: Histogram<u64>,
     /// The model's server-side statistics at the end of the run, as ModelStatistics would report them.
     pub counters: ModelCounters,
 }
@@ -259,7 +262,7 @@ pub fn simulate_watched(
             sources[index].completed(c.finished_at);
             if counted {
                 let micros = stats[index].record(sent, c.finished_at, end);
-                stats[index].server_sum_ns += c.finished_at.saturating_sub(arrived) as f64;
+                stats[index].server(c.finished_at.saturating_sub(arrived));
                 if let Some(missed) = watch
                     .as_mut()
                     .and_then(|w| w.record(index, micros, c.finished_at))
@@ -338,6 +341,7 @@ struct Tally {
     /// Time from arrival at the server to completion, summed: the server's share of the latency.
     server_sum_ns: f64,
     latency_us: Histogram<u64>,
+    server_us: Histogram<u64>,
 }
 
 impl Tally {
@@ -356,6 +360,15 @@ impl Tally {
             self.completed_in_window += 1;
         }
         micros
+    }
+
+    /// A measured request's time at the server, `ns` from its arrival to its completion.
+    fn server(&mut self, ns: Nanos) {
+        self.server_sum_ns += ns as f64;
+        let micros = ns.div_ceil(1_000).max(1);
+        if self.server_us.record(micros).is_err() {
+            self.server_us.saturating_record(micros);
+        }
     }
 
     /// The model's report over a measured span of `span_ns`.
@@ -392,6 +405,7 @@ impl Tally {
                 self.server_sum_ns / self.completed as f64 / 1e6
             },
             latency_us: self.latency_us,
+            server_us: self.server_us,
             counters,
         }
     }
@@ -404,6 +418,7 @@ impl Tally {
             in_system_ns: 0.0,
             latency_sum_ns: 0.0,
             latency_us: latency_histogram(),
+            server_us: latency_histogram(),
             server_sum_ns: 0.0,
         }
     }
