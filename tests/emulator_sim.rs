@@ -775,7 +775,11 @@ fn seeded_runs_give_the_recorded_outcomes() {
         let mut shares = Vec::new();
         for t in 0..tenants {
             let name = format!("m{t}");
-            let mut setup = model(&name, rng.random_range(0.2..5.0), rng.random_range(0.05..2.0));
+            let mut setup = model(
+                &name,
+                rng.random_range(0.2..5.0),
+                rng.random_range(0.05..2.0),
+            );
             setup.max_batch = [1, 4, 8, 16, 32][rng.random_range(0..5usize)];
             setup.instances = rng.random_range(1..=3);
             setup.dynamic_batching = match rng.random_range(0..3u32) {

@@ -42,10 +42,7 @@ fn map_in<T: Sync, R: Send>(items: &[T], order: &[usize], f: impl Fn(&T) -> R + 
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| {
-                loop {
-                    let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                        break;
-                    };
+                while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
                     let r = f(&items[i]);
                     if let Ok(mut all) = results.lock() {
                         all[i] = Some(r);
