@@ -649,3 +649,191 @@ fn gamma_is_zero_within_a_model_and_per_pair_where_given() {
     assert_eq!(g.gamma_between("vgg16", "resnet50"), 0.04);
     assert_eq!(g.gamma_between("resnet50", "inception_v3"), 0.3);
 }
+
+/// FNV-1a over what a run reports, so that two runs compare in one number.
+fn fold(hash: &mut u64, text: &str) {
+    for b in text.bytes() {
+        *hash ^= u64::from(b);
+        *hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+}
+
+fn fold_report(hash: &mut u64, report: &perseus::emulator::sim::SimReport) {
+    for m in &report.models {
+        let quantiles: Vec<u64> = [0.0, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0]
+            .iter()
+            .map(|&q| m.latency_us.value_at_quantile(q))
+            .collect();
+        fold(
+            hash,
+            &format!(
+                "{} {} {} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+                m.name,
+                m.submitted,
+                m.completed,
+                m.achieved_per_s.to_bits(),
+                m.mean_in_system.to_bits(),
+                m.mean_batch.to_bits(),
+                m.mean_latency_ms.to_bits(),
+                m.mean_server_ms.to_bits(),
+                m.latency_us.len(),
+                quantiles,
+                m.counters
+            ),
+        );
+    }
+    fold(
+        hash,
+        &format!(
+            "{:?} {:?} {:?} {:?} {}",
+            report.gpu_utilization.to_bits(),
+            report.sm_activity.to_bits(),
+            report.mean_power_w.to_bits(),
+            report.energy_j.to_bits(),
+            report.memory_used_bytes
+        ),
+    );
+}
+
+/// One drawn tenant of a seeded mix, as plain data so that its demand can be built once per run.
+struct Drawn {
+    setup: ModelSetup,
+    batch: u32,
+    rate: f64,
+    arrivals_seed: u64,
+    /// 0, 1: open; 2: open with a turnaround; 3: closed loop.
+    kind: u32,
+    turnaround_s: f64,
+    lateness_seed: Option<u64>,
+    concurrency: u32,
+}
+
+impl Drawn {
+    fn demand(&self) -> perseus::emulator::sim::Demand<'static> {
+        use perseus::emulator::sim::{ClosedLoop, Demand, Lateness, Offered};
+        use perseus::vocab::quantiles::Quantiles;
+        use rand::SeedableRng;
+        use rand::rngs::StdRng;
+        use rand_distr::{Distribution, Exp};
+
+        let exp = Exp::new(self.rate).expect("a positive rate");
+        let mut arrivals = StdRng::seed_from_u64(self.arrivals_seed);
+        let offered = Offered {
+            setup: self.setup.clone(),
+            batch: self.batch,
+            rate_per_s: self.rate,
+            gaps: Box::new(move || exp.sample(&mut arrivals)),
+        };
+        let lateness = self.lateness_seed.map(|seed| Lateness {
+            quantiles: Quantiles {
+                q: vec![0.0, 0.5, 1.0],
+                ms: vec![0.0, 0.2, 3.0],
+            },
+            seed,
+        });
+        match self.kind {
+            0 | 1 => Demand::Open(offered),
+            2 => Demand::OpenWithTurnaround {
+                offered,
+                turnaround_s: self.turnaround_s,
+                lateness,
+            },
+            _ => Demand::Closed(ClosedLoop {
+                setup: self.setup.clone(),
+                batch: self.batch,
+                concurrency: self.concurrency,
+                turnaround_s: self.turnaround_s,
+                lateness,
+            }),
+        }
+    }
+}
+
+/// Seeded runs of assorted mixes (open, late, remote and closed-loop tenants; batching, instances,
+/// hardware queues and MPS shares drawn at random; loads from light to overloaded), full and ended
+/// once an SLA certainly misses, folded into two numbers recorded from the model as it stood. A
+/// change meant only to make the model or its run loop cheaper must leave every figure of every
+/// run as it was; a change to what the model computes records the new numbers with its reason.
+#[test]
+fn seeded_runs_give_the_recorded_outcomes() {
+    use perseus::emulator::sim::{Mps, Sla, simulate_demands, simulate_watched};
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+
+    let mut rng = StdRng::seed_from_u64(17);
+    let (mut full, mut watched) = (0xcbf2_9ce4_8422_2325_u64, 0xcbf2_9ce4_8422_2325_u64);
+    let (mut ended, mut whole) = (0, 0);
+    for mix in 0..24u64 {
+        let mut g = gpu(rng.random_range(0.0..0.4));
+        g.max_resident = rng.random_range(1..=8);
+        if rng.random_bool(0.2) {
+            g.link_bytes_per_s = 0.0;
+        }
+        let tenants = rng.random_range(1..=4usize);
+        let mut drawn = Vec::new();
+        let mut slas = Vec::new();
+        let mut shares = Vec::new();
+        for t in 0..tenants {
+            let name = format!("m{t}");
+            let mut setup = model(
+                &name,
+                rng.random_range(0.2..5.0),
+                rng.random_range(0.05..2.0),
+            );
+            setup.max_batch = [1, 4, 8, 16, 32][rng.random_range(0..5usize)];
+            setup.instances = rng.random_range(1..=3);
+            setup.dynamic_batching = match rng.random_range(0..3u32) {
+                0 => None,
+                1 => batching(&[], rng.random_range(0..2_000)),
+                _ => {
+                    let p = (setup.max_batch / 2).max(1);
+                    batching(&[p, setup.max_batch], rng.random_range(0..2_000))
+                }
+            };
+            shares.push((name, rng.random_range(0.2..1.0)));
+            let batch = rng.random_range(1..=setup.max_batch.min(4));
+            let capacity = setup.capacity_images_per_s(batch, &g) / f64::from(batch);
+            drawn.push(Drawn {
+                rate: capacity * rng.random_range(0.2..1.4) / tenants as f64,
+                setup,
+                batch,
+                arrivals_seed: mix * 31 + t as u64,
+                kind: rng.random_range(0..4),
+                turnaround_s: rng.random_range(0.0..0.002),
+                lateness_seed: rng.random_bool(0.5).then_some(mix + 100),
+                concurrency: rng.random_range(1..=8),
+            });
+            slas.push(rng.random_bool(0.8).then(|| Sla {
+                latency_ms: rng.random_range(5.0..80.0),
+                percentile: [50.0, 95.0, 99.0][rng.random_range(0..3usize)],
+            }));
+        }
+        if rng.random_bool(0.2) {
+            g.mps = Some(Mps { sm_shares: shares });
+        }
+        let warmup_s = [0.0, 0.5][rng.random_range(0..2usize)];
+        let duration_s = rng.random_range(1.0..4.0);
+        let demands = || drawn.iter().map(Drawn::demand).collect::<Vec<_>>();
+        let report = simulate_demands(&g, demands(), warmup_s, duration_s).unwrap();
+        fold_report(&mut full, &report);
+        match simulate_watched(&g, demands(), warmup_s, duration_s, &slas).unwrap() {
+            Ok(report) => {
+                whole += 1;
+                fold_report(&mut watched, &report);
+            }
+            Err(missed) => {
+                ended += 1;
+                fold(
+                    &mut watched,
+                    &format!("missed {} {:?}", missed.tenant, missed.latency_ms.to_bits()),
+                );
+            }
+        }
+    }
+    assert!(ended > 2 && whole > 2, "ended {ended}, whole {whole}");
+    assert_eq!(
+        (full, watched),
+        (531_173_925_611_119_586, 4_303_219_939_345_680_682),
+        "full and watched digests"
+    );
+}

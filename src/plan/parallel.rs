@@ -7,6 +7,30 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// `f` over `items` on up to `available_parallelism` threads, results in the order of `items`.
 pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let order: Vec<usize> = (0..items.len()).collect();
+    map_in(items, &order, f)
+}
+
+/// [`map`], taking the items in order of `cost`, highest first: threads take the next item as they
+/// finish one, so a costly item started last would leave the other cores idle while it runs.
+pub fn map_costliest_first<T: Sync, R: Send>(
+    items: &[T],
+    cost: impl Fn(&T) -> f64,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let costs: Vec<f64> = items.iter().map(cost).collect();
+    map_in(items, &costliest_first(&costs), f)
+}
+
+/// Indices of `costs`, highest first; equal costs keep their order.
+fn costliest_first(costs: &[f64]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..costs.len()).collect();
+    order.sort_by(|&a, &b| costs[b].total_cmp(&costs[a]));
+    order
+}
+
+/// `f` over `items`, started in `order` (a permutation of their indices), results in item order.
+fn map_in<T: Sync, R: Send>(items: &[T], order: &[usize], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(items.len());
@@ -18,10 +42,8 @@ pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(item) = items.get(i) else { break };
-                    let r = f(item);
+                while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let r = f(&items[i]);
                     if let Ok(mut all) = results.lock() {
                         all[i] = Some(r);
                     }
@@ -45,5 +67,16 @@ mod tests {
         let out = super::map(&items, |x| x * x);
         assert_eq!(out, items.iter().map(|x| x * x).collect::<Vec<_>>());
         assert!(super::map(&[] as &[u64], |x| *x).is_empty());
+    }
+
+    #[test]
+    fn costliest_first_orders_by_cost_and_keeps_the_input_order_of_results() {
+        assert_eq!(
+            super::costliest_first(&[1.0, 5.0, 0.0, 5.0, 2.0]),
+            vec![1, 3, 4, 0, 2]
+        );
+        let items: Vec<u64> = (0..50).collect();
+        let out = super::map_costliest_first(&items, |&x| (x % 7) as f64, |&x| x + 1);
+        assert_eq!(out, items.iter().map(|x| x + 1).collect::<Vec<_>>());
     }
 }

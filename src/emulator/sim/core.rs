@@ -100,6 +100,10 @@ pub struct Sim {
     /// γ between the models of every two slots, `[slot][slot]`, kept with the model table: rates are
     /// recomputed at every event, and looking γ up by model name there cost more than the rest.
     gammas: Vec<Vec<f64>>,
+    /// Whether anything rates and ends depend on (time, the batches inferring, their order in
+    /// `execs`) changed since `update_rates` last ran: the last pass of every `settle` changes
+    /// nothing, and recomputing then would give the same figures.
+    rates_stale: bool,
 }
 
 impl Sim {
@@ -120,6 +124,7 @@ impl Sim {
             ready: Vec::new(),
             computing: Vec::new(),
             gammas: Vec::new(),
+            rates_stale: true,
         }
     }
 
@@ -185,6 +190,7 @@ impl Sim {
                     .collect()
             })
             .collect();
+        self.rates_stale = true;
         Ok(self.id_of(slot))
     }
 
@@ -392,10 +398,12 @@ impl Sim {
         self.counters.sm_active_ns += u.min(1.0) * dt_f;
         self.counters.energy_j += self.power_w(u) * dt_f * 1e-9;
         self.now = t;
+        self.rates_stale = true;
     }
 
     /// Handles everything due at `self.now`: phase changes, completions, new batches, copies and computes
-    /// started on freed resources, then new rates.
+    /// started on freed resources, then new rates. Each slot's `wake_at` is what the last pass's
+    /// `dispatch` found, a pass that started nothing, so the batcher's answer still holds.
     fn settle(&mut self, out: &mut Vec<Completion>) {
         loop {
             let ended = self.end_phases(out);
@@ -405,17 +413,6 @@ impl Sim {
             if !ended && !started {
                 break;
             }
-        }
-        for slot in &mut self.slots {
-            slot.wake_at = if slot.loaded && slot.staged < slot.setup.instances {
-                match batcher::decide(&slot.setup, &slot.queue, self.now) {
-                    Some(Decision::WaitUntil(t)) => Some(t),
-                    Some(Decision::Start(_)) => Some(self.now),
-                    None => None,
-                }
-            } else {
-                None
-            };
         }
     }
 
@@ -438,6 +435,7 @@ impl Sim {
                     i += 1;
                 }
                 Phase::Infer => {
+                    self.rates_stale = true;
                     e.phase = Phase::AwaitOutput;
                     e.remaining = 0.0;
                     e.infer_ns = now - e.infer_started;
@@ -447,6 +445,8 @@ impl Sim {
                     i += 1;
                 }
                 _ => {
+                    // The batch moved into its place may be inferring: the order rates sum in changed.
+                    self.rates_stale = true;
                     let mut e = self.execs.swap_remove(i);
                     e.output_ns = now - e.output_started;
                     self.finish(e, out);
@@ -456,7 +456,8 @@ impl Sim {
         any
     }
 
-    /// Takes every batch the batchers allow into free instance stages; whether any started.
+    /// Takes every batch the batchers allow into free instance stages; whether any started. Each
+    /// slot's `wake_at` is left at when its batcher next wants to start one with an instance free.
     fn dispatch(&mut self) -> bool {
         let now = self.now;
         let mut any = false;
@@ -465,11 +466,19 @@ impl Sim {
             loop {
                 let slot = &mut self.slots[index];
                 if !slot.loaded || slot.staged >= slot.setup.instances {
+                    slot.wake_at = None;
                     break;
                 }
-                let Some(Decision::Start(n)) = batcher::decide(&slot.setup, &slot.queue, now)
-                else {
-                    break;
+                let n = match batcher::decide(&slot.setup, &slot.queue, now) {
+                    Some(Decision::Start(n)) => n,
+                    Some(Decision::WaitUntil(t)) => {
+                        slot.wake_at = Some(t);
+                        break;
+                    }
+                    None => {
+                        slot.wake_at = None;
+                        break;
+                    }
                 };
                 let requests: Vec<Queued> = slot.queue.drain(..n).collect();
                 let images: u32 = requests.iter().map(|r| r.batch).sum();
@@ -574,12 +583,16 @@ impl Sim {
             any = true;
         }
         self.ready = ready;
+        self.rates_stale |= any;
         any
     }
 
     /// DESIGN §5: with U = Σ uⱼ, batch i runs at 1 / (max(1, U) · (1 + Σⱼ γᵢⱼ·uⱼ)) of its solo speed, where
     /// the sum runs over batches of *other* models: a model's own instances only share the SMs.
     fn update_rates(&mut self) {
+        if !std::mem::take(&mut self.rates_stale) {
+            return;
+        }
         let u = self.total_occupancy();
         let now = self.now;
         let mut computing = std::mem::take(&mut self.computing);

@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use super::traffic::{Demand, Source};
+use super::traffic::{Demand, Source, open_on_time};
 use super::types::Nanos;
 use super::whatif::{GapSource, Offered, Sla, latency_histogram};
 
@@ -116,9 +116,10 @@ fn within_us(sla_ms: f64) -> u64 {
 }
 
 /// `demand` with its sends up to `end` drawn now, and how many of them the run measures (sent at
-/// or after `start`). The sends are drawn through a [`Source`] as the run's loop steps one, so the
-/// count is that of the run; the demand returned replays the same gaps, and its send delays come
-/// from the same seed. `None` for a closed loop.
+/// or after `start`). The sends are drawn through a [`Source`] as the run's loop steps one (or, sent
+/// on time, by [`open_on_time`], which counts as a source would), so the count is that of the run;
+/// the demand returned replays the same gaps, and its send delays come from the same seed. `None`
+/// for a closed loop.
 fn drawn<'a>(demand: Demand<'a>, start: Nanos, end: Nanos) -> (Demand<'a>, Option<u64>) {
     let (offered, turnaround_s, lateness) = match demand {
         Demand::Open(o) => (o, None, None),
@@ -135,13 +136,6 @@ fn drawn<'a>(demand: Demand<'a>, start: Nanos, end: Nanos) -> (Demand<'a>, Optio
         rate_per_s,
         mut gaps,
     } = offered;
-    let recorded = Rc::new(RefCell::new(Vec::new()));
-    let sink = Rc::clone(&recorded);
-    let recording: GapSource<'a> = Box::new(move || {
-        let gap = gaps();
-        sink.borrow_mut().push(gap);
-        gap
-    });
     let rebuild = |gaps: GapSource<'a>| {
         let offered = Offered {
             setup: setup.clone(),
@@ -158,6 +152,23 @@ fn drawn<'a>(demand: Demand<'a>, start: Nanos, end: Nanos) -> (Demand<'a>, Optio
             },
         }
     };
+    // The run asks for exactly the gaps drawn here; past them the stream has ended.
+    let replay = |gaps: Vec<f64>| -> GapSource<'a> {
+        let mut gaps = gaps.into_iter();
+        Box::new(move || gaps.next().unwrap_or(f64::INFINITY))
+    };
+    if lateness.is_none() {
+        // Sent on time, the count needs no source (nor its heap): most watched runs are so.
+        let (drawn, measured) = open_on_time(gaps, turnaround_s.unwrap_or(0.0), start, end);
+        return (rebuild(replay(drawn)), Some(measured));
+    }
+    let recorded = Rc::new(RefCell::new(Vec::new()));
+    let sink = Rc::clone(&recorded);
+    let recording: GapSource<'a> = Box::new(move || {
+        let gap = gaps();
+        sink.borrow_mut().push(gap);
+        gap
+    });
     let mut source = Source::new(rebuild(recording));
     let mut measured = 0u64;
     while let Some(t) = source.next().filter(|&t| t < end) {
@@ -167,10 +178,7 @@ fn drawn<'a>(demand: Demand<'a>, start: Nanos, end: Nanos) -> (Demand<'a>, Optio
         source.step();
     }
     drop(source);
-    let mut replay = recorded.take().into_iter();
-    // The run asks for exactly the gaps drawn here; past them the stream has ended.
-    let replaying: GapSource<'a> = Box::new(move || replay.next().unwrap_or(f64::INFINITY));
-    (rebuild(replaying), Some(measured))
+    (rebuild(replay(recorded.take())), Some(measured))
 }
 
 #[cfg(test)]

@@ -74,6 +74,12 @@ impl<'a> PeakGrid<'a> {
         }
     }
 
+    /// The requests a run at the top of the grid sends: what a search costs, near enough to order
+    /// searches by (every run is at some fraction of the top, and a run's time goes per request).
+    pub fn requests_at_top(&self) -> f64 {
+        self.top * self.options.duration_s
+    }
+
     fn rate(&self, i: u32) -> f64 {
         self.top * f64::from(i) / f64::from(self.steps)
     }

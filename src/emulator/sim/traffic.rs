@@ -234,6 +234,42 @@ impl<'a> Source<'a> {
     }
 }
 
+/// What a [`Source`] of an open process sending on time (no lateness) yields up to `end`, without
+/// running one: how many of its arrivals before `end` were sent at or after `start`, with every gap
+/// the source would have drawn by then, in order. Sent on time, arrivals keep the order of the sends,
+/// so the in-transit heap never holds more than one; the arithmetic is the source's own
+/// (`Source::advance_upcoming`, `Source::send`), so the count and the gaps are exactly its.
+pub(super) fn open_on_time(
+    mut gaps: impl FnMut() -> f64,
+    turnaround_s: f64,
+    start: Nanos,
+    end: Nanos,
+) -> (Vec<f64>, u64) {
+    let turnaround = turnaround_ns(turnaround_s) as f64;
+    let mut drawn = Vec::new();
+    let mut next_after = |at: f64| {
+        let gap = gaps();
+        drawn.push(gap);
+        Some(at + (gap * 1e9).max(0.0)).filter(|at| at.is_finite() && *at < u64::MAX as f64)
+    };
+    let mut measured = 0u64;
+    let mut upcoming = next_after(0.0);
+    while let Some(at) = upcoming {
+        // The source draws the next gap as soon as it sends, before its arrival is taken.
+        let arrival = at + 0.0 + turnaround;
+        upcoming = next_after(at);
+        if arrival.is_finite() && arrival < u64::MAX as f64 {
+            if arrival as Nanos >= end {
+                break;
+            }
+            if at as Nanos >= start {
+                measured += 1;
+            }
+        }
+    }
+    (drawn, measured)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,6 +479,56 @@ mod tests {
         let m = &report.models[0];
         assert!((m.achieved_per_s / 333.3 - 1.0).abs() < 0.01, "{m:?}");
         assert!((m.mean_latency_ms - 3.0).abs() < 0.05, "{m:?}");
+    }
+
+    /// The shortcut draws exactly the gaps a source would and counts the arrivals it yields.
+    #[test]
+    fn open_on_time_counts_and_draws_as_a_source_does() {
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, Exp};
+        for (seed, turnaround_s, start, end) in [
+            (1, 0.0, 0, 2_000_000_000),
+            (2, 0.0, 300_000_000, 1_000_000_000),
+            (3, 0.0031, 500_000_000, 3_000_000_000),
+            (4, 1e-7, 0, 1),
+            (5, 0.0, 0, 0),
+        ] {
+            let gaps = move || {
+                let exp = Exp::new(700.0).unwrap();
+                let mut rng = StdRng::seed_from_u64(seed);
+                move || exp.sample(&mut rng)
+            };
+            let (drawn, measured) = open_on_time(gaps(), turnaround_s, start, end);
+            let recorded = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+            let sink = std::rc::Rc::clone(&recorded);
+            let mut inner = gaps();
+            let mut source = Source::new(Demand::OpenWithTurnaround {
+                offered: Offered {
+                    setup: setup(),
+                    batch: 1,
+                    rate_per_s: 700.0,
+                    gaps: Box::new(move || {
+                        let gap = inner();
+                        sink.borrow_mut().push(gap);
+                        gap
+                    }),
+                },
+                turnaround_s,
+                lateness: None,
+            });
+            let mut counted = 0;
+            while let Some(t) = source.next().filter(|&t| t < end) {
+                counted += u64::from(source.intended().unwrap_or(t) >= start);
+                source.step();
+            }
+            drop(source);
+            assert_eq!(measured, counted, "seed {seed}");
+            assert_eq!(drawn, recorded.take(), "seed {seed}");
+        }
+        // A process that stops: every gap it gave, and the sends before it stopped.
+        let mut left = vec![f64::INFINITY, 0.002, 0.001];
+        let (drawn, measured) = open_on_time(|| left.pop().unwrap(), 0.0, 0, u64::MAX);
+        assert_eq!((drawn, measured), (vec![0.001, 0.002, f64::INFINITY], 2));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use hdrhistogram::Histogram;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Exp};
+use slab::Slab;
 
 use super::core::Sim;
 use super::early::{Missed, Watch};
@@ -227,9 +228,10 @@ pub fn simulate_watched(
         sources.push(Source::new(d));
     }
     let mut stats: Vec<Tally> = meta.iter().map(|_| Tally::new()).collect();
-    // Per token: the client's send time, its arrival at the server, model index, and whether it
-    // was sent in the measured period.
-    let mut tokens: Vec<(Nanos, Nanos, usize, bool)> = Vec::new();
+    // Per request in the sim, by token: the client's send time, its arrival at the server, model
+    // index, and whether it was sent in the measured period. A token is freed when its request
+    // completes, so the table is as large as what is in flight, not as the run.
+    let mut tokens: Slab<(Nanos, Nanos, usize, bool)> = Slab::new();
     let mut done: Vec<Completion> = Vec::new();
     let mut gpu_at_end = None;
     let mut last: Nanos = start;
@@ -258,7 +260,7 @@ pub fn simulate_watched(
         }
         sim.advance(t, &mut done);
         for c in done.drain(..) {
-            let (sent, arrived, index, counted) = tokens[c.token as usize];
+            let (sent, arrived, index, counted) = tokens.remove(c.token as usize);
             sources[index].completed(c.finished_at);
             if counted {
                 let micros = stats[index].record(sent, c.finished_at, end);
@@ -276,10 +278,9 @@ pub fn simulate_watched(
         }
         for (i, source) in sources.iter_mut().enumerate() {
             while source.next().is_some_and(|n| n <= t) && t < end {
-                let token = tokens.len() as u64;
                 let sent = source.intended().unwrap_or(t);
                 let counted = sent >= start;
-                tokens.push((sent, t, i, counted));
+                let token = tokens.insert((sent, t, i, counted)) as u64;
                 sim.submit(t, ids[i], meta[i].1, token)?;
                 if counted {
                     stats[i].submitted += 1;

@@ -134,7 +134,10 @@ impl VirtualTime<'_> {
             .flat_map(|&(b, a)| (0..tenants).map(move |t| (t, b, a)))
             .filter(|&(t, b, _)| setups[t][b].len() == 1)
             .collect();
-        let answers = parallel::map(&checks, |&(t, b, a)| {
+        let cost = |&(t, b, _): &(usize, usize, usize)| {
+            self.peak_grid(b, t, &setups[t][b][0]).requests_at_top()
+        };
+        let answers = parallel::map_costliest_first(&checks, cost, |&(t, b, a)| {
             let peak_a = choice[t][a].as_ref().map_or(0.0, |c| c.peak);
             self.peak_grid(b, t, &setups[t][b][0]).at_most(peak_a).ok()
         });
@@ -176,7 +179,13 @@ impl VirtualTime<'_> {
         choice: &mut [Vec<Option<Choice>>],
         known: impl Fn((usize, usize)) -> Vec<GridRun> + Sync,
     ) {
-        let chosen = parallel::map(pairs, |&(t, g)| {
+        // The costliest searches first, so that neither core is left with one at the end.
+        let cost = |&(t, g): &(usize, usize)| {
+            let setups = self.candidates(catalog, t, g);
+            let grids = setups.iter().map(|s| self.peak_grid(g, t, s));
+            grids.map(|grid| grid.requests_at_top()).sum()
+        };
+        let chosen = parallel::map_costliest_first(pairs, cost, |&(t, g)| {
             let c = self.choose(catalog, t, g, &known((t, g)));
             self.progress.advance(1);
             c
