@@ -83,7 +83,7 @@ fn main() {
             let span = Duration::from_secs(seconds);
             let (gaps, floor_steal) = floor::measure_floor(span).await;
             let ideal = gaps.ideal_error_us(rate, &quantiles);
-            let clock = Clock::start(tokio::runtime::Handle::current()).expect("clock");
+            let clock = Clock::start(tokio::runtime::Handle::current(), true).expect("clock");
             // Warm up for a second, then measure.
             clock.add(Arc::clone(&shared), ArrivalProcess::new(&Arrival::Constant, rate, 1));
             tokio::time::sleep(Duration::from_secs(1)).await;

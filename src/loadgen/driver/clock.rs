@@ -41,12 +41,14 @@ pub struct Clock {
 }
 
 impl Clock {
-    /// Starts the clock thread; requests are spawned onto `runtime`.
-    pub fn start(runtime: Handle) -> std::io::Result<Clock> {
+    /// Starts the clock thread; requests are spawned onto `runtime`, each when its response first
+    /// wakes it ([`Parked`]), or with `deferred` false at once, as the load generator first
+    /// shipped did (the client-cost benchmark's baseline keeps that measurable).
+    pub fn start(runtime: Handle, deferred: bool) -> std::io::Result<Clock> {
         let (tx, rx) = mpsc::channel();
         let thread = thread::Builder::new()
             .name("perseus-clock".into())
-            .spawn(move || clock_loop(rx, runtime))?;
+            .spawn(move || clock_loop(rx, runtime, deferred))?;
         Ok(Clock {
             tx,
             thread: Some(thread),
@@ -91,8 +93,27 @@ struct Scheduled {
 /// Issues one arrival from the clock thread: polls the send once here, which takes it up to the
 /// gRPC connection (or into the backlog), and leaves the rest — the wait for the response — parked
 /// in `parked` until the response (or the deadline) wakes it (see [`Parked`]).
-fn dispatch(parked: &Arc<Parked>, shared: Arc<TenantShared>, intended: Instant) {
-    parked.start(Box::pin(send_one(shared, intended)));
+fn dispatch(
+    parked: Option<&Arc<Parked>>,
+    runtime: &Handle,
+    shared: Arc<TenantShared>,
+    intended: Instant,
+) {
+    let mut send: SendFuture = Box::pin(send_one(shared, intended));
+    match parked {
+        Some(parked) => parked.start(send),
+        // As first shipped: the spawned task polls again at once, registering its real waker,
+        // and every future involved re-checks readiness on each poll, so a no-op waker is sound.
+        None => {
+            if send
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+                .is_pending()
+            {
+                runtime.spawn(send);
+            }
+        }
+    }
 }
 
 type SendFuture = Pin<Box<dyn Future<Output = bool> + Send>>;
@@ -247,7 +268,7 @@ impl Wake for ParkedWaker {
     }
 }
 
-fn clock_loop(rx: mpsc::Receiver<ClockMsg>, runtime: Handle) {
+fn clock_loop(rx: mpsc::Receiver<ClockMsg>, runtime: Handle, deferred: bool) {
     crate::timing::tighten_timer_slack();
     // The first poll of a send (see `dispatch`) needs the runtime's context for its timers and I/O.
     let _runtime_context = runtime.enter();
@@ -304,7 +325,12 @@ fn clock_loop(rx: mpsc::Receiver<ClockMsg>, runtime: Handle) {
                     // that fell behind sends them late (and they are counted late), never skips.
                     let mut guard = 0;
                     while s.next <= now && guard < 10_000 {
-                        dispatch(&parked.0, Arc::clone(&s.shared), s.next);
+                        dispatch(
+                            deferred.then_some(&parked.0),
+                            &runtime,
+                            Arc::clone(&s.shared),
+                            s.next,
+                        );
                         s.next += s.process.next_gap();
                         guard += 1;
                     }
