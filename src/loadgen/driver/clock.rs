@@ -423,6 +423,33 @@ mod tests {
     }
 
     /// A send that hands out its first waker and stays pending until `release` fires.
+    /// A registry on `runtime` with one send parked in it after its first poll: the registry,
+    /// that poll's waker, what releases the send's response, where it reports finishing, and its
+    /// drop probe.
+    fn parked_send(
+        runtime: &tokio::runtime::Runtime,
+    ) -> (
+        ParkedGuard,
+        Waker,
+        tokio::sync::oneshot::Sender<()>,
+        mpsc::Receiver<&'static str>,
+        Arc<AtomicU8>,
+    ) {
+        let parked = ParkedGuard(Parked::new(runtime.handle().clone()));
+        let (waker_tx, waker_rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel();
+        let (release_tx, release_rx) = tokio::sync::oneshot::channel();
+        let state = Arc::new(AtomicU8::new(ALIVE));
+        parked.0.start(pending_send(
+            waker_tx,
+            release_rx,
+            done_tx,
+            DropProbe(Arc::clone(&state)),
+        ));
+        let waker = waker_rx.recv().expect("polled once");
+        (parked, waker, release_tx, done_rx, state)
+    }
+
     fn pending_send(
         wakers: mpsc::Sender<Waker>,
         release: tokio::sync::oneshot::Receiver<()>,
@@ -490,18 +517,7 @@ mod tests {
     #[test]
     fn sends_still_parked_when_the_clock_stops_are_handed_over_and_finish() {
         let runtime = runtime();
-        let parked = ParkedGuard(Parked::new(runtime.handle().clone()));
-        let (waker_tx, waker_rx) = mpsc::channel();
-        let (done_tx, done_rx) = mpsc::channel();
-        let (release_tx, release_rx) = tokio::sync::oneshot::channel();
-        let state = Arc::new(AtomicU8::new(ALIVE));
-        parked.0.start(pending_send(
-            waker_tx,
-            release_rx,
-            done_tx,
-            DropProbe(Arc::clone(&state)),
-        ));
-        let first_waker = waker_rx.recv().expect("polled once");
+        let (parked, first_waker, release_tx, done_rx, state) = parked_send(&runtime);
         assert_eq!(parked.0.lock().sends.len(), 1);
 
         // The clock stops with the send still waiting for its response.
@@ -529,19 +545,7 @@ mod tests {
     #[test]
     fn neither_a_wake_nor_dropping_the_waker_drops_a_send() {
         let runtime = runtime();
-        let handle = runtime.handle().clone();
-        let parked = ParkedGuard(Parked::new(handle));
-        let (waker_tx, waker_rx) = mpsc::channel();
-        let (done_tx, _done_rx) = mpsc::channel();
-        let (_release_tx, release_rx) = tokio::sync::oneshot::channel();
-        let state = Arc::new(AtomicU8::new(ALIVE));
-        parked.0.start(pending_send(
-            waker_tx,
-            release_rx,
-            done_tx,
-            DropProbe(Arc::clone(&state)),
-        ));
-        let waker = waker_rx.recv().expect("polled once");
+        let (parked, waker, _release_tx, _done_rx, state) = parked_send(&runtime);
 
         // A runtime that has shut down drops at once, inside `spawn`, any task it is handed.
         runtime.shutdown_timeout(Duration::from_secs(10));
