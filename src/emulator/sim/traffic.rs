@@ -364,12 +364,7 @@ mod tests {
     #[test]
     fn an_open_source_with_a_turnaround_reaches_the_server_that_much_after_each_send() {
         let mut s = Source::new(Demand::OpenWithTurnaround {
-            offered: Offered {
-                setup: setup(),
-                batch: 1,
-                rate_per_s: 1000.0,
-                gaps: Box::new(|| 0.001),
-            },
+            offered: every_ms(),
             turnaround_s: 250e-6,
             lateness: None,
         });
@@ -420,6 +415,16 @@ mod tests {
         assert_eq!(direct.counters.queue_ns, remote.counters.queue_ns);
     }
 
+    /// One image every millisecond, on the clock.
+    fn every_ms() -> Offered<'static> {
+        Offered {
+            setup: setup(),
+            batch: 1,
+            rate_per_s: 1000.0,
+            gaps: Box::new(|| 0.001),
+        }
+    }
+
     fn lateness(ms: Vec<f64>) -> Option<Lateness> {
         let q = (0..ms.len())
             .map(|i| i as f64 / (ms.len() - 1) as f64)
@@ -435,12 +440,7 @@ mod tests {
     #[test]
     fn an_open_source_sends_each_request_a_drawn_delay_late() {
         let mut s = Source::new(Demand::OpenWithTurnaround {
-            offered: Offered {
-                setup: setup(),
-                batch: 1,
-                rate_per_s: 1000.0,
-                gaps: Box::new(|| 0.001),
-            },
+            offered: every_ms(),
             turnaround_s: 0.0,
             // Uniform from 0 to 3 ms: sends 1 ms apart overtake one another.
             lateness: lateness(vec![0.0, 3.0]),
@@ -533,12 +533,7 @@ mod tests {
 
     #[test]
     fn an_open_source_ignores_completions() {
-        let mut s = Source::new(Demand::Open(Offered {
-            setup: setup(),
-            batch: 1,
-            rate_per_s: 1000.0,
-            gaps: Box::new(|| 0.001),
-        }));
+        let mut s = Source::new(Demand::Open(every_ms()));
         assert_eq!(s.next(), Some(1_000_000));
         s.completed(10);
         assert_eq!(s.next(), Some(1_000_000));
