@@ -37,35 +37,18 @@ fn num(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
-/// The shipped sessions whose prediction is checked against a real-time run on the emulator in
-/// full: achieved rates, the server's p95 and the p95 the client saw.
-const CHECKED: &[&str] = &["sessions/perseus-t4.toml", "sessions/perseus-p4.toml"];
-
-/// Shipped sessions whose achieved rates and server-side p95 (the GPU model's own figure, from
-/// the server's request summary) are checked, but not the p95 the client saw, each with the
-/// reason. A session in neither list fails the check below, so none goes unchecked by oversight.
-const CLIENT_TAIL_UNCHECKED: &[(&str, &str)] = &[
-    (
-        "sessions/demo.toml",
-        "millisecond latencies whose tail is the client machine's: the p95 the client sees \
-         agrees on a quiet machine, but on this 2-core box any other work adds its scheduling \
-         to it, which no GPU model predicts",
-    ),
-    ("sessions/bursty.toml", "millisecond latencies, as for demo"),
-    (
-        "sessions/h100-packing.toml",
-        "millisecond latencies, as for demo, and eight tenants' 0.6 to 4.8 MB requests that \
-         keep the client busy",
-    ),
-];
-
-/// Shipped sessions whose achieved rates alone are checked, each with the reason.
-const RATES_ONLY: &[(&str, &str)] = &[(
+/// The shipped sessions whose prediction is checked against a real-time run on the emulator:
+/// achieved rates, the server's p95 and the p95 the client saw, each p95 allowed only the
+/// client's own tail that the same run measured (`client_tail_ms`), as a busy 2-core machine
+/// adds to the millisecond ones and a closed loop of microsecond requests is made of.
+const CHECKED: &[&str] = &[
+    "sessions/bursty.toml",
+    "sessions/demo.toml",
+    "sessions/h100-packing.toml",
+    "sessions/perseus-p4.toml",
+    "sessions/perseus-t4.toml",
     "sessions/triton-local.toml",
-    "its closed loop of microsecond requests runs at the client's pace, so its p95, server side \
-     and client side, is the spread of the client's round trip, which the prediction does not \
-     have (it replays the mean turnaround and the send gaps)",
-)];
+];
 
 /// The shipped session files, multi-target ones left out: a prediction models one GPU.
 fn shipped_sessions() -> Vec<String> {
@@ -92,20 +75,14 @@ fn shipped_sessions() -> Vec<String> {
 }
 
 #[test]
-fn every_shipped_session_is_checked_or_has_a_reason_it_is_not() {
-    let listed: Vec<&str> = CHECKED
-        .iter()
-        .copied()
-        .chain(CLIENT_TAIL_UNCHECKED.iter().map(|(s, _)| *s))
-        .chain(RATES_ONLY.iter().map(|(s, _)| *s))
-        .collect();
+fn every_shipped_session_is_checked() {
     for session in shipped_sessions() {
         assert!(
-            listed.contains(&session.as_str()),
-            "{session}: no agreement check and no reason why not"
+            CHECKED.contains(&session.as_str()),
+            "{session}: no agreement check"
         );
     }
-    for session in &listed {
+    for session in CHECKED {
         assert!(
             Path::new(env!("CARGO_MANIFEST_DIR")).join(session).exists(),
             "{session} is listed but not shipped"
@@ -246,24 +223,35 @@ enum Verdict {
     /// It disagreed, and the run itself reports `client_bound` (DESIGN §4): its figures measured
     /// the client machine, not the modelled GPU.
     ClientBound(String),
+    /// It agreed only once each p95 the run had above the prediction was allowed the client's
+    /// own tail that the same run measured for that tenant (`client_tail_ms`, the note beside
+    /// its table): a client that sends and wakes late also sends in clumps, which the server
+    /// queues, so that tail can lift the server's p95 as well as its own.
+    ClientTail(String),
 }
 
-/// How much of a prediction a session's check holds it to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Checks {
-    Rates,
-    ServerP95,
-    ClientP95,
+/// Whether a predicted p95 is within 15 % of the run's: `Some(true)` outright, `Some(false)`
+/// only once the run's excess over it is allowed `tail` (the client's own tail, in ms), `None`
+/// not even then. A prediction above the run is never allowed the tail: that tail only adds.
+fn within(predicted: f64, run: f64, tail: f64) -> Option<bool> {
+    if (predicted / run - 1.0).abs() <= 0.15 {
+        Some(true)
+    } else if run > predicted && run - predicted <= 0.15 * run + tail.max(0.0) {
+        Some(false)
+    } else {
+        None
+    }
 }
 
-/// Compares one prediction with one real-time run: achieved rates within 3 %, then as `checks`
-/// says, the server-side p95 within 15 % (the run has it from the emulator's request summary,
-/// which covers its last minute, warm-up included) and the p95 the client saw within 15 %.
-fn agreement(session: &str, p: &Value, r: &Value, checks: Checks) -> Verdict {
+/// Compares one prediction with one real-time run: achieved rates within 3 %, the server-side
+/// p95 within 15 % (the run has it from the emulator's request summary, which covers its last
+/// minute, warm-up included) and the p95 the client saw within 15 %, each p95 allowed its
+/// tenant's client tail as [`within`] says.
+fn agreement(session: &str, p: &Value, r: &Value) -> Verdict {
     let pt = p["tenants"].as_array().expect("tenants");
     let rt = r["tenants"].as_array().expect("tenants");
     assert_eq!(pt.len(), rt.len());
-    let mut why = None;
+    let (mut why, mut allowed) = (None, Vec::new());
     for (a, b) in pt.iter().zip(rt) {
         let model = &a["model"];
         let (pa, ra) = (num(&a["achieved_rate"]), num(&b["achieved_rate"]));
@@ -272,25 +260,42 @@ fn agreement(session: &str, p: &Value, r: &Value, checks: Checks) -> Verdict {
             num(&a["server_latency_ms"]["p95"]),
             num(&b["server_latency_ms"]["p95"]),
         );
+        let tail = b["client_tail_ms"].as_f64();
         eprintln!(
             "{session} {model}: achieved {pa:.1} vs {ra:.1} req/s, server p95 {ps:.2} vs \
              {rs:.2} ms, client p95 {pp:.2} vs {rp:.2} ms (predicted vs run), client turnaround \
-             {:.2} ms",
-            num(&a["client_ms"])
+             {:.2} ms, the client's own tail {}",
+            num(&a["client_ms"]),
+            tail.map_or("unknown".to_string(), |t| format!("{t:.2} ms"))
         );
-        if why.is_some() {
-            continue;
-        }
         if (pa / ra - 1.0).abs() > 0.03 {
-            why = Some(format!("{model}: achieved {pa} predicted vs {ra} run"));
-        } else if checks >= Checks::ServerP95 && (ps / rs - 1.0).abs() > 0.15 {
-            why = Some(format!("{model}: server p95 {ps} predicted vs {rs} run"));
-        } else if checks >= Checks::ClientP95 && (pp / rp - 1.0).abs() > 0.15 {
-            why = Some(format!("{model}: p95 {pp} predicted vs {rp} run"));
+            why.get_or_insert(format!("{model}: achieved {pa} predicted vs {ra} run"));
+        }
+        let own = tail.unwrap_or(0.0);
+        match within(ps, rs, own) {
+            Some(true) => {}
+            Some(false) => allowed.push(format!("{model}: server p95 {ps:.2} vs {rs:.2} ms")),
+            None => {
+                why.get_or_insert(format!("{model}: server p95 {ps} predicted vs {rs} run"));
+            }
+        }
+        match (tail, within(pp, rp, own)) {
+            (_, Some(true)) => {}
+            // A tenant sharing its model has no server p95 of its own (Triton's summaries are
+            // per model), so the run cannot tell its client's tail from the GPU's.
+            (None, _) => eprintln!(
+                "{session} {model}: client p95 not checked ({pp:.2} predicted vs {rp:.2} ms \
+                 run): its model is shared, so the run has no server p95 of its own"
+            ),
+            (Some(_), Some(false)) => allowed.push(format!("{model}: p95 {pp:.2} vs {rp:.2} ms")),
+            (Some(_), None) => {
+                why.get_or_insert(format!("{model}: p95 {pp} predicted vs {rp} run"));
+            }
         }
     }
     match why {
-        None => Verdict::Agrees,
+        None if allowed.is_empty() => Verdict::Agrees,
+        None => Verdict::ClientTail(allowed.join("; ")),
         // The run's own client-bound mark excuses a disagreement, never an agreement.
         Some(why) if !r["client_bound"].is_null() => Verdict::ClientBound(format!(
             "{why}; the run was client-bound: {}",
@@ -325,34 +330,24 @@ fn on_the_emulator(session: &str, dir: &Path) -> (String, Vec<&'static str>) {
     )
 }
 
-/// The issue's check: for each shipped session, the prediction's achieved rates are within 3 %,
-/// its server-side p95 within 15 % (all but [`RATES_ONLY`]) and the client's p95 within 15 % (for
-/// [`CHECKED`]) of a brief real-time run on the emulator, predicted with the client turnaround and send
-/// lateness that run measured (`--client-from`). A busy machine can starve the real-time side: a run that
-/// reports itself client-bound measured the machine, and is retried, up to three runs; any run
-/// that is not client-bound must agree. A session whose every run was client-bound is skipped, and
-/// the test says so.
+/// The issue's check: for each shipped session, the prediction's achieved rates are within 3 %
+/// and its server-side p95 and the client's p95 within 15 % of a brief real-time
+/// run on the emulator, predicted with the client turnaround and send lateness that run measured
+/// (`--client-from`). A busy machine can starve the real-time side: a run that reports itself
+/// client-bound measured the machine; one that agrees only with its own client tail allowed for
+/// (see [`within`]) measured it in part. Either is retried, up to three runs; any other
+/// disagreement fails. A session whose every run was client-bound is skipped, and the test says
+/// so.
 #[test]
 fn predictions_agree_with_real_time_runs_of_the_shipped_sessions() {
     let mut skipped = Vec::new();
-    let sessions = CHECKED
-        .iter()
-        .map(|s| (*s, Checks::ClientP95))
-        .chain(CLIENT_TAIL_UNCHECKED.iter().map(|(s, why)| {
-            eprintln!("{s}: rates and server p95 only, the client's p95 not checked: {why}");
-            (*s, Checks::ServerP95)
-        }))
-        .chain(RATES_ONLY.iter().map(|(s, why)| {
-            eprintln!("{s}: achieved rates only: {why}");
-            (*s, Checks::Rates)
-        }));
-    for (session, checks) in sessions {
+    for session in CHECKED.iter().copied() {
         let dir = tempfile::tempdir().expect("temp dir");
         let predicted = dir.path().join("predicted.json");
         let measured = dir.path().join("run.json");
         let (run_session, gpu) = on_the_emulator(session, dir.path());
-        let mut starved = Vec::new();
-        let mut checked = false;
+        let (mut starved, mut allowed) = (Vec::new(), Vec::new());
+        let mut clean = false;
         for _ in 0..3 {
             let out = perseus(
                 &[
@@ -379,16 +374,22 @@ fn predictions_agree_with_real_time_runs_of_the_shipped_sessions() {
             args.extend_from_slice(&gpu);
             let out = perseus(&args, dir.path());
             assert!(out.status.success(), "{session}: {}", text(&out));
-            match agreement(session, &json_of(&predicted), &json_of(&measured), checks) {
+            match agreement(session, &json_of(&predicted), &json_of(&measured)) {
                 Verdict::Agrees => {
-                    checked = true;
+                    clean = true;
                     break;
                 }
                 Verdict::Disagrees(why) => panic!("{session}: {why}"),
+                // Checked, but a run that needs no allowance is worth another try.
+                Verdict::ClientTail(why) => allowed.push(why),
                 Verdict::ClientBound(why) => starved.push(why),
             }
         }
-        if !checked {
+        if !clean && !allowed.is_empty() {
+            eprintln!(
+                "{session} agreed only with each run's own client tail allowed: {allowed:#?}"
+            );
+        } else if !clean {
             eprintln!(
                 "SKIPPED {session}: every run was client-bound, so they measured this machine \
                  rather than the model: {starved:#?}"

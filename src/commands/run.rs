@@ -310,6 +310,7 @@ async fn add_server_latency(result: &mut report::RunResult, url: &str) {
                     .get(&t.model)
                     .and_then(|points| report::ServerLatency::from_points(points));
             }
+            result.fill_client_tails();
         }
         Err(e) => tracing::debug!("no server latency summaries from {url}: {e}"),
     }

@@ -87,6 +87,13 @@ pub struct TenantBlock {
     /// summaries (Triton without `--metrics-config summary_latencies=true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_latency_ms: Option<ServerLatency>,
+    /// How far the p95 the client saw (`latency_ms`) exceeds the server's own p95 plus the mean
+    /// turnaround (`client_ms`), in ms: the part of the tail that neither the GPU nor the mean
+    /// transport explains, which is the client's scheduling (late sends, late wake-ups on
+    /// responses). Absent without both figures, and for a tenant that shares its model with
+    /// another (the server's p95 is per model); see [`TenantBlock::tail_is_the_clients`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_tail_ms: Option<f64>,
     pub avg_batch: Option<f64>,
     pub sla: SlaBlock,
     pub goodput: f64,
@@ -95,6 +102,46 @@ pub struct TenantBlock {
     /// Set when the generator could not keep this tenant's schedule over the measured period.
     #[serde(default)]
     pub client_bound: Option<ClientBound>,
+}
+
+/// Past this share of the client's p95, the client's own tail ([`TenantBlock::client_tail_ms`])
+/// decides that p95 more than the GPU does: the run says so beside its table.
+pub const CLIENT_TAIL_SHARE: f64 = 0.10;
+
+impl RunResult {
+    /// Sets each tenant's [`client_tail_ms`](TenantBlock::client_tail_ms) once the server's p95
+    /// and the turnarounds are known. A server keeps its summaries per model, so a tenant that
+    /// shares its model with another has no p95 of its own at the server, and gets none.
+    pub fn fill_client_tails(&mut self) {
+        let models: Vec<String> = self.tenants.iter().map(|t| t.model.clone()).collect();
+        for t in &mut self.tenants {
+            if models.iter().filter(|m| **m == t.model).count() == 1 {
+                t.fill_client_tail();
+            } else {
+                t.client_tail_ms = None;
+            }
+        }
+    }
+}
+
+impl TenantBlock {
+    /// Sets [`client_tail_ms`](Self::client_tail_ms) from the figures it compares, once both
+    /// the server's p95 and the turnaround are known.
+    fn fill_client_tail(&mut self) {
+        self.client_tail_ms = self
+            .server_latency_ms
+            .and_then(|s| s.p95)
+            .zip(self.client_ms)
+            .filter(|_| self.ok > 0)
+            .map(|(server, turnaround)| self.latency_ms.p95 - server - turnaround);
+    }
+
+    /// Whether more than [`CLIENT_TAIL_SHARE`] of the client's p95 is its own tail, so that p95
+    /// measures the client machine's scheduling more than the modelled GPU.
+    pub fn tail_is_the_clients(&self) -> bool {
+        self.client_tail_ms
+            .is_some_and(|tail| tail > CLIENT_TAIL_SHARE * self.latency_ms.p95)
+    }
 }
 
 /// Server-side request duration at Triton's default summary quantiles, in milliseconds; a
@@ -291,6 +338,7 @@ fn tenant_block(t: &crate::vocab::snapshot::TenantView) -> TenantBlock {
             .map(|server_us| (tot.service_latency_ms.mean - server_us / 1000.0).max(0.0)),
         send_lateness_ms: tot.send_lateness_ms.clone(),
         server_latency_ms: None,
+        client_tail_ms: None,
         avg_batch: tot.server.map(|s| s.avg_batch),
         sla: SlaBlock {
             latency_ms: t.sla.latency_ms,
@@ -391,6 +439,7 @@ pub fn table(r: &RunResult) -> String {
         );
     }
     write_client_bound(&mut out, r);
+    write_client_tail(&mut out, r);
     if let Some(g) = &r.gpu {
         let _ = writeln!(
             out,
@@ -466,6 +515,35 @@ fn write_client_bound(out: &mut String, r: &RunResult) {
             "  process CPU {:.0}% of {} cores",
             cpu * 100.0,
             run.cores
+        );
+    }
+}
+
+/// The tenants whose p95 is more the client's tail than the GPU's, each with its share: a p95
+/// that looks like the GPU's but is not must say so (DESIGN §4).
+fn write_client_tail(out: &mut String, r: &RunResult) {
+    let tails: Vec<&TenantBlock> = r
+        .tenants
+        .iter()
+        .filter(|t| t.tail_is_the_clients())
+        .collect();
+    if tails.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "note: part of these p95s is the client's scheduling (late sends and wake-ups), beyond \
+         the server's p95 and the mean transport, not the GPU:"
+    );
+    for t in tails {
+        let tail = t.client_tail_ms.unwrap_or(0.0);
+        let _ = writeln!(
+            out,
+            "  {}: {:.2} of {:.2} ms ({:.0}%)",
+            t.model,
+            tail,
+            t.latency_ms.p95,
+            100.0 * tail / t.latency_ms.p95
         );
     }
 }

@@ -20,6 +20,7 @@ fn tenant(model: &str) -> TenantBlock {
         client_ms: None,
         send_lateness_ms: None,
         server_latency_ms: None,
+        client_tail_ms: None,
         avg_batch: None,
         sla: SlaBlock {
             latency_ms: 100.0,
@@ -111,4 +112,55 @@ fn a_client_bound_run_says_so_in_table_csv_and_json() {
     assert!(json["tenants"][1]["client_bound"].is_null());
     // A light run has no warning.
     assert!(!super::table(&result(vec![tenant("a")])).contains("warning"));
+}
+
+#[test]
+fn a_p95_that_is_mostly_the_clients_tail_says_so_and_one_that_is_not_does_not() {
+    let with = |model: &str, p95: f64, server: f64, turnaround: f64| {
+        let mut t = tenant(model);
+        t.ok = 100;
+        t.latency_ms.p95 = p95;
+        t.server_latency_ms = Some(ServerLatency {
+            p95: Some(server),
+            ..ServerLatency::default()
+        });
+        t.client_ms = Some(turnaround);
+        t
+    };
+    // 7.50 ms at the client, 3.40 at the server, 0.95 transport: 3.15 ms is the client's tail.
+    // Within a tenth of the p95, the other's is the GPU's figure.
+    let mut r = result(vec![
+        with("resnet50", 7.5, 3.4, 0.95),
+        with("mobilenet_v2", 10.0, 8.6, 0.5),
+    ]);
+    r.fill_client_tails();
+    let (busy, quiet) = (&r.tenants[0], &r.tenants[1]);
+    assert!((busy.client_tail_ms.unwrap() - 3.15).abs() < 1e-9);
+    assert!(busy.tail_is_the_clients());
+    assert!(quiet.client_tail_ms.is_some() && !quiet.tail_is_the_clients());
+    let table = table(&r);
+    assert!(
+        table.contains("note: part of these p95s is the client's scheduling"),
+        "{table}"
+    );
+    assert!(
+        table.contains("  resnet50: 3.15 of 7.50 ms (42%)"),
+        "{table}"
+    );
+    assert!(!table.contains("mobilenet_v2: "), "{table}");
+    // Two tenants of one model share its server-side p95, so neither has a tail of its own; nor
+    // has a tenant without the server's p95.
+    let mut blind = tenant("a");
+    blind.ok = 100;
+    blind.client_ms = Some(1.0);
+    let mut r = result(vec![
+        with("resnet50", 7.5, 3.4, 0.95),
+        with("resnet50", 7.5, 3.4, 0.95),
+        blind,
+    ]);
+    r.fill_client_tails();
+    assert!(r.tenants.iter().all(|t| t.client_tail_ms.is_none()));
+    assert!(!super::table(&r).contains("note:"));
+    let json = serde_json::to_value(&r).unwrap();
+    assert!(json["tenants"][0].get("client_tail_ms").is_none(), "{json}");
 }

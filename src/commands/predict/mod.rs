@@ -122,6 +122,7 @@ pub fn prediction(
         t.client_ms = Some(client.turnaround.as_secs_f64() * 1e3);
         t.send_lateness_ms.clone_from(&client.lateness);
     }
+    result.fill_client_tails();
     result.capacity = Some(capacity_block(estimate, &peaks, price));
     Ok(result)
 }
@@ -390,6 +391,7 @@ fn tenant_block(t: &TenantSpec, m: &ModelReport, peak: SoloPeak, measured_s: f64
         client_ms: None,
         send_lateness_ms: None,
         server_latency_ms: None,
+        client_tail_ms: None,
         server_ms: Some(ServerBlock {
             queue: mean(c.queue_ns, c.queue_count),
             compute_input: mean(c.compute_input_ns, c.compute_input_count),
