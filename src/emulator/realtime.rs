@@ -71,6 +71,10 @@ struct Shared {
 pub(crate) struct RealTime {
     shared: Arc<Shared>,
     driver: Option<JoinHandle<()>>,
+    /// How the driver's deliveries reach handlers when the clock is started inside a runtime:
+    /// woken from the driver thread directly, each would wake two workers (see
+    /// [`crate::timing::doorbell`]).
+    relay: Option<crate::timing::doorbell::Relay>,
 }
 
 impl RealTime {
@@ -81,9 +85,13 @@ impl RealTime {
             .name("perseus-emulator-clock".into())
             .spawn(move || drive(&for_driver))?;
         let _ = shared.driver.set(handle.thread().clone());
+        let relay = tokio::runtime::Handle::try_current()
+            .ok()
+            .and_then(|_| crate::timing::doorbell::Relay::start().ok());
         Ok(RealTime {
             shared,
             driver: Some(handle),
+            relay,
         })
     }
 
@@ -94,6 +102,7 @@ impl RealTime {
         Ok(RealTime {
             shared: Shared::new(gpu)?,
             driver: None,
+            relay: None,
         })
     }
 
@@ -138,6 +147,17 @@ impl RealTime {
             state.waiting.insert(token, tx);
             Ok(rx)
         })
+    }
+
+    /// Waits for a completion that [`RealTime::submit`] promised, through the relay if there is one.
+    pub(crate) async fn completion(
+        &self,
+        done: oneshot::Receiver<Completion>,
+    ) -> Result<Completion, oneshot::error::RecvError> {
+        match &self.relay {
+            Some(relay) => relay.guard(done).await,
+            None => done.await,
+        }
     }
 
     /// Delivers whatever has come due (see [`Ticker::catch_up`]). Request handlers call it as they
@@ -318,6 +338,7 @@ impl Shared {
 /// have made an earlier one wakes it.
 fn drive(shared: &Shared) {
     crate::timing::tighten_timer_slack();
+    crate::timing::doorbell::mark_outside_runtime();
     while !shared.stop.load(Ordering::Acquire) {
         // Under load the handlers deliver most completions themselves (`catch_up`, `submit`), so the
         // driver takes the lock only when something is due, rather than queueing behind them.
