@@ -320,6 +320,63 @@ fn dynamic_batching_forms_preferred_sizes_under_load_and_waits_when_idle() {
     assert_eq!(out[0].batch, 1);
 }
 
+#[test]
+fn next_completion_is_when_the_first_request_finishes_if_nothing_more_comes() {
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+    // Three models with interference, two of them batching (one on two instances), driven at
+    // random gaps: each prediction must hold until the next submission, events in between or not.
+    let mut sim = Sim::new(gpu(0.3));
+    let ids = [
+        sim.load(ModelSetup {
+            dynamic_batching: batching(&[4, 8], 2_000),
+            instances: 2,
+            ..model("a", 3.0, 1.0)
+        })
+        .unwrap(),
+        sim.load(model("b", 1.0, 0.4)).unwrap(),
+        sim.load(ModelSetup {
+            dynamic_batching: batching(&[4], 500),
+            ..model("c", 6.0, 2.0)
+        })
+        .unwrap(),
+    ];
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut out = Vec::new();
+    let (mut t, mut held) = (0u64, 0);
+    for token in 0..3_000u64 {
+        let predicted = sim.next_completion();
+        t += rng.random_range(0..3_000_000);
+        sim.advance(t, &mut out);
+        match predicted {
+            Some(p) if p <= t => {
+                let first = out.iter().map(|c| c.finished_at).min();
+                assert_eq!(first, Some(p), "predicted {p}, advanced to {t}");
+                held += 1;
+            }
+            Some(p) => assert!(
+                out.is_empty(),
+                "predicted {p}, yet finished by {t}: {out:?}"
+            ),
+            None => assert!(out.is_empty(), "nothing predicted, yet {out:?}"),
+        }
+        out.clear();
+        let id = ids[rng.random_range(0..ids.len())];
+        sim.submit(t, id, rng.random_range(1..=4), token).unwrap();
+    }
+    // Draining with nothing more submitted: every prediction is a completion.
+    while let Some(p) = sim.next_completion() {
+        sim.advance(p, &mut out);
+        assert!(out.iter().all(|c| c.finished_at == p) && !out.is_empty());
+        out.clear();
+    }
+    assert_eq!(sim.next_event(), None);
+    assert!(
+        held > 500,
+        "only {held} predictions came due before a submission"
+    );
+}
+
 /// Largest number of batches whose compute intervals overlap.
 fn max_concurrency(done: &[Completion]) -> usize {
     let mut edges: Vec<(u64, i32)> = Vec::new();

@@ -371,7 +371,7 @@ impl Core {
                     message: format!("{}Exceeds maximum queue size", log_request(&call.id)),
                 },
             })?;
-        let completion = done.await.map_err(|_| ServeError {
+        let completion = self.clock.completion(done).await.map_err(|_| ServeError {
             code: Code::Unavailable,
             message: "the emulator is shutting down".into(),
         })?;

@@ -117,6 +117,13 @@ impl Direct {
                 });
             }
         };
+        // The load generator's clock thread queues most requests on this connection: a doorbell
+        // spares each of them a second worker's wake-up (see `crate::timing::doorbell`).
+        let connection =
+            crate::timing::doorbell::guarded(connection).map_err(|e| TritonError::Connect {
+                address: self.address.clone(),
+                message: error_chain(&e),
+            })?;
         let open = Arc::new(AtomicBool::new(true));
         let flag = Arc::clone(&open);
         tokio::spawn(async move {

@@ -270,6 +270,8 @@ impl Wake for ParkedWaker {
 
 fn clock_loop(rx: mpsc::Receiver<ClockMsg>, runtime: Handle, deferred: bool) {
     crate::timing::tighten_timer_slack();
+    // What the first poll of a send wakes (its connection) hears of it through a doorbell.
+    crate::timing::doorbell::mark_outside_runtime();
     // The first poll of a send (see `dispatch`) needs the runtime's context for its timers and I/O.
     let _runtime_context = runtime.enter();
     let parked = ParkedGuard(Parked::new(runtime.clone()));

@@ -12,6 +12,8 @@
 
 mod models;
 
+use std::sync::Arc;
+
 use super::batcher::{self, Decision, Queued};
 use super::types::{Completion, GpuCounters, GpuSetup, ModelCounters, ModelId, Nanos, SimError};
 use models::Slot;
@@ -37,7 +39,7 @@ impl Phase {
 }
 
 /// A batch on an instance.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Exec {
     model: ModelId,
     /// Dispatch order, which is also the order the copy engines and hardware queues serve batches in.
@@ -65,10 +67,14 @@ struct Exec {
     ends: Nanos,
 }
 
+/// Events [`Sim::next_completion`] looks ahead through before it settles for the next event.
+const LOOKAHEAD_EVENTS: usize = 10_000;
+
 /// One emulated GPU. See DESIGN §5 for the model it implements.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Sim {
-    gpu: GpuSetup,
+    /// Shared, so that a look-ahead copy of the sim does not copy the GPU's tables.
+    gpu: Arc<GpuSetup>,
     now: Nanos,
     slots: Vec<Slot>,
     execs: Vec<Exec>,
@@ -82,7 +88,7 @@ pub struct Sim {
     computing: Vec<(ModelId, f64)>,
     /// γ between the models of every two slots, `[slot][slot]`, kept with the model table: rates are
     /// recomputed at every event, and looking γ up by model name there cost more than the rest.
-    gammas: Vec<Vec<f64>>,
+    gammas: Arc<Vec<Vec<f64>>>,
     /// Whether anything rates and ends depend on (time, the batches inferring, their order in
     /// `execs`) changed since `update_rates` last ran: the last pass of every `settle` changes
     /// nothing, and recomputing then would give the same figures.
@@ -97,7 +103,7 @@ impl Sim {
             ..GpuCounters::default()
         };
         Sim {
-            gpu,
+            gpu: Arc::new(gpu),
             now: 0,
             slots: Vec::new(),
             execs: Vec::new(),
@@ -106,7 +112,7 @@ impl Sim {
             next_seq: 0,
             ready: Vec::new(),
             computing: Vec::new(),
-            gammas: Vec::new(),
+            gammas: Arc::default(),
             rates_stale: true,
         }
     }
@@ -169,6 +175,35 @@ impl Sim {
             (Some(a), Some(b)) => Some(a.min(b).max(self.now)),
             (a, b) => a.or(b).map(|t| t.max(self.now)),
         }
+    }
+
+    /// When the next request finishes if nothing more is submitted (`None`: none will). The events
+    /// before it (copies, compute, batcher timeouts) change nothing a client sees, and whoever next
+    /// advances the sim processes them in order anyway, so a real-time driver need only wake then.
+    pub fn next_completion(&self) -> Option<Nanos> {
+        if !self.stash.is_empty() {
+            return Some(self.now);
+        }
+        let next = self.next_event()?;
+        // The usual case: the next event is a batch's copy-out ending, which finishes its requests.
+        if self
+            .execs
+            .iter()
+            .any(|e| e.phase == Phase::Output && e.ends.max(self.now) == next)
+        {
+            return Some(next);
+        }
+        let mut probe = self.clone();
+        let mut out = Vec::new();
+        for _ in 0..LOOKAHEAD_EVENTS {
+            let t = probe.next_event()?;
+            probe.integrate(t);
+            probe.settle(&mut out);
+            if !out.is_empty() {
+                return Some(t);
+            }
+        }
+        Some(next)
     }
 
     /// Requests waiting in the model's queue (not yet executing): what Triton's `max_queue_size` bounds.

@@ -8,7 +8,7 @@ use crate::emulator::sim::types::{
     Completion, MIB, ModelCounters, ModelId, ModelSetup, Nanos, SimError,
 };
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Slot {
     pub(super) setup: ModelSetup,
     /// Bumped each time the slot takes a new model, so ids of its earlier tenants no longer match.
@@ -68,16 +68,17 @@ impl Sim {
                 self.slots.len() - 1
             }
         };
-        self.gammas = self
-            .slots
-            .iter()
-            .map(|a| {
-                let gpu = &self.gpu;
-                let row = self.slots.iter();
-                row.map(|b| gpu.gamma_between(&a.setup.name, &b.setup.name))
-                    .collect()
-            })
-            .collect();
+        self.gammas = std::sync::Arc::new(
+            self.slots
+                .iter()
+                .map(|a| {
+                    let gpu = &self.gpu;
+                    let row = self.slots.iter();
+                    row.map(|b| gpu.gamma_between(&a.setup.name, &b.setup.name))
+                        .collect()
+                })
+                .collect(),
+        );
         self.rates_stale = true;
         Ok(self.id_of(slot))
     }

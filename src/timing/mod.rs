@@ -1,5 +1,6 @@
 //! Waking a clock thread on time without spinning: the load generator's clock (arrivals) and the
-//! emulator's (completions) both sleep to their next instant.
+//! emulator's (completions) both sleep to their next instant; [`doorbell`] is how they then wake
+//! the tasks they serve.
 //!
 //! A plain sleep on Linux may end up to 50 µs late by default: the kernel's *timer slack* lets it
 //! batch wake-ups. A clock thread asks for 1 ns instead, after which a sleep ends late only by the
@@ -10,6 +11,8 @@
 //! clock times then wait for CPU instead, later than any sleep would have made them. (A spin that
 //! yields is worse still: under EEVDF, Linux ≥ 6.6, `sched_yield` pushes the caller's deadline a
 //! whole slice out, so it can lose its core for a millisecond whenever another thread is runnable.)
+
+pub(crate) mod doorbell;
 
 /// Asks the kernel to fire this thread's timers on time rather than up to 50 µs late. Best effort:
 /// where it is not available a sleep is late by the default slack as well.
