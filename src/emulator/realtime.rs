@@ -9,9 +9,8 @@
 //! connections and a client on the same machine need. Request handlers also advance the sim to
 //! `now` before they submit (the sim must see events in time order), so whoever holds the lock
 //! delivers whatever is due; so do the served connections on every read and write, through a
-//! [`Ticker`]. Delivery
-//! lateness (delivered − the sim's `finished_at`) is recorded: it is the emulator's own error,
-//! reported by the benchmarks.
+//! [`Ticker`]. Delivery lateness (delivered − the sim's `finished_at`) is recorded: it is the
+//! emulator's own error, reported by the benchmarks.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -272,8 +272,8 @@ mod tests {
         assert_eq!(task.0.load(Ordering::SeqCst), 1, "woken directly");
     }
 
-    #[test]
-    fn a_relayed_wait_woken_from_outside_the_runtime_finishes() {
+    /// A two-worker runtime and a relay started in it.
+    fn runtime_with_relay() -> (tokio::runtime::Runtime, Relay) {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -283,6 +283,12 @@ mod tests {
             let _context = runtime.enter();
             Relay::start().expect("socket")
         };
+        (runtime, relay)
+    }
+
+    #[test]
+    fn a_relayed_wait_woken_from_outside_the_runtime_finishes() {
+        let (runtime, relay) = runtime_with_relay();
         let (tx, rx) = tokio::sync::oneshot::channel::<u32>();
         let waiting = runtime.spawn(relay.guard(rx));
         std::thread::spawn(move || {
@@ -304,15 +310,7 @@ mod tests {
 
     #[test]
     fn many_relayed_waits_woken_from_outside_all_finish() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let relay = {
-            let _context = runtime.enter();
-            Relay::start().expect("socket")
-        };
+        let (runtime, relay) = runtime_with_relay();
         let (senders, waits): (Vec<_>, Vec<_>) = (0..20_000u32)
             .map(|_| {
                 let (tx, rx) = tokio::sync::oneshot::channel::<u32>();

@@ -127,6 +127,20 @@ pub struct ModelSetup {
 }
 
 impl ModelSetup {
+    /// A request of `batch` images fits this model: at least one, at most its max batch.
+    pub(crate) fn check_batch(&self, batch: u32) -> Result<(), SimError> {
+        if batch == 0 || batch > self.max_batch {
+            return Err(SimError::BatchTooLarge {
+                model: self.name.clone(),
+                batch,
+                max: self.max_batch,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl ModelSetup {
     /// L(b) in nanoseconds: how long a batch of `batch` images takes with the GPU to itself.
     pub fn solo_latency_ns(&self, batch: u32) -> f64 {
         (self.alpha_ms + self.beta_ms * f64::from(batch)) * 1e6

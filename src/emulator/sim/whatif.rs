@@ -203,13 +203,7 @@ pub fn simulate_watched(
             Some(id) => id,
             None => sim.load(setup.clone())?,
         };
-        if batch == 0 || batch > setup.max_batch {
-            return Err(SimError::BatchTooLarge {
-                model: setup.name.clone(),
-                batch,
-                max: setup.max_batch,
-            });
-        }
+        setup.check_batch(batch)?;
         ids.push(id);
     }
     let start: Nanos = (warmup_s.max(0.0) * 1e9) as Nanos;

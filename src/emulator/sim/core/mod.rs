@@ -134,14 +134,7 @@ impl Sim {
         batch: u32,
         token: u64,
     ) -> Result<(), SimError> {
-        let setup = &self.live(id)?.setup;
-        if batch == 0 || batch > setup.max_batch {
-            return Err(SimError::BatchTooLarge {
-                model: setup.name.clone(),
-                batch,
-                max: setup.max_batch,
-            });
-        }
+        self.live(id)?.setup.check_batch(batch)?;
         self.catch_up(now);
         let slot = &mut self.slots[id.slot];
         slot.queue.push_back(Queued {
