@@ -1,9 +1,12 @@
 //! The wall clock for the simulation core: the sim is pure and event-driven, so something must feed it
 //! `now` and hand each request its completion at the moment the modelled GPU finishes it.
 //!
-//! One dedicated OS thread (the driver) sleeps until the sim's next completion, with its timer
-//! slack tightened (see [`crate::timing`]), so it wakes late only by the machine's wake-up latency.
-//! The events before a completion (copies, compute, batcher timeouts) are the sim's own business:
+//! The driver waits for the sim's next completion. On Linux, inside an async runtime, it is a task
+//! woken by a [`PreciseTimer`] armed for that completion: whoever changes what comes next re-arms
+//! it (a system call that wakes nobody), and the completions it delivers wake their handlers on
+//! the same worker. Elsewhere it is an OS thread that sleeps with its timer slack tightened (see
+//! [`crate::timing`]) and is unparked for an earlier completion; either wakes late only by the
+//! machine's wake-up latency. The events before a completion (copies, compute, batcher timeouts) are the sim's own business:
 //! whoever advances it next processes them in order, so waking for each would only cost a context
 //! switch. It never spins: on a small machine a spinning clock takes the core that the served
 //! connections and a client on the same machine need. Request handlers also advance the sim to
@@ -22,6 +25,8 @@ use hdrhistogram::Histogram;
 use tokio::sync::oneshot;
 
 use crate::emulator::sim::{Completion, GpuSetup, ModelId, ModelSetup, Nanos, Sim, SimError};
+#[cfg(target_os = "linux")]
+use crate::timing::timer::PreciseTimer;
 
 /// With nothing scheduled, the driver still wakes this often to notice a shutdown.
 const IDLE_PARK: Duration = Duration::from_millis(20);
@@ -52,6 +57,9 @@ struct State {
     out: Vec<Completion>,
     /// Kept with the sim so that delivering does not take a second lock.
     lateness_ns: Histogram<u64>,
+    /// The completion the timer is armed for (`u64::MAX`: disarmed), so that it is re-armed only
+    /// when what comes next changes.
+    armed_for: Nanos,
 }
 
 struct Shared {
@@ -63,22 +71,46 @@ struct Shared {
     /// so a finishing handler can tell without the lock whether anything has come due.
     next_due: AtomicU64,
     stop: AtomicBool,
+    /// The driver thread, to unpark for an earlier completion.
     driver: OnceLock<Thread>,
+    /// The driver task's timer, armed for the next completion under the lock.
+    #[cfg(target_os = "linux")]
+    timer: OnceLock<PreciseTimer>,
+}
+
+/// What advances the sim in real time.
+enum Driver {
+    Thread(JoinHandle<()>),
+    Task(tokio::task::JoinHandle<()>),
 }
 
 /// The sim behind a lock, advanced in real time by its driver thread. Dropping it stops the driver.
 pub(crate) struct RealTime {
     shared: Arc<Shared>,
-    driver: Option<JoinHandle<()>>,
-    /// How the driver's deliveries reach handlers when the clock is started inside a runtime:
-    /// woken from the driver thread directly, each would wake two workers (see
+    /// None in tests only: submissions and catch-ups alone deliver.
+    driver: Option<Driver>,
+    /// How a driver thread's deliveries reach handlers when the clock is started inside a runtime:
+    /// woken from the thread directly, each would wake two workers (see
     /// [`crate::timing::doorbell`]).
     relay: Option<crate::timing::doorbell::Relay>,
 }
 
 impl RealTime {
+    /// Starts the driver: a timer task on the current runtime where there is one (Linux), else a
+    /// thread.
     pub(crate) fn start(gpu: GpuSetup) -> std::io::Result<RealTime> {
         let shared = Shared::new(gpu)?;
+        #[cfg(target_os = "linux")]
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let timer = PreciseTimer::new(shared.epoch)?;
+            let _ = shared.timer.set(timer);
+            let task = tokio::spawn(drive_on_timer(Arc::clone(&shared)));
+            return Ok(RealTime {
+                shared,
+                driver: Some(Driver::Task(task)),
+                relay: None,
+            });
+        }
         let for_driver = Arc::clone(&shared);
         let handle = thread::Builder::new()
             .name("perseus-emulator-clock".into())
@@ -89,7 +121,7 @@ impl RealTime {
             .and_then(|_| crate::timing::doorbell::Relay::start().ok());
         Ok(RealTime {
             shared,
-            driver: Some(handle),
+            driver: Some(Driver::Thread(handle)),
             relay,
         })
     }
@@ -210,9 +242,17 @@ impl Ticker {
 impl Drop for RealTime {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
-        if let Some(handle) = self.driver.take() {
-            handle.thread().unpark();
-            let _ = handle.join();
+        match self.driver.take() {
+            Some(Driver::Thread(handle)) => {
+                handle.thread().unpark();
+                let _ = handle.join();
+            }
+            Some(Driver::Task(task)) => {
+                task.abort();
+                // Whoever still waits gets no completion: their receivers see the sender dropped.
+                self.shared.lock().waiting.clear();
+            }
+            None => {}
         }
     }
 }
@@ -230,11 +270,14 @@ impl Shared {
                 waiting: HashMap::new(),
                 out: Vec::new(),
                 lateness_ns: lateness,
+                armed_for: u64::MAX,
             }),
             generation: AtomicU64::new(0),
             next_due: AtomicU64::new(u64::MAX),
             stop: AtomicBool::new(false),
             driver: OnceLock::new(),
+            #[cfg(target_os = "linux")]
+            timer: OnceLock::new(),
         }))
     }
 
@@ -259,7 +302,7 @@ impl Shared {
         let now = self.advance_to_now(&mut state);
         let result = f(&mut state, now);
         self.deliver(&mut state);
-        let earlier = self.publish_next_due(&state) < planned;
+        let earlier = self.publish_next_due(&mut state) < planned;
         drop(state);
         if earlier {
             self.generation.fetch_add(1, Ordering::Release);
@@ -306,10 +349,20 @@ impl Shared {
         now
     }
 
-    /// Returns what it published.
-    fn publish_next_due(&self, state: &State) -> Nanos {
+    /// Returns what it published. Re-arms the driver's timer (under the lock, so that two changes
+    /// cannot leave it armed for the older one) when that has changed.
+    fn publish_next_due(&self, state: &mut State) -> Nanos {
         let next = state.sim.next_completion().unwrap_or(u64::MAX);
         self.next_due.store(next, Ordering::Release);
+        #[cfg(target_os = "linux")]
+        if let Some(timer) = self.timer.get()
+            && next != state.armed_for
+        {
+            // A timerfd that cannot be set is a broken process; catch-ups still deliver.
+            if timer.arm_at(next).is_ok() {
+                state.armed_for = next;
+            }
+        }
         next
     }
 
@@ -357,6 +410,25 @@ fn drive(shared: &Shared) {
     // Whoever still waits gets no completion: their receivers see the sender dropped.
     let mut state = shared.lock();
     state.waiting.clear();
+}
+
+/// The driver as a task: delivers what is due each time its timer fires. The timer is armed for the
+/// next completion by whoever publishes it ([`Shared::publish_next_due`]), so a submission with an
+/// earlier completion needs no wake-up of its own.
+#[cfg(target_os = "linux")]
+async fn drive_on_timer(shared: Arc<Shared>) {
+    let Some(timer) = shared.timer.get() else {
+        return;
+    };
+    while !shared.stop.load(Ordering::Acquire) {
+        if timer.fired().await.is_err() {
+            return;
+        }
+        let mut state = shared.lock();
+        // Fired for what an earlier catch-up already delivered: this only re-arms.
+        state.armed_for = u64::MAX;
+        shared.advance(&mut state);
+    }
 }
 
 #[cfg(test)]
@@ -449,6 +521,51 @@ mod tests {
         );
         let error = clock.scheduling_error();
         assert_eq!(error.count, 1, "its lateness is recorded");
+    }
+
+    #[test]
+    fn on_a_runtime_the_timer_task_alone_delivers_an_earlier_completion_on_time() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let clock = t4();
+            #[cfg(target_os = "linux")]
+            assert!(
+                matches!(clock.driver, Some(Driver::Task(_))),
+                "inside a runtime the driver is a timer task"
+            );
+            let slow = clock.load(slow_model(None)).expect("fits");
+            let fast = clock
+                .load(ModelSetup {
+                    name: "fast".into(),
+                    alpha_ms: 20.0,
+                    ..slow_model(None)
+                })
+                .expect("fits");
+            // The timer is armed for this one's finish, seconds out ...
+            let _held = clock.submit(slow, 1, 0).expect("submits");
+            let submitted = Instant::now();
+            // ... and must be brought forward for this one: nothing else passes by the sim.
+            let rx = clock.submit(fast, 1, 0).expect("submits");
+            let completion = tokio::time::timeout(Duration::from_secs(3), clock.completion(rx))
+                .await
+                .expect("delivered at its own finish, not the slow one's")
+                .expect("the request is answered");
+            assert!(completion.ok);
+            let due = clock.epoch() + Duration::from_nanos(completion.finished_at);
+            assert!(
+                Instant::now() >= due && due >= submitted,
+                "delivered before the modelled GPU finished"
+            );
+            assert_eq!(
+                clock.scheduling_error().count,
+                1,
+                "its lateness is recorded"
+            );
+        });
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Waking a clock thread on time without spinning: the load generator's clock (arrivals) and the
-//! emulator's (completions) both sleep to their next instant; [`doorbell`] is how they then wake
-//! the tasks they serve.
+//! Waking on time without spinning: the load generator's clock (arrivals) and the emulator's
+//! (completions) both sleep to their next instant. A clock thread wakes the tasks it serves through
+//! a [`doorbell`]; on Linux the emulator's clock is a [`timer`] on the runtime instead, which wakes
+//! the served task's worker itself.
 //!
 //! A plain sleep on Linux may end up to 50 µs late by default: the kernel's *timer slack* lets it
 //! batch wake-ups. A clock thread asks for 1 ns instead, after which a sleep ends late only by the
@@ -13,6 +14,8 @@
 //! whole slice out, so it can lose its core for a millisecond whenever another thread is runnable.)
 
 pub(crate) mod doorbell;
+#[cfg(target_os = "linux")]
+pub(crate) mod timer;
 
 /// Asks the kernel to fire this thread's timers on time rather than up to 50 µs late. Best effort:
 /// where it is not available a sleep is late by the default slack as well.

@@ -1,8 +1,11 @@
-//! The open-loop clock: one OS thread that issues every rate-driven tenant's arrivals on time.
+//! The open-loop clock: one task or thread that issues every rate-driven tenant's arrivals on time.
 //!
-//! It sleeps to each arrival with its timer slack tightened (see [`crate::timing`]) and never spins:
-//! a spin takes a core that, on a small machine, the requests it times and the server they go to
-//! need, and those would then be late for want of CPU.
+//! On Linux it is a task on the runtime woken by a [`PreciseTimer`] armed for the next arrival: the
+//! worker the timer wakes sends the request itself, so an arrival costs one wake-up. Elsewhere, and
+//! for the client-cost benchmark's baseline, it is an OS thread that sleeps to each arrival with its
+//! timer slack tightened (see [`crate::timing`]) and hands the request to the runtime. Neither
+//! spins: a spin takes a core that, on a small machine, the requests it times and the server they
+//! go to need, and those would then be late for want of CPU.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,6 +20,8 @@ use tokio::runtime::Handle;
 
 use crate::loadgen::arrival::ArrivalProcess;
 use crate::loadgen::driver::{TenantShared, send_one};
+#[cfg(target_os = "linux")]
+use crate::timing::timer::PreciseTimer;
 use crate::vocab::snapshot::TenantId;
 
 /// The longest the clock sleeps without looking at its messages or its tenants again.
@@ -34,52 +39,184 @@ enum ClockMsg {
     Stop,
 }
 
-/// The open-loop clock: one thread for every rate-driven tenant of a run.
+/// The open-loop clock: one task or thread for every rate-driven tenant of a run.
 pub struct Clock {
-    tx: mpsc::Sender<ClockMsg>,
-    thread: Option<thread::JoinHandle<()>>,
+    inner: Inner,
+}
+
+enum Inner {
+    Thread {
+        tx: mpsc::Sender<ClockMsg>,
+        thread: Option<thread::JoinHandle<()>>,
+    },
+    #[cfg(target_os = "linux")]
+    Task {
+        tx: tokio::sync::mpsc::UnboundedSender<ClockMsg>,
+        task: tokio::task::JoinHandle<()>,
+    },
 }
 
 impl Clock {
-    /// Starts the clock thread; requests are spawned onto `runtime`, each when its response first
-    /// wakes it ([`Parked`]), or with `deferred` false at once, as the load generator first
-    /// shipped did (the client-cost benchmark's baseline keeps that measurable).
+    /// Starts the clock on `runtime`: on Linux a timer task whose worker sends each request. With
+    /// `deferred` false, or elsewhere, a thread: with `deferred` false it spawns each request onto
+    /// the runtime at once, as the load generator first shipped did (the client-cost benchmark's
+    /// baseline keeps that measurable); otherwise it sends each itself and hands it to the runtime
+    /// when its response first wakes it ([`Parked`]).
     pub fn start(runtime: Handle, deferred: bool) -> std::io::Result<Clock> {
+        #[cfg(target_os = "linux")]
+        if deferred {
+            let timer = {
+                let _context = runtime.enter();
+                PreciseTimer::new(Instant::now())?
+            };
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let task = runtime.spawn(clock_task(rx, timer));
+            return Ok(Clock {
+                inner: Inner::Task { tx, task },
+            });
+        }
         let (tx, rx) = mpsc::channel();
         let thread = thread::Builder::new()
             .name("perseus-clock".into())
             .spawn(move || clock_loop(rx, runtime, deferred))?;
         Ok(Clock {
-            tx,
-            thread: Some(thread),
+            inner: Inner::Thread {
+                tx,
+                thread: Some(thread),
+            },
         })
     }
 
+    fn send(&self, msg: ClockMsg) {
+        match &self.inner {
+            Inner::Thread { tx, .. } => {
+                let _ = tx.send(msg);
+            }
+            #[cfg(target_os = "linux")]
+            Inner::Task { tx, .. } => {
+                let _ = tx.send(msg);
+            }
+        }
+    }
+
     pub fn add(&self, shared: Arc<TenantShared>, process: ArrivalProcess) {
-        let _ = self.tx.send(ClockMsg::Add {
+        self.send(ClockMsg::Add {
             shared,
             process: Box::new(process),
         });
     }
 
     pub fn remove(&self, id: TenantId) {
-        let _ = self.tx.send(ClockMsg::Remove(id));
+        self.send(ClockMsg::Remove(id));
     }
 
     pub fn set_rate(&self, id: TenantId, per_s: f64) {
-        let _ = self.tx.send(ClockMsg::SetRate(id, per_s));
+        self.send(ClockMsg::SetRate(id, per_s));
     }
 
     pub fn reanchor(&self, id: TenantId) {
-        let _ = self.tx.send(ClockMsg::Reanchor(id));
+        self.send(ClockMsg::Reanchor(id));
     }
 }
 
 impl Drop for Clock {
     fn drop(&mut self) {
-        let _ = self.tx.send(ClockMsg::Stop);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        self.send(ClockMsg::Stop);
+        match &mut self.inner {
+            Inner::Thread { thread, .. } => {
+                if let Some(t) = thread.take() {
+                    let _ = t.join();
+                }
+            }
+            // Requests already sent run on as their own tasks; the clock only stops issuing.
+            #[cfg(target_os = "linux")]
+            Inner::Task { task, .. } => task.abort(),
+        }
+    }
+}
+
+/// The clock as a task: sleeps on its timer to the earliest due arrival (or a message), then sends
+/// every arrival that is due, each as a task of its own on this worker.
+#[cfg(target_os = "linux")]
+async fn clock_task(mut rx: tokio::sync::mpsc::UnboundedReceiver<ClockMsg>, timer: PreciseTimer) {
+    let epoch = timer.epoch();
+    let mut tenants: HashMap<TenantId, Scheduled> = HashMap::new();
+    // The arrival the timer is armed for; None once it has fired (a one-shot timer is then
+    // disarmed) or before it is first armed.
+    let mut armed_for = None;
+    loop {
+        // Apply every pending message first: a rate change takes effect before the next arrival.
+        loop {
+            match rx.try_recv() {
+                Ok(msg) => {
+                    if !apply(&mut tenants, msg) {
+                        return;
+                    }
+                }
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => return,
+            }
+        }
+        let now = Instant::now();
+        let next = tenants
+            .values()
+            .filter(|s| !s.shared.is_paused())
+            .map(|s| s.next)
+            .min();
+        match next {
+            Some(due) if due <= now => {
+                send_due(&mut tenants, now, |shared, intended| {
+                    tokio::spawn(send_one(shared, intended));
+                });
+                continue;
+            }
+            Some(due) if armed_for != Some(due) => {
+                let at = u64::try_from(due.duration_since(epoch).as_nanos()).unwrap_or(u64::MAX);
+                if let Err(e) = timer.arm_at(at) {
+                    tracing::error!("the load generator's timer failed, so it stops sending: {e}");
+                    return;
+                }
+                armed_for = Some(due);
+            }
+            // Armed for it already, or nothing to arm for.
+            Some(_) | None => {}
+        }
+        // Wake for the arrival or a message; with none due soon, also to look at pauses again.
+        let idle = next.is_none_or(|due| due > now + MAX_SLEEP);
+        tokio::select! {
+            fired = timer.fired(), if next.is_some() => {
+                if let Err(e) = fired {
+                    tracing::error!("the load generator's timer failed, so it stops sending: {e}");
+                    return;
+                }
+                armed_for = None;
+            }
+            msg = rx.recv() => {
+                if !msg.is_some_and(|msg| apply(&mut tenants, msg)) {
+                    return;
+                }
+            }
+            () = tokio::time::sleep(MAX_SLEEP), if idle => {}
+        }
+    }
+}
+
+/// Issues every arrival that is due by `now` with its own intended time; a clock that fell behind
+/// sends them late (and they are counted late), never skips.
+fn send_due(
+    tenants: &mut HashMap<TenantId, Scheduled>,
+    now: Instant,
+    mut issue: impl FnMut(Arc<TenantShared>, Instant),
+) {
+    for s in tenants.values_mut() {
+        if s.shared.is_paused() {
+            continue;
+        }
+        let mut guard = 0;
+        while s.next <= now && guard < 10_000 {
+            issue(Arc::clone(&s.shared), s.next);
+            s.next += s.process.next_gap();
+            guard += 1;
         }
     }
 }
@@ -317,27 +454,9 @@ fn clock_loop(rx: mpsc::Receiver<ClockMsg>, runtime: Handle, deferred: bool) {
                     Err(RecvTimeoutError::Disconnected) => return,
                 }
             }
-            Some(_) => {
-                let now = Instant::now();
-                for s in tenants.values_mut() {
-                    if s.shared.is_paused() {
-                        continue;
-                    }
-                    // Every arrival that is due goes out now with its own intended time; a clock
-                    // that fell behind sends them late (and they are counted late), never skips.
-                    let mut guard = 0;
-                    while s.next <= now && guard < 10_000 {
-                        dispatch(
-                            deferred.then_some(&parked.0),
-                            &runtime,
-                            Arc::clone(&s.shared),
-                            s.next,
-                        );
-                        s.next += s.process.next_gap();
-                        guard += 1;
-                    }
-                }
-            }
+            Some(_) => send_due(&mut tenants, Instant::now(), |shared, intended| {
+                dispatch(deferred.then_some(&parked.0), &runtime, shared, intended);
+            }),
         }
     }
 }
