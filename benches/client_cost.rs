@@ -11,14 +11,17 @@
 //! - **client only**: the emulator runs as a child process (`perseus emulate`), so the figure is the
 //!   load generator's alone.
 //!
-//! Then the floor that separates plain gRPC from shared memory: the CPU of a bare loopback TCP
-//! transfer of the demo's mean request. And, for each transport, a short search finds the largest common scale factor of the demo's
+//! Then two floors measured in the same run: the CPU of a bare loopback TCP transfer of the demo's
+//! mean request (what separates plain gRPC from shared memory), and that of a bare HTTP/2 exchange
+//! at the demo's total rate (what every request over loopback gRPC pays, whatever its transport of
+//! tensors: `h2` on both ends, a few hundred bytes each way, the answer after a timed wait). And, for each transport, a short search finds the largest common scale factor of the demo's
 //! rates at which every tenant still meets its SLA with no errors (embedded).
 //!
 //! `cargo bench --bench client_cost` (add `-- --seconds 10` for longer runs, `-- --no-search` to
 //! skip the scale search, `-- --threads` for each thread's CPU and context switches per request,
 //! `-- --scale 0.05` for the demo's rates scaled, `-- --embedded-only` to skip the client-only
-//! table, `-- --only shared` for the transports whose label has that word).
+//! table, `-- --only shared` for the transports whose label has that word, `-- --no-floor` to skip
+//! the loopback floor, so that a profile of the run holds the transports alone).
 
 #[path = "../tests/support/standalone.rs"]
 mod standalone;
@@ -122,7 +125,8 @@ async fn run(spec: &RunSpec, address: &str, mode: Mode, scale: f64) -> Outcome {
             model_control: true,
         },
         connect,
-        connections: 2,
+        // As `perseus run` and the dashboard open them.
+        connections: 4,
         headless: true,
         price: None,
         knowledge: Arc::new(NoKnowledge),
@@ -345,6 +349,93 @@ fn loopback_floor_ms(bytes: usize, messages: usize) -> f64 {
     1e3 * (cpu_seconds() - before) / messages as f64
 }
 
+/// CPU per request (ms) of bare HTTP/2 exchanges between a client and a server in this process:
+/// `rate` requests a second for `seconds`, each a few hundred bytes answered with as many after
+/// `service` (tokio's timer), with gRPC's headers and trailers and nothing else: no gRPC stack,
+/// no model, no measurement.
+async fn h2_exchange_floor_ms(rate: f64, seconds: f64, service: Duration) -> f64 {
+    use bytes::Bytes;
+    use tonic::codegen::http;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let addr = listener.local_addr().expect("address");
+    let server = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.expect("accepts");
+        let _ = socket.set_nodelay(true);
+        let mut connection = h2::server::handshake(socket).await.expect("handshake");
+        while let Some(Ok((request, mut respond))) = connection.accept().await {
+            tokio::spawn(async move {
+                let mut body = request.into_body();
+                while let Some(Ok(data)) = body.data().await {
+                    let _ = body.flow_control().release_capacity(data.len());
+                }
+                tokio::time::sleep(service).await;
+                let head = http::Response::builder()
+                    .status(200)
+                    .header("content-type", "application/grpc")
+                    .body(())
+                    .expect("response head");
+                let Ok(mut send) = respond.send_response(head, false) else {
+                    return;
+                };
+                let _ = send.send_data(Bytes::from(vec![7u8; 300]), false);
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                let _ = send.send_trailers(trailers);
+            });
+        }
+    });
+    let socket = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects");
+    let _ = socket.set_nodelay(true);
+    let (client, connection) = h2::client::handshake(socket).await.expect("handshake");
+    tokio::spawn(connection);
+    let n = (rate * seconds).max(1.0) as u64;
+    let uri = format!("http://{addr}/inference.GRPCInferenceService/ModelInfer");
+    let before = cpu_seconds();
+    let start = tokio::time::Instant::now();
+    let mut exchanges = Vec::new();
+    for i in 0..n {
+        tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
+        let mut sender = client.clone().ready().await.expect("ready");
+        let request = http::Request::builder()
+            .method("POST")
+            .uri(&uri)
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .expect("request head");
+        let (response, mut stream) = sender.send_request(request, false).expect("sends");
+        let _ = stream.send_data(Bytes::from(vec![1u8; 300]), true);
+        exchanges.push(tokio::spawn(async move {
+            let mut body = response.await.expect("answered").into_body();
+            while let Some(Ok(data)) = body.data().await {
+                let _ = body.flow_control().release_capacity(data.len());
+            }
+            let _ = body.trailers().await;
+        }));
+    }
+    for exchange in exchanges {
+        let _ = exchange.await;
+    }
+    let per_request = 1e3 * (cpu_seconds() - before) / n as f64;
+    server.abort();
+    per_request
+}
+
+/// The demo's total rate of requests, scaled.
+fn total_rate(spec: &RunSpec, scale: f64) -> f64 {
+    spec.tenants
+        .iter()
+        .filter_map(|t| match t.load {
+            Load::Rate { per_s, .. } => Some(per_s * scale),
+            _ => None,
+        })
+        .sum()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let seconds: u64 = args
@@ -369,6 +460,7 @@ fn main() {
             .map(|s| &*s.clone().leak()),
     };
     let client_only = !args.iter().any(|a| a == "--embedded-only");
+    let with_floor = !args.iter().any(|a| a == "--no-floor");
     let session = Path::new(env!("CARGO_MANIFEST_DIR")).join("sessions/demo.toml");
     let mut spec = load_session(&session, &AnyModel).expect("the demo session parses");
     let models: Vec<String> = spec.tenants.iter().map(|t| t.model.clone()).collect();
@@ -384,17 +476,25 @@ fn main() {
         if client_only {
             table(&spec, &models, false, opts).await;
         }
-        let emu = server(true, &models, MODES[1]).await;
-        let mean = mean_request_bytes(&spec, &emu.address()).await;
-        if let Server::Embedded(e) = emu {
-            e.shutdown().await;
+        if with_floor {
+            let emu = server(true, &models, MODES[1]).await;
+            let mean = mean_request_bytes(&spec, &emu.address()).await;
+            if let Server::Embedded(e) = emu {
+                e.shutdown().await;
+            }
+            println!(
+                "floor of plain gRPC over shared memory: a bare loopback TCP transfer of the mean \
+                 request ({:.0} kB) costs {:.3} ms of CPU",
+                mean / 1e3,
+                loopback_floor_ms(mean as usize, 5_000)
+            );
+            let rate = total_rate(&spec, opts.scale);
+            println!(
+                "floor of any request over loopback gRPC: a bare HTTP/2 exchange at the demo's \
+                 {rate:.0} req/s, answered after 3 ms, costs {:.3} ms of CPU",
+                h2_exchange_floor_ms(rate, seconds as f64, Duration::from_millis(3)).await
+            );
         }
-        println!(
-            "floor of plain gRPC over shared memory: a bare loopback TCP transfer of the mean \
-             request ({:.0} kB) costs {:.3} ms of CPU",
-            mean / 1e3,
-            loopback_floor_ms(mean as usize, 5_000)
-        );
         if with_search {
             println!("largest scale factor of the demo's rates with every SLA met (embedded)");
             for mode in MODES {
