@@ -32,7 +32,7 @@ pub mod vocab;
 
 /// The allocator for every binary built on this crate (the CLI, tests and benchmarks alike, so a
 /// benchmark measures what the CLI runs). A request's buffers are often freed on another worker
-/// thread than the one that allocated them — always so when the emulator's clock hands a
+/// thread than the one that allocated them — often so when the emulator's clock hands a
 /// completion to a waiting handler — and glibc's malloc then takes the other arena's lock and often
 /// a futex call; mimalloc frees across threads without one. It is built without transparent huge
 /// pages (see Cargo.toml), which kept the kernel zeroing pages under the demo's image tensors.

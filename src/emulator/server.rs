@@ -174,7 +174,7 @@ pub enum EmulatorError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot start the emulator's clock thread: {0}")]
+    #[error("cannot start the emulator's clock: {0}")]
     Clock(std::io::Error),
     #[error("cannot wait for a shutdown signal: {0}")]
     Signal(std::io::Error),

@@ -1,11 +1,11 @@
 //! Served connections that lend their reads and writes to the emulator's clock.
 //!
-//! Under a saturating load the clock thread waits its turn for a core, so most completions are
+//! Under a saturating load the clock waits its turn for a core, so most completions are
 //! delivered by whoever passes by the sim (see `realtime`). Request handlers pass only as a request
 //! starts and ends; the connection tasks that read requests and write responses run far more often.
 //! So every read and write on a served gRPC or HTTP connection first delivers whatever has come
 //! due. With nothing due that is a clock read and an atomic load, and under a saturating closed
-//! loop it keeps completions close to their modelled times when the clock thread cannot run.
+//! loop it keeps completions close to their modelled times when the clock cannot run.
 
 use std::io;
 use std::net::SocketAddr;

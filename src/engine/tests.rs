@@ -533,7 +533,7 @@ async fn a_stalled_disk_does_not_hold_up_the_ticks() {
 mod capacity;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_generator_that_cannot_keep_its_schedule_is_flagged_client_bound() {
-    // Far more arrivals than one clock thread can dispatch: it falls further behind every tick.
+    // Far more arrivals than one clock can dispatch: it falls further behind every tick.
     let mut starved = tenant("simple");
     starved.load = Load::Rate {
         per_s: 50_000_000.0,

@@ -1,7 +1,7 @@
 //! Is the load generator the bottleneck? DESIGN §4's client-bound rule on the driver's figures.
 //!
-//! The lag criteria look at *dispatch*: how long after its intended time the clock thread issued an
-//! arrival. Only the client delays that (its clock thread woke late, or spent its time sending
+//! The lag criteria look at *dispatch*: how long after its intended time the clock issued an
+//! arrival. Only the client delays that (its clock woke late, or spent its time sending
 //! earlier arrivals), unlike a wait for an in-flight slot, which a slow server causes. The
 //! threshold is far above the wake-up noise of a busy small machine (a few milliseconds at worst),
 //! so a light run is not flagged when other work shares the box, while a generator that cannot

@@ -117,8 +117,9 @@ impl Direct {
                 });
             }
         };
-        // The load generator's clock thread queues most requests on this connection: a doorbell
-        // spares each of them a second worker's wake-up (see `crate::timing::doorbell`).
+        // Where the load generator's clock is a thread, it queues requests on this connection from
+        // outside the runtime: a doorbell spares each a second worker's wake-up (see
+        // `crate::timing::doorbell`).
         let connection =
             crate::timing::doorbell::guarded(connection).map_err(|e| TritonError::Connect {
                 address: self.address.clone(),

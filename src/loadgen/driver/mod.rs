@@ -1,18 +1,17 @@
 //! Per-tenant drivers and the one clock that schedules every open-loop tenant.
 //!
-//! Open-loop arrivals are timed by a dedicated OS thread rather than tokio's timer, whose 1 ms
-//! granularity alone would exceed the send-time error budget (p99 ≤ 200 µs). The thread sleeps until
-//! the earliest due arrival with its timer slack tightened (see [`crate::timing`]). It then issues
-//! the request itself — the first poll of the send runs on the clock thread, up to handing the request
-//! to the gRPC connection — and only the wait for the response moves to the tokio runtime, when the
-//! response (or the deadline) wakes it. Spawning first would add a runtime worker's wake-up to every
-//! send, and on a busy small machine that wake-up, not the clock, is what makes sends late. Latency is measured from the *intended* send time, so a
-//! late client never hides queueing (no coordinated omission). Closed-loop tenants are tokio tasks
+//! Open-loop arrivals are not timed by tokio's timer, whose 1 ms granularity alone would exceed the
+//! send-time error budget (p99 ≤ 200 µs). On Linux a nanosecond timer on the runtime's I/O driver
+//! wakes the clock's task at the earliest due arrival, and the worker it wakes sends it (see
+//! [`clock`]); elsewhere a thread sleeps to it with its timer slack tightened (see
+//! [`crate::timing`]) and polls the send itself up to the gRPC connection. Either way an arrival
+//! costs one wake-up. Latency is measured from the *intended* send time, so a late client never
+//! hides queueing (no coordinated omission). Closed-loop tenants are tokio tasks
 //! that keep N requests in flight.
 //!
-//! The parts: [`shared`] holds what one tenant's send path shares between the clock thread and the
+//! The parts: [`shared`] holds what one tenant's send path shares between the clock and the
 //! request tasks, [`send`] sends one arrival (or queues it behind the in-flight bound), [`clock`] is
-//! the open-loop clock thread, and [`closed`] keeps a closed-loop tenant's requests in flight.
+//! the open-loop clock, and [`closed`] keeps a closed-loop tenant's requests in flight.
 
 mod clock;
 mod closed;

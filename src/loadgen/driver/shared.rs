@@ -1,4 +1,4 @@
-//! What one tenant's send path shares between the clock thread, the request tasks and the engine.
+//! What one tenant's send path shares between the clock, the request tasks and the engine.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -61,7 +61,7 @@ impl ByteBudget {
     }
 }
 
-/// Everything the send path of one tenant needs, shared by the clock thread and the request tasks.
+/// Everything the send path of one tenant needs, shared by the clock and the request tasks.
 pub struct TenantShared {
     pub id: TenantId,
     pub model: String,
