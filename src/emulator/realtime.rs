@@ -513,14 +513,23 @@ mod tests {
             .expect("submits")
             .blocking_recv()
             .expect("the request is answered");
+        delivered_on_time(&clock, &completion, submitted);
+    }
+
+    /// The only completion so far: a success, delivered no earlier than the modelled GPU finished
+    /// it, with its lateness recorded.
+    fn delivered_on_time(clock: &RealTime, completion: &Completion, submitted: Instant) {
         assert!(completion.ok);
         let due = clock.epoch() + Duration::from_nanos(completion.finished_at);
         assert!(
             Instant::now() >= due && due >= submitted,
             "delivered before the modelled GPU finished"
         );
-        let error = clock.scheduling_error();
-        assert_eq!(error.count, 1, "its lateness is recorded");
+        assert_eq!(
+            clock.scheduling_error().count,
+            1,
+            "its lateness is recorded"
+        );
     }
 
     #[test]
@@ -554,17 +563,7 @@ mod tests {
                 .await
                 .expect("delivered at its own finish, not the slow one's")
                 .expect("the request is answered");
-            assert!(completion.ok);
-            let due = clock.epoch() + Duration::from_nanos(completion.finished_at);
-            assert!(
-                Instant::now() >= due && due >= submitted,
-                "delivered before the modelled GPU finished"
-            );
-            assert_eq!(
-                clock.scheduling_error().count,
-                1,
-                "its lateness is recorded"
-            );
+            delivered_on_time(&clock, &completion, submitted);
         });
     }
 

@@ -146,16 +146,8 @@ async fn clock_task(mut rx: tokio::sync::mpsc::UnboundedReceiver<ClockMsg>, time
     let mut armed_for = None;
     loop {
         // Apply every pending message first: a rate change takes effect before the next arrival.
-        loop {
-            match rx.try_recv() {
-                Ok(msg) => {
-                    if !apply(&mut tenants, msg) {
-                        return;
-                    }
-                }
-                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
-                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => return,
-            }
+        if !apply_pending(&mut tenants, &mut rx) {
+            return;
         }
         let now = Instant::now();
         let next = tenants
@@ -405,7 +397,7 @@ impl Wake for ParkedWaker {
     }
 }
 
-fn clock_loop(rx: mpsc::Receiver<ClockMsg>, runtime: Handle, deferred: bool) {
+fn clock_loop(mut rx: mpsc::Receiver<ClockMsg>, runtime: Handle, deferred: bool) {
     crate::timing::tighten_timer_slack();
     // What the first poll of a send wakes (its connection) hears of it through a doorbell.
     crate::timing::doorbell::mark_outside_runtime();
@@ -415,16 +407,8 @@ fn clock_loop(rx: mpsc::Receiver<ClockMsg>, runtime: Handle, deferred: bool) {
     let mut tenants: HashMap<TenantId, Scheduled> = HashMap::new();
     loop {
         // Apply every pending message first: a rate change takes effect before the next arrival.
-        loop {
-            match rx.try_recv() {
-                Ok(msg) => {
-                    if !apply(&mut tenants, msg) {
-                        return;
-                    }
-                }
-                Err(mpsc::TryRecvError::Empty) => break,
-                Err(mpsc::TryRecvError::Disconnected) => return,
-            }
+        if !apply_pending(&mut tenants, &mut rx) {
+            return;
         }
         let next = tenants
             .values()
@@ -457,6 +441,50 @@ fn clock_loop(rx: mpsc::Receiver<ClockMsg>, runtime: Handle, deferred: bool) {
             Some(_) => send_due(&mut tenants, Instant::now(), |shared, intended| {
                 dispatch(deferred.then_some(&parked.0), &runtime, shared, intended);
             }),
+        }
+    }
+}
+
+/// Where a clock's messages wait: the thread's channel or the task's.
+trait Inbox {
+    /// The next message already waiting (`Ok(None)`: none), or `Err` once the handle is gone.
+    fn next_waiting(&mut self) -> Result<Option<ClockMsg>, ()>;
+}
+
+impl Inbox for mpsc::Receiver<ClockMsg> {
+    fn next_waiting(&mut self) -> Result<Option<ClockMsg>, ()> {
+        match self.try_recv() {
+            Ok(msg) => Ok(Some(msg)),
+            Err(mpsc::TryRecvError::Empty) => Ok(None),
+            Err(mpsc::TryRecvError::Disconnected) => Err(()),
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Inbox for tokio::sync::mpsc::UnboundedReceiver<ClockMsg> {
+    fn next_waiting(&mut self) -> Result<Option<ClockMsg>, ()> {
+        use tokio::sync::mpsc::error::TryRecvError;
+        match self.try_recv() {
+            Ok(msg) => Ok(Some(msg)),
+            Err(TryRecvError::Empty) => Ok(None),
+            Err(TryRecvError::Disconnected) => Err(()),
+        }
+    }
+}
+
+/// Applies every message already waiting; false when the clock must stop (a `Stop`, or its handle
+/// gone).
+fn apply_pending(tenants: &mut HashMap<TenantId, Scheduled>, inbox: &mut impl Inbox) -> bool {
+    loop {
+        match inbox.next_waiting() {
+            Ok(Some(msg)) => {
+                if !apply(tenants, msg) {
+                    return false;
+                }
+            }
+            Ok(None) => return true,
+            Err(()) => return false,
         }
     }
 }
