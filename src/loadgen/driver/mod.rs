@@ -11,10 +11,12 @@
 //!
 //! The parts: [`shared`] holds what one tenant's send path shares between the clock and the
 //! request tasks, [`send`] sends one arrival (or queues it behind the in-flight bound), [`clock`] is
-//! the open-loop clock, and [`closed`] keeps a closed-loop tenant's requests in flight.
+//! the open-loop clock, [`parked`] holds the sends a clock thread has started and not yet handed
+//! to the runtime, and [`closed`] keeps a closed-loop tenant's requests in flight.
 
 mod clock;
 mod closed;
+mod parked;
 mod send;
 mod shared;
 
