@@ -6,13 +6,13 @@
 //! it (a system call that wakes nobody), and the completions it delivers wake their handlers on
 //! the same worker. Elsewhere it is an OS thread that sleeps with its timer slack tightened (see
 //! [`crate::timing`]) and is unparked for an earlier completion; either wakes late only by the
-//! machine's wake-up latency. The events before a completion (copies, compute, batcher timeouts) are the sim's own business:
-//! whoever advances it next processes them in order, so waking for each would only cost a context
-//! switch. It never spins: on a small machine a spinning clock takes the core that the served
-//! connections and a client on the same machine need. Request handlers also advance the sim to
-//! `now` before they submit (the sim must see events in time order), so whoever holds the lock
-//! delivers whatever is due; so do the served connections on every read and write, through a
-//! [`Ticker`]. Delivery lateness (delivered − the sim's `finished_at`) is recorded: it is the
+//! machine's wake-up latency. The events before a completion (copies, compute, batcher timeouts)
+//! are the sim's own business: whoever advances it next processes them in order, so waking for
+//! each would only cost a context switch. It never spins: on a small machine a spinning clock
+//! takes the core that the served connections and a client on the same machine need. Request
+//! handlers also advance the sim to `now` before they submit (the sim must see events in time
+//! order), so whoever holds the lock delivers whatever is due; so do the served connections on
+//! every read and write, through a [`Ticker`]. Delivery lateness (delivered − the sim's `finished_at`) is recorded: it is the
 //! emulator's own error, reported by the benchmarks.
 
 use std::collections::HashMap;
@@ -84,7 +84,7 @@ enum Driver {
     Task(tokio::task::JoinHandle<()>),
 }
 
-/// The sim behind a lock, advanced in real time by its driver thread. Dropping it stops the driver.
+/// The sim behind a lock, advanced in real time by its driver. Dropping it stops the driver.
 pub(crate) struct RealTime {
     shared: Arc<Shared>,
     /// None in tests only: submissions and catch-ups alone deliver.
