@@ -10,7 +10,8 @@ use perseus::tui::keymap::Keymap;
 use perseus::tui::screen::{self, View};
 use perseus::tui::theme::{self, Theme};
 use perseus::vocab::snapshot::{
-    ClientBound, ClientBoundReason, ConnState, GpuView, ProcessMemory, ReplayInfo, Snapshot,
+    ClientBound, ClientBoundReason, ConnState, GpuView, ProcessMemory, ReplayInfo, Saturated,
+    Snapshot,
 };
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -416,6 +417,37 @@ fn a_client_bound_tenant_is_flagged_in_the_header_and_its_row() {
     // A run that keeps its schedule shows none of it.
     let calm = text(&draw(&tui_fixture::snapshot(3), &live_app(), 160, 48));
     assert!(!calm.contains('⚠') && !calm.contains("client behind"));
+}
+
+/// The first tenant's drops filled the in-flight bound while its server held the requests: the
+/// header and its row say the target is saturated, and nothing says the client is the bottleneck.
+#[test]
+fn a_saturated_target_is_flagged_as_the_targets_not_the_clients() {
+    let mut snap = tui_fixture::snapshot(3);
+    snap.tenants[0].window.saturated = Some(Saturated {
+        dropped_share: 0.409,
+        server_ms: 284.0,
+        service_ms: 290.0,
+    });
+    // In full where there is room.
+    let wide = text(&draw(&snap, &live_app(), 300, 48));
+    assert!(
+        wide.contains(
+            "⚠ resnet50: target saturated: 40.9% dropped at the in-flight bound, the server held \
+             each request 284 ms of its 290 ms — the target is the bottleneck, not this machine"
+        ),
+        "{wide}"
+    );
+    let s = text(&draw(&snap, &live_app(), 160, 48));
+    assert!(
+        s.contains("⚠ resnet50: target saturated: 40.9% dropped at the in-flight bound"),
+        "{s}"
+    );
+    assert!(s.contains("▶⚠ resnet50"), "{s}");
+    assert!(!s.contains("client"), "{s}");
+    let narrow = text(&draw(&snap, &live_app(), 80, 24));
+    let header = narrow.lines().next().unwrap_or("").to_string();
+    assert!(header.contains("⚠ resnet50: target saturated"), "{header}");
 }
 
 /// Letters standing for the distinct styles of a buffer, in order of first use, with a legend:

@@ -387,7 +387,16 @@ fn progress_message(snap: &Snapshot) -> String {
         Some(flag) => format!(" · ⚠ {}", flag.short()),
         None => String::new(),
     };
-    format!("{phase}{conn}{client} · {}", rates.join(" · "))
+    // And as soon as the target saturates: those drops are the server's, not the client's.
+    let saturated: String = snap
+        .tenants
+        .iter()
+        .filter_map(|t| {
+            let s = t.window.saturated.as_ref().filter(|_| !t.paused)?;
+            Some(format!(" · ⚠ {}: {}", t.model, s.short()))
+        })
+        .collect();
+    format!("{phase}{conn}{client}{saturated} · {}", rates.join(" · "))
 }
 
 /// A run whose tenants got nothing through failed on the target's side; one whose recording

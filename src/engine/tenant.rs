@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::engine::hooks::ServerModel;
 use crate::loadgen::{ClosedLoop, TenantShared};
-use crate::measure::{CpuMeter, TenantMeter};
+use crate::measure::{CpuMeter, SpanContext, TenantMeter};
 use crate::triton::shm::TenantRegions;
 use crate::triton::{ModelStats, StatsWindow};
 use crate::vocab::snapshot::{ServerWindow, SoloPeak, TenantId, TenantView, Totals, WindowStats};
@@ -129,10 +129,14 @@ impl Tenant {
     pub fn view(&self, measured_s: f64, cpu: &CpuMeter) -> TenantView {
         let (window, totals) = match (&self.meter, &self.shared) {
             (Some(m), Some(shared)) => {
+                let span = |cpu_share, server: Option<&ServerWindow>| SpanContext {
+                    cpu_share,
+                    server_ms: server.and_then(ServerWindow::per_request_ms),
+                };
                 let (mut w, mut totals) = m.stats_with_client(
                     measured_s,
-                    cpu.window_share(),
-                    cpu.measured_share(),
+                    span(cpu.window_share(), self.server_window.as_ref()),
+                    span(cpu.measured_share(), self.server_totals.as_ref()),
                     cpu.cores(),
                 );
                 w.in_flight = shared.in_flight();

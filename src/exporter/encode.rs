@@ -29,6 +29,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("perseus_in_flight_requests", "gauge"),
     ("perseus_sla_latency_seconds", "gauge"),
     ("perseus_client_bound", "gauge"),
+    ("perseus_target_saturated", "gauge"),
     ("perseus_target_connected", "gauge"),
     ("perseus_measured_seconds", "gauge"),
     ("perseus_gpu_utilization_ratio", "gauge"),
@@ -214,6 +215,13 @@ fn tenant_gauges(enc: &mut DescriptorEncoder, f: &Figures) -> Result<(), Error> 
         "1 while the load generator cannot keep the tenant's schedule (its latencies then measure the client machine), else 0.",
         None,
         rows().map(|(l, g)| (l, Some(f64::from(u8::from(g.client_bound))))),
+    )?;
+    gauge(
+        enc,
+        "target_saturated",
+        "1 while the tenant's drops at the in-flight bound are the target's (its server holds the requests), else 0.",
+        None,
+        rows().map(|(l, g)| (l, Some(f64::from(u8::from(g.saturated))))),
     )
 }
 

@@ -122,6 +122,8 @@ pub struct TenantGauges {
     pub sla_latency_s: f64,
     /// The generator could not keep this tenant's schedule over the window.
     pub client_bound: bool,
+    /// The target's server held the requests whose drops filled the in-flight bound.
+    pub saturated: bool,
 }
 
 /// A target's latest figures.
@@ -231,6 +233,7 @@ fn tenant_gauges(t: &TenantView) -> TenantGauges {
         in_flight: t.window.in_flight,
         sla_latency_s: t.sla.latency_ms / 1000.0,
         client_bound: t.window.client_bound.is_some(),
+        saturated: t.window.saturated.is_some(),
     }
 }
 

@@ -306,6 +306,7 @@ fn each_target_keeps_its_own_series_and_client_bound_tenants_say_so() {
     assert_eq!(m[&("perseus_requests_ok_total".into(), b.into())], 10.0);
     assert_eq!(m[&("perseus_client_bound".into(), a.into())], 0.0);
     assert_eq!(m[&("perseus_client_bound".into(), b.into())], 1.0);
+    assert_eq!(m[&("perseus_target_saturated".into(), b.into())], 0.0);
     for t in ["gpu-a", "gpu-b"] {
         let key = (
             "perseus_target_connected".to_string(),

@@ -6,11 +6,16 @@
 //! threshold is far above the wake-up noise of a busy small machine (a few milliseconds at worst),
 //! so a light run is not flagged when other work shares the box, while a generator that cannot
 //! keep up falls further behind every tick and crosses it within a second.
+//!
+//! Drops at the in-flight bound have two causes, told apart by who held the requests in flight.
+//! When the server's own time per request is most of the client's time from send to answer, the
+//! server's queue filled the bound: the target is saturated and the drops are its doing. Otherwise
+//! the client (or its transport) held them and the drops count against the client.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::vocab::snapshot::{ClientBound, ClientBoundReason};
+use crate::vocab::snapshot::{ClientBound, ClientBoundReason, Saturated};
 
 /// An arrival dispatched this far behind its intended time counts against the client.
 pub const CLIENT_LAG: Duration = Duration::from_millis(10);
@@ -22,6 +27,9 @@ pub const MIN_COUNT: u64 = 5;
 pub const FALLING_TICKS: usize = 3;
 /// Process CPU at or above this share of the cores it may use is "out of CPU".
 pub const CPU_SHARE: f64 = 0.9;
+/// The server holds the in-flight requests when its own time per request is at least this share
+/// of the client's time from send to answer: drops at the bound are then the target's.
+pub const SERVER_HELD_SHARE: f64 = 0.8;
 
 /// What the client-bound rule reads over one span (a window, or the measured period).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -35,18 +43,49 @@ pub struct ClientFigures {
     /// Process CPU over the span as a share of the usable cores, when known.
     pub cpu_share: Option<f64>,
     pub cores: u32,
+    /// The client's mean time per successful request from its actual send, in ms.
+    pub service_ms: f64,
+    /// The server's own time per request over the span (its statistics), in ms, when it says.
+    pub server_ms: Option<f64>,
+}
+
+impl ClientFigures {
+    fn share(&self, n: u64) -> f64 {
+        if self.arrivals > 0 {
+            n as f64 / self.arrivals as f64
+        } else {
+            0.0
+        }
+    }
+
+    /// Enough of the span's arrivals (more than [`BOUND_SHARE`], at least [`MIN_COUNT`]) are `n`.
+    fn over(&self, n: u64) -> bool {
+        n >= MIN_COUNT && self.share(n) > BOUND_SHARE
+    }
+
+    /// The server held the requests in flight: its own time per request is most of the client's.
+    /// Without the server's statistics this cannot be told, and the drops count against the
+    /// client as before.
+    fn server_held(&self) -> bool {
+        self.server_ms
+            .is_some_and(|s| self.service_ms > 0.0 && s >= SERVER_HELD_SHARE * self.service_ms)
+    }
+}
+
+/// Drops at the in-flight bound that the target caused: the bound filled while its server held
+/// the requests. `None` when there were too few drops, or the client held them.
+pub fn saturated(f: &ClientFigures) -> Option<Saturated> {
+    (f.over(f.dropped) && f.server_held()).then(|| Saturated {
+        dropped_share: f.share(f.dropped),
+        server_ms: f.server_ms.unwrap_or(0.0),
+        service_ms: f.service_ms,
+    })
 }
 
 /// The flag for a span, or `None` when the generator kept its schedule.
 pub fn assess(f: &ClientFigures) -> Option<ClientBound> {
-    let share = |n: u64| {
-        if f.arrivals > 0 {
-            n as f64 / f.arrivals as f64
-        } else {
-            0.0
-        }
-    };
-    let over = |n: u64| n >= MIN_COUNT && share(n) > BOUND_SHARE;
+    let share = |n: u64| f.share(n);
+    let over = |n: u64| f.over(n);
     let mut reasons = Vec::new();
     if over(f.behind) {
         reasons.push(ClientBoundReason::LateSends);
@@ -54,7 +93,8 @@ pub fn assess(f: &ClientFigures) -> Option<ClientBound> {
     if f.falling_behind {
         reasons.push(ClientBoundReason::FallingBehind);
     }
-    if over(f.dropped) {
+    // Drops while the server held the requests are the target's (see [`saturated`]).
+    if over(f.dropped) && !f.server_held() {
         reasons.push(ClientBoundReason::Dropped);
     }
     if f.cpu_share.is_some_and(|c| c >= CPU_SHARE) {
@@ -206,6 +246,7 @@ mod tests {
             falling_behind: false,
             cpu_share: Some(0.5),
             cores: 2,
+            ..ClientFigures::default()
         };
         assert_eq!(assess(&f), None);
         // One late arrival of a handful is not a trend either.
@@ -263,6 +304,54 @@ mod tests {
         })
         .unwrap();
         assert_eq!(falling.short(), "client behind by 2.5 s");
+    }
+
+    #[test]
+    fn drops_while_the_server_held_the_requests_are_the_targets() {
+        let drops = ClientFigures {
+            arrivals: 1000,
+            dropped: 400,
+            cores: 2,
+            service_ms: 290.0,
+            ..ClientFigures::default()
+        };
+        // The server's queue held each request for nearly all of its time out: saturated.
+        let held = ClientFigures {
+            server_ms: Some(284.0),
+            ..drops
+        };
+        assert_eq!(assess(&held), None);
+        let s = saturated(&held).expect("saturated");
+        assert!((s.dropped_share - 0.4).abs() < 1e-12);
+        assert_eq!(
+            s.long(),
+            "target saturated: 40.0% dropped at the in-flight bound, the server held each \
+             request 284 ms of its 290 ms — the target is the bottleneck, not this machine"
+        );
+        // The client (its transport) held most of the time: the drops are the client's.
+        let client = ClientFigures {
+            server_ms: Some(9.0),
+            service_ms: 21.0,
+            ..drops
+        };
+        assert_eq!(saturated(&client), None);
+        assert_eq!(
+            assess(&client).unwrap().reasons,
+            vec![ClientBoundReason::Dropped]
+        );
+        // A server that does not say cannot be told apart: the drops count against the client.
+        assert_eq!(saturated(&drops), None);
+        assert!(assess(&drops).is_some());
+        // Other criteria still flag a saturated tenant's client when they hold.
+        let late_too = assess(&ClientFigures {
+            behind: 50,
+            lag_max: ms(40),
+            ..held
+        })
+        .unwrap();
+        assert_eq!(late_too.reasons, vec![ClientBoundReason::LateSends]);
+        // Too few drops are not a trend either way.
+        assert_eq!(saturated(&ClientFigures { dropped: 3, ..held }), None);
     }
 
     #[test]

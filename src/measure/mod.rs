@@ -10,7 +10,9 @@ pub mod window;
 
 pub use client::{ClientFigures, CpuMeter};
 pub use histogram::LatencyHistogram;
-pub use meter::{Counts, MeterError, SlaVerdict, TenantMeter, TenantRecorder, sla_verdict};
+pub use meter::{
+    Counts, MeterError, SlaVerdict, SpanContext, TenantMeter, TenantRecorder, sla_verdict,
+};
 pub use peak::{
     PeakOutcome, PeakReason, PeakSearch, PeakSearchConfig, PeakStep, ProbeWindow, StepResult,
 };

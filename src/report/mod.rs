@@ -16,7 +16,9 @@ pub use fleet::{
 };
 
 use crate::vocab::quantiles::Quantiles;
-use crate::vocab::snapshot::{ClientBound, CostView, PeakKind, Percentiles, Snapshot, TargetKind};
+use crate::vocab::snapshot::{
+    ClientBound, CostView, PeakKind, Percentiles, Saturated, Snapshot, TargetKind,
+};
 use crate::vocab::spec::Load;
 
 pub const SCHEMA: &str = "perseus.run.v1";
@@ -102,6 +104,10 @@ pub struct TenantBlock {
     /// Set when the generator could not keep this tenant's schedule over the measured period.
     #[serde(default)]
     pub client_bound: Option<ClientBound>,
+    /// Set when this tenant's drops at the in-flight bound were the target's doing (its server
+    /// held the requests): the latencies then measure the target's backlog.
+    #[serde(default)]
+    pub saturated: Option<Saturated>,
 }
 
 /// Past this share of the client's p95, the client's own tail ([`TenantBlock::client_tail_ms`])
@@ -138,9 +144,12 @@ impl TenantBlock {
 
     /// Whether more than [`CLIENT_TAIL_SHARE`] of the client's p95 is its own tail, so that p95
     /// measures the client machine's scheduling more than the modelled GPU.
+    /// A saturated target's tail is the wait for a slot its backlog imposed, not the client's.
     pub fn tail_is_the_clients(&self) -> bool {
-        self.client_tail_ms
-            .is_some_and(|tail| tail > CLIENT_TAIL_SHARE * self.latency_ms.p95)
+        self.saturated.is_none()
+            && self
+                .client_tail_ms
+                .is_some_and(|tail| tail > CLIENT_TAIL_SHARE * self.latency_ms.p95)
     }
 }
 
@@ -355,6 +364,7 @@ fn tenant_block(t: &crate::vocab::snapshot::TenantView) -> TenantBlock {
         }
         .to_string(),
         client_bound: tot.client_bound.clone(),
+        saturated: tot.saturated.clone(),
     }
 }
 
@@ -439,6 +449,7 @@ pub fn table(r: &RunResult) -> String {
         );
     }
     write_client_bound(&mut out, r);
+    write_saturated(&mut out, r);
     write_client_tail(&mut out, r);
     if let Some(g) = &r.gpu {
         let _ = writeln!(
@@ -519,6 +530,27 @@ fn write_client_bound(out: &mut String, r: &RunResult) {
     }
 }
 
+/// The warning that the target, not this machine, was the bottleneck of the tenants it saturated.
+fn write_saturated(out: &mut String, r: &RunResult) {
+    let saturated: Vec<(&TenantBlock, &Saturated)> = r
+        .tenants
+        .iter()
+        .filter_map(|t| t.saturated.as_ref().map(|s| (t, s)))
+        .collect();
+    if saturated.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "warning: the target was saturated (drops at the in-flight bound while its server held \
+         the requests): these latencies measure its backlog, the wait for a free slot included, \
+         not this machine"
+    );
+    for (t, s) in saturated {
+        let _ = writeln!(out, "  {}: {}, {}", t.model, s.short(), s.held());
+    }
+}
+
 /// The tenants whose p95 is more the client's tail than the GPU's, each with its share: a p95
 /// that looks like the GPU's but is not must say so (DESIGN §4).
 fn write_client_tail(out: &mut String, r: &RunResult) {
@@ -585,6 +617,8 @@ struct CsvRow<'a> {
     solo_peak: Option<f64>,
     /// The client-bound reasons, `;`-separated; empty when the generator kept its schedule.
     client_bound: String,
+    /// The target's server held the requests whose drops filled the in-flight bound.
+    target_saturated: bool,
 }
 
 impl<'a> CsvRow<'a> {
@@ -627,6 +661,7 @@ impl<'a> CsvRow<'a> {
                     names.join(";")
                 })
                 .unwrap_or_default(),
+            target_saturated: t.saturated.is_some(),
         }
     }
 }

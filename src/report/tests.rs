@@ -32,6 +32,7 @@ fn tenant(model: &str) -> TenantBlock {
         solo_peak: None,
         solo_peak_kind: "unknown".to_string(),
         client_bound: None,
+        saturated: None,
     }
 }
 
@@ -56,7 +57,7 @@ fn result(tenants: Vec<TenantBlock>) -> RunResult {
 const COLUMNS: &str = "session,model,arrival,target_rate,concurrency,achieved_rate,sent,ok,\
     errors,dropped,late,mean_ms,p50_ms,p90_ms,p95_ms,p99_ms,max_ms,service_p50_ms,\
     service_p99_ms,server_queue_ms,server_compute_infer_ms,avg_batch,sla_latency_ms,\
-    sla_percentile,attainment,sla_met,goodput,solo_peak,client_bound";
+    sla_percentile,attainment,sla_met,goodput,solo_peak,client_bound,target_saturated";
 
 #[test]
 fn the_csv_header_is_the_documented_one_and_cells_are_quoted() {
@@ -70,7 +71,11 @@ fn the_csv_header_is_the_documented_one_and_cells_are_quoted() {
         lines[2]
     );
     // Unknown figures are empty cells, never zero.
-    assert!(lines[1].ends_with(",0.999,true,149.0,,"), "{}", lines[1]);
+    assert!(
+        lines[1].ends_with(",0.999,true,149.0,,,false"),
+        "{}",
+        lines[1]
+    );
     // No tenants: still the header.
     assert_eq!(csv(&result(Vec::new())).unwrap(), format!("{COLUMNS}\n"));
 }
@@ -103,7 +108,10 @@ fn a_client_bound_run_says_so_in_table_csv_and_json() {
     assert!(!table.contains("mobilenet_v2: client"), "{table}");
     let text = csv(&r).unwrap();
     assert!(
-        text.lines().nth(1).unwrap_or("").ends_with(",late sends"),
+        text.lines()
+            .nth(1)
+            .unwrap_or("")
+            .ends_with(",late sends,false"),
         "{text}"
     );
     let json: serde_json::Value = serde_json::to_value(&r).unwrap();

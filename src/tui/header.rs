@@ -1,5 +1,6 @@
 //! The top line: what is being driven, and whether it is healthy right now — including whether
-//! the load generator itself is the bottleneck (then the figures measure this machine).
+//! the load generator itself is the bottleneck (then the figures measure this machine), or the
+//! target is saturated (then they measure its backlog).
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -9,7 +10,25 @@ use ratatui::widgets::Paragraph;
 use crate::tui::format;
 use crate::tui::screen::View;
 use crate::vocab::fleet::FleetView;
-use crate::vocab::snapshot::{ConnState, Phase, TargetKind};
+use crate::vocab::snapshot::{ConnState, Phase, Snapshot, TargetKind};
+
+/// What the figures measure when it is not the GPU serving its load normally, long and short: the
+/// client machine (the run's client-bound flag) first, else the first tenant whose target is
+/// saturated.
+fn bottleneck(snap: &Snapshot) -> Option<(String, String)> {
+    if let Some(flag) = &snap.client.window {
+        return Some((flag.long(), flag.short()));
+    }
+    let (t, s) = snap
+        .tenants
+        .iter()
+        .filter(|t| !t.paused)
+        .find_map(|t| t.window.saturated.as_ref().map(|s| (t, s)))?;
+    Some((
+        format!("{}: {}", t.model, s.long()),
+        format!("{}: {}", t.model, s.short()),
+    ))
+}
 
 pub fn render(frame: &mut Frame, area: Rect, view: &View) {
     if let Some(fleet) = view.fleet {
@@ -56,11 +75,11 @@ pub fn render(frame: &mut Frame, area: Rect, view: &View) {
     ));
     spans.push(sep());
     let mut show_window = true;
-    if let Some(flag) = &snap.client.window {
+    if let Some((long, short)) = bottleneck(snap) {
         // Ahead of the connection and the window, which give way first on a narrow terminal:
-        // figures that measure this machine must never pass unremarked.
+        // figures that measure this machine (or a saturated target) must never pass unremarked.
         let used: usize = spans.iter().map(|s| s.width()).sum();
-        let long = format!("⚠ {}", flag.long());
+        let long = format!("⚠ {long}");
         let long_width = Span::raw(long.as_str()).width();
         let connection = "connected".len() + 3;
         let window = format!(" ─ window {}", format::span(snap.window_s)).len();
@@ -70,7 +89,7 @@ pub fn render(frame: &mut Frame, area: Rect, view: &View) {
             spans.push(Span::styled(long, theme.warn));
             spans.push(sep());
         } else {
-            let short = format!("⚠ {}", flag.short());
+            let short = format!("⚠ {short}");
             let short_width = Span::raw(short.as_str()).width();
             // Where even the short form does not fit at the end, it goes first, after the name.
             let at = if used + short_width <= width {

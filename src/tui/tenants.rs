@@ -221,24 +221,31 @@ pub fn render(frame: &mut Frame, area: Rect, view: &View) {
     frame.render_widget(table, area);
 }
 
-/// Which tenant the client cannot keep up with, and by how much, on the table's top border beside
-/// the rows marked ⚠ (the first such tenant; the count of any others).
+/// Which tenant the client cannot keep up with (or whose target is saturated), and by how much, on
+/// the table's top border beside the rows marked ⚠ (the first such tenant; the count of others).
 pub(crate) fn client_bound_title(
     snap: &crate::vocab::snapshot::Snapshot,
     width: u16,
 ) -> Option<String> {
+    // The client's flags first: they say the figures measure this machine.
     let mut flagged = snap
         .tenants
         .iter()
         .filter(|t| !t.paused)
-        .filter_map(|t| t.window.client_bound.as_ref().map(|f| (t, f)));
-    let (t, flag) = flagged.next()?;
+        .filter_map(|t| t.window.client_bound.as_ref().map(|f| (t, f.short())))
+        .chain(
+            snap.tenants
+                .iter()
+                .filter(|t| !t.paused && t.window.client_bound.is_none())
+                .filter_map(|t| t.window.saturated.as_ref().map(|s| (t, s.short()))),
+        );
+    let (t, text) = flagged.next()?;
     let others = flagged.count();
     let more = match others {
         0 => String::new(),
         n => format!(" (+{n} more)"),
     };
-    let line = format!(" ⚠ {}: {}{more} ", t.model, flag.short());
+    let line = format!(" ⚠ {}: {text}{more} ", t.model);
     // Leave the left-hand title its room; drop the line rather than cover it.
     (line.chars().count() + 34 <= usize::from(width)).then_some(line)
 }
@@ -269,8 +276,10 @@ fn marker(t: &TenantView, view: &View) -> Span<'static> {
         .app
         .selected_tenant(view.snap)
         .is_some_and(|s| s.id == t.id);
-    if t.window.client_bound.is_some() && !t.paused {
-        // The client could not keep this tenant's schedule: its latencies measure this machine.
+    let flagged = t.window.client_bound.is_some() || t.window.saturated.is_some();
+    if flagged && !t.paused {
+        // The client could not keep this tenant's schedule (its latencies measure this machine),
+        // or its target is saturated (they measure the target's backlog).
         let text = if selected { "▶⚠" } else { " ⚠" };
         return Span::styled(text, view.theme.warn);
     }

@@ -46,7 +46,7 @@ impl ClientBound {
             )
         });
         if lag {
-            return format!("client behind by {}", lag_text(self.behind_ms));
+            return format!("client behind by {}", duration_text(self.behind_ms));
         }
         if self.reasons.contains(&ClientBoundReason::OutOfCpu) {
             let pct = self.cpu_share.unwrap_or(1.0) * 100.0;
@@ -108,14 +108,56 @@ impl ClientBoundReason {
     }
 }
 
-/// A lag in the unit that reads best: "850 µs", "12 ms", "3.4 s".
-fn lag_text(ms: f64) -> String {
+/// A duration given in ms, in the unit that reads best: "850 µs", "12 ms", "3.4 s".
+fn duration_text(ms: f64) -> String {
     if ms < 1.0 {
         format!("{:.0} µs", ms * 1000.0)
     } else if ms < 1000.0 {
         format!("{ms:.0} ms")
     } else {
         format!("{:.1} s", ms / 1000.0)
+    }
+}
+
+/// Why a tenant's drops at the in-flight bound are the target's doing, not the client's: the
+/// server itself held the requests in flight for most of the time they were out (its queue was
+/// full), so the bound filled because the target could not keep up. Its latencies measure the
+/// target's backlog, including the wait for a free slot that the backlog imposed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Saturated {
+    /// Share of arrivals dropped at the in-flight bound.
+    pub dropped_share: f64,
+    /// The server's own time per request (its statistics), in ms.
+    pub server_ms: f64,
+    /// The client's mean time per request from its actual send to the answer, in ms.
+    pub service_ms: f64,
+}
+
+impl Saturated {
+    /// A short statement for narrow places.
+    pub fn short(&self) -> String {
+        format!(
+            "target saturated: {:.1}% dropped at the in-flight bound",
+            self.dropped_share * 100.0
+        )
+    }
+
+    /// Who held the requests, by how much.
+    pub fn held(&self) -> String {
+        format!(
+            "the server held each request {} of its {}",
+            duration_text(self.server_ms),
+            duration_text(self.service_ms)
+        )
+    }
+
+    /// The short statement and what it means for the figures.
+    pub fn long(&self) -> String {
+        format!(
+            "{}, {} — the target is the bottleneck, not this machine",
+            self.short(),
+            self.held()
+        )
     }
 }
 

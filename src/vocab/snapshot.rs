@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::vocab::capacity::{CapacityView, WhatIfView};
-pub use crate::vocab::client_bound::{ClientBound, ClientBoundReason, ClientView};
+pub use crate::vocab::client_bound::{ClientBound, ClientBoundReason, ClientView, Saturated};
 use crate::vocab::quantiles::Quantiles;
 use crate::vocab::spec::{DynamicBatching, Load, Sla};
 
@@ -199,6 +199,10 @@ pub struct WindowStats {
     /// then measure the client machine, not the target.
     #[serde(default)]
     pub client_bound: Option<ClientBound>,
+    /// Set when the tenant's drops at the in-flight bound were the target's doing (its server held
+    /// the requests): its latencies then measure the target's backlog, not this machine.
+    #[serde(default)]
+    pub saturated: Option<Saturated>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -240,6 +244,9 @@ pub struct Totals {
     /// As [`WindowStats::client_bound`], over the measured period.
     #[serde(default)]
     pub client_bound: Option<ClientBound>,
+    /// As [`WindowStats::saturated`], over the measured period.
+    #[serde(default)]
+    pub saturated: Option<Saturated>,
 }
 
 /// Upper bounds (µs) of the latency buckets a run counts for Prometheus histograms: dense from
@@ -277,6 +284,18 @@ pub struct ServerWindow {
     pub avg_batch: f64,
     pub inferences_per_s: f64,
     pub executions_per_s: f64,
+}
+
+impl ServerWindow {
+    /// The server's time per request in ms: its `success` duration, else (a server that reports
+    /// only the parts) queue plus compute; `None` when it reported neither.
+    pub fn per_request_ms(&self) -> Option<f64> {
+        let parts =
+            self.queue_us + self.compute_input_us + self.compute_infer_us + self.compute_output_us;
+        self.request_us
+            .or((parts > 0.0).then_some(parts))
+            .map(|us| us / 1000.0)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

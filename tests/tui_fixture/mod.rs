@@ -114,6 +114,7 @@ fn tenant(i: usize, t: f64) -> TenantView {
             late: 0,
             in_flight: 2,
             client_bound: None,
+            saturated: None,
         },
         totals: Totals::default(),
         server: Some(ServerWindow {

@@ -386,6 +386,7 @@ fn tenant_block(t: &TenantSpec, m: &ModelReport, peak: SoloPeak, measured_s: f64
         dropped: 0,
         late: 0,
         client_bound: None,
+        saturated: None,
         latency_ms: latency,
         service_latency_ms: latency,
         client_ms: None,

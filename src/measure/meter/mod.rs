@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::measure::client::{ClientFigures, LagTrend, assess};
+use crate::measure::client::{ClientFigures, LagTrend, assess, saturated};
 use crate::measure::histogram::LatencyHistogram;
 use crate::measure::peak::ProbeWindow;
 use crate::measure::window::{Interval, Window, WindowError};
@@ -91,6 +91,15 @@ impl Cumulative {
             }
         }
     }
+}
+
+/// What the client-bound rule needs over a span beyond the meter's own figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SpanContext {
+    /// Process CPU over the span as a share of the usable cores, when known.
+    pub cpu_share: Option<f64>,
+    /// The server's own time per request over the span, in ms, when its statistics say.
+    pub server_ms: Option<f64>,
 }
 
 /// A tenant's meter: the live interval (shared with recorders), the sliding window and the totals.
@@ -271,6 +280,7 @@ impl TenantMeter {
             late: w.late,
             in_flight: self.in_flight,
             client_bound: None,
+            saturated: None,
         }
     }
 
@@ -300,27 +310,35 @@ impl TenantMeter {
         }
     }
 
-    /// Window figures and measured totals, each with its client-bound verdict, given the
-    /// process's CPU share over each span.
+    /// Window figures and measured totals, each with its client-bound and saturation verdicts,
+    /// given what the meter cannot see over each span (the process's CPU, the server's time).
     pub fn stats_with_client(
         &self,
         measured_s: f64,
-        cpu_window: Option<f64>,
-        cpu_measured: Option<f64>,
+        window: SpanContext,
+        measured: SpanContext,
         cores: u32,
     ) -> (WindowStats, Totals) {
         let mut w = self.window_stats();
-        w.client_bound = assess(&ClientFigures {
-            cpu_share: cpu_window,
+        let wf = ClientFigures {
+            cpu_share: window.cpu_share,
+            server_ms: window.server_ms,
+            service_ms: w.service_latency_ms.mean,
             cores,
             ..self.window_client()
-        });
+        };
+        w.client_bound = assess(&wf);
+        w.saturated = saturated(&wf);
         let mut t = self.totals(measured_s);
-        t.client_bound = assess(&ClientFigures {
-            cpu_share: cpu_measured,
+        let tf = ClientFigures {
+            cpu_share: measured.cpu_share,
+            server_ms: measured.server_ms,
+            service_ms: t.service_latency_ms.mean,
             cores,
             ..self.totals_client()
-        });
+        };
+        t.client_bound = assess(&tf);
+        t.saturated = saturated(&tf);
         (w, t)
     }
 
@@ -399,6 +417,7 @@ impl TenantMeter {
                 sum_ms: t.service_sum_us / 1000.0,
             },
             client_bound: None,
+            saturated: None,
         }
     }
 }

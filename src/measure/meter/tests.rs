@@ -243,6 +243,13 @@ fn probe_window_reads_the_sla_percentile_and_clears() {
     assert_eq!(m.totals(1.0).ok, 100);
 }
 
+fn cpu(share: f64) -> SpanContext {
+    SpanContext {
+        cpu_share: Some(share),
+        server_ms: None,
+    }
+}
+
 #[test]
 fn a_generator_that_falls_behind_is_flagged_in_window_and_totals() {
     let mut m = meter(1);
@@ -255,7 +262,7 @@ fn a_generator_that_falls_behind_is_flagged_in_window_and_totals() {
         }
         m.tick_elapsed(TICK);
     }
-    let (w, t) = m.stats_with_client(1.0, Some(0.3), Some(0.3), 2);
+    let (w, t) = m.stats_with_client(1.0, cpu(0.3), cpu(0.3), 2);
     assert_eq!((w.client_bound, t.client_bound), (None, None));
     // Then every arrival later than the one before, tick after tick.
     for k in 1..=4 {
@@ -264,7 +271,7 @@ fn a_generator_that_falls_behind_is_flagged_in_window_and_totals() {
         }
         m.tick_elapsed(TICK);
     }
-    let (w, t) = m.stats_with_client(2.0, Some(0.3), Some(0.3), 2);
+    let (w, t) = m.stats_with_client(2.0, cpu(0.3), cpu(0.3), 2);
     let w = w.client_bound.expect("window flagged");
     assert_eq!(
         w.reasons,
@@ -280,6 +287,48 @@ fn a_generator_that_falls_behind_is_flagged_in_window_and_totals() {
         (t.late_share - 390.0 / 800.0).abs() < 1e-9,
         "{}",
         t.late_share
+    );
+}
+
+#[test]
+fn drops_the_server_caused_are_saturation_not_the_clients() {
+    let mut m = meter(1);
+    m.start_measuring(Instant::now());
+    let rec = m.recorder();
+    // Half the arrivals find the bound full; those sent are answered after 290 ms.
+    for _ in 0..4 {
+        for i in 0..100 {
+            rec.record_dispatch(at(), ms(1));
+            if i % 2 == 0 {
+                rec.record_drop(at());
+            } else {
+                let sent = at();
+                rec.record_sent(sent);
+                rec.record_ok(sent, ms(900), ms(290));
+            }
+        }
+        m.tick_elapsed(TICK);
+    }
+    let held = SpanContext {
+        cpu_share: Some(0.3),
+        server_ms: Some(285.0),
+    };
+    let (w, t) = m.stats_with_client(1.0, held, held, 2);
+    assert_eq!((&w.client_bound, &t.client_bound), (&None, &None));
+    let s = w.saturated.expect("window saturated");
+    assert!((s.dropped_share - 0.5).abs() < 1e-9, "{s:?}");
+    assert!((s.service_ms - 290.0).abs() < 1.0, "{s:?}");
+    assert!(t.saturated.is_some());
+    // The same drops with a server that answers in 5 ms: the client held the requests.
+    let quick = SpanContext {
+        server_ms: Some(5.0),
+        ..held
+    };
+    let (w, _) = m.stats_with_client(1.0, quick, quick, 2);
+    assert_eq!(w.saturated, None);
+    assert_eq!(
+        w.client_bound.expect("client flagged").reasons,
+        vec![ClientBoundReason::Dropped]
     );
 }
 
