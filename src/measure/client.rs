@@ -63,38 +63,37 @@ impl ClientFigures {
         n >= MIN_COUNT && self.share(n) > BOUND_SHARE
     }
 
-    /// The server held the requests in flight: its own time per request is most of the client's.
-    /// Without the server's statistics this cannot be told, and the drops count against the
-    /// client as before.
-    fn server_held(&self) -> bool {
+    /// The server's time per request when the server held the requests in flight (it is most
+    /// of the client's). Without the server's statistics this cannot be told, and the drops
+    /// count against the client as before.
+    fn server_held_ms(&self) -> Option<f64> {
         self.server_ms
-            .is_some_and(|s| self.service_ms > 0.0 && s >= SERVER_HELD_SHARE * self.service_ms)
+            .filter(|&s| self.service_ms > 0.0 && s >= SERVER_HELD_SHARE * self.service_ms)
     }
 }
 
 /// Drops at the in-flight bound that the target caused: the bound filled while its server held
 /// the requests. `None` when there were too few drops, or the client held them.
 pub fn saturated(f: &ClientFigures) -> Option<Saturated> {
-    (f.over(f.dropped) && f.server_held()).then(|| Saturated {
+    let server_ms = f.server_held_ms().filter(|_| f.over(f.dropped))?;
+    Some(Saturated {
         dropped_share: f.share(f.dropped),
-        server_ms: f.server_ms.unwrap_or(0.0),
+        server_ms,
         service_ms: f.service_ms,
     })
 }
 
 /// The flag for a span, or `None` when the generator kept its schedule.
 pub fn assess(f: &ClientFigures) -> Option<ClientBound> {
-    let share = |n: u64| f.share(n);
-    let over = |n: u64| f.over(n);
     let mut reasons = Vec::new();
-    if over(f.behind) {
+    if f.over(f.behind) {
         reasons.push(ClientBoundReason::LateSends);
     }
     if f.falling_behind {
         reasons.push(ClientBoundReason::FallingBehind);
     }
     // Drops while the server held the requests are the target's (see [`saturated`]).
-    if over(f.dropped) && !f.server_held() {
+    if f.over(f.dropped) && f.server_held_ms().is_none() {
         reasons.push(ClientBoundReason::Dropped);
     }
     if f.cpu_share.is_some_and(|c| c >= CPU_SHARE) {
@@ -103,8 +102,8 @@ pub fn assess(f: &ClientFigures) -> Option<ClientBound> {
     (!reasons.is_empty()).then(|| ClientBound {
         reasons,
         behind_ms: f.lag_max.as_secs_f64() * 1000.0,
-        late_share: share(f.behind),
-        dropped_share: share(f.dropped),
+        late_share: f.share(f.behind),
+        dropped_share: f.share(f.dropped),
         cpu_share: f.cpu_share,
         cores: f.cores,
     })
